@@ -1,0 +1,67 @@
+"""Quiver's domain errors and the one table that maps them to gRPC status codes.
+
+Code below the servicers raises these; `grpc_status_for` is applied in one place (the servicer guard) so
+every RPC answers a person-readable message with the right code. Anything not in the table is INTERNAL
+and logged with its traceback.
+"""
+from __future__ import annotations
+
+import grpc
+
+
+class QuiverError(Exception):
+    """Base of every error Quiver reports to a caller."""
+
+
+class InvalidArgument(QuiverError):
+    """The request is malformed: wrong dimension, NaN, bad filter, k out of range, ..."""
+
+
+class NotFound(QuiverError):
+    """A named collection or partition does not exist."""
+
+
+class AlreadyExists(QuiverError):
+    """A collection or partition with that name exists with a different definition."""
+
+
+class FailedPrecondition(QuiverError):
+    """The request is well-formed but the system is not in a state to serve it (e.g. model mismatch)."""
+
+
+class Unavailable(QuiverError):
+    """A shard or etcd could not be reached; safe to retry idempotent calls."""
+
+
+class Aborted(QuiverError):
+    """A concurrent change won (an etcd transaction's compare failed); retry from a fresh read."""
+
+
+class ResourceExhausted(QuiverError):
+    """A request exceeds a configured size limit."""
+
+
+class DeadlineExceeded(QuiverError):
+    """The caller's deadline passed before the work finished."""
+
+
+GRPC_CODES: dict[type[QuiverError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    Aborted: grpc.StatusCode.ABORTED,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+ERRORS_BY_CODE: dict[grpc.StatusCode, type[QuiverError]] = {code: exc for exc, code in GRPC_CODES.items()}
+
+
+def grpc_status_for(error: BaseException) -> grpc.StatusCode:
+    for exc_type in type(error).__mro__:
+        code = GRPC_CODES.get(exc_type)  # type: ignore[arg-type]
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL

@@ -1,0 +1,206 @@
+from quiver.v1 import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PartitionRef(_message.Message):
+    __slots__ = ("collection", "shard", "version")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    shard: int
+    version: int
+    def __init__(self, collection: _Optional[str] = ..., shard: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+
+class PartitionSpec(_message.Message):
+    __slots__ = ("ref", "dim", "metric", "index", "model")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ref: PartitionRef
+    dim: int
+    metric: _types_pb2.Metric
+    index: _types_pb2.IndexSpec
+    model: str
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., dim: _Optional[int] = ..., metric: _Optional[_Union[_types_pb2.Metric, str]] = ..., index: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
+
+class CreatePartitionRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: PartitionSpec
+    def __init__(self, spec: _Optional[_Union[PartitionSpec, _Mapping]] = ...) -> None: ...
+
+class CreatePartitionResponse(_message.Message):
+    __slots__ = ("created",)
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    created: bool
+    def __init__(self, created: _Optional[bool] = ...) -> None: ...
+
+class DropPartitionRequest(_message.Message):
+    __slots__ = ("ref",)
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ref: PartitionRef
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ...) -> None: ...
+
+class DropPartitionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPartitionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPartitionsResponse(_message.Message):
+    __slots__ = ("partitions",)
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    partitions: _containers.RepeatedCompositeFieldContainer[PartitionSpec]
+    def __init__(self, partitions: _Optional[_Iterable[_Union[PartitionSpec, _Mapping]]] = ...) -> None: ...
+
+class UpsertRequest(_message.Message):
+    __slots__ = ("ref", "ids", "vectors", "metadata")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    ref: PartitionRef
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    vectors: bytes
+    metadata: _containers.RepeatedCompositeFieldContainer[_types_pb2.Metadata]
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ..., vectors: _Optional[bytes] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ...) -> None: ...
+
+class UpsertResponse(_message.Message):
+    __slots__ = ("upserted", "lsn")
+    UPSERTED_FIELD_NUMBER: _ClassVar[int]
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    upserted: int
+    lsn: int
+    def __init__(self, upserted: _Optional[int] = ..., lsn: _Optional[int] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("ref", "ids", "filter")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    ref: PartitionRef
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    filter: _types_pb2.Filter
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ("deleted", "lsn")
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    lsn: int
+    def __init__(self, deleted: _Optional[int] = ..., lsn: _Optional[int] = ...) -> None: ...
+
+class GetRequest(_message.Message):
+    __slots__ = ("ref", "ids", "include_vectors")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    ref: PartitionRef
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    include_vectors: bool
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
+
+class GetResponse(_message.Message):
+    __slots__ = ("points",)
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    points: _containers.RepeatedCompositeFieldContainer[_types_pb2.Point]
+    def __init__(self, points: _Optional[_Iterable[_Union[_types_pb2.Point, _Mapping]]] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("ref", "queries", "k", "filter", "params", "include_metadata", "include_vectors")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_METADATA_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    ref: PartitionRef
+    queries: bytes
+    k: int
+    filter: _types_pb2.Filter
+    params: _types_pb2.SearchParams
+    include_metadata: bool
+    include_vectors: bool
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., queries: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., params: _Optional[_Union[_types_pb2.SearchParams, _Mapping]] = ..., include_metadata: _Optional[bool] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[_types_pb2.QueryResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[_types_pb2.QueryResult, _Mapping]]] = ...) -> None: ...
+
+class TrainRequest(_message.Message):
+    __slots__ = ("ref", "vectors")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    ref: PartitionRef
+    vectors: bytes
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., vectors: _Optional[bytes] = ...) -> None: ...
+
+class TrainResponse(_message.Message):
+    __slots__ = ("trained_on",)
+    TRAINED_ON_FIELD_NUMBER: _ClassVar[int]
+    trained_on: int
+    def __init__(self, trained_on: _Optional[int] = ...) -> None: ...
+
+class SnapshotRequest(_message.Message):
+    __slots__ = ("ref",)
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ref: PartitionRef
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ...) -> None: ...
+
+class SnapshotResponse(_message.Message):
+    __slots__ = ("lsn",)
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    lsn: int
+    def __init__(self, lsn: _Optional[int] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ("ref",)
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ref: PartitionRef
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ...) -> None: ...
+
+class PartitionStats(_message.Message):
+    __slots__ = ("spec", "point_count", "deleted_count", "index_memory_bytes", "metadata_memory_bytes", "wal_bytes", "last_snapshot_unix", "last_lsn", "trained", "index_params_json", "searches_served")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    POINT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    INDEX_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    METADATA_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_SNAPSHOT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    LAST_LSN_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_FIELD_NUMBER: _ClassVar[int]
+    INDEX_PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    SEARCHES_SERVED_FIELD_NUMBER: _ClassVar[int]
+    spec: PartitionSpec
+    point_count: int
+    deleted_count: int
+    index_memory_bytes: int
+    metadata_memory_bytes: int
+    wal_bytes: int
+    last_snapshot_unix: float
+    last_lsn: int
+    trained: bool
+    index_params_json: str
+    searches_served: int
+    def __init__(self, spec: _Optional[_Union[PartitionSpec, _Mapping]] = ..., point_count: _Optional[int] = ..., deleted_count: _Optional[int] = ..., index_memory_bytes: _Optional[int] = ..., metadata_memory_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., last_snapshot_unix: _Optional[float] = ..., last_lsn: _Optional[int] = ..., trained: _Optional[bool] = ..., index_params_json: _Optional[str] = ..., searches_served: _Optional[int] = ...) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("partitions",)
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    partitions: _containers.RepeatedCompositeFieldContainer[PartitionStats]
+    def __init__(self, partitions: _Optional[_Iterable[_Union[PartitionStats, _Mapping]]] = ...) -> None: ...

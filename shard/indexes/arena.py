@@ -1,0 +1,68 @@
+"""A label-indexed store of raw float32 vectors that grows geometrically.
+
+Used by the flat index (which is exact search over it) and by IVF-PQ for the points written before
+training and for exact re-ranking (`refine`). Labels are dense and reused, so the arena's size follows
+the peak number of live points.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+
+class VectorArena:
+    def __init__(self, dim: int, capacity: int = 1024) -> None:
+        self.dim = dim
+        self._vectors = np.zeros((capacity, dim), dtype=np.float32)
+        self._live = np.zeros(capacity, dtype=bool)
+
+    def _ensure(self, max_label: int) -> None:
+        if max_label < len(self._live):
+            return
+        capacity = max(max_label + 1, 2 * len(self._live))
+        vectors = np.zeros((capacity, self.dim), dtype=np.float32)
+        vectors[: len(self._vectors)] = self._vectors
+        live = np.zeros(capacity, dtype=bool)
+        live[: len(self._live)] = self._live
+        self._vectors, self._live = vectors, live
+
+    def put(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        if len(labels) == 0:
+            return
+        self._ensure(int(labels.max()))
+        self._vectors[labels] = vectors
+        self._live[labels] = True
+
+    def remove(self, labels: np.ndarray) -> None:
+        labels = labels[labels < len(self._live)]
+        self._live[labels] = False
+
+    def get(self, labels: np.ndarray) -> np.ndarray:
+        return self._vectors[labels]
+
+    def live_labels(self) -> np.ndarray:
+        return np.flatnonzero(self._live)
+
+    @property
+    def count(self) -> int:
+        return int(self._live.sum())
+
+    def memory_bytes(self) -> int:
+        return int(self._vectors.nbytes + self._live.nbytes)
+
+    def to_bytes(self) -> bytes:
+        labels = self.live_labels()
+        buf = io.BytesIO()
+        np.save(buf, labels.astype(np.int64))
+        np.save(buf, self._vectors[labels])
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, dim: int, data: bytes) -> "VectorArena":
+        buf = io.BytesIO(data)
+        labels = np.load(buf)
+        vectors = np.load(buf)
+        arena = cls(dim, capacity=max(1024, int(labels.max()) + 1 if len(labels) else 1024))
+        arena.put(labels, vectors)
+        return arena

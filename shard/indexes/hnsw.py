@@ -1,0 +1,132 @@
+"""HNSW adapter over hnswlib.
+
+- Growth: the graph is resized geometrically, never rebuilt.
+- Deletes: hnswlib's mark_deleted. The partition reuses freed labels, and re-adding a deleted label makes
+  hnswlib unmark it and overwrite its slot in place, so memory follows the peak live count under churn.
+- Replacing a live label's vector is hnswlib's in-place update (the old vector is gone at once).
+- Filters: a bytes bitmap's __getitem__ is the filter callable; it is a C-level lookup, the cheapest
+  callable hnswlib can take. Very selective filters never get here: the partition searches them exactly.
+- ef is global state in hnswlib, so searches that want a different ef wait until the ones in flight with
+  the current ef finish (`_EfGate`), instead of racing on set_ef.
+"""
+from __future__ import annotations
+
+import pickle
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import hnswlib
+import numpy as np
+
+from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits
+from shard.indexes.exact import exact_topk
+
+DEFAULTS = {"m": 16, "ef_construction": 200, "ef_search": 64}
+
+
+class _EfGate:
+    """Lets any number of searches share one ef value; switching ef waits for them to drain."""
+
+    def __init__(self, index: hnswlib.Index, ef: int) -> None:
+        self._index = index
+        self._ef = ef
+        self._active = 0
+        self._cond = threading.Condition()
+        index.set_ef(ef)
+
+    @contextmanager
+    def using(self, ef: int) -> Iterator[None]:
+        with self._cond:
+            while self._ef != ef and self._active > 0:
+                self._cond.wait()
+            if self._ef != ef:
+                self._index.set_ef(ef)
+                self._ef = ef
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                if self._active == 0:
+                    self._cond.notify_all()
+
+
+class HnswIndex:
+    def __init__(self, config: IndexConfig, index: hnswlib.Index | None = None) -> None:
+        self.config = config
+        self._params = {key: int(config.params.get(key) or default) for key, default in DEFAULTS.items()}
+        if index is None:
+            index = hnswlib.Index(space=config.space, dim=config.dim)
+            index.init_index(max_elements=1024, M=self._params["m"], ef_construction=self._params["ef_construction"])
+        self._index = index
+        self._gate = _EfGate(index, self._params["ef_search"])
+
+    @property
+    def trained(self) -> bool:
+        return True
+
+    @property
+    def exact(self) -> bool:
+        return False
+
+    def effective_params(self) -> dict[str, Any]:
+        return dict(self._params)
+
+    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        if len(labels) == 0:
+            return
+        needed = int(labels.max()) + 1
+        capacity = self._index.get_max_elements()
+        if needed > capacity:
+            self._index.resize_index(max(needed, 2 * capacity))
+        self._index.add_items(vectors, labels, num_threads=-1)
+
+    def remove(self, labels: np.ndarray) -> None:
+        for label in labels.tolist():
+            self._index.mark_deleted(label)
+
+    def _to_scores(self, distances: np.ndarray) -> np.ndarray:
+        # hnswlib returns 1 - ip for "ip" and squared L2 for "l2".
+        return (1.0 - distances) if self.config.space == "ip" else -distances
+
+    def search(self, queries: np.ndarray, k: int, knobs: QueryKnobs, allowed: np.ndarray | None) -> SearchHits:
+        ef = max(knobs.ef_search or self._params["ef_search"], k)
+        hits = SearchHits.empty(len(queries), k)
+        if k == 0:
+            return hits
+        predicate = bytes(allowed.view(np.uint8)).__getitem__ if allowed is not None else None
+        try:
+            with self._gate.using(ef):
+                labels, distances = self._index.knn_query(queries, k=k, num_threads=-1, filter=predicate)
+        except RuntimeError:
+            # hnswlib refuses when it cannot fill k (many deletes, tight filters); the partition then
+            # completes these queries exactly.
+            return hits
+        hits.labels[:] = labels.astype(np.int64)
+        hits.scores[:] = self._to_scores(distances)
+        return hits
+
+    def search_subset(self, queries: np.ndarray, k: int, labels: np.ndarray) -> SearchHits:
+        if len(labels) == 0:
+            return SearchHits.empty(len(queries), k)
+        vectors = self._index.get_items(labels, return_type="numpy")
+        return exact_topk(queries, vectors, labels, k, self.config.space)
+
+    def vectors(self, labels: np.ndarray) -> np.ndarray:
+        return np.asarray(self._index.get_items(labels, return_type="numpy"), dtype=np.float32)
+
+    def train(self, sample: np.ndarray | None) -> int:
+        return 0
+
+    def memory_bytes(self) -> int:
+        return int(self._index.index_file_size())
+
+    def to_bytes(self) -> bytes:
+        return pickle.dumps({"params": self._params, "index": self._index}, protocol=5)
+
+    @classmethod
+    def from_bytes(cls, config: IndexConfig, data: bytes) -> "HnswIndex":
+        state = pickle.loads(data)
+        return cls(IndexConfig(config.kind, config.dim, config.space, state["params"]), state["index"])

@@ -1,0 +1,191 @@
+"""IVF-PQ adapter over faiss (IndexIVFPQ with a hashtable direct map for fast remove/replace).
+
+- Until trained, points live in a raw `VectorArena` and are searched exactly, so nothing written before
+  training is ever invisible. Training happens automatically once `train_size` points exist, or on an
+  explicit Train call; the buffered points then go into the index.
+- `refine` > 0 keeps raw vectors and re-ranks refine*k PQ candidates exactly. With refine = 0 the raw
+  vectors are dropped after training: that is what makes IVF-PQ ~m bytes per vector.
+- Per-query nprobe and filters travel in faiss SearchParametersIVF (no shared mutable state), the filter
+  as an IDSelectorBitmap evaluated inside faiss.
+"""
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import faiss
+import numpy as np
+
+from quiver.errors import FailedPrecondition, InvalidArgument
+from shard.indexes.arena import VectorArena
+from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits
+from shard.indexes.exact import exact_topk
+
+
+def default_pq_m(dim: int) -> int:
+    return max(d for d in range(1, min(64, max(dim // 2, 1)) + 1) if dim % d == 0)
+
+
+def resolve_params(dim: int, params: dict[str, Any]) -> dict[str, int]:
+    nlist = int(params.get("nlist") or 1024)
+    resolved = {
+        "nlist": nlist,
+        "m": int(params.get("m") or default_pq_m(dim)),
+        "nbits": int(params.get("nbits") or 8),
+        "nprobe": int(params.get("nprobe") or 16),
+        "train_size": int(params.get("train_size") or max(39 * nlist, 10_000)),
+        "refine": int(params.get("refine") or 0),
+    }
+    if dim % resolved["m"]:
+        raise InvalidArgument(f"ivf_pq: m={resolved['m']} must divide the dimension {dim}")
+    if not 1 <= resolved["nbits"] <= 16:
+        raise InvalidArgument(f"ivf_pq: nbits={resolved['nbits']} must be between 1 and 16")
+    if resolved["train_size"] < nlist:
+        raise InvalidArgument(f"ivf_pq: train_size={resolved['train_size']} must be at least nlist={nlist}")
+    return resolved
+
+
+class IvfPqIndex:
+    def __init__(self, config: IndexConfig) -> None:
+        self.config = config
+        self._params = resolve_params(config.dim, config.params)
+        self._arena: VectorArena | None = VectorArena(config.dim)
+        self._ivf: faiss.IndexIVFPQ | None = None
+
+    @property
+    def trained(self) -> bool:
+        return self._ivf is not None
+
+    @property
+    def exact(self) -> bool:
+        return self._ivf is None
+
+    def effective_params(self) -> dict[str, Any]:
+        return dict(self._params)
+
+    @property
+    def _metric(self) -> int:
+        return faiss.METRIC_INNER_PRODUCT if self.config.space == "ip" else faiss.METRIC_L2
+
+    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        if len(labels) == 0:
+            return
+        if self._arena is not None:
+            self._arena.put(labels, vectors)
+        if self._ivf is None:
+            assert self._arena is not None
+            if self._arena.count >= self._params["train_size"]:
+                self.train(None)
+            return
+        self._ivf.remove_ids(faiss.IDSelectorBatch(labels))
+        self._ivf.add_with_ids(vectors, labels)
+
+    def remove(self, labels: np.ndarray) -> None:
+        if self._arena is not None:
+            self._arena.remove(labels)
+        if self._ivf is not None and len(labels):
+            self._ivf.remove_ids(faiss.IDSelectorBatch(labels))
+
+    def vectors(self, labels: np.ndarray) -> np.ndarray:
+        if self._arena is not None:
+            return self._arena.get(labels)
+        assert self._ivf is not None
+        return np.stack([self._ivf.reconstruct(int(label)) for label in labels])
+
+    def train(self, sample: np.ndarray | None) -> int:
+        if self._arena is None and sample is None:
+            raise FailedPrecondition("ivf_pq: already trained and raw vectors were not kept; pass a sample")
+        stored = self._arena.live_labels() if self._arena is not None else np.zeros(0, np.int64)
+        training = sample if sample is not None else self._arena.get(stored)  # type: ignore[union-attr]
+        nlist = self._params["nlist"]
+        if len(training) < nlist:
+            raise FailedPrecondition(
+                f"ivf_pq: training needs at least nlist={nlist} vectors, have {len(training)}; "
+                "write more points or pass a larger sample"
+            )
+        quantizer = faiss.IndexFlatIP(self.config.dim) if self._metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(self.config.dim)
+        ivf = faiss.IndexIVFPQ(quantizer, self.config.dim, nlist, self._params["m"], self._params["nbits"], self._metric)
+        ivf.own_fields = True
+        quantizer.this.disown()
+        ivf.train(np.ascontiguousarray(training, dtype=np.float32))
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+        if self._arena is not None and len(stored):
+            ivf.add_with_ids(self._arena.get(stored), stored)
+        self._ivf = ivf
+        if not self._params["refine"]:
+            self._arena = None
+        return len(training)
+
+    def search(self, queries: np.ndarray, k: int, knobs: QueryKnobs, allowed: np.ndarray | None) -> SearchHits:
+        if self._ivf is None:
+            assert self._arena is not None
+            labels = self._arena.live_labels()
+            if allowed is not None:
+                labels = labels[allowed[labels]]
+            return exact_topk(queries, self._arena.get(labels), labels, k, self.config.space)
+        selector = None
+        if allowed is not None:
+            bits = np.packbits(allowed, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
+        nprobe = min(knobs.nprobe or self._params["nprobe"], self._params["nlist"])
+        return self._search_ivf(queries, k, nprobe, selector)
+
+    def _search_ivf(self, queries: np.ndarray, k: int, nprobe: int, selector: Any) -> SearchHits:
+        assert self._ivf is not None
+        refine = self._params["refine"]
+        fetch = k * refine if refine else k
+        params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector) if selector is not None else faiss.SearchParametersIVF(nprobe=nprobe)
+        distances, labels = self._ivf.search(queries, fetch, params=params)
+        if refine and self._arena is not None:
+            return self._rerank(queries, labels, k)
+        hits = SearchHits.empty(len(queries), k)
+        hits.labels[:] = labels
+        scores = distances if self._metric == faiss.METRIC_INNER_PRODUCT else -distances
+        hits.scores[:] = np.where(labels >= 0, scores, -np.inf)
+        return hits
+
+    def _rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> SearchHits:
+        assert self._arena is not None
+        hits = SearchHits.empty(len(queries), k)
+        for row, (query, labels) in enumerate(zip(queries, candidates)):
+            labels = labels[labels >= 0]
+            exact = exact_topk(query[None, :], self._arena.get(labels), labels, k, self.config.space)
+            hits.scores[row], hits.labels[row] = exact.scores[0], exact.labels[0]
+        return hits
+
+    def search_subset(self, queries: np.ndarray, k: int, labels: np.ndarray) -> SearchHits:
+        if self._arena is not None:
+            return exact_topk(queries, self._arena.get(labels), labels, k, self.config.space)
+        # Without raw vectors the best we have is an exhaustive scan of the compressed codes.
+        selector = faiss.IDSelectorBatch(labels)
+        return self._search_ivf(queries, k, self._params["nlist"], selector)
+
+    def memory_bytes(self) -> int:
+        total = self._arena.memory_bytes() if self._arena is not None else 0
+        if self._ivf is not None:
+            # codes + ids in the inverted lists, the coarse centroids, the PQ codebooks, and the
+            # direct-map hashtable (~32 bytes an entry in std::unordered_map).
+            n = self._ivf.ntotal
+            total += n * (self._ivf.code_size + 8) + n * 32
+            total += self._params["nlist"] * self.config.dim * 4
+            total += self.config.dim * (1 << self._params["nbits"]) * 4
+        return int(total)
+
+    def to_bytes(self) -> bytes:
+        return pickle.dumps(
+            {
+                "params": self._params,
+                "arena": self._arena.to_bytes() if self._arena is not None else None,
+                "ivf": faiss.serialize_index(self._ivf).tobytes() if self._ivf is not None else None,
+            },
+            protocol=5,
+        )
+
+    @classmethod
+    def from_bytes(cls, config: IndexConfig, data: bytes) -> "IvfPqIndex":
+        state = pickle.loads(data)
+        index = cls(IndexConfig(config.kind, config.dim, config.space, state["params"]))
+        index._arena = VectorArena.from_bytes(config.dim, state["arena"]) if state["arena"] is not None else None
+        if state["ivf"] is not None:
+            index._ivf = faiss.deserialize_index(np.frombuffer(state["ivf"], dtype=np.uint8))
+        return index

@@ -1,0 +1,186 @@
+"""Checksummed, atomically written snapshot files: the shard's state as of one WAL LSN.
+
+A file `snapshot-{lsn:020d}.qsnap` is the magic `QSNAP1\\n`, a little-endian u32 header length, a JSON
+header (version, lsn, written_unix, and each section's name, length and crc32), the section bodies in header
+order, and a sha256 of everything before it. It is written to a `.tmp` file, fsynced, renamed into place and
+the directory fsynced, so a crash leaves either the old set of snapshots or the new one.
+
+Loading tries the newest first; a snapshot that fails any check is renamed `.corrupt` (never served again,
+kept for an operator) and the next older one is tried. That is why `keep` defaults to 2: with the WAL kept
+back to the oldest kept snapshot, losing the newest one still recovers everything.
+
+Not thread-safe: one writer per directory.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import struct
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+_log = logging.getLogger(__name__)
+
+_MAGIC = b"QSNAP1\n"
+_HEADER_LEN = struct.Struct("<I")
+_DIGEST_BYTES = hashlib.sha256().digest_size
+_NAME = re.compile(r"snapshot-(\d{20})\.qsnap")
+# Big sections are hashed and written in pieces that stay in cache between the two passes.
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class LoadedSnapshot:
+    lsn: int
+    sections: dict[str, bytes]
+    path: Path
+    written_unix: float
+
+
+class _Invalid(Exception):
+    """The file fails a check; the message says which."""
+
+
+def _fsync_dir(directory: Path) -> None:
+    # A rename or delete is only durable once the directory entry is.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SnapshotStore:
+    def __init__(self, directory: Path, keep: int = 2) -> None:
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self._dir = directory
+        self._keep = keep
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def write(self, lsn: int, sections: Mapping[str, bytes]) -> Path:
+        """Durably write a snapshot at `lsn`, prune old ones beyond `keep`, and return its path.
+
+        Section values may be any C-contiguous buffer (bytes, bytearray, numpy arrays); none is copied.
+        """
+        views = {name: memoryview(body).cast("B") for name, body in sections.items()}
+        header = json.dumps({
+            "version": 1,
+            "lsn": lsn,
+            "written_unix": time.time(),
+            "sections": [{"name": n, "length": v.nbytes, "crc32": zlib.crc32(v)} for n, v in views.items()],
+        }).encode()
+        path = self._dir / f"snapshot-{lsn:020d}.qsnap"
+        tmp = path.with_name(path.name + ".tmp")
+        digest = hashlib.sha256()
+        try:
+            with open(tmp, "wb") as f:
+                def put(data: bytes | memoryview) -> None:
+                    digest.update(data)
+                    f.write(data)
+
+                put(_MAGIC)
+                put(_HEADER_LEN.pack(len(header)))
+                put(header)
+                for view in views.values():
+                    for start in range(0, view.nbytes, _CHUNK):
+                        put(view[start:start + _CHUNK])
+                f.write(digest.digest())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(self._dir)
+        self._prune()
+        return path
+
+    def load_newest_valid(self) -> LoadedSnapshot | None:
+        """Return the newest snapshot that passes every check, setting aside the ones that do not."""
+        for tmp in self._dir.glob("snapshot-*.qsnap.tmp"):
+            tmp.unlink()  # a write that crashed before its rename
+        for lsn in reversed(self.kept_lsns()):
+            path = self._path(lsn)
+            try:
+                return _read(path, lsn)
+            except _Invalid as err:
+                _log.warning("snapshot %s is corrupt (%s); setting it aside and trying an older one",
+                             path, err)
+                os.replace(path, path.with_name(path.name + ".corrupt"))
+                _fsync_dir(self._dir)
+        return None
+
+    def kept_lsns(self) -> list[int]:
+        """LSNs of the snapshot files present, ascending (judged by name, not yet verified)."""
+        matches = (_NAME.fullmatch(p.name) for p in self._dir.iterdir())
+        return sorted(int(m.group(1)) for m in matches if m)
+
+    def _path(self, lsn: int) -> Path:
+        return self._dir / f"snapshot-{lsn:020d}.qsnap"
+
+    def _prune(self) -> None:
+        old = self.kept_lsns()[:-self._keep]
+        for lsn in old:
+            self._path(lsn).unlink()
+        if old:
+            _fsync_dir(self._dir)
+
+
+def _read(path: Path, lsn: int) -> LoadedSnapshot:
+    """Read and verify one snapshot file, raising _Invalid on any mismatch."""
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        def take(n: int) -> bytes:
+            data = f.read(n)
+            if len(data) != n:
+                raise _Invalid("file is truncated")
+            digest.update(data)
+            return data
+
+        if take(len(_MAGIC)) != _MAGIC:
+            raise _Invalid("bad magic")
+        (header_len,) = _HEADER_LEN.unpack(take(_HEADER_LEN.size))
+        if header_len > size:
+            raise _Invalid(f"header length {header_len} exceeds file size {size}")
+        header = _parse_header(take(header_len), lsn)
+        lengths = [s["length"] for s in header["sections"]]
+        expected_size = len(_MAGIC) + _HEADER_LEN.size + header_len + sum(lengths) + _DIGEST_BYTES
+        # Checked before reading the bodies so a damaged length cannot make us allocate gigabytes.
+        if size != expected_size:
+            raise _Invalid(f"file is {size} bytes, header implies {expected_size}")
+        sections = {}
+        for entry in header["sections"]:
+            body = take(entry["length"])
+            if zlib.crc32(body) != entry["crc32"]:
+                raise _Invalid(f"crc mismatch in section {entry['name']!r}")
+            sections[entry["name"]] = body
+        if f.read(_DIGEST_BYTES) != digest.digest():
+            raise _Invalid("sha256 trailer mismatch")
+    return LoadedSnapshot(lsn, sections, path, float(header["written_unix"]))
+
+
+def _parse_header(raw: bytes, lsn: int) -> dict:
+    try:
+        header = json.loads(raw)
+        sections = header["sections"]
+        valid = (
+            header["version"] == 1
+            and header["lsn"] == lsn
+            and isinstance(header["written_unix"], (int, float))
+            and all(isinstance(s["name"], str) and isinstance(s["length"], int) and s["length"] >= 0
+                    and isinstance(s["crc32"], int) for s in sections)
+            and len({s["name"] for s in sections}) == len(sections)
+        )
+    except (ValueError, KeyError, TypeError) as err:  # UnicodeDecodeError is a ValueError
+        raise _Invalid(f"unreadable header: {err}") from None
+    if not valid:
+        raise _Invalid("header fields are missing, mistyped or disagree with the file name")
+    return header

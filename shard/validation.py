@@ -1,0 +1,45 @@
+"""Checks on points and queries before anything is written or searched; each failure says what to fix."""
+from __future__ import annotations
+
+import numpy as np
+
+from quiver.errors import InvalidArgument
+
+MAX_ID_BYTES = 256
+
+
+def check_ids(ids: list[str], *, allow_duplicates: bool = False) -> None:
+    for position, point_id in enumerate(ids):
+        if not point_id:
+            raise InvalidArgument(f"ids[{position}] is empty; point ids must be 1..{MAX_ID_BYTES} bytes of UTF-8")
+        size = len(point_id.encode("utf-8"))
+        if size > MAX_ID_BYTES:
+            raise InvalidArgument(f"ids[{position}] is {size} bytes; point ids may be at most {MAX_ID_BYTES} bytes")
+    if not allow_duplicates and len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+        raise InvalidArgument(f"id {dup!r} appears more than once in one batch; send each id once")
+
+
+def prepare_vectors(vectors: np.ndarray, metric: str, what: str = "vectors") -> np.ndarray:
+    """Refuses NaN/Inf (and zero vectors under cosine); normalises under cosine. Returns a new array."""
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise InvalidArgument(f"{what}[{row}] contains NaN or infinite values")
+    out = np.array(vectors, dtype=np.float32, order="C", copy=True)
+    if metric == "cosine":
+        norms = np.linalg.norm(out, axis=1)
+        zero = norms == 0
+        if zero.any():
+            row = int(np.flatnonzero(zero)[0])
+            raise InvalidArgument(f"{what}[{row}] is a zero vector, which has no direction under the cosine metric")
+        out /= norms[:, None]
+    return out
+
+
+def check_k(k: int, max_k: int) -> None:
+    if k <= 0:
+        raise InvalidArgument("k must be at least 1")
+    if k > max_k:
+        raise InvalidArgument(f"k={k} exceeds the server's maximum of {max_k}")

@@ -1,0 +1,268 @@
+"""A segmented write-ahead log of opaque byte payloads: the shard's durability for writes since the last
+snapshot.
+
+Every record gets a log sequence number (LSN): consecutive integers from 1, global across segment files
+named `wal-{first_lsn:020d}.log`. A record is a `<IIQ` header (payload length, crc32 over the 8 LSN bytes
+and the payload, LSN) followed by the payload. `append_batch` writes a whole batch and fsyncs once, so
+concurrent writers that the caller groups into one batch share one fsync (group commit).
+
+Recovery policy, decided at `open`: a segment is only ever written after its predecessor's last batch was
+fsynced, so a crash can only tear the tail of the *last* segment. A bad record there (short, past end of
+file, crc mismatch, wrong LSN) is taken to be that tear: the file is cut at the record's start and opening
+goes on. A bad record in any earlier segment, or an LSN gap between segments, is real damage and raises
+`CorruptLog`. Corruption in the middle of the last segment cannot be told apart from a tear, so it also
+loses the records after it; the snapshot store keeps an older snapshot for that reason.
+
+Not thread-safe: the caller drives it from one worker thread at a time.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+_log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<IIQ")
+_LSN = struct.Struct("<Q")
+_SEGMENT_NAME = re.compile(r"wal-(\d{20})\.log")
+_MAX_PAYLOAD = 2**32 - 1
+
+
+class CorruptLog(Exception):
+    """The log is damaged somewhere a crash cannot explain; recovering from it needs an operator."""
+
+
+class _BadRecord(Exception):
+    def __init__(self, offset: int, reason: str) -> None:
+        super().__init__(f"{reason} at offset {offset}")
+        self.offset = offset
+
+
+@dataclass
+class _Segment:
+    path: Path
+    first_lsn: int
+    size: int
+
+
+def _segment_path(directory: Path, first_lsn: int) -> Path:
+    return directory / f"wal-{first_lsn:020d}.log"
+
+
+def _crc(lsn: int, payload: bytes) -> int:
+    # The LSN is covered too, so a record copied to the wrong place does not pass as valid.
+    return zlib.crc32(payload, zlib.crc32(_LSN.pack(lsn)))
+
+
+def _encode(lsn: int, payload: bytes) -> bytes:
+    return _HEADER.pack(len(payload), _crc(lsn, payload), lsn) + payload
+
+
+def _records(f: BinaryIO, first_lsn: int, end: int) -> Iterator[tuple[int, int, bytes]]:
+    """Yield (offset, lsn, payload) for the records in f[:end]; raise _BadRecord at the first bad one."""
+    offset, lsn = 0, first_lsn
+    while offset < end:
+        if offset + _HEADER.size > end:
+            raise _BadRecord(offset, "truncated header")
+        length, crc, rec_lsn = _HEADER.unpack(f.read(_HEADER.size))
+        # Checked before reading so a garbage length cannot make us allocate gigabytes.
+        if offset + _HEADER.size + length > end:
+            raise _BadRecord(offset, f"payload length {length} runs past end of file")
+        if rec_lsn != lsn:
+            raise _BadRecord(offset, f"lsn {rec_lsn} where {lsn} was expected")
+        payload = f.read(length)
+        if _crc(rec_lsn, payload) != crc:
+            raise _BadRecord(offset, "crc mismatch")
+        yield offset, lsn, payload
+        offset += _HEADER.size + length
+        lsn += 1
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Creating, renaming or deleting a file is only durable once its directory entry is.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class WriteAheadLog:
+    """Append-only log; use `open`, not the constructor."""
+
+    def __init__(self, directory: Path, segment_bytes: int, segments: list[_Segment], last_lsn: int) -> None:
+        self._dir = directory
+        self._segment_bytes = segment_bytes
+        self._segments = segments
+        self._last_lsn = last_lsn
+        self._fd: int | None = os.open(segments[-1].path, os.O_WRONLY | os.O_APPEND)
+        self._failed = False
+
+    @classmethod
+    def open(cls, directory: Path, segment_bytes: int = 64 * 2**20, start_lsn: int = 0) -> WriteAheadLog:
+        """Open (or create) the log in `directory`, cutting off a torn tail left by a crash.
+
+        `start_lsn` is the LSN of the snapshot the caller recovered from: with no segments, the first record
+        gets `start_lsn + 1`.
+        """
+        directory.mkdir(parents=True, exist_ok=True)
+        segments = cls._scan(directory)
+        last_lsn = cls._validate(segments) if segments else start_lsn
+        if segments and start_lsn > last_lsn:
+            # The snapshot already holds everything these segments have, and keeping them would leave an
+            # LSN gap that the next open must treat as corruption.
+            _log.warning("snapshot lsn %d is past the log's last lsn %d: dropping %d old segment(s)",
+                         start_lsn, last_lsn, len(segments))
+            for seg in segments:
+                seg.path.unlink()
+            segments, last_lsn = [], start_lsn
+        if not segments:
+            segments = [cls._create_segment(directory, last_lsn + 1)]
+        return cls(directory, segment_bytes, segments, last_lsn)
+
+    @staticmethod
+    def _scan(directory: Path) -> list[_Segment]:
+        found = []
+        for path in directory.iterdir():
+            match = _SEGMENT_NAME.fullmatch(path.name)
+            if match:
+                found.append(_Segment(path, int(match.group(1)), path.stat().st_size))
+        return sorted(found, key=lambda s: s.first_lsn)
+
+    @staticmethod
+    def _validate(segments: list[_Segment]) -> int:
+        """Check every record, truncate a torn tail of the last segment, and return the last good LSN."""
+        expected = segments[0].first_lsn
+        for i, seg in enumerate(segments):
+            if seg.first_lsn != expected:
+                raise CorruptLog(f"{seg.path}: starts at lsn {seg.first_lsn}, expected {expected} (offset 0)")
+            with open(seg.path, "rb") as f:
+                try:
+                    for _offset, lsn, _payload in _records(f, seg.first_lsn, seg.size):
+                        expected = lsn + 1
+                except _BadRecord as bad:
+                    if i < len(segments) - 1:
+                        raise CorruptLog(f"{seg.path}: {bad}") from None
+                    _log.warning("%s: dropping torn tail (%s, %d bytes)",
+                                 seg.path, bad, seg.size - bad.offset)
+                    WriteAheadLog._truncate(seg, bad.offset)
+        return expected - 1
+
+    @staticmethod
+    def _truncate(seg: _Segment, size: int) -> None:
+        fd = os.open(seg.path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        seg.size = size
+
+    @staticmethod
+    def _create_segment(directory: Path, first_lsn: int) -> _Segment:
+        path = _segment_path(directory, first_lsn)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        _fsync_dir(directory)
+        return _Segment(path, first_lsn, 0)
+
+    @property
+    def last_lsn(self) -> int:
+        """LSN of the last durable record; 0 (or the start LSN) when there is none."""
+        return self._last_lsn
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(seg.size for seg in self._segments)
+
+    def append_batch(self, payloads: list[bytes]) -> list[int]:
+        """Write `payloads` as consecutive records, fsync once, and return their LSNs."""
+        self._check_writable()
+        if not payloads:
+            return []
+        if any(len(p) > _MAX_PAYLOAD for p in payloads):
+            raise ValueError("a WAL payload must be under 4 GiB")
+        first = self._last_lsn + 1
+        data = b"".join(_encode(first + i, p) for i, p in enumerate(payloads))
+        active = self._segments[-1]
+        # Roll before the batch so that a record, and a batch, never spans two files.
+        if active.size > 0 and active.size + len(data) > self._segment_bytes:
+            self._roll()
+            active = self._segments[-1]
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+        except OSError:
+            # After a failed write or fsync the kernel may have dropped dirty pages, so what is on disk is
+            # unknown; refuse further appends and let reopening sort out the tail.
+            self._failed = True
+            raise
+        active.size += len(data)
+        self._last_lsn = first + len(payloads) - 1
+        return list(range(first, self._last_lsn + 1))
+
+    def replay(self, after_lsn: int) -> Iterator[tuple[int, bytes]]:
+        """Yield (lsn, payload) for every record with lsn > after_lsn, in LSN order."""
+        # Bound each file by the size known now, so a concurrent append is never read half written.
+        segments = [_Segment(s.path, s.first_lsn, s.size) for s in self._segments]
+        for i, seg in enumerate(segments):
+            if i + 1 < len(segments) and segments[i + 1].first_lsn <= after_lsn + 1:
+                continue  # every record in it is <= after_lsn
+            with open(seg.path, "rb") as f:
+                try:
+                    for _, lsn, payload in _records(f, seg.first_lsn, seg.size):
+                        if lsn > after_lsn:
+                            yield lsn, payload
+                except _BadRecord as bad:
+                    raise CorruptLog(f"{seg.path}: {bad}") from None
+
+    def rotate(self) -> int:
+        """Start a new segment (unless the active one is empty) and return the next LSN to be written."""
+        self._check_writable()
+        if self._segments[-1].size > 0:
+            self._roll()
+        return self._last_lsn + 1
+
+    def drop_segments_before(self, lsn: int) -> int:
+        """Delete the segments holding only records below `lsn`; return how many files were removed."""
+        keep_from = 0
+        # The active (last) segment is never dropped, hence the -1.
+        while keep_from < len(self._segments) - 1 and self._segments[keep_from + 1].first_lsn <= lsn:
+            keep_from += 1
+        for seg in self._segments[:keep_from]:
+            seg.path.unlink()
+        del self._segments[:keep_from]
+        if keep_from:
+            _fsync_dir(self._dir)
+        return keep_from
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> WriteAheadLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_writable(self) -> None:
+        # A failed log must not roll either: its torn tail would end up in a non-last segment.
+        if self._fd is None or self._failed:
+            raise RuntimeError("write-ahead log is closed or has failed; reopen it")
+
+    def _roll(self) -> None:
+        assert self._fd is not None
+        os.close(self._fd)
+        self._fd = None
+        self._segments.append(self._create_segment(self._dir, self._last_lsn + 1))
+        self._fd = os.open(self._segments[-1].path, os.O_WRONLY | os.O_APPEND)

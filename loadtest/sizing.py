@@ -1,0 +1,450 @@
+"""Capacity planning arithmetic: how much RAM, disk, how many shards and nodes a collection needs.
+
+`plan` is a pure function of a `SizingInput` (the collection and the hardware) and `Coefficients`
+(factors measured on a real machine, kept in loadtest/calibration.json). Byte counts that follow
+from the index layouts are exact; everything that depends on allocators, CPUs or recall targets
+comes from the coefficients and is only as good as their calibration.
+
+Memory, per vector, one replica (d = dim):
+- flat: 4d (faiss IndexFlat keeps the float32 vectors and nothing else).
+- hnsw (hnswlib): level 0 holds, per element, the vector (4d), a link count and 2M links
+  (4 + 8M) and the label (8). An element reaches level l with probability M^-l, so it carries
+  1/(M-1) upper-level link lists of 4 + 4M bytes on average. Bookkeeping beyond that (level
+  array, list pointer, per-element mutex, label map, visited lists) is a calibrated overhead.
+  Per shard, hnswlib's 65,536 label locks are a fixed cost.
+- ivf_pq (faiss): ceil(pq_m * pq_nbits / 8) code bytes and an 8-byte id in the inverted lists,
+  plus calibrated list slack (std::vector growth) as a fraction of both; refine adds the 4d
+  float32 vectors. Per shard: nlist coarse centroids (4d each), the PQ codebooks (2^nbits * 4d)
+  and, where faiss builds it (L2, table <= 2 GiB), the precomputed table nlist*pq_m*2^nbits*4.
+Every point also costs metadata_bytes_per_point and id_bytes_per_point (the external id map).
+
+Throughput: every query visits one replica of every shard. A shard replica with a node's cores
+to itself serves node_cores * qps_per_core, where qps_per_core is calibrated at a reference size
+and scaled with the shard size: ~1/(n*d) for flat, ~1/(log n * d) for hnsw, and for ivf_pq
+~1/(nlist*d + nprobe*2^nbits*d + n/nlist*nprobe*pq_m) (coarse search, distance tables, list
+scan). Replicas of a shard share its load, so cluster QPS = replication * per-replica QPS. The
+shard count is the larger of the count that fits RAM and the count whose smaller shards reach the
+target QPS; shard replicas are packed onto nodes as far as both RAM and the QPS target allow, with
+the replicas of one shard on distinct nodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import operator
+from dataclasses import dataclass
+from pathlib import Path
+
+INDEX_KINDS = ("flat", "hnsw", "ivf_pq")
+
+DEFAULT_CALIBRATION = Path(__file__).with_name("calibration.json")
+
+# hnswlib: MAX_LABEL_OPERATION_LOCKS std::mutex objects (40 bytes each with glibc on x86-64).
+HNSWLIB_LABEL_LOCK_BYTES = 65_536 * 40
+# faiss IVF-PQ: the ids in ArrayInvertedLists are idx_t.
+FAISS_ID_BYTES = 8
+# faiss builds the IVF-PQ precomputed table only up to precomputed_table_max_bytes (default).
+FAISS_PRECOMPUTED_TABLE_MAX_BYTES = 1 << 31
+# A WAL record: the float32 vector, id, metadata and a small frame (length, crc, op, sequence).
+WAL_FRAME_BYTES = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class SizingInput:
+    """A collection and the nodes it should run on."""
+
+    vectors: int
+    dim: int
+    index_kind: str
+    hnsw_m: int = 16
+    ivf_nlist: int = 65_536
+    ivf_nprobe: int = 32
+    pq_m: int = 64
+    pq_nbits: int = 8
+    refine: bool = False
+    replication_factor: int = 1
+    metadata_bytes_per_point: int = 0
+    id_bytes_per_point: int = 40
+    target_qps: float = 0.0
+    node_ram_bytes: int
+    node_cores: int
+    ram_headroom: float = 0.7
+    # Share of the collection that may be rewritten between two snapshots (sizes the WAL).
+    wal_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.index_kind not in INDEX_KINDS:
+            raise ValueError(f"index_kind must be one of {INDEX_KINDS}, got {self.index_kind!r}")
+        for field in ("vectors", "dim", "hnsw_m", "ivf_nlist", "ivf_nprobe", "pq_m", "pq_nbits",
+                      "replication_factor", "node_ram_bytes", "node_cores"):
+            operator.index(getattr(self, field))  # 1e10 is a float: byte counts must stay exact ints
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        for field in ("metadata_bytes_per_point", "id_bytes_per_point", "target_qps", "wal_fraction"):
+            if getattr(self, field) < 0:
+                raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
+        if self.hnsw_m < 2:
+            raise ValueError(f"hnsw_m must be >= 2, got {self.hnsw_m}")
+        if self.index_kind == "ivf_pq":
+            if self.dim % self.pq_m:
+                raise ValueError(f"pq_m={self.pq_m} must divide dim={self.dim} (faiss requires it)")
+            if self.pq_nbits > 16:
+                raise ValueError(f"pq_nbits must be in 1..16, got {self.pq_nbits}")
+            if self.ivf_nprobe > self.ivf_nlist:
+                raise ValueError(f"ivf_nprobe={self.ivf_nprobe} exceeds ivf_nlist={self.ivf_nlist}")
+        if not 0 < self.ram_headroom <= 1:
+            raise ValueError(f"ram_headroom must be in (0, 1], got {self.ram_headroom}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Coefficients:
+    """Machine-dependent factors. The defaults are estimates; calibration.json says which."""
+
+    machine: str = "estimate (no machine measured)"
+    measured: bool = False
+    notes: str = ""
+    # Reference point at which the per-core rates below hold.
+    ref_vectors: int = 1_000_000
+    ref_dim: int = 128
+    ref_ivf_nlist: int = 4096
+    ref_ivf_nprobe: int = 16
+    ref_pq_m: int = 16
+    ref_pq_nbits: int = 8
+    # Memory beyond what the layouts make exact.
+    hnsw_overhead_bytes_per_vector: float = 108.0
+    ivfpq_list_slack_fraction: float = 0.25
+    # Build cost (core-seconds per vector at the reference point).
+    flat_build_core_s_per_vector: float = 2e-8
+    hnsw_build_core_s_per_vector: float = 1e-3
+    ivfpq_build_core_s_per_vector: float = 6e-5
+    # Single-query search throughput per core at the reference point.
+    flat_qps_per_core: float = 20.0
+    hnsw_qps_per_core: float = 3000.0
+    ivfpq_qps_per_core: float = 2000.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SizingPlan:
+    """What `plan` works out. Byte totals are for one replica unless named otherwise."""
+
+    input: SizingInput
+    coefficients_measured: bool
+    coefficients_machine: str
+    # Per vector.
+    index_bytes_per_vector: float
+    bytes_per_point: float
+    # One replica, by component.
+    vector_bytes: int
+    code_bytes: int
+    label_bytes: int
+    graph_bytes: int
+    overhead_bytes: int
+    fixed_bytes: int
+    index_bytes: int
+    metadata_bytes: int
+    id_map_bytes: int
+    replica_ram_bytes: int
+    cluster_ram_bytes: int
+    # Sharding and placement.
+    shards_for_ram: int
+    shards_for_qps: int
+    shards: int
+    vectors_per_shard: int
+    shard_ram_bytes: int
+    node_ram_budget_bytes: int
+    shard_replicas_per_node: int
+    nodes: int
+    # Disk.
+    snapshot_bytes: int
+    wal_bytes: int
+    disk_bytes_per_node: int
+    # Time and throughput.
+    build_core_seconds: float
+    build_wall_seconds: float
+    qps_per_shard_replica: float
+    qps_per_node: float
+    cluster_qps: float
+    meets_target_qps: bool
+    notes: tuple[str, ...]
+
+
+def plan(inp: SizingInput, coeffs: Coefficients) -> SizingPlan:
+    """Work out memory, shards, nodes, disk, build time and throughput for `inp`."""
+    layout = _layout(inp, coeffs)
+    point_exact = layout.exact_per_vector + inp.metadata_bytes_per_point + inp.id_bytes_per_point
+    per_point = point_exact + layout.fractional_per_vector
+    budget = math.floor(inp.ram_headroom * inp.node_ram_bytes)
+    notes: list[str] = []
+
+    def shard_bytes(n: int) -> int:
+        return layout.fixed_per_shard + _total(n, point_exact, layout.fractional_per_vector)
+
+    room = budget - layout.fixed_per_shard
+    if room < per_point:
+        raise ValueError(f"a node's RAM budget of {budget} bytes cannot hold one shard's fixed "
+                         f"structures ({layout.fixed_per_shard} bytes) and a vector")
+    shards_for_ram = math.ceil(inp.vectors / math.floor(room / per_point))
+    while shard_bytes(math.ceil(inp.vectors / shards_for_ram)) > budget:
+        shards_for_ram += 1  # float rounding in room / per_point; at most a step or two
+
+    def replica_qps(shards: int) -> float:
+        return inp.node_cores * _qps_per_core(inp, coeffs, math.ceil(inp.vectors / shards))
+
+    def meets(shards: int) -> bool:
+        return inp.replication_factor * replica_qps(shards) >= inp.target_qps
+
+    if meets(shards_for_ram):
+        shards_for_qps = shards_for_ram
+    elif not meets(inp.vectors):
+        shards_for_qps = shards_for_ram
+        best = replica_qps(shards_for_ram)
+        notes.append(f"target {inp.target_qps:g} QPS is out of reach by sharding alone; at "
+                     f"{shards_for_ram} shards it needs replication_factor >= "
+                     f"{math.ceil(inp.target_qps / best)}")
+    else:
+        low, high = shards_for_ram, inp.vectors  # meets(low) is false, meets(high) true
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (low, mid) if meets(mid) else (mid, high)
+        shards_for_qps = high
+        notes.append(f"{shards_for_qps} shards to reach {inp.target_qps:g} QPS ({shards_for_ram} would fit "
+                     "RAM); for hnsw and ivf_pq a higher replication_factor is often cheaper")
+    shards = max(shards_for_ram, shards_for_qps)
+    vectors_per_shard = math.ceil(inp.vectors / shards)
+    shard_ram = shard_bytes(vectors_per_shard)
+
+    qps_replica = replica_qps(shards)
+    slots = budget // shard_ram
+    if inp.target_qps > 0:
+        # Shard replicas on one node share its cores; keep each shard group at the target.
+        slots = min(slots, math.floor(inp.replication_factor * qps_replica / inp.target_qps))
+    slots = max(1, slots)
+    nodes = max(inp.replication_factor, math.ceil(shards * inp.replication_factor / slots))
+    per_node = math.ceil(shards * inp.replication_factor / nodes)
+    cluster_qps = inp.replication_factor * qps_replica / per_node
+
+    wal_record = 4 * inp.dim + inp.id_bytes_per_point + inp.metadata_bytes_per_point + WAL_FRAME_BYTES
+    shard_wal = math.ceil(inp.wal_fraction * vectors_per_shard) * wal_record
+    fixed = shards * layout.fixed_per_shard
+    index = _total(inp.vectors, layout.exact_per_vector, layout.fractional_per_vector) + fixed
+    replica = _total(inp.vectors, point_exact, layout.fractional_per_vector) + fixed
+    build_per_vector = _build_core_s_per_vector(inp, coeffs, vectors_per_shard)
+
+    if inp.index_kind == "ivf_pq" and vectors_per_shard < 39 * inp.ivf_nlist:
+        notes.append(f"{vectors_per_shard} vectors per shard is under 39 * nlist = {39 * inp.ivf_nlist} "
+                     "training points; consider a smaller ivf_nlist")
+    if not coeffs.measured:
+        notes.append("coefficients are estimates, not measured: treat time and QPS as rough")
+
+    return SizingPlan(
+        input=inp,
+        coefficients_measured=coeffs.measured,
+        coefficients_machine=coeffs.machine,
+        index_bytes_per_vector=layout.per_vector,
+        bytes_per_point=per_point,
+        vector_bytes=inp.vectors * layout.vector_bytes,
+        code_bytes=inp.vectors * layout.code_bytes,
+        label_bytes=inp.vectors * layout.label_bytes,
+        graph_bytes=_total(inp.vectors, layout.graph_exact, layout.graph_fractional),
+        overhead_bytes=_total(inp.vectors, 0, layout.overhead),
+        fixed_bytes=fixed,
+        index_bytes=index,
+        metadata_bytes=inp.vectors * inp.metadata_bytes_per_point,
+        id_map_bytes=inp.vectors * inp.id_bytes_per_point,
+        replica_ram_bytes=replica,
+        cluster_ram_bytes=replica * inp.replication_factor,
+        shards_for_ram=shards_for_ram,
+        shards_for_qps=shards_for_qps,
+        shards=shards,
+        vectors_per_shard=vectors_per_shard,
+        shard_ram_bytes=shard_ram,
+        node_ram_budget_bytes=budget,
+        shard_replicas_per_node=per_node,
+        nodes=nodes,
+        snapshot_bytes=replica,
+        wal_bytes=shards * shard_wal,
+        disk_bytes_per_node=per_node * (shard_ram + shard_wal),
+        build_core_seconds=inp.vectors * build_per_vector,
+        build_wall_seconds=per_node * vectors_per_shard * build_per_vector / inp.node_cores,
+        qps_per_shard_replica=qps_replica,
+        qps_per_node=qps_replica / per_node,
+        cluster_qps=cluster_qps,
+        meets_target_qps=cluster_qps >= inp.target_qps,
+        notes=tuple(notes),
+    )
+
+
+def format_plan(p: SizingPlan) -> str:
+    """A two-column table of the plan, sizes in decimal units with exact bytes alongside."""
+    inp = p.input
+    kind = inp.index_kind
+    if kind == "hnsw":
+        kind += f" (M={inp.hnsw_m})"
+    elif kind == "ivf_pq":
+        kind += (f" (nlist={inp.ivf_nlist}, nprobe={inp.ivf_nprobe}, m={inp.pq_m}, nbits={inp.pq_nbits}"
+                 f"{', refine' if inp.refine else ''})")
+    rows: list[tuple[str, str]] = [
+        ("collection", f"{inp.vectors:,} x {inp.dim}-d float32, {kind}"),
+        ("coefficients", f"{p.coefficients_machine} ({'measured' if p.coefficients_measured else 'ESTIMATES'})"),
+        ("index bytes / vector", f"{p.index_bytes_per_vector:,.2f}"),
+        ("bytes / point (+metadata, id map)", f"{p.bytes_per_point:,.2f}"),
+    ]
+    for label, value in (
+        ("float32 vectors", p.vector_bytes),
+        ("PQ codes", p.code_bytes),
+        ("index labels / ids", p.label_bytes),
+        ("graph links", p.graph_bytes),
+        ("calibrated overhead", p.overhead_bytes),
+        ("per-shard fixed structures", p.fixed_bytes),
+        ("index total", p.index_bytes),
+        ("metadata", p.metadata_bytes),
+        ("id map", p.id_map_bytes),
+        ("RAM, one replica", p.replica_ram_bytes),
+        (f"RAM, all {inp.replication_factor} replica(s)", p.cluster_ram_bytes),
+    ):
+        if value or label.startswith(("index total", "RAM")):
+            rows.append((label, _bytes(value)))
+    rows += [
+        ("node RAM budget", f"{_bytes(p.node_ram_budget_bytes)} ({inp.ram_headroom:.0%} of {_bytes(inp.node_ram_bytes)})"),
+        ("shards (for RAM / for QPS)", f"{p.shards:,} ({p.shards_for_ram:,} / {p.shards_for_qps:,})"),
+        ("vectors / shard", f"{p.vectors_per_shard:,}"),
+        ("RAM / shard", _bytes(p.shard_ram_bytes)),
+        ("shard replicas / node", f"{p.shard_replicas_per_node}"),
+        ("nodes", f"{p.nodes:,} ({inp.node_cores} cores each)"),
+        ("disk: snapshots, one replica", _bytes(p.snapshot_bytes)),
+        ("disk: WAL allowance, one replica", _bytes(p.wal_bytes)),
+        ("disk / node", _bytes(p.disk_bytes_per_node)),
+        ("build, core-seconds (one replica)", f"{p.build_core_seconds:,.0f}"),
+        ("build, wall clock (shards in parallel)", _duration(p.build_wall_seconds)),
+        ("QPS / shard replica (whole node)", f"{p.qps_per_shard_replica:,.1f}"),
+        ("QPS / node", f"{p.qps_per_node:,.1f}"),
+        ("cluster QPS", f"{p.cluster_qps:,.1f} (target {inp.target_qps:,.1f}: "
+                        f"{'met' if p.meets_target_qps else 'NOT met'})"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{label:<{width}}  {value}" for label, value in rows]
+    lines += [f"note: {note}" for note in p.notes]
+    return "\n".join(lines)
+
+
+def load_coefficients(path: Path = DEFAULT_CALIBRATION) -> Coefficients:
+    """Read coefficients from JSON; unknown keys are an error, missing keys take the estimates."""
+    data = json.loads(Path(path).read_text())
+    known = {f.name for f in dataclasses.fields(Coefficients)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"{path}: unknown coefficient(s) {sorted(unknown)}")
+    return Coefficients(**data)
+
+
+def save_coefficients(coeffs: Coefficients, path: Path = DEFAULT_CALIBRATION) -> None:
+    Path(path).write_text(json.dumps(dataclasses.asdict(coeffs), indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Per-vector bytes split into what is exact (integers) and what is expected or calibrated."""
+
+    vector_bytes: int
+    code_bytes: int
+    label_bytes: int
+    graph_exact: int
+    graph_fractional: float
+    overhead: float
+    fixed_per_shard: int
+
+    @property
+    def exact_per_vector(self) -> int:
+        return self.vector_bytes + self.code_bytes + self.label_bytes + self.graph_exact
+
+    @property
+    def fractional_per_vector(self) -> float:
+        return self.graph_fractional + self.overhead
+
+    @property
+    def per_vector(self) -> float:
+        return self.exact_per_vector + self.fractional_per_vector
+
+
+def _layout(inp: SizingInput, coeffs: Coefficients) -> _Layout:
+    d = inp.dim
+    if inp.index_kind == "flat":
+        return _Layout(vector_bytes=4 * d, code_bytes=0, label_bytes=0, graph_exact=0, graph_fractional=0.0,
+                       overhead=0.0, fixed_per_shard=0)
+    if inp.index_kind == "hnsw":
+        m = inp.hnsw_m
+        return _Layout(
+            vector_bytes=4 * d,
+            code_bytes=0,
+            label_bytes=8,
+            graph_exact=4 + 8 * m,
+            graph_fractional=(4 + 4 * m) / (m - 1),
+            overhead=coeffs.hnsw_overhead_bytes_per_vector,
+            fixed_per_shard=HNSWLIB_LABEL_LOCK_BYTES,
+        )
+    code = math.ceil(inp.pq_m * inp.pq_nbits / 8)
+    ksub = 1 << inp.pq_nbits
+    table = inp.ivf_nlist * inp.pq_m * ksub * 4
+    return _Layout(
+        vector_bytes=4 * d if inp.refine else 0,
+        code_bytes=code,
+        label_bytes=FAISS_ID_BYTES,
+        graph_exact=0,
+        graph_fractional=0.0,
+        overhead=coeffs.ivfpq_list_slack_fraction * (code + FAISS_ID_BYTES),
+        fixed_per_shard=inp.ivf_nlist * d * 4 + ksub * d * 4
+        + (table if table <= FAISS_PRECOMPUTED_TABLE_MAX_BYTES else 0),
+    )
+
+
+def _total(count: int, exact: int, fractional: float) -> int:
+    """count * (exact + fractional) bytes, exact in the integer part, rounded up."""
+    return count * exact + math.ceil(count * fractional)
+
+
+def _ivf_cost(n: float, d: int, nlist: int, nprobe: int, pq_m: int, pq_nbits: int) -> float:
+    return nlist * d + nprobe * (1 << pq_nbits) * d + n / nlist * nprobe * pq_m
+
+
+def _qps_per_core(inp: SizingInput, c: Coefficients, n: int) -> float:
+    if inp.index_kind == "flat":
+        return c.flat_qps_per_core * (c.ref_vectors * c.ref_dim) / (n * inp.dim)
+    if inp.index_kind == "hnsw":
+        return c.hnsw_qps_per_core * (c.ref_dim / inp.dim) * (math.log2(c.ref_vectors) / math.log2(max(n, 2)))
+    reference = _ivf_cost(c.ref_vectors, c.ref_dim, c.ref_ivf_nlist, c.ref_ivf_nprobe, c.ref_pq_m, c.ref_pq_nbits)
+    return c.ivfpq_qps_per_core * reference / _ivf_cost(n, inp.dim, inp.ivf_nlist, inp.ivf_nprobe,
+                                                        inp.pq_m, inp.pq_nbits)
+
+
+def _build_core_s_per_vector(inp: SizingInput, c: Coefficients, n: int) -> float:
+    scale = inp.dim / c.ref_dim
+    if inp.index_kind == "flat":
+        return c.flat_build_core_s_per_vector * scale
+    if inp.index_kind == "hnsw":
+        return c.hnsw_build_core_s_per_vector * scale * math.log2(max(n, 2)) / math.log2(c.ref_vectors)
+    # Adding a vector assigns it to a coarse centroid and encodes it against the codebooks.
+    per_add = (inp.ivf_nlist + (1 << inp.pq_nbits)) * inp.dim
+    reference = (c.ref_ivf_nlist + (1 << c.ref_pq_nbits)) * c.ref_dim
+    return c.ivfpq_build_core_s_per_vector * per_add / reference
+
+
+def _bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if value < 1000 or unit == "PB":
+            break
+        value /= 1000
+    shown = f"{n:,} B" if unit == "B" else f"{value:,.2f} {unit} ({n:,} B)"
+    return shown
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:,.1f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:,.1f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:,.1f} h"
+    return f"{seconds / 86400:,.1f} days"

@@ -1,0 +1,31 @@
+"""merge_topk against sorting everything, for random per-shard lists."""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from router.merge import merge_topk
+
+shard_lists = st.lists(
+    st.lists(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, width=32), max_size=20).map(
+        lambda xs: np.array(sorted(xs, reverse=True), dtype=np.float32)
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(shard_lists, st.integers(min_value=1, max_value=40))
+@settings(max_examples=300)
+def test_merge_topk_equals_sorting_the_union(lists, k):
+    shards, positions = merge_topk(lists, k)
+    merged = [float(lists[s][p]) for s, p in zip(shards, positions)]
+    union = sorted((float(x) for scores in lists for x in scores), reverse=True)
+    assert merged == union[:k]
+    assert len({(int(s), int(p)) for s, p in zip(shards, positions)}) == len(merged)
+
+
+def test_merge_topk_of_empty_lists_is_empty():
+    shards, positions = merge_topk([np.zeros(0), np.zeros(0)], 5)
+    assert len(shards) == len(positions) == 0

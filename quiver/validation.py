@@ -1,4 +1,7 @@
-"""Checks on points and queries before anything is written or searched; each failure says what to fix."""
+"""Checks on points and queries before anything is written or searched; each failure says what to fix.
+
+Shared by the router (which checks before fanning out, so no shard takes half a bad batch) and the shard.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -21,20 +24,28 @@ def check_ids(ids: list[str], *, allow_duplicates: bool = False) -> None:
         raise InvalidArgument(f"id {dup!r} appears more than once in one batch; send each id once")
 
 
-def prepare_vectors(vectors: np.ndarray, metric: str, what: str = "vectors") -> np.ndarray:
-    """Refuses NaN/Inf (and zero vectors under cosine); normalises under cosine. Returns a new array."""
+def check_vectors(vectors: np.ndarray, metric: str, what: str = "vectors") -> np.ndarray | None:
+    """Refuses NaN/Inf, and zero vectors under cosine. Returns the row norms under cosine, else None."""
     finite = np.isfinite(vectors).all(axis=1)
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])
         raise InvalidArgument(f"{what}[{row}] contains NaN or infinite values")
+    if metric != "cosine":
+        return None
+    norms = np.linalg.norm(vectors, axis=1)
+    zero = norms == 0
+    if zero.any():
+        row = int(np.flatnonzero(zero)[0])
+        raise InvalidArgument(f"{what}[{row}] is a zero vector, which has no direction under the cosine metric")
+    return norms
+
+
+def prepare_vectors(vectors: np.ndarray, metric: str, what: str = "vectors") -> np.ndarray:
+    """check_vectors, then a C-contiguous float32 copy, normalised under cosine."""
+    norms = check_vectors(vectors, metric, what)
     out = np.array(vectors, dtype=np.float32, order="C", copy=True)
-    if metric == "cosine":
-        norms = np.linalg.norm(out, axis=1)
-        zero = norms == 0
-        if zero.any():
-            row = int(np.flatnonzero(zero)[0])
-            raise InvalidArgument(f"{what}[{row}] is a zero vector, which has no direction under the cosine metric")
-        out /= norms[:, None]
+    if norms is not None:
+        out /= norms[:, None].astype(np.float32)
     return out
 
 

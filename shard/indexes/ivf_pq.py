@@ -45,6 +45,12 @@ def resolve_params(dim: int, params: dict[str, Any]) -> dict[str, int]:
     return resolved
 
 
+def _remove(ivf: faiss.IndexIVFPQ, labels: np.ndarray) -> None:
+    # The hashtable direct map only accepts an IDSelectorArray; `ids` must outlive the call.
+    ids = np.ascontiguousarray(labels, dtype=np.int64)
+    ivf.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)))
+
+
 class IvfPqIndex:
     def __init__(self, config: IndexConfig) -> None:
         self.config = config
@@ -77,14 +83,14 @@ class IvfPqIndex:
             if self._arena.count >= self._params["train_size"]:
                 self.train(None)
             return
-        self._ivf.remove_ids(faiss.IDSelectorBatch(labels))
+        _remove(self._ivf, labels)
         self._ivf.add_with_ids(vectors, labels)
 
     def remove(self, labels: np.ndarray) -> None:
         if self._arena is not None:
             self._arena.remove(labels)
         if self._ivf is not None and len(labels):
-            self._ivf.remove_ids(faiss.IDSelectorBatch(labels))
+            _remove(self._ivf, labels)
 
     def vectors(self, labels: np.ndarray) -> np.ndarray:
         if self._arena is not None:

@@ -1,0 +1,164 @@
+"""The records Quiver keeps in etcd, as frozen dataclasses with a versioned JSON form.
+
+Every JSON document carries `"schema": 1`. Readers refuse any other schema with FailedPrecondition (a
+newer Quiver wrote it; acting on a half-understood record would be worse than stopping), and ignore fields
+they do not know, so adding an optional field does not need a new schema. Values are checked on
+construction, so a record that exists is a valid one.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Self
+
+from quiver.control_plane.keys import check_segment
+from quiver.errors import FailedPrecondition, InvalidArgument
+
+SCHEMA = 1
+METRICS = ("cosine", "ip", "l2")
+INDEX_KINDS = ("hnsw", "ivf_pq", "flat")
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    return json.dumps({"schema": SCHEMA, **body}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _loads(kind: str, data: bytes | str) -> dict[str, Any]:
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FailedPrecondition(f"{kind} record in etcd is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise FailedPrecondition(f"{kind} record in etcd is not a JSON object")
+    schema = body.pop("schema", None)
+    if schema != SCHEMA:
+        raise FailedPrecondition(
+            f"{kind} record in etcd has schema {schema!r}, but this Quiver reads only schema {SCHEMA}; "
+            "it was probably written by a newer Quiver: upgrade this process"
+        )
+    return body
+
+
+def _pick(kind: str, body: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    missing = [n for n in names if n not in body]
+    if missing:
+        raise FailedPrecondition(f"{kind} record in etcd lacks field(s) {', '.join(missing)}")
+    return {n: body[n] for n in names}
+
+
+def _positive(what: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidArgument(f"{what} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class CollectionRecord:
+    name: str
+    dim: int
+    metric: str  # one of METRICS
+    index_kind: str  # one of INDEX_KINDS
+    index_params: dict[str, Any]  # treat as read-only
+    shards: int
+    replication_factor: int
+    model: str  # embedding model tag; "" = none
+    active_version: int  # the shard-map version that serves
+    previous_version: int | None  # the version it replaced, kept for rollback
+    created_unix: float
+
+    def __post_init__(self) -> None:
+        check_segment("collection name", self.name)
+        _positive("dim", self.dim)
+        _positive("shards", self.shards)
+        _positive("replication_factor", self.replication_factor)
+        if self.metric not in METRICS:
+            raise InvalidArgument(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if self.index_kind not in INDEX_KINDS:
+            raise InvalidArgument(f"index kind must be one of {', '.join(INDEX_KINDS)}, got {self.index_kind!r}")
+        if not isinstance(self.index_params, dict):
+            raise InvalidArgument(f"index_params must be a JSON object, got {self.index_params!r}")
+        if self.active_version < 0 or (self.previous_version is not None and self.previous_version < 0):
+            raise InvalidArgument("shard map versions must not be negative")
+
+    def to_json(self) -> bytes:
+        return _dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Self:
+        body = _loads("collection", data)
+        return cls(**_pick("collection", body, _FIELDS[cls]))
+
+
+@dataclass(frozen=True)
+class Replica:
+    server_id: str
+    address: str  # host:port of the shard server's gRPC endpoint
+    state: str  # e.g. "serving", "building"
+
+
+@dataclass(frozen=True)
+class ShardPlacement:
+    shard: int
+    replicas: tuple[Replica, ...]
+
+
+@dataclass(frozen=True)
+class ShardMap:
+    """Which servers hold each shard of one version of a collection; shards[i].shard == i."""
+
+    collection: str
+    version: int
+    shards: tuple[ShardPlacement, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        check_segment("collection name", self.collection)
+        if self.version < 0:
+            raise InvalidArgument(f"shard map version must not be negative, got {self.version}")
+        for index, placement in enumerate(self.shards):
+            if placement.shard != index:
+                raise InvalidArgument(
+                    f"shard map of {self.collection!r} v{self.version}: entry {index} is for shard "
+                    f"{placement.shard}; shards must be listed as 0..n-1 in order"
+                )
+
+    def to_json(self) -> bytes:
+        return _dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Self:
+        body = _pick("shard map", _loads("shard map", data), ("collection", "version", "shards"))
+        try:
+            shards = tuple(
+                ShardPlacement(
+                    shard=p["shard"],
+                    replicas=tuple(
+                        Replica(r["server_id"], r["address"], r["state"]) for r in p["replicas"]
+                    ),
+                )
+                for p in body["shards"]
+            )
+        except (KeyError, TypeError) as exc:
+            raise FailedPrecondition(f"shard map record in etcd is malformed: {exc!r}") from exc
+        return cls(body["collection"], body["version"], shards)
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    server_id: str
+    address: str  # host:port of the shard server's gRPC endpoint
+    started_unix: float
+
+    def __post_init__(self) -> None:
+        check_segment("server id", self.server_id)
+
+    def to_json(self) -> bytes:
+        return _dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Self:
+        return cls(**_pick("server", _loads("server", data), _FIELDS[cls]))
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {
+    CollectionRecord: tuple(CollectionRecord.__dataclass_fields__),
+    ServerRecord: tuple(ServerRecord.__dataclass_fields__),
+}

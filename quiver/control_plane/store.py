@@ -1,0 +1,244 @@
+"""ClusterStore: reads and writes Quiver's cluster state (collections, shard maps, live servers) in etcd.
+
+Every multi-key change is one etcd transaction, so readers never see half a collection: creating one writes
+its record and first shard map together, only if the name is free; dropping one deletes the record and all
+its shard maps together. Read-modify-write (`update_collection`) compares the record's mod_revision and
+retries on conflict, so concurrent updates are never lost. `snapshot()` reads the whole root in one request,
+at one revision: that immutable ClusterSnapshot is what the router serves from.
+
+Shard servers announce themselves with `register_server`: a record under a lease that a background task
+keeps alive, so a server that dies vanishes from the state within its TTL.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from quiver.control_plane.etcd_client import EtcdClient, KeyValue, WatchEvent
+from quiver.control_plane.keys import DEFAULT_ROOT, KeyLayout
+from quiver.control_plane.records import CollectionRecord, ServerRecord, ShardMap
+from quiver.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, Unavailable
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    """The whole cluster state under one root as of etcd `revision`. Immutable: share it freely."""
+
+    revision: int
+    collections: Mapping[str, CollectionRecord]
+    shard_maps: Mapping[tuple[str, int], ShardMap]  # keyed (collection name, version)
+    servers: Mapping[str, ServerRecord]
+
+    def active_shard_map(self, name: str) -> ShardMap | None:
+        """The serving shard map of collection `name`, or None if the collection or its map is missing."""
+        record = self.collections.get(name)
+        return None if record is None else self.shard_maps.get((name, record.active_version))
+
+
+class Registration:
+    """A shard server's presence in etcd, kept alive by `keepalive_task` until `close()`."""
+
+    def __init__(self, client: EtcdClient, key: str, record: ServerRecord, ttl: float) -> None:
+        self._client = client
+        self.key = key
+        self.record = record
+        self._ttl = ttl
+        self.lease_id = 0
+        self.granted_ttl = 0
+        self.keepalive_task: asyncio.Task[None] | None = None
+
+    @property
+    def server_id(self) -> str:
+        return self.record.server_id
+
+    async def _register(self) -> None:
+        lease = await self._client.grant_lease(self._ttl)
+        try:
+            await self._client.put(self.key, self.record.to_json(), lease=lease.id)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._client.revoke_lease(lease.id)
+            raise
+        self.lease_id, self.granted_ttl = lease.id, lease.ttl
+
+    async def _keep_alive(self) -> None:
+        # Renew at a third of the TTL so two renewals can fail before the record expires.
+        interval = max(0.2, self.granted_ttl / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if await self._client.keepalive_lease(self.lease_id) <= 0:
+                    _log.warning("lease of server %s expired; registering it again", self.server_id)
+                    await self._register()
+            except Unavailable as exc:
+                _log.warning("cannot renew the lease of server %s: %s", self.server_id, exc)
+            except Exception:
+                _log.exception("renewing the lease of server %s failed", self.server_id)
+
+    async def close(self) -> None:
+        """Stop renewing and revoke the lease, which removes the server's record at once."""
+        if self.keepalive_task is not None:
+            self.keepalive_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.keepalive_task
+        try:
+            await self._client.revoke_lease(self.lease_id)
+        except Unavailable as exc:
+            _log.warning("could not revoke the lease of server %s (it will expire): %s", self.server_id, exc)
+
+
+class ClusterStore:
+    def __init__(self, client: EtcdClient, root: str = DEFAULT_ROOT) -> None:
+        self.client = client
+        self.keys = KeyLayout(root)
+
+    async def create_collection(self, record: CollectionRecord, shard_map: ShardMap) -> int:
+        """Write the record and its first shard map atomically; AlreadyExists if the name is taken.
+        Returns the etcd revision of the write."""
+        if shard_map.collection != record.name or shard_map.version != record.active_version:
+            raise InvalidArgument(
+                f"shard map ({shard_map.collection!r} v{shard_map.version}) does not belong to collection "
+                f"{record.name!r} v{record.active_version}"
+            )
+        if len(shard_map.shards) != record.shards:
+            raise InvalidArgument(
+                f"collection {record.name!r} has {record.shards} shards but its shard map places "
+                f"{len(shard_map.shards)}"
+            )
+        try:
+            return await self.client.create_if_absent(
+                self.keys.collection(record.name),
+                record.to_json(),
+                also_put={self.keys.shard_map(record.name, shard_map.version): shard_map.to_json()},
+            )
+        except Aborted:
+            raise AlreadyExists(f"collection {record.name!r} already exists") from None
+
+    async def _get_collection_kv(self, name: str) -> tuple[KeyValue, CollectionRecord]:
+        kv = await self.client.get(self.keys.collection(name))
+        if kv is None:
+            raise NotFound(f"collection {name!r} does not exist")
+        return kv, CollectionRecord.from_json(kv.value)
+
+    async def get_collection(self, name: str) -> CollectionRecord:
+        return (await self._get_collection_kv(name))[1]
+
+    async def list_collections(self) -> list[CollectionRecord]:
+        result = await self.client.get_prefix(self.keys.collections_prefix)
+        return [CollectionRecord.from_json(kv.value) for kv in result.kvs]
+
+    async def drop_collection(self, name: str) -> int:
+        """Delete the record and every shard map of `name` atomically; NotFound if absent."""
+        key = self.keys.collection(name)
+        for _ in range(_MAX_ATTEMPTS):
+            kv, _record = await self._get_collection_kv(name)
+            try:
+                return await self.client.swap(
+                    {key: kv.mod_revision}, delete=[key], delete_prefixes=[self.keys.shard_maps_prefix(name)]
+                )
+            except Aborted:
+                await _pause()
+        raise Aborted(f"collection {name!r} kept changing while it was being dropped; try again")
+
+    async def update_collection(
+        self,
+        name: str,
+        mutate: Callable[[CollectionRecord], CollectionRecord],
+        *,
+        max_attempts: int = 16,
+    ) -> CollectionRecord:
+        """Apply `mutate` to the current record and write it back only if nobody changed it meanwhile,
+        re-reading and retrying on conflict (so `mutate` may run more than once). Returns the stored record."""
+        key = self.keys.collection(name)
+        for _ in range(max_attempts):
+            kv, record = await self._get_collection_kv(name)
+            updated = mutate(record)
+            if updated.name != name:
+                raise InvalidArgument(f"update of collection {name!r} must not rename it to {updated.name!r}")
+            try:
+                await self.client.swap({key: kv.mod_revision}, put={key: updated.to_json()})
+                return updated
+            except Aborted:
+                await _pause()
+        raise Aborted(f"collection {name!r} changed concurrently {max_attempts} times; giving up")
+
+    async def put_shard_map(self, shard_map: ShardMap) -> int:
+        """Store one version of a collection's shard map; NotFound if the collection does not exist."""
+        name = shard_map.collection
+        collection_key = self.keys.collection(name)
+        for _ in range(_MAX_ATTEMPTS):
+            kv, _record = await self._get_collection_kv(name)
+            try:
+                # The compare keeps a concurrent drop from leaving an orphan shard map behind.
+                return await self.client.swap(
+                    {collection_key: kv.mod_revision},
+                    put={self.keys.shard_map(name, shard_map.version): shard_map.to_json()},
+                )
+            except Aborted:
+                await _pause()
+        raise Aborted(f"collection {name!r} kept changing while its shard map was being stored; try again")
+
+    async def get_shard_map(self, name: str, version: int) -> ShardMap:
+        kv = await self.client.get(self.keys.shard_map(name, version))
+        if kv is None:
+            raise NotFound(f"collection {name!r} has no shard map version {version}")
+        return ShardMap.from_json(kv.value)
+
+    async def register_server(self, server_id: str, address: str, ttl: float) -> Registration:
+        """Publish a server under a lease of `ttl` seconds and keep it alive in the background. A record
+        left by an earlier process with the same id is replaced."""
+        registration = Registration(
+            self.client, self.keys.server(server_id), ServerRecord(server_id, address, time.time()), ttl
+        )
+        await registration._register()
+        registration.keepalive_task = asyncio.create_task(
+            registration._keep_alive(), name=f"quiver-keepalive-{server_id}"
+        )
+        return registration
+
+    async def list_servers(self) -> list[ServerRecord]:
+        result = await self.client.get_prefix(self.keys.servers_prefix)
+        return [ServerRecord.from_json(kv.value) for kv in result.kvs]
+
+    async def snapshot(self) -> ClusterSnapshot:
+        result = await self.client.get_prefix(self.keys.root)
+        collections: dict[str, CollectionRecord] = {}
+        shard_maps: dict[tuple[str, int], ShardMap] = {}
+        servers: dict[str, ServerRecord] = {}
+        for kv in result.kvs:
+            parsed = self.keys.parse(kv.key)
+            if parsed is None:
+                continue
+            if parsed.kind == "collection":
+                collections[parsed.name] = CollectionRecord.from_json(kv.value)
+            elif parsed.kind == "shard_map":
+                assert parsed.version is not None
+                shard_maps[(parsed.name, parsed.version)] = ShardMap.from_json(kv.value)
+            else:
+                servers[parsed.name] = ServerRecord.from_json(kv.value)
+        return ClusterSnapshot(
+            result.revision,
+            MappingProxyType(collections),
+            MappingProxyType(shard_maps),
+            MappingProxyType(servers),
+        )
+
+    def watch(self, start_revision: int, *, max_backoff: float = 2.0) -> AsyncIterator[WatchEvent]:
+        """Every change under the root from `start_revision` on; see EtcdClient.watch_prefix."""
+        return self.client.watch_prefix(self.keys.root, start_revision, max_backoff=max_backoff)
+
+
+_MAX_ATTEMPTS = 16
+
+
+async def _pause() -> None:
+    # Jittered so that contending writers stop colliding in lockstep.
+    await asyncio.sleep(random.uniform(0.0, 0.02))

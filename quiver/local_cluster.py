@@ -1,0 +1,140 @@
+"""A whole Quiver cluster on one machine, as real processes on loopback: etcd, N shard servers, a router.
+
+Used by `quiver up` and by the end-to-end tests, so both start the cluster the way users do. Each server
+process prints one "serving on HOST:PORT" line that the launcher waits for; logs go to files in the data
+directory. Stopping sends SIGTERM (servers go NOT_SERVING, drain, snapshot) and escalates to SIGKILL.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from quiver.etcd_process import EtcdProcess
+
+SERVING = re.compile(r"serving on (\S+)")
+RESTART_MARK = "\n--- restart ---\n"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """One `python -m shard|router` process; restartable with the same arguments."""
+
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.args = args
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.address = ""
+
+    def start(self, timeout: float = 60.0) -> "ServerProcess":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as marker:
+            marker.write(RESTART_MARK)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, *self.args], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1")
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = SERVING.search(self.log_path.read_text(errors="replace").rsplit(RESTART_MARK, 1)[-1])
+            if match:
+                self.address = match.group(1)
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{' '.join(self.args)} exited with {self.process.returncode}; log {self.log_path}:\n{self.log_tail()}")
+            time.sleep(0.05)
+        self.kill()
+        raise TimeoutError(f"{' '.join(self.args)} did not start within {timeout}s; log {self.log_path}:\n{self.log_tail()}")
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown (crash tests)."""
+        if self.running:
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if not self.running:
+            return
+        assert self.process is not None
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+class LocalCluster:
+    def __init__(self, data_dir: Path, shards: int = 3, router_port: int = 0, etcd_port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.etcd = EtcdProcess(data_dir / "etcd", client_port=etcd_port)
+        self.shard_servers: list[ServerProcess] = []
+        self.router: ServerProcess | None = None
+        self._shards = shards
+        self._router_port = router_port
+
+    @property
+    def router_address(self) -> str:
+        assert self.router is not None
+        return self.router.address
+
+    def shard_server(self, index: int) -> ServerProcess:
+        port = free_port(self.host)
+        return ServerProcess(
+            [
+                "-m", "shard",
+                "--data-dir", str(self.data_dir / f"shard-{index}"),
+                "--host", self.host,
+                "--port", str(port),
+                "--etcd", self.etcd.endpoint,
+                "--server-id", f"shard-{index}",
+                "--lease-ttl", "3",
+            ],
+            self.data_dir / "logs" / f"shard-{index}.log",
+        )
+
+    def start(self) -> "LocalCluster":
+        try:
+            self.etcd.start()
+            self.shard_servers = [self.shard_server(i) for i in range(self._shards)]
+            for server in self.shard_servers:
+                server.start()
+            self.router = ServerProcess(
+                ["-m", "router", "--etcd", self.etcd.endpoint, "--host", self.host, "--port", str(self._router_port or free_port(self.host))],
+                self.data_dir / "logs" / "router.log",
+            ).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.router is not None:
+            self.router.stop()
+        for server in self.shard_servers:
+            server.stop()
+        self.etcd.stop()
+
+    def __enter__(self) -> "LocalCluster":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,47 @@
+"""`python -m router` / `quiver-router`: run the router until SIGTERM or Ctrl-C."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import click
+import uvloop
+
+from router.config import RouterConfig
+from router.server import RouterServer
+
+
+async def serve(config: RouterConfig) -> None:
+    server = RouterServer(config)
+    await server.start()
+    print(f"quiver-router serving on {server.address}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(grace=5.0)
+
+
+@click.command()
+@click.option("--etcd", "etcd_endpoints", required=True, help="Comma-separated etcd endpoints (host:port).")
+@click.option("--etcd-root", default="/quiver/", show_default=True, help="Key prefix of this cluster in etcd.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, show_default=True, help="0 picks a free port.")
+@click.option("--default-timeout", default=10.0, show_default=True, help="Deadline when the caller sets none (s).")
+@click.option("--log-level", default="INFO", show_default=True)
+def main(etcd_endpoints: str, etcd_root: str, host: str, port: int, default_timeout: float, log_level: str) -> None:
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = RouterConfig(
+        etcd_endpoints=tuple(e for e in etcd_endpoints.split(",") if e),
+        etcd_root=etcd_root,
+        host=host,
+        port=port,
+        default_timeout_s=default_timeout,
+    )
+    uvloop.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Collection lifecycle and cluster status, on etcd and the shard servers.
+
+Creating a collection is two-phase so that two concurrent creates of one name cannot both half-succeed:
+1. one etcd transaction claims the name, writing the record and a shard map whose replicas are in state
+   "creating" (the loser gets ALREADY_EXISTS here and touches no shard);
+2. the winner creates every partition on its shard servers, then marks the replicas "serving".
+If step 2 fails, the claim is dropped again and the caller gets the shard's error. Routers serve a
+collection only once every replica is "serving". After each change the router waits until its own
+watcher has seen it, so the next request through this router sees the change (read-your-admin-writes).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+
+from quiver.control_plane.records import CollectionRecord, Replica, ShardMap, ShardPlacement
+from quiver.control_plane.store import ClusterStore
+from quiver.control_plane.watcher import ClusterWatcher
+from quiver.errors import FailedPrecondition, InvalidArgument
+from quiver.specs import MAX_DIM
+from quiver.v1 import router_pb2, shard_pb2
+from quiver.wire.specs import index_from_proto, index_to_proto, metric_from_proto, metric_to_proto
+from router.config import RouterConfig
+from router.fanout import fan_out, raise_caller_errors, require_coverage
+from router.shard_pool import ShardPool
+
+_log = logging.getLogger(__name__)
+
+
+def place_shards(name: str, shards: int, replication: int, server_ids: list[str], addresses: dict[str, str], state: str) -> ShardMap:
+    """Round-robin placement: shard i's replicas on servers i, i+1, ... (distinct servers per shard)."""
+    placements = []
+    for shard in range(shards):
+        chosen = [server_ids[(shard + r) % len(server_ids)] for r in range(replication)]
+        placements.append(ShardPlacement(shard, tuple(Replica(s, addresses[s], state) for s in chosen)))
+    return ShardMap(name, 1, tuple(placements))
+
+
+class Admin:
+    def __init__(self, config: RouterConfig, store: ClusterStore, watcher: ClusterWatcher, pool: ShardPool) -> None:
+        self._config = config
+        self._store = store
+        self._watcher = watcher
+        self._pool = pool
+
+    async def _seen(self, revision: int) -> None:
+        try:
+            await self._watcher.wait_for(lambda snapshot: snapshot.revision >= revision, timeout=5.0)
+        except TimeoutError:
+            _log.warning("router watcher has not caught up with etcd revision %d yet", revision)
+
+    def info(self, record: CollectionRecord) -> router_pb2.CollectionInfo:
+        return router_pb2.CollectionInfo(
+            spec=router_pb2.CollectionSpec(
+                name=record.name,
+                dim=record.dim,
+                metric=metric_to_proto(record.metric),
+                index=index_to_proto(record.index_kind, record.index_params),
+                shards=record.shards,
+                replication_factor=record.replication_factor,
+                model=record.model,
+            ),
+            active_version=record.active_version,
+            created_unix=int(record.created_unix),
+        )
+
+    async def get_collection(self, name: str) -> CollectionRecord:
+        return await self._store.get_collection(name)
+
+    async def create_collection(self, spec: router_pb2.CollectionSpec) -> router_pb2.CollectionInfo:
+        if not 1 <= spec.dim <= MAX_DIM:
+            raise InvalidArgument(f"dim must be between 1 and {MAX_DIM}, got {spec.dim}")
+        kind, params = index_from_proto(spec.index)
+        shards = spec.shards or 1
+        replication = spec.replication_factor or 1
+        record = CollectionRecord(
+            name=spec.name,
+            dim=spec.dim,
+            metric=metric_from_proto(spec.metric),
+            index_kind=kind,
+            index_params=params,
+            shards=shards,
+            replication_factor=replication,
+            model=spec.model,
+            active_version=1,
+            previous_version=None,
+            created_unix=time.time(),
+        )
+        servers = await self._store.list_servers()
+        if len(servers) < replication:
+            raise FailedPrecondition(
+                f"replication_factor {replication} needs at least {replication} live shard servers; {len(servers)} registered"
+            )
+        server_ids = sorted(s.server_id for s in servers)
+        addresses = {s.server_id: s.address for s in servers}
+        claim = place_shards(spec.name, shards, replication, server_ids, addresses, "creating")
+        await self._store.create_collection(record, claim)
+        try:
+            await self._create_partitions(record, claim)
+        except BaseException:
+            await self._store.drop_collection(spec.name)
+            await self._drop_partitions(record.name, [claim])
+            raise
+        serving = ShardMap(claim.collection, claim.version, tuple(
+            replace(p, replicas=tuple(replace(r, state="serving") for r in p.replicas)) for p in claim.shards
+        ))
+        await self._seen(await self._store.put_shard_map(serving))
+        return self.info(record)
+
+    async def _create_partitions(self, record: CollectionRecord, shard_map: ShardMap) -> None:
+        calls = {}
+        for placement in shard_map.shards:
+            request = shard_pb2.CreatePartitionRequest(
+                spec=shard_pb2.PartitionSpec(
+                    ref=shard_pb2.PartitionRef(collection=record.name, shard=placement.shard, version=shard_map.version),
+                    dim=record.dim,
+                    metric=metric_to_proto(record.metric),
+                    index=index_to_proto(record.index_kind, record.index_params),
+                    model=record.model,
+                )
+            )
+            for replica in placement.replicas:
+                stub = self._pool.stub(replica.address)
+                calls[len(calls)] = (lambda stub=stub, request=request: stub.CreatePartition(request, timeout=30))
+        outcomes = await fan_out(calls, 60)
+        raise_caller_errors(outcomes)
+        require_coverage(outcomes, False, f"creating the partitions of {record.name!r}")
+
+    async def _drop_partitions(self, name: str, shard_maps: list[ShardMap]) -> None:
+        calls = {}
+        for shard_map in shard_maps:
+            for placement in shard_map.shards:
+                ref = shard_pb2.PartitionRef(collection=name, shard=placement.shard, version=shard_map.version)
+                for replica in placement.replicas:
+                    stub = self._pool.stub(replica.address)
+                    calls[len(calls)] = (lambda stub=stub, ref=ref: stub.DropPartition(shard_pb2.DropPartitionRequest(ref=ref), timeout=10))
+        for outcome in await fan_out(calls, 15):
+            if not outcome.ok:
+                # An unreachable server keeps an orphan partition; it is harmless (no shard map names it).
+                _log.warning("dropping a partition of %s failed: %s %s", name, outcome.code, outcome.message)
+
+    async def drop_collection(self, name: str) -> None:
+        snapshot = self._watcher.current
+        maps = [m for (collection, _), m in snapshot.shard_maps.items() if collection == name]
+        if not maps:
+            record = await self._store.get_collection(name)  # NotFound when absent
+            maps = [await self._store.get_shard_map(name, record.active_version)]
+        revision = await self._store.drop_collection(name)
+        await self._seen(revision)
+        await self._drop_partitions(name, maps)
+
+    async def cluster_status(self) -> router_pb2.ClusterStatusResponse:
+        snapshot = self._watcher.current
+        response = router_pb2.ClusterStatusResponse(
+            servers=[router_pb2.ShardServerStatus(server_id=s.server_id, address=s.address) for s in sorted(snapshot.servers.values(), key=lambda s: s.server_id)],
+            collections=[self.info(r) for r in sorted(snapshot.collections.values(), key=lambda r: r.name)],
+        )
+        addresses = sorted({r.address for m in snapshot.shard_maps.values() for p in m.shards for r in p.replicas})
+        stats = dict(zip(addresses, await asyncio.gather(*(self._stats(a) for a in addresses))))
+        for (name, version), shard_map in sorted(snapshot.shard_maps.items()):
+            for placement in shard_map.shards:
+                for replica in placement.replicas:
+                    counts = stats[replica.address]
+                    key = (name, placement.shard, version)
+                    response.replicas.append(
+                        router_pb2.ShardReplicaStatus(
+                            collection=name,
+                            version=version,
+                            shard=placement.shard,
+                            address=replica.address,
+                            state=replica.state if counts is not None and key in counts else "unreachable",
+                            point_count=(counts or {}).get(key, 0),
+                        )
+                    )
+        return response
+
+    async def _stats(self, address: str) -> dict[tuple[str, int, int], int] | None:
+        try:
+            reply = await self._pool.stub(address).Stats(shard_pb2.StatsRequest(), timeout=self._config.status_timeout_s)
+        except Exception:  # noqa: BLE001 - an unreachable server is reported, not raised
+            return None
+        return {(p.spec.ref.collection, p.spec.ref.shard, p.spec.ref.version): p.point_count for p in reply.partitions}

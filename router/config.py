@@ -1,0 +1,17 @@
+"""The router's one configuration object, built in `__main__` and passed down."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    etcd_endpoints: tuple[str, ...]
+    etcd_root: str = "/quiver/"
+    host: str = "127.0.0.1"
+    port: int = 0
+    default_timeout_s: float = 10.0  # used when the caller sets no deadline
+    max_k: int = 10_000
+    max_queries_per_request: int = 10_000
+    max_message_bytes: int = 64 * 2**20
+    status_timeout_s: float = 2.0

@@ -1,0 +1,94 @@
+"""Calling many shards at once under one deadline, collecting a result or a failure from each.
+
+Each per-shard call returns an `Outcome` and never raises, so one slow or dead shard cannot hide the
+others' answers. The whole fan-out runs inside `asyncio.timeout`: a shard that has not answered by the
+deadline is recorded as DEADLINE_EXCEEDED and its call is cancelled, as are all calls when the caller
+cancels. Whether the gathered outcomes are good enough is decided separately (`require_coverage`).
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Generic, TypeVar
+
+import grpc
+
+from quiver.errors import ERRORS_BY_CODE, Unavailable
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    shard: int
+    value: T | None = None
+    code: grpc.StatusCode | None = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code is None
+
+
+async def _one(shard: int, call: Callable[[], Awaitable[T]], out: dict[int, Outcome[Any]]) -> None:
+    try:
+        out[shard] = Outcome(shard, value=await call())
+    except grpc.aio.AioRpcError as error:
+        out[shard] = Outcome(shard, code=error.code(), message=error.details() or "")
+
+
+async def fan_out(calls: dict[int, Callable[[], Awaitable[T]]], timeout: float | None) -> list[Outcome[T]]:
+    """Runs every call concurrently; returns one outcome per shard, in shard order."""
+    out: dict[int, Outcome[Any]] = {}
+    try:
+        async with asyncio.timeout(timeout):
+            async with asyncio.TaskGroup() as group:
+                for shard, call in calls.items():
+                    group.create_task(_one(shard, call, out))
+    except TimeoutError:
+        pass
+    return [
+        out.get(shard) or Outcome(shard, code=grpc.StatusCode.DEADLINE_EXCEEDED, message="no answer before the deadline")
+        for shard in sorted(calls)
+    ]
+
+
+def require_coverage(outcomes: list[Outcome[Any]], allow_partial: bool, what: str) -> None:
+    """Raises Unavailable when a shard failed and partial results are not acceptable (or none answered)."""
+    failed = [o for o in outcomes if not o.ok]
+    if not failed:
+        return
+    if allow_partial and len(failed) < len(outcomes):
+        return
+    detail = "; ".join(f"shard {o.shard}: {o.code.name if o.code else '?'} {o.message}" for o in failed)
+    raise Unavailable(f"{what}: {len(failed)} of {len(outcomes)} shards did not answer ({detail})")
+
+
+# Codes that mean "the request is wrong", not "a shard is missing": passed through to the caller as is.
+_CALLER_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def raise_caller_errors(outcomes: list[Outcome[Any]]) -> None:
+    for outcome in outcomes:
+        if outcome.code in _CALLER_CODES:
+            raise ERRORS_BY_CODE[outcome.code](f"shard {outcome.shard}: {outcome.message}")  # type: ignore[index]
+
+
+async def call_replicas(addresses: list[str], call: Callable[[str], Awaitable[T]]) -> T:
+    """Tries each replica in turn while they answer UNAVAILABLE (idempotent calls only)."""
+    last: grpc.aio.AioRpcError | None = None
+    for address in addresses:
+        try:
+            return await call(address)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            last = error
+    assert last is not None
+    raise last

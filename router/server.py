@@ -1,0 +1,69 @@
+"""Builds the router: etcd watcher, shard channel pool, Router service, health and reflection."""
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from quiver.control_plane.etcd_client import EtcdClient
+from quiver.control_plane.store import ClusterStore
+from quiver.control_plane.watcher import ClusterWatcher
+from quiver.v1 import router_pb2, router_pb2_grpc
+from router.admin import Admin
+from router.config import RouterConfig
+from router.servicer import RouterServicer
+from router.shard_pool import ShardPool
+
+SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
+
+
+class RouterServer:
+    def __init__(self, config: RouterConfig) -> None:
+        self.config = config
+        self.etcd = EtcdClient(list(config.etcd_endpoints), timeout=5.0)
+        self.store = ClusterStore(self.etcd, config.etcd_root)
+        self.watcher = ClusterWatcher(self.store, on_change=self._on_change)
+        self.pool = ShardPool(config.max_message_bytes)
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.max_send_message_length", config.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        admin = Admin(config, self.store, self.watcher, self.pool)
+        router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(config, self.watcher, self.pool, admin), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        self.port = self.server.add_insecure_port(f"{config.host}:{config.port}")
+        if self.port == 0:
+            raise OSError(f"could not bind {config.host}:{config.port}")
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    async def _on_change(self, snapshot) -> None:  # type: ignore[no-untyped-def]
+        addresses = {r.address for m in snapshot.shard_maps.values() for p in m.shards for r in p.replicas}
+        await self.pool.retain(addresses | {s.address for s in snapshot.servers.values()})
+
+    async def start(self) -> None:
+        await self.watcher.start()
+        await self.server.start()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace)
+        await self.watcher.stop()
+        await self.pool.close()
+        self.etcd.close()
+
+
+async def create_server(config: RouterConfig) -> tuple[RouterServer, int]:
+    server = RouterServer(config)
+    await server.start()
+    return server, server.port

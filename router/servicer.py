@@ -1,0 +1,220 @@
+"""The Router gRPC service: Quiver's public data plane and admin API.
+
+Writes are checked whole at the router, then split by shard (jump hash of the point id, or of the
+partition_key) and sent to every replica of each shard. Searches pass the caller's packed query bytes and
+filter through untouched to the shards (one shard with a partition_key, else all), under the caller's
+deadline, and merge the per-shard top-k. Get and delete by id ask every shard (or the key's shard): ids
+are found wherever an earlier partition-keyed write put them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import numpy as np
+
+from quiver.control_plane.watcher import ClusterWatcher
+from quiver.errors import InvalidArgument
+from quiver.rpc_guard import rpc_guard
+from quiver.v1 import router_pb2, router_pb2_grpc, shard_pb2, types_pb2
+from quiver.validation import check_ids, check_k, check_vectors
+from quiver.wire.filters import filter_from_proto
+from quiver.wire.points import metadata_list_from_proto, vectors_from_bytes
+from router.admin import Admin
+from router.collection_view import CollectionView, check_model, collection_view
+from router.config import RouterConfig
+from router.fanout import call_replicas, fan_out, raise_caller_errors, require_coverage
+from router.hashring import shard_for_key, shards_for_keys
+from router.merge import merge_topk
+from router.shard_pool import ShardPool
+
+
+class RouterServicer(router_pb2_grpc.RouterServicer):
+    def __init__(self, config: RouterConfig, watcher: ClusterWatcher, pool: ShardPool, admin: Admin) -> None:
+        self._config = config
+        self._watcher = watcher
+        self._pool = pool
+        self._admin = admin
+
+    def _view(self, name: str) -> CollectionView:
+        return collection_view(self._watcher.current, name)
+
+    def _timeout(self, context: grpc.aio.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        return self._config.default_timeout_s if remaining is None else max(remaining, 0.0)
+
+    def _ref(self, view: CollectionView, shard: int) -> shard_pb2.PartitionRef:
+        return shard_pb2.PartitionRef(collection=view.record.name, shard=shard, version=view.version)
+
+    def _target_shards(self, view: CollectionView, partition_key: str) -> list[int]:
+        if partition_key:
+            return [shard_for_key(partition_key, view.record.shards)]
+        return list(range(view.record.shards))
+
+    # -- admin --------------------------------------------------------------------------------------
+
+    @rpc_guard
+    async def CreateCollection(self, request, context):  # type: ignore[no-untyped-def]
+        return router_pb2.CreateCollectionResponse(collection=await self._admin.create_collection(request.spec))
+
+    @rpc_guard
+    async def DescribeCollection(self, request, context):  # type: ignore[no-untyped-def]
+        record = self._watcher.current.collections.get(request.name)
+        if record is None:
+            record = await self._admin.get_collection(request.name)
+        return router_pb2.DescribeCollectionResponse(collection=self._admin.info(record))
+
+    @rpc_guard
+    async def ListCollections(self, request, context):  # type: ignore[no-untyped-def]
+        records = sorted(self._watcher.current.collections.values(), key=lambda r: r.name)
+        return router_pb2.ListCollectionsResponse(collections=[self._admin.info(r) for r in records])
+
+    @rpc_guard
+    async def DropCollection(self, request, context):  # type: ignore[no-untyped-def]
+        await self._admin.drop_collection(request.name)
+        return router_pb2.DropCollectionResponse()
+
+    @rpc_guard
+    async def ClusterStatus(self, request, context):  # type: ignore[no-untyped-def]
+        return await self._admin.cluster_status()
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    @rpc_guard
+    async def Upsert(self, request, context):  # type: ignore[no-untyped-def]
+        view = self._view(request.collection)
+        check_model(view, request.model)
+        ids = list(request.ids)
+        if not ids:
+            raise InvalidArgument("upsert carries no ids")
+        check_ids(ids)
+        vectors = vectors_from_bytes(request.vectors, view.record.dim, len(ids), "vectors")
+        check_vectors(vectors, view.record.metric)
+        metadata_list_from_proto(request.metadata, len(ids))  # validates every entry before any shard sees one
+        n_shards = view.record.shards
+        if request.partition_key:
+            assignment = np.full(len(ids), shard_for_key(request.partition_key, n_shards))
+        else:
+            assignment = shards_for_keys(ids, n_shards)
+        calls: dict[int, Any] = {}
+        timeout = self._timeout(context)
+        for shard in np.unique(assignment).tolist():
+            rows = np.flatnonzero(assignment == shard)
+            sub = shard_pb2.UpsertRequest(
+                ref=self._ref(view, shard),
+                ids=[ids[r] for r in rows.tolist()],
+                vectors=vectors[rows].tobytes(),
+                metadata=[request.metadata[r] for r in rows.tolist()] if len(request.metadata) else [],
+            )
+            for replica, address in enumerate(view.replicas(shard)):
+                calls[len(calls)] = self._bind(address, "Upsert", sub, timeout)
+        outcomes = await fan_out(calls, timeout)
+        raise_caller_errors(outcomes)
+        require_coverage(outcomes, False, f"upsert into {view.record.name!r} (safe to retry: upserts are idempotent)")
+        return router_pb2.RouterUpsertResponse(upserted=len(ids))
+
+    def _bind(self, address: str, method: str, message: Any, timeout: float) -> Any:
+        stub = self._pool.stub(address)
+        return lambda: getattr(stub, method)(message, timeout=timeout)
+
+    def _replicated(self, view: CollectionView, shard: int, method: str, message: Any, timeout: float) -> Any:
+        """A read sent to the first replica that answers."""
+        return lambda: call_replicas(view.replicas(shard), lambda a: getattr(self._pool.stub(a), method)(message, timeout=timeout))
+
+    @rpc_guard
+    async def Delete(self, request, context):  # type: ignore[no-untyped-def]
+        view = self._view(request.collection)
+        ids = list(request.ids)
+        check_ids(ids, allow_duplicates=True)
+        if not ids and filter_from_proto(request.filter) is None:
+            raise InvalidArgument("delete names no ids and no filter; give at least one")
+        timeout = self._timeout(context)
+        calls: dict[int, Any] = {}
+        replica_of: dict[int, int] = {}
+        for shard in self._target_shards(view, request.partition_key):
+            sub = shard_pb2.DeleteRequest(ref=self._ref(view, shard), ids=ids, filter=request.filter)
+            for address in view.replicas(shard):
+                replica_of[len(calls)] = shard
+                calls[len(calls)] = self._bind(address, "Delete", sub, timeout)
+        outcomes = await fan_out(calls, timeout)
+        raise_caller_errors(outcomes)
+        require_coverage(outcomes, False, f"delete from {view.record.name!r} (safe to retry)")
+        # Every replica of a shard reports the same count; count each shard once.
+        counted: dict[int, int] = {}
+        for outcome in outcomes:
+            counted.setdefault(replica_of[outcome.shard], outcome.value.deleted)  # type: ignore[union-attr]
+        return router_pb2.RouterDeleteResponse(deleted=sum(counted.values()))
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    @rpc_guard
+    async def Get(self, request, context):  # type: ignore[no-untyped-def]
+        view = self._view(request.collection)
+        ids = list(request.ids)
+        check_ids(ids, allow_duplicates=True)
+        timeout = self._timeout(context)
+        calls = {
+            shard: self._replicated(
+                view, shard, "Get", shard_pb2.GetRequest(ref=self._ref(view, shard), ids=ids, include_vectors=request.include_vectors), timeout
+            )
+            for shard in self._target_shards(view, request.partition_key)
+        }
+        outcomes = await fan_out(calls, timeout)
+        raise_caller_errors(outcomes)
+        require_coverage(outcomes, False, f"get from {view.record.name!r}")
+        found = {p.id: p for o in outcomes for p in o.value.points}  # type: ignore[union-attr]
+        return router_pb2.RouterGetResponse(points=[found[i] for i in dict.fromkeys(ids) if i in found])
+
+    @rpc_guard
+    async def Search(self, request, context):  # type: ignore[no-untyped-def]
+        view = self._view(request.collection)
+        check_model(view, request.model)
+        queries = vectors_from_bytes(request.queries, view.record.dim, None, "queries")
+        if len(queries) == 0:
+            raise InvalidArgument("search carries no query vectors")
+        if len(queries) > self._config.max_queries_per_request:
+            raise InvalidArgument(f"{len(queries)} queries in one request; the maximum is {self._config.max_queries_per_request}")
+        check_k(request.k, self._config.max_k)
+        check_vectors(queries, view.record.metric, "queries")
+        filter_from_proto(request.filter)  # refuse a malformed filter here, once, not once per shard
+        shards = self._target_shards(view, request.partition_key)
+        timeout = self._timeout(context)
+        calls = {}
+        for shard in shards:
+            sub = shard_pb2.SearchRequest(
+                ref=self._ref(view, shard),
+                queries=request.queries,
+                k=request.k,
+                filter=request.filter,
+                params=request.params,
+                include_metadata=request.include_metadata,
+                include_vectors=request.include_vectors,
+            )
+            calls[shard] = self._replicated(view, shard, "Search", sub, timeout)
+        outcomes = await fan_out(calls, timeout)
+        raise_caller_errors(outcomes)
+        require_coverage(outcomes, request.allow_partial, f"search of {view.record.name!r}")
+        answered = [o.value for o in outcomes if o.ok]
+        coverage = router_pb2.Coverage(shards_asked=len(shards), shards_answered=len(answered), partial=len(answered) < len(shards))
+        if len(answered) == 1:
+            return router_pb2.RouterSearchResponse(results=answered[0].results, coverage=coverage)  # type: ignore[union-attr]
+        results = [
+            _merge_query([a.results[q] for a in answered], request.k, view.record.dim) for q in range(len(queries))  # type: ignore[union-attr]
+        ]
+        return router_pb2.RouterSearchResponse(results=results, coverage=coverage)
+
+
+def _merge_query(per_shard: list[types_pb2.QueryResult], k: int, dim: int) -> types_pb2.QueryResult:
+    shards, positions = merge_topk([np.asarray(r.scores, dtype=np.float32) for r in per_shard], k)
+    merged = types_pb2.QueryResult(strategy=per_shard[0].strategy)
+    pairs = list(zip(shards.tolist(), positions.tolist()))
+    merged.ids.extend(per_shard[s].ids[p] for s, p in pairs)
+    merged.scores.extend(per_shard[s].scores[p] for s, p in pairs)
+    if any(len(r.metadata) for r in per_shard):
+        merged.metadata.extend(per_shard[s].metadata[p] for s, p in pairs)
+    if any(r.vectors for r in per_shard):
+        row = 4 * dim
+        merged.vectors = b"".join(per_shard[s].vectors[p * row : (p + 1) * row] for s, p in pairs)
+    return merged
+
+

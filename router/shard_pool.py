@@ -1,0 +1,41 @@
+"""One gRPC channel (and stub) per shard server address, created once and reused by every request.
+
+Creating a channel per request would cost a TCP + HTTP/2 handshake each time; the hot path only looks
+up a dict. Channels for addresses that left the cluster are closed by `retain`.
+"""
+from __future__ import annotations
+
+import grpc
+
+from quiver.v1 import shard_pb2_grpc
+
+
+class ShardPool:
+    def __init__(self, max_message_bytes: int) -> None:
+        self._options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            # Reconnect quickly after a shard restarts instead of backing off for up to two minutes.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2_000),
+        ]
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, shard_pb2_grpc.ShardStub] = {}
+
+    def stub(self, address: str) -> shard_pb2_grpc.ShardStub:
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(address, options=self._options)
+            self._channels[address] = channel
+            stub = self._stubs[address] = shard_pb2_grpc.ShardStub(channel)
+        return stub
+
+    async def retain(self, addresses: set[str]) -> None:
+        for address in [a for a in self._channels if a not in addresses]:
+            self._stubs.pop(address)
+            await self._channels.pop(address).close()
+
+    async def close(self) -> None:
+        await self.retain(set())

@@ -1,0 +1,72 @@
+"""`python -m shard` / `quiver-shard`: run one shard server until SIGTERM or Ctrl-C."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import uuid
+from pathlib import Path
+
+import click
+import uvloop
+
+from shard.config import ShardConfig
+from shard.server import ShardServer
+
+_log = logging.getLogger("shard")
+
+
+async def serve(config: ShardConfig) -> None:
+    server = ShardServer(config)
+    await server.start()
+    registration = None
+    if config.etcd_endpoints:
+        from quiver.control_plane.etcd_client import EtcdClient
+        from quiver.control_plane.store import ClusterStore
+
+        store = ClusterStore(EtcdClient(list(config.etcd_endpoints), timeout=5.0))
+        registration = await store.register_server(config.server_id, server.address, config.lease_ttl_s)
+    # The line launchers and tests wait for; keep its shape.
+    print(f"quiver-shard serving on {server.address} id={config.server_id}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    _log.info("shutting down: NOT_SERVING, draining, snapshotting")
+    if registration is not None:
+        await registration.close()
+    await server.stop(grace=5.0)
+
+
+@click.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), required=True, help="Where partitions, WAL and snapshots live.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, show_default=True, help="0 picks a free port.")
+@click.option("--etcd", "etcd_endpoints", default="", help="Comma-separated etcd endpoints (host:port); empty = standalone.")
+@click.option("--server-id", default="", help="Stable id in the cluster; defaults to hostname-port.")
+@click.option("--advertise", default="", help="Address the router dials, if not host:port.")
+@click.option("--lease-ttl", default=5.0, show_default=True, help="Seconds until a dead server drops out of etcd.")
+@click.option("--log-level", default="INFO", show_default=True)
+def main(data_dir: Path, host: str, port: int, etcd_endpoints: str, server_id: str, advertise: str, lease_ttl: float, log_level: str) -> None:
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if port == 0:
+        # Pick the port here so the server id and advertised address can name it.
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+    config = ShardConfig(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        etcd_endpoints=tuple(e for e in etcd_endpoints.split(",") if e),
+        server_id=server_id or f"{socket.gethostname()}-{port}-{uuid.uuid4().hex[:6]}",
+        advertise_address=advertise,
+        lease_ttl_s=lease_ttl,
+    )
+    uvloop.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""The shard server's one configuration object, built in `__main__` and passed down."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shard.durable_partition import DurabilityPolicy
+from shard.partition_state import SearchPolicy
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = pick a free port
+    max_k: int = 10_000
+    max_message_bytes: int = 64 * 2**20
+    max_queries_per_request: int = 10_000
+    durability: DurabilityPolicy = field(default_factory=DurabilityPolicy)
+    search: SearchPolicy = field(default_factory=SearchPolicy)
+    etcd_endpoints: tuple[str, ...] = ()  # empty: run standalone, not registered in a cluster
+    server_id: str = ""
+    lease_ttl_s: float = 5.0
+    advertise_address: str = ""  # address the router dials; defaults to host:port

@@ -1,0 +1,358 @@
+"""One partition made durable and concurrent: WAL + snapshots around a `PartitionState`.
+
+Every mutation (upsert, delete, train, snapshot) goes through one commit loop per partition, an actor:
+it takes all writes queued while the previous fsync ran, logs them with ONE fsync (group commit),
+applies them under the write lock and only then acknowledges, so an acknowledged write is both on disk
+and visible to the next search (read-your-writes). Searches run in worker threads under the read lock;
+hnswlib and faiss release the GIL, so they use every core.
+
+Snapshots run inside the same loop (so no write interleaves): state serialised under the read lock, WAL
+rotated, snapshot file written atomically, then WAL segments older than the oldest kept snapshot are
+dropped. Start-up loads the newest valid snapshot and replays the WAL after it (a torn tail is dropped by
+the WAL). Writes wait while a snapshot is written; searches do not.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from quiver.errors import Unavailable
+from quiver.filters import Filter, Metadata
+from quiver.specs import PartitionSpec
+from shard.indexes import QueryKnobs
+from shard.partition_state import PartitionState, QueryHits, SearchPolicy
+from shard.rwlock import ReadWriteLock
+from shard.snapshot_store import SnapshotStore
+from shard.wal import WriteAheadLog
+from shard.wal_codec import DeleteRecord, UpsertRecord, WalRecord, decode, encode
+
+_log = logging.getLogger(__name__)
+
+SPEC_FILE = "spec.json"
+
+
+@dataclass(frozen=True)
+class DurabilityPolicy:
+    wal_segment_bytes: int = 64 * 2**20
+    snapshot_after_wal_bytes: int = 512 * 2**20
+    snapshot_interval_s: float = 600.0
+    snapshots_kept: int = 2
+    max_batch_writes: int = 256
+
+
+@dataclass
+class QueryResult:
+    ids: list[str]
+    scores: np.ndarray
+    metadata: list[Metadata] | None
+    vectors: np.ndarray | None
+    strategy: str
+
+
+@dataclass
+class _Write:
+    action: Callable[[], Any]  # runs on the commit thread
+    future: asyncio.Future[Any]
+    reads_state: bool  # must see every earlier write applied before it runs
+
+
+def _write_spec(directory: Path, spec: PartitionSpec) -> None:
+    tmp = directory / (SPEC_FILE + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(spec.to_json(), f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, directory / SPEC_FILE)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_spec(directory: Path) -> PartitionSpec:
+    with open(directory / SPEC_FILE, encoding="utf-8") as f:
+        return PartitionSpec.from_json(json.load(f))
+
+
+class DurablePartition:
+    def __init__(
+        self,
+        directory: Path,
+        state: PartitionState,
+        wal: WriteAheadLog,
+        snapshots: SnapshotStore,
+        policy: DurabilityPolicy,
+        search_policy: SearchPolicy,
+        last_snapshot_unix: float,
+    ) -> None:
+        self.directory = directory
+        self.state = state
+        self._wal = wal
+        self._snapshots = snapshots
+        self._policy = policy
+        self._search_policy = search_policy
+        self._lock = ReadWriteLock()
+        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._wal_bytes_at_snapshot = wal.size_bytes
+        self.last_snapshot_unix = last_snapshot_unix
+        self._last_snapshot_mono = time.monotonic()
+        self.searches_served = 0
+        self._closed = False
+
+    @property
+    def spec(self) -> PartitionSpec:
+        return self.state.spec
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: Path, spec: PartitionSpec, policy: DurabilityPolicy, search_policy: SearchPolicy) -> "DurablePartition":
+        directory.mkdir(parents=True, exist_ok=True)
+        state = PartitionState(spec)  # validates the index parameters before anything is written
+        _write_spec(directory, spec)
+        wal = WriteAheadLog.open(directory / "wal", policy.wal_segment_bytes)
+        return cls(directory, state, wal, SnapshotStore(directory / "snapshots", policy.snapshots_kept), policy, search_policy, 0.0)
+
+    @classmethod
+    def open(cls, directory: Path, policy: DurabilityPolicy, search_policy: SearchPolicy) -> "DurablePartition":
+        """Recover: newest valid snapshot, then the WAL after it."""
+        snapshots = SnapshotStore(directory / "snapshots", policy.snapshots_kept)
+        loaded = snapshots.load_newest_valid()
+        if loaded is not None:
+            state = PartitionState.from_sections(loaded.sections)
+            after, written = loaded.lsn, loaded.written_unix
+        else:
+            state, after, written = PartitionState(read_spec(directory)), 0, 0.0
+        wal = WriteAheadLog.open(directory / "wal", policy.wal_segment_bytes, start_lsn=after)
+        replayed = 0
+        for _lsn, payload in wal.replay(after):
+            _apply(state, decode(payload))
+            replayed += 1
+        _log.info("partition %s recovered: snapshot lsn %d, %d WAL records replayed, %d points", state.spec.key, after, replayed, state.count)
+        return cls(directory, state, wal, snapshots, policy, search_policy, written)
+
+    def start(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._commit_loop(), name=f"commit {self.spec.key}")
+
+    async def close(self, *, snapshot: bool = False) -> None:
+        if self._closed:
+            return
+        if snapshot and self._wal.last_lsn > (self._snapshots.kept_lsns() or [0])[-1]:
+            await self.snapshot()
+        self._closed = True
+        await self._queue.put(None)
+        if self._loop_task is not None:
+            await self._loop_task
+        self._wal.close()
+
+    async def destroy(self) -> None:
+        await self.close()
+        await asyncio.to_thread(shutil.rmtree, self.directory, True)
+
+    # -- the commit loop ----------------------------------------------------------------------------
+
+    async def _submit(self, action: Callable[[], Any], *, reads_state: bool = True) -> Any:
+        if self._closed:
+            raise Unavailable(f"partition {self.spec.key} is closing")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Write(action, future, reads_state))
+        return await asyncio.shield(future)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self._policy.max_batch_writes and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            try:
+                outcomes = await asyncio.to_thread(self._commit_batch, batch)
+            except Exception as error:  # noqa: BLE001 - a bug must fail these writes, not stall the partition
+                _log.exception("commit of %d writes to %s failed", len(batch), self.spec.key)
+                outcomes = [(False, error)] * len(batch)
+            for write, (ok, value) in zip(batch, outcomes):
+                if write.future.done():
+                    continue
+                if ok:
+                    write.future.set_result(value)
+                else:
+                    write.future.set_exception(value)
+            if stop:
+                return
+
+    def _commit_batch(self, batch: list[_Write]) -> list[tuple[bool, Any]]:
+        """Runs on a worker thread. An action returns a `_Logged` record to log and apply, or a plain result.
+
+        Records are logged in runs sharing one fsync; a run is flushed before any action that reads the
+        state (a delete, a snapshot), so that action sees every write queued ahead of it.
+        """
+        outcomes: list[tuple[bool, Any]] = []
+        pending: list[tuple[int, _Logged]] = []
+        for position, write in enumerate(batch):
+            if write.reads_state and pending:
+                self._flush(pending, outcomes)
+                pending = []
+            try:
+                value = write.action()
+            except Exception as error:  # noqa: BLE001 - reported to that caller alone
+                outcomes.append((False, error))
+                continue
+            outcomes.append((True, value))
+            if isinstance(value, _Logged):
+                pending.append((position, value))
+        if pending:
+            self._flush(pending, outcomes)
+        self._maybe_snapshot()
+        return outcomes
+
+    def _flush(self, pending: list[tuple[int, "_Logged"]], outcomes: list[tuple[bool, Any]]) -> None:
+        try:
+            lsns = self._wal.append_batch([encode(logged.record) for _, logged in pending])
+        except OSError as error:
+            _log.exception("WAL write failed for %s", self.spec.key)
+            failure = Unavailable(f"partition {self.spec.key}: write-ahead log write failed ({error}); nothing was applied")
+            for position, _ in pending:
+                outcomes[position] = (False, failure)
+            return
+        with self._lock.write():
+            for (position, logged), lsn in zip(pending, lsns):
+                _apply(self.state, logged.record)
+                outcomes[position] = (True, logged.result(lsn))
+
+    def _maybe_snapshot(self) -> None:
+        grown = self._wal.size_bytes - self._wal_bytes_at_snapshot
+        stale = time.monotonic() - self._last_snapshot_mono > self._policy.snapshot_interval_s
+        if grown >= self._policy.snapshot_after_wal_bytes or (stale and grown > 0):
+            self._snapshot_now()
+
+    def _snapshot_now(self) -> int:
+        with self._lock.read():
+            sections = self.state.to_sections()
+        lsn = self._wal.last_lsn
+        self._wal.rotate()
+        self._snapshots.write(lsn, sections)
+        kept = self._snapshots.kept_lsns()
+        self._wal.drop_segments_before(min(kept) + 1 if kept else lsn + 1)
+        self._wal_bytes_at_snapshot = self._wal.size_bytes
+        self.last_snapshot_unix = time.time()
+        self._last_snapshot_mono = time.monotonic()
+        return lsn
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    async def upsert(self, ids: list[str], vectors: np.ndarray, metadata: list[Metadata] | None) -> int:
+        """`vectors` must already be validated and prepared (normalised under cosine)."""
+        record = UpsertRecord(ids, vectors, metadata)
+        return int(await self._submit(lambda: _Logged(record, lambda lsn: lsn), reads_state=False))
+
+    async def delete(self, ids: Sequence[str], flt: Filter | None) -> tuple[int, int]:
+        def action() -> Any:
+            targets = dict.fromkeys(i for i in ids if i in self.state.id_to_label)
+            if flt is not None:
+                targets.update(dict.fromkeys(self.state.ids_matching(flt)))
+            if not targets:
+                return (0, self._wal.last_lsn)
+            return _Logged(DeleteRecord(list(targets)), lambda lsn: (len(targets), lsn))
+
+        return await self._submit(action)  # type: ignore[no-any-return]
+
+    async def train(self, sample: np.ndarray | None) -> int:
+        def action() -> int:
+            with self._lock.write():
+                trained_on = self.state.index.train(sample)
+            # Training is not in the WAL: make it durable with a snapshot right away.
+            self._snapshot_now()
+            return trained_on
+
+        return int(await self._submit(action))
+
+    async def snapshot(self) -> int:
+        return int(await self._submit(self._snapshot_now))
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    async def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        flt: Filter | None,
+        knobs: QueryKnobs,
+        force_exact: bool,
+        include_metadata: bool,
+        include_vectors: bool,
+    ) -> list[QueryResult]:
+        def run() -> list[QueryResult]:
+            with self._lock.read():
+                hits = self.state.search(queries, k, flt, knobs, force_exact, self._search_policy)
+                return [self._result(h, include_metadata, include_vectors) for h in hits]
+
+        results = await asyncio.to_thread(run)
+        self.searches_served += len(results)
+        return results
+
+    def _result(self, hits: QueryHits, include_metadata: bool, include_vectors: bool) -> QueryResult:
+        metadata = [self.state.fields.get(label) for label in hits.labels.tolist()] if include_metadata else None
+        vectors = self.state.vectors_of(hits.labels) if include_vectors else None
+        return QueryResult(hits.ids, hits.scores, metadata, vectors, hits.strategy)
+
+    async def get(self, ids: Sequence[str], include_vectors: bool) -> list[tuple[str, Metadata, np.ndarray | None]]:
+        def run() -> list[tuple[str, Metadata, np.ndarray | None]]:
+            with self._lock.read():
+                found = self.state.get(ids)
+                vectors = self.state.vectors_of(np.array([label for _, label, _ in found], dtype=np.int64)) if include_vectors else None
+                return [(i, md, vectors[n] if vectors is not None else None) for n, (i, _, md) in enumerate(found)]
+
+        return await asyncio.to_thread(run)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock.read():
+            return {
+                "point_count": self.state.count,
+                "deleted_count": len(self.state.free_labels),
+                "index_memory_bytes": self.state.index.memory_bytes(),
+                "metadata_memory_bytes": self.state.fields.memory_bytes() + _id_map_bytes(self.state),
+                "wal_bytes": self._wal.size_bytes,
+                "last_snapshot_unix": self.last_snapshot_unix,
+                "last_lsn": self._wal.last_lsn,
+                "trained": self.state.index.trained,
+                "index_params": self.state.index.effective_params(),
+                "searches_served": self.searches_served,
+            }
+
+
+@dataclass(frozen=True)
+class _Logged:
+    """An action's answer: log `record`, apply it, then answer the caller with result(lsn)."""
+
+    record: WalRecord
+    result: Callable[[int], Any]
+
+
+def _apply(state: PartitionState, record: WalRecord) -> None:
+    if isinstance(record, UpsertRecord):
+        state.upsert(record.ids, record.vectors, record.metadata)
+    else:
+        state.delete(record.ids)
+
+
+def _id_map_bytes(state: PartitionState) -> int:
+    # dict entry (~100 B with the key object) + list slot; an estimate, cheap to compute.
+    return 100 * len(state.id_to_label) + 8 * len(state.label_ids)
+

@@ -1,0 +1,92 @@
+"""The partitions a shard server holds, on disk under `data_dir/partitions/<collection>/<shard>/<version>`.
+
+Creating is idempotent when the spec is identical (the router may retry), and refused when it differs.
+Start-up reopens every partition directory found, so a restarted server serves what it held.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from pathlib import Path
+
+from quiver.errors import AlreadyExists, InvalidArgument, NotFound
+from quiver.specs import INDEX_KINDS, MAX_DIM, METRICS, PartitionKey, PartitionSpec
+from shard.durable_partition import SPEC_FILE, DurabilityPolicy, DurablePartition
+from shard.partition_state import SearchPolicy
+
+_log = logging.getLogger(__name__)
+
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_collection_name(name: str) -> None:
+    if not COLLECTION_NAME.match(name):
+        raise InvalidArgument(
+            f"collection name {name!r} is invalid: use 1-128 characters from letters, digits, '_', '.', '-', "
+            "starting with a letter or digit"
+        )
+
+
+def check_spec(spec: PartitionSpec) -> None:
+    check_collection_name(spec.key.collection)
+    if not 1 <= spec.dim <= MAX_DIM:
+        raise InvalidArgument(f"dim must be between 1 and {MAX_DIM}, got {spec.dim}")
+    if spec.metric not in METRICS:
+        raise InvalidArgument(f"metric must be one of {METRICS}, got {spec.metric!r}")
+    if spec.index_kind not in INDEX_KINDS:
+        raise InvalidArgument(f"index kind must be one of {INDEX_KINDS}, got {spec.index_kind!r}")
+
+
+class PartitionRegistry:
+    def __init__(self, data_dir: Path, durability: DurabilityPolicy, search_policy: SearchPolicy) -> None:
+        self._root = data_dir / "partitions"
+        self._durability = durability
+        self._search_policy = search_policy
+        self._partitions: dict[PartitionKey, DurablePartition] = {}
+        self._lock = asyncio.Lock()
+
+    def _directory(self, key: PartitionKey) -> Path:
+        return self._root / key.collection / f"shard-{key.shard:05d}" / f"v{key.version:06d}"
+
+    async def open_all(self) -> None:
+        spec_files = sorted(self._root.glob(f"*/shard-*/v*/{SPEC_FILE}")) if self._root.exists() else []
+        for spec_file in spec_files:
+            partition = await asyncio.to_thread(DurablePartition.open, spec_file.parent, self._durability, self._search_policy)
+            partition.start()
+            self._partitions[partition.spec.key] = partition
+
+    async def create(self, spec: PartitionSpec) -> bool:
+        check_spec(spec)
+        async with self._lock:
+            existing = self._partitions.get(spec.key)
+            if existing is not None:
+                if existing.spec == spec:
+                    return False
+                raise AlreadyExists(f"partition {spec.key} already exists with a different definition")
+            partition = await asyncio.to_thread(DurablePartition.create, self._directory(spec.key), spec, self._durability, self._search_policy)
+            partition.start()
+            self._partitions[spec.key] = partition
+            return True
+
+    async def drop(self, key: PartitionKey) -> None:
+        async with self._lock:
+            partition = self.get(key)
+            del self._partitions[key]
+        await partition.destroy()
+
+    def get(self, key: PartitionKey) -> DurablePartition:
+        try:
+            return self._partitions[key]
+        except KeyError:
+            raise NotFound(f"partition {key} does not exist on this shard server") from None
+
+    def all(self) -> list[DurablePartition]:
+        return [self._partitions[key] for key in sorted(self._partitions)]
+
+    async def close_all(self, *, snapshot: bool) -> None:
+        for partition in list(self._partitions.values()):
+            try:
+                await partition.close(snapshot=snapshot)
+            except Exception:  # noqa: BLE001 - keep closing the others; the WAL still holds their writes
+                _log.exception("closing partition %s failed", partition.spec.key)

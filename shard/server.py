@@ -1,0 +1,63 @@
+"""Builds the shard's grpc.aio server: Shard service, standard health and reflection."""
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from quiver.v1 import shard_pb2, shard_pb2_grpc
+from shard.config import ShardConfig
+from shard.partition_registry import PartitionRegistry
+from shard.servicer import ShardServicer
+
+SERVICE_NAME = shard_pb2.DESCRIPTOR.services_by_name["Shard"].full_name
+
+
+def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class ShardServer:
+    """A running shard server; `await start()`, `await stop(grace)`."""
+
+    def __init__(self, config: ShardConfig) -> None:
+        self.config = config
+        self.registry = PartitionRegistry(config.data_dir, config.durability, config.search)
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(options=grpc_options(config.max_message_bytes))
+        shard_pb2_grpc.add_ShardServicer_to_server(ShardServicer(self.registry, config), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        self.port = self.server.add_insecure_port(f"{config.host}:{config.port}")
+        if self.port == 0:
+            raise OSError(f"could not bind {config.host}:{config.port}")
+
+    @property
+    def address(self) -> str:
+        return self.config.advertise_address or f"{self.config.host}:{self.port}"
+
+    async def start(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.registry.open_all()
+        await self.server.start()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace)
+        await self.registry.close_all(snapshot=True)
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+
+async def create_server(config: ShardConfig) -> tuple[ShardServer, int]:
+    """A started server and its port (bind port 0 in tests)."""
+    server = ShardServer(config)
+    await server.start()
+    return server, server.port

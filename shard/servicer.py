@@ -1,0 +1,127 @@
+"""The Shard gRPC service: converts requests to domain values, checks them, and calls the partitions.
+
+Only this module and quiver.wire touch the generated protobuf classes on the shard side.
+"""
+from __future__ import annotations
+
+import json
+
+
+
+from quiver.errors import InvalidArgument
+from quiver.rpc_guard import rpc_guard
+from quiver.v1 import shard_pb2, shard_pb2_grpc
+from quiver.wire.filters import filter_from_proto
+from quiver.wire.points import (
+    metadata_list_from_proto,
+    point_to_proto,
+    query_result_to_proto,
+    vectors_from_bytes,
+)
+from quiver.wire.specs import key_from_proto, partition_spec_from_proto, partition_spec_to_proto
+from shard.config import ShardConfig
+from shard.durable_partition import DurablePartition
+from shard.indexes import QueryKnobs
+from shard.partition_registry import PartitionRegistry
+from quiver.validation import check_ids, check_k, prepare_vectors
+
+
+class ShardServicer(shard_pb2_grpc.ShardServicer):
+    def __init__(self, registry: PartitionRegistry, config: ShardConfig) -> None:
+        self._registry = registry
+        self._config = config
+
+    def _partition(self, ref: shard_pb2.PartitionRef) -> DurablePartition:
+        return self._registry.get(key_from_proto(ref))
+
+    @rpc_guard
+    async def CreatePartition(self, request, context):  # type: ignore[no-untyped-def]
+        created = await self._registry.create(partition_spec_from_proto(request.spec))
+        return shard_pb2.CreatePartitionResponse(created=created)
+
+    @rpc_guard
+    async def DropPartition(self, request, context):  # type: ignore[no-untyped-def]
+        await self._registry.drop(key_from_proto(request.ref))
+        return shard_pb2.DropPartitionResponse()
+
+    @rpc_guard
+    async def ListPartitions(self, request, context):  # type: ignore[no-untyped-def]
+        return shard_pb2.ListPartitionsResponse(partitions=[partition_spec_to_proto(p.spec) for p in self._registry.all()])
+
+    @rpc_guard
+    async def Upsert(self, request, context):  # type: ignore[no-untyped-def]
+        partition = self._partition(request.ref)
+        spec = partition.spec
+        ids = list(request.ids)
+        if not ids:
+            raise InvalidArgument("upsert carries no ids")
+        check_ids(ids)
+        vectors = vectors_from_bytes(request.vectors, spec.dim, len(ids), "vectors")
+        prepared = prepare_vectors(vectors, spec.metric)
+        metadata = metadata_list_from_proto(request.metadata, len(ids))
+        lsn = await partition.upsert(ids, prepared, metadata)
+        return shard_pb2.UpsertResponse(upserted=len(ids), lsn=lsn)
+
+    @rpc_guard
+    async def Delete(self, request, context):  # type: ignore[no-untyped-def]
+        partition = self._partition(request.ref)
+        ids = list(request.ids)
+        check_ids(ids, allow_duplicates=True)
+        flt = filter_from_proto(request.filter)
+        if not ids and flt is None:
+            raise InvalidArgument("delete names no ids and no filter; give at least one")
+        deleted, lsn = await partition.delete(ids, flt)
+        return shard_pb2.DeleteResponse(deleted=deleted, lsn=lsn)
+
+    @rpc_guard
+    async def Get(self, request, context):  # type: ignore[no-untyped-def]
+        partition = self._partition(request.ref)
+        found = await partition.get(list(request.ids), request.include_vectors)
+        return shard_pb2.GetResponse(points=[point_to_proto(i, md, vec) for i, md, vec in found])
+
+    @rpc_guard
+    async def Search(self, request, context):  # type: ignore[no-untyped-def]
+        partition = self._partition(request.ref)
+        spec = partition.spec
+        queries = vectors_from_bytes(request.queries, spec.dim, None, "queries")
+        if len(queries) == 0:
+            raise InvalidArgument("search carries no query vectors")
+        if len(queries) > self._config.max_queries_per_request:
+            raise InvalidArgument(f"{len(queries)} queries in one request; the maximum is {self._config.max_queries_per_request}")
+        check_k(request.k, self._config.max_k)
+        prepared = prepare_vectors(queries, spec.metric, "queries")
+        flt = filter_from_proto(request.filter)
+        knobs = QueryKnobs(ef_search=request.params.ef_search, nprobe=request.params.nprobe)
+        results = await partition.search(
+            prepared, request.k, flt, knobs, request.params.exact, request.include_metadata, request.include_vectors
+        )
+        return shard_pb2.SearchResponse(
+            results=[query_result_to_proto(r.ids, r.scores, r.metadata, r.vectors, r.strategy) for r in results]
+        )
+
+    @rpc_guard
+    async def Train(self, request, context):  # type: ignore[no-untyped-def]
+        partition = self._partition(request.ref)
+        sample = None
+        if request.vectors:
+            sample = prepare_vectors(vectors_from_bytes(request.vectors, partition.spec.dim, None, "vectors"), partition.spec.metric)
+        return shard_pb2.TrainResponse(trained_on=await partition.train(sample))
+
+    @rpc_guard
+    async def Snapshot(self, request, context):  # type: ignore[no-untyped-def]
+        return shard_pb2.SnapshotResponse(lsn=await self._partition(request.ref).snapshot())
+
+    @rpc_guard
+    async def Stats(self, request, context):  # type: ignore[no-untyped-def]
+        partitions = [self._partition(request.ref)] if request.ref.collection else self._registry.all()
+        return shard_pb2.StatsResponse(partitions=[_stats_to_proto(p) for p in partitions])
+
+
+def _stats_to_proto(partition: DurablePartition) -> shard_pb2.PartitionStats:
+    stats = partition.stats()
+    params = stats.pop("index_params")
+    return shard_pb2.PartitionStats(
+        spec=partition_spec_to_proto(partition.spec), index_params_json=json.dumps(params, sort_keys=True), **stats
+    )
+
+

@@ -231,7 +231,7 @@ def demo(data_dir: Path, shard_count: int, n_base: int | None, ef_search: int, k
     """The main job: a local cluster loaded with real GloVe vectors, answering queries, with recall."""
     import shutil
 
-    from loadtest.datasets import glove_split_rows, glove_words, load_glove50, recall_at_k
+    from loadtest.datasets import glove_split_rows, glove_words, load_glove50, load_glove_matrix, recall_at_k
     from quiver.client import Client
     from quiver.filters import Eq
     from quiver.local_cluster import LocalCluster
@@ -239,7 +239,9 @@ def demo(data_dir: Path, shard_count: int, n_base: int | None, ef_search: int, k
     click.echo("preparing GloVe-50 (cached after the first run) ...")
     data = load_glove50(n_base=n_base, n_queries=10_000, gt_k=100)
     words = glove_words()
-    base_rows, query_rows = glove_split_rows(n_base, 10_000)
+    base_rows, _ = glove_split_rows(n_base, 10_000)
+    matrix = load_glove_matrix()
+    row_of = {w: i for i, w in enumerate(words)}
     ids = [words[r] for r in base_rows]
     # A little metadata to filter on: word length and whether the word is purely alphabetic.
     metadata = [{"length": len(w), "alpha": w.isalpha()} for w in ids]
@@ -257,11 +259,11 @@ def demo(data_dir: Path, shard_count: int, n_base: int | None, ef_search: int, k
             click.echo(f"loaded {len(ids):,} vectors in {elapsed:.1f}s ({len(ids) / elapsed:,.0f} vectors/s)")
 
             for word in ("king", "computer", "paris"):
-                if word not in words:
+                if word not in row_of:
                     continue
-                hits = client.search("glove", _glove_vector(data, words, word, base_rows, query_rows), 6)[0].hits
+                hits = client.search("glove", matrix[row_of[word]], 6)[0].hits
                 click.echo(f"nearest to {word!r}: " + ", ".join(f"{h.id} ({h.score:.3f})" for h in hits if h.id != word))
-            query = _glove_vector(data, words, "river", base_rows, query_rows)
+            query = matrix[row_of["river"]]
             hits = client.search("glove", query, 5, filter=Eq("length", 5), include_metadata=True)[0].hits
             click.echo("nearest 5-letter words to 'river': " + ", ".join(h.id for h in hits))
 
@@ -285,12 +287,6 @@ def demo(data_dir: Path, shard_count: int, n_base: int | None, ef_search: int, k
     click.echo("cluster stopped")
 
 
-def _glove_vector(data: Any, words: list[str], word: str, base_rows: np.ndarray, query_rows: np.ndarray) -> np.ndarray:
-    row = words.index(word)
-    where = np.searchsorted(base_rows, row)
-    if where < len(base_rows) and base_rows[where] == row:
-        return data.base[where]
-    return data.queries[int(np.flatnonzero(query_rows == row)[0])]
 
 
 def _load_with_progress(client: Any, name: str, ids: list[str], vectors: np.ndarray, metadata: list[dict[str, Any]], batch: int = 2000) -> None:

@@ -1,0 +1,209 @@
+"""The whole cluster as real processes: etcd, 3 shard servers and a router, started like `quiver up`.
+
+Tests run in file order on one cluster: the read/write checks first, then the ones that break things
+(a frozen shard, a killed shard, etcd stopped and restarted).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from loadtest.datasets import exact_ground_truth, load_glove50, recall_at_k
+from quiver.client import AsyncClient
+from quiver.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, Unavailable
+from quiver.filters import And, Eq, Filter, matches
+from quiver.local_cluster import LocalCluster
+from shard.indexes import IndexConfig, QueryKnobs, create_index
+
+N_BASE = 50_000
+HNSW = {"m": 16, "ef_construction": 200, "ef_search": 64}
+NODE_CLIENT = Path(__file__).parents[1] / "node_client"
+
+
+def point_metadata(i: int) -> dict[str, object]:
+    return {"group": i % 10, "rare": i % 200 == 0, "word_len": (i * 7) % 13}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_glove50(n_base=N_BASE, n_queries=500, gt_k=10)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with LocalCluster(tmp_path_factory.mktemp("cluster"), shards=3) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def loaded(cluster, data):
+    async with AsyncClient(cluster.router_address, timeout=120) as client:
+        await client.create_collection("glove", 50, index="hnsw", index_params=HNSW, shards=3, model="glove-6b-50d")
+        ids = [f"w{i}" for i in range(N_BASE)]
+        await client.upsert("glove", ids, data.base, [point_metadata(i) for i in range(N_BASE)], batch_size=5000)
+    return cluster
+
+
+async def search_rows(client: AsyncClient, queries: np.ndarray, k: int, **options) -> np.ndarray:
+    found = np.full((len(queries), k), -1, dtype=np.int64)
+    for start in range(0, len(queries), 100):
+        for row, result in enumerate(await client.search("glove", queries[start : start + 100], k, **options)):
+            found[start + row, : len(result.ids)] = [int(i[1:]) for i in result.ids]
+    return found
+
+
+async def test_router_recall_is_at_least_one_in_process_index_minus_a_hundredth(loaded, data):
+    index = create_index(IndexConfig("hnsw", 50, "ip", HNSW))
+    normed = data.base / np.linalg.norm(data.base, axis=1, keepdims=True)
+    index.add(np.arange(N_BASE), normed)
+    queries = data.queries / np.linalg.norm(data.queries, axis=1, keepdims=True)
+    single = recall_at_k(index.search(queries, 10, QueryKnobs(), None).labels, data.ground_truth, 10)
+    async with AsyncClient(loaded.router_address) as client:
+        routed = recall_at_k(await search_rows(client, data.queries, 10), data.ground_truth, 10)
+        status = await client.status()
+    assert routed >= single - 0.01, f"router recall {routed:.4f} vs one in-process index {single:.4f}"
+    counts = [r.point_count for r in status.replicas if r.collection == "glove"]
+    assert len(counts) == 3 and sum(counts) == N_BASE and min(counts) > 0.25 * N_BASE
+
+
+async def test_filtered_search_through_the_router_equals_brute_force_filtered_topk(loaded, data):
+    flt: Filter = And((Eq("rare", True), Eq("group", 0)))  # 0.5% of points: the shards' exact path
+    rows = np.array([i for i in range(N_BASE) if matches(flt, point_metadata(i))])
+    expected = rows[exact_ground_truth(data.base[rows], data.queries[:50], 10, "cosine")]
+    async with AsyncClient(loaded.router_address) as client:
+        results = await client.search("glove", data.queries[:50], 10, filter=flt, include_metadata=True)
+    for result, want in zip(results, expected):
+        assert [int(i[1:]) for i in result.ids] == want.tolist()
+        assert result.strategy == "exact_filtered" and result.shards_asked == 3
+        assert all(h.metadata["rare"] is True for h in result.hits)
+
+
+async def test_partition_key_search_asks_one_shard_and_equals_filtered_scatter_gather(loaded, data):
+    rng = np.random.default_rng(3)
+    async with AsyncClient(loaded.router_address) as client:
+        for tenant in ("acme", "globex", "initech"):
+            vectors = data.base[rng.choice(N_BASE, 300, replace=False)]
+            ids = [f"{tenant}-{i}" for i in range(300)]
+            await client.upsert("glove", ids, vectors, [{"tenant": tenant}] * 300, partition_key=tenant)
+        for tenant in ("acme", "globex", "initech"):
+            flt = Eq("tenant", tenant)
+            keyed = await client.search("glove", data.queries[:20], 10, filter=flt, partition_key=tenant)
+            scattered = await client.search("glove", data.queries[:20], 10, filter=flt)
+            assert all(r.shards_asked == 1 and r.shards_answered == 1 for r in keyed)
+            assert all(r.shards_asked == 3 for r in scattered)
+            assert [r.ids for r in keyed] == [r.ids for r in scattered]
+            assert all(i.startswith(tenant) for r in keyed for i in r.ids)
+            got = await client.get("glove", [f"{tenant}-0", f"{tenant}-299"])
+            assert [p.id for p in got] == [f"{tenant}-0", f"{tenant}-299"]
+
+
+async def test_delete_and_reupsert_through_the_router_show_in_the_next_search(loaded, data):
+    async with AsyncClient(loaded.router_address) as client:
+        target = data.base[123]
+        assert (await client.search("glove", target, 1))[0].ids == ["w123"]
+        assert await client.delete("glove", ["w123"]) == 1
+        assert "w123" not in (await client.search("glove", target, 10))[0].ids
+        await client.upsert("glove", ["w123"], target[None, :], [point_metadata(123)])
+        assert (await client.search("glove", target, 1))[0].ids == ["w123"]
+        deleted = await client.delete("glove", filter=Eq("word_len", 12))
+        assert deleted == sum(1 for i in range(N_BASE) if point_metadata(i)["word_len"] == 12)
+        results = await client.search("glove", data.queries[:5], 20, include_metadata=True)
+        assert all(h.metadata.get("word_len") != 12 for r in results for h in r.hits)
+
+
+async def test_a_query_for_another_embedding_model_is_refused(loaded, data):
+    async with AsyncClient(loaded.router_address) as client:
+        with pytest.raises(FailedPrecondition, match="glove-6b-50d"):
+            await client.search("glove", data.queries[0], 5, model="all-MiniLM-L6-v2")
+
+
+async def test_two_concurrent_creates_of_one_name_let_exactly_one_succeed(loaded):
+    async with AsyncClient(loaded.router_address) as first, AsyncClient(loaded.router_address) as second:
+        outcomes = await asyncio.gather(
+            first.create_collection("race", 8, index="flat", shards=3),
+            second.create_collection("race", 16, index="hnsw", shards=2),
+            return_exceptions=True,
+        )
+        assert sum(not isinstance(o, BaseException) for o in outcomes) == 1
+        assert sum(isinstance(o, AlreadyExists) for o in outcomes) == 1
+        described = await first.describe_collection("race")
+        winner = next(o for o in outcomes if not isinstance(o, BaseException))
+        assert described.spec.dim == winner.spec.dim
+        await first.drop_collection("race")
+
+
+@pytest.mark.skipif(shutil.which("node") is None or not (NODE_CLIENT / "node_modules").exists(), reason="needs Node.js and npm ci in tests/node_client")
+async def test_a_node_js_client_built_from_the_protos_alone_can_use_the_router(loaded):
+    result = await asyncio.to_thread(
+        subprocess.run, ["node", str(NODE_CLIENT / "client.mjs"), loaded.router_address, "node-test"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    reply = json.loads(result.stdout)
+    assert reply["ids"][0] == "north" and reply["ids"][1] == "north-east"
+    assert reply["filtered_ids"] == ["north", "east"]
+    assert reply["coverage"]["shards_asked"] == 2 and not reply["coverage"]["partial"]
+    assert reply["model_mismatch"] == "FAILED_PRECONDITION"
+
+
+async def test_a_frozen_shard_costs_at_most_the_deadline(loaded, data):
+    frozen = loaded.shard_servers[2].process
+    assert frozen is not None
+    os.kill(frozen.pid, signal.SIGSTOP)
+    try:
+        async with AsyncClient(loaded.router_address, timeout=2.0) as client:
+            partial = await asyncio.wait_for(client.search("glove", data.queries[:3], 10, allow_partial=True), 10)
+            assert all(r.partial and r.shards_asked == 3 and r.shards_answered == 2 for r in partial)
+            with pytest.raises((Unavailable, DeadlineExceeded)):
+                await asyncio.wait_for(client.search("glove", data.queries[:3], 10), 10)
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+
+
+async def test_a_killed_shard_gives_partial_results_when_allowed_and_unavailable_otherwise(loaded, data):
+    loaded.shard_servers[1].kill()
+    async with AsyncClient(loaded.router_address, timeout=5.0) as client:
+        partial = await asyncio.wait_for(client.search("glove", data.queries[:10], 10, allow_partial=True), 15)
+        assert all(r.partial and r.shards_asked == 3 and r.shards_answered == 2 for r in partial)
+        assert all(len(r.ids) == 10 for r in partial)
+        with pytest.raises(Unavailable, match="did not answer"):
+            await asyncio.wait_for(client.search("glove", data.queries[:10], 10), 15)
+    loaded.shard_servers[1].start()
+    async with AsyncClient(loaded.router_address, timeout=10.0) as client:
+        for _ in range(100):
+            try:
+                if not (await client.search("glove", data.queries[:1], 10))[0].partial:
+                    break
+            except Unavailable:
+                await asyncio.sleep(0.2)
+        full = await client.search("glove", data.queries[:10], 10)
+        assert all(not r.partial and r.shards_answered == 3 for r in full)
+
+
+async def test_searches_survive_an_etcd_outage_and_new_collections_appear_after_it(loaded, data):
+    async with AsyncClient(loaded.router_address, timeout=10.0) as client:
+        loaded.etcd.stop()
+        try:
+            for _ in range(5):
+                results = await client.search("glove", data.queries[:5], 10)
+                assert all(not r.partial and len(r.ids) == 10 for r in results)
+        finally:
+            loaded.etcd.start()
+        for _ in range(100):
+            try:
+                await client.create_collection("after-outage", 8, index="flat", shards=2)
+                break
+            except Unavailable:
+                await asyncio.sleep(0.2)
+        info = await client.describe_collection("after-outage")
+        assert info.spec.shards == 2
+        await client.upsert("after-outage", ["a"], np.ones((1, 8), dtype=np.float32))
+        assert (await client.search("after-outage", np.ones(8, dtype=np.float32), 1))[0].ids == ["a"]

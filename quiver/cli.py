@@ -162,18 +162,13 @@ def read_vectors(path: Path) -> np.ndarray:
 @one_line_errors
 def load(name: str, path: Path, ids_column: str | None, batch_size: int, router: str) -> None:
     """Bulk-load vectors (.npy, .fvecs, or .parquet with a 'vector' column and metadata columns)."""
-    from tqdm import tqdm
-
     from quiver.client import Client
 
     vectors = read_vectors(path)
     ids, metadata = read_ids_and_metadata(path, len(vectors), ids_column)
     started = time.perf_counter()
-    with Client(router) as client, tqdm(total=len(ids), unit="vec", unit_scale=True, desc=f"loading {name}") as bar:
-        for start in range(0, len(ids), batch_size):
-            end = start + batch_size
-            client.upsert(name, ids[start:end], vectors[start:end], metadata[start:end] if metadata else None, batch_size=batch_size)
-            bar.update(end - start if end <= len(ids) else len(ids) - start)
+    with Client(router, timeout=120) as client:
+        _load_with_progress(client, name, ids, vectors, metadata, batch=batch_size)
     elapsed = time.perf_counter() - started
     click.echo(f"loaded {len(ids)} vectors into {name} in {elapsed:.1f}s ({len(ids) / elapsed:,.0f} vectors/s)")
 
@@ -289,14 +284,20 @@ def demo(data_dir: Path, shard_count: int, n_base: int | None, ef_search: int, k
 
 
 
-def _load_with_progress(client: Any, name: str, ids: list[str], vectors: np.ndarray, metadata: list[dict[str, Any]], batch: int = 2000) -> None:
+def _load_with_progress(client: Any, name: str, ids: list[str], vectors: np.ndarray, metadata: list[dict[str, Any]] | None, batch: int = 2000, in_flight: int = 4) -> None:
+    """Upserts in batches with a few in flight, so shards index one batch while the next travels."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
-    with tqdm(total=len(ids), unit="vec", unit_scale=True, desc=f"loading {name}") as bar:
-        for start in range(0, len(ids), batch):
-            chunk = ids[start : start + batch]
-            client.upsert(name, chunk, vectors[start : start + batch], metadata[start : start + batch], batch_size=batch)
-            bar.update(len(chunk))
+    def send(start: int) -> int:
+        chunk = ids[start : start + batch]
+        client.upsert(name, chunk, vectors[start : start + batch], metadata[start : start + batch] if metadata else None, batch_size=batch)
+        return len(chunk)
+
+    with tqdm(total=len(ids), unit="vec", unit_scale=True, desc=f"loading {name}") as bar, ThreadPoolExecutor(in_flight) as pool:
+        for sent in pool.map(send, range(0, len(ids), batch)):
+            bar.update(sent)
 
 
 @main.command()

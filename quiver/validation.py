@@ -32,7 +32,7 @@ def check_vectors(vectors: np.ndarray, metric: str, what: str = "vectors") -> np
         raise InvalidArgument(f"{what}[{row}] contains NaN or infinite values")
     if metric != "cosine":
         return None
-    norms = np.linalg.norm(vectors, axis=1)
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)  # float32 would overflow/underflow at 1e±20
     zero = norms == 0
     if zero.any():
         row = int(np.flatnonzero(zero)[0])
@@ -43,10 +43,9 @@ def check_vectors(vectors: np.ndarray, metric: str, what: str = "vectors") -> np
 def prepare_vectors(vectors: np.ndarray, metric: str, what: str = "vectors") -> np.ndarray:
     """check_vectors, then a C-contiguous float32 copy, normalised under cosine."""
     norms = check_vectors(vectors, metric, what)
-    out = np.array(vectors, dtype=np.float32, order="C", copy=True)
-    if norms is not None:
-        out /= norms[:, None].astype(np.float32)
-    return out
+    if norms is None:
+        return np.array(vectors, dtype=np.float32, order="C", copy=True)
+    return np.ascontiguousarray(vectors.astype(np.float64) / norms[:, None], dtype=np.float32)
 
 
 def check_k(k: int, max_k: int) -> None:

@@ -28,6 +28,8 @@ from router.shard_pool import ShardPool
 
 _log = logging.getLogger(__name__)
 
+MAX_SHARDS = 1024
+
 
 def place_shards(name: str, shards: int, replication: int, server_ids: list[str], addresses: dict[str, str], state: str) -> ShardMap:
     """Round-robin placement: shard i's replicas on servers i, i+1, ... (distinct servers per shard)."""
@@ -75,6 +77,8 @@ class Admin:
         kind, params = index_from_proto(spec.index)
         shards = spec.shards or 1
         replication = spec.replication_factor or 1
+        if shards > MAX_SHARDS:
+            raise InvalidArgument(f"shards={shards} exceeds the maximum of {MAX_SHARDS}")
         record = CollectionRecord(
             name=spec.name,
             dim=spec.dim,
@@ -127,6 +131,15 @@ class Admin:
         outcomes = await fan_out(calls, 60)
         raise_caller_errors(outcomes)
         require_coverage(outcomes, False, f"creating the partitions of {record.name!r}")
+        # This router holds the claim, so a partition that already existed is an orphan of an earlier
+        # collection of the same name (left on a server that was down at drop time): replace it.
+        stale = [key for key, outcome in zip(calls, outcomes) if not outcome.value.created]  # type: ignore[union-attr]
+        if stale:
+            _log.warning("replacing %d stale partitions of %s", len(stale), record.name)
+            await self._drop_partitions(record.name, [shard_map])
+            again = await fan_out(calls, 60)
+            raise_caller_errors(again)
+            require_coverage(again, False, f"creating the partitions of {record.name!r}")
 
     async def _drop_partitions(self, name: str, shard_maps: list[ShardMap]) -> None:
         calls = {}
@@ -138,7 +151,8 @@ class Admin:
                     calls[len(calls)] = (lambda stub=stub, ref=ref: stub.DropPartition(shard_pb2.DropPartitionRequest(ref=ref), timeout=10))
         for outcome in await fan_out(calls, 15):
             if not outcome.ok:
-                # An unreachable server keeps an orphan partition; it is harmless (no shard map names it).
+                # An unreachable server keeps an orphan partition: no shard map names it, and a later
+                # collection of the same name replaces it at creation (see _create_partitions).
                 _log.warning("dropping a partition of %s failed: %s %s", name, outcome.code, outcome.message)
 
     async def drop_collection(self, name: str) -> None:

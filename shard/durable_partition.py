@@ -32,7 +32,7 @@ from shard.indexes import QueryKnobs
 from shard.partition_state import PartitionState, QueryHits, SearchPolicy
 from shard.rwlock import ReadWriteLock
 from shard.snapshot_store import SnapshotStore
-from shard.wal import WriteAheadLog
+from shard.wal import CorruptLog, WriteAheadLog
 from shard.wal_codec import DeleteRecord, UpsertRecord, WalRecord, decode, encode
 
 _log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class DurablePartition:
         self._last_snapshot_mono = time.monotonic()
         self.searches_served = 0
         self._closed = False
+        self._failed: str | None = None  # set when a logged write could not be applied; writes stop
 
     @property
     def spec(self) -> PartitionSpec:
@@ -136,7 +137,13 @@ class DurablePartition:
             state, after, written = PartitionState(read_spec(directory)), 0, 0.0
         wal = WriteAheadLog.open(directory / "wal", policy.wal_segment_bytes, start_lsn=after)
         replayed = 0
-        for _lsn, payload in wal.replay(after):
+        for lsn, payload in wal.replay(after):
+            if lsn != after + replayed + 1:
+                # The log no longer reaches back to the snapshot we could load: records are missing.
+                raise CorruptLog(
+                    f"partition {state.spec.key}: snapshot is at lsn {after} but the WAL resumes at lsn {lsn}; "
+                    "records in between are missing"
+                )
             _apply(state, decode(payload))
             replayed += 1
         _log.info("partition %s recovered: snapshot lsn %d, %d WAL records replayed, %d points", state.spec.key, after, replayed, state.count)
@@ -165,6 +172,8 @@ class DurablePartition:
     async def _submit(self, action: Callable[[], Any], *, reads_state: bool = True) -> Any:
         if self._closed:
             raise Unavailable(f"partition {self.spec.key} is closing")
+        if self._failed:
+            raise Unavailable(f"partition {self.spec.key} stopped taking writes: {self._failed}; restart the shard server to recover from its log")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Write(action, future, reads_state))
         return await asyncio.shield(future)
@@ -225,22 +234,32 @@ class DurablePartition:
     def _flush(self, pending: list[tuple[int, "_Logged"]], outcomes: list[tuple[bool, Any]]) -> None:
         try:
             lsns = self._wal.append_batch([encode(logged.record) for _, logged in pending])
-        except OSError as error:
+        except (OSError, RuntimeError) as error:
+            # After a failed write or fsync the records may or may not be on disk: say so.
             _log.exception("WAL write failed for %s", self.spec.key)
-            failure = Unavailable(f"partition {self.spec.key}: write-ahead log write failed ({error}); nothing was applied")
+            failure = Unavailable(f"partition {self.spec.key}: write-ahead log write failed ({error}); the outcome of this write is unknown")
             for position, _ in pending:
                 outcomes[position] = (False, failure)
             return
         with self._lock.write():
             for (position, logged), lsn in zip(pending, lsns):
-                _apply(self.state, logged.record)
+                try:
+                    _apply(self.state, logged.record)
+                except Exception as error:  # noqa: BLE001 - logged but not applied: memory and log disagree
+                    _log.critical("partition %s: logged write %d could not be applied", self.spec.key, lsn, exc_info=True)
+                    self._failed = f"write {lsn} was logged but could not be applied ({error})"
+                    outcomes[position] = (False, Unavailable(self._failed))
+                    continue
                 outcomes[position] = (True, logged.result(lsn))
 
     def _maybe_snapshot(self) -> None:
         grown = self._wal.size_bytes - self._wal_bytes_at_snapshot
         stale = time.monotonic() - self._last_snapshot_mono > self._policy.snapshot_interval_s
         if grown >= self._policy.snapshot_after_wal_bytes or (stale and grown > 0):
-            self._snapshot_now()
+            try:
+                self._snapshot_now()
+            except Exception:  # noqa: BLE001 - the writes are safe in the WAL; try again next time
+                _log.exception("snapshot of %s failed", self.spec.key)
 
     def _snapshot_now(self) -> int:
         with self._lock.read():
@@ -249,7 +268,10 @@ class DurablePartition:
         self._wal.rotate()
         self._snapshots.write(lsn, sections)
         kept = self._snapshots.kept_lsns()
-        self._wal.drop_segments_before(min(kept) + 1 if kept else lsn + 1)
+        # Keep the log back to the OLDEST kept snapshot: if the newest one is ever found corrupt, the
+        # older one plus the log still recovers everything. With a single snapshot nothing is dropped.
+        if len(kept) >= 2:
+            self._wal.drop_segments_before(min(kept) + 1)
         self._wal_bytes_at_snapshot = self._wal.size_bytes
         self.last_snapshot_unix = time.time()
         self._last_snapshot_mono = time.monotonic()
@@ -321,7 +343,11 @@ class DurablePartition:
 
         return await asyncio.to_thread(run)
 
-    def stats(self) -> dict[str, Any]:
+    async def stats(self) -> dict[str, Any]:
+        # Off the event loop: the read lock can wait behind a long write (IVF training).
+        return await asyncio.to_thread(self._stats)
+
+    def _stats(self) -> dict[str, Any]:
         with self._lock.read():
             return {
                 "point_count": self.state.count,

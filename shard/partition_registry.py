@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import shutil
 from pathlib import Path
 
 from quiver.errors import AlreadyExists, InvalidArgument, NotFound
@@ -52,7 +53,11 @@ class PartitionRegistry:
     async def open_all(self) -> None:
         spec_files = sorted(self._root.glob(f"*/shard-*/v*/{SPEC_FILE}")) if self._root.exists() else []
         for spec_file in spec_files:
-            partition = await asyncio.to_thread(DurablePartition.open, spec_file.parent, self._durability, self._search_policy)
+            try:
+                partition = await asyncio.to_thread(DurablePartition.open, spec_file.parent, self._durability, self._search_policy)
+            except Exception:  # noqa: BLE001 - one damaged partition must not keep the others offline
+                _log.exception("partition in %s could not be recovered; it is not served (its files are kept)", spec_file.parent)
+                continue
             partition.start()
             self._partitions[partition.spec.key] = partition
 
@@ -64,16 +69,22 @@ class PartitionRegistry:
                 if existing.spec == spec:
                     return False
                 raise AlreadyExists(f"partition {spec.key} already exists with a different definition")
-            partition = await asyncio.to_thread(DurablePartition.create, self._directory(spec.key), spec, self._durability, self._search_policy)
+            directory = self._directory(spec.key)
+            if directory.exists():
+                # Left by a drop that did not finish (crash mid-delete): never inherit its log.
+                _log.warning("removing stale partition directory %s", directory)
+                await asyncio.to_thread(shutil.rmtree, directory)
+            partition = await asyncio.to_thread(DurablePartition.create, directory, spec, self._durability, self._search_policy)
             partition.start()
             self._partitions[spec.key] = partition
             return True
 
     async def drop(self, key: PartitionKey) -> None:
+        # Under the lock, so a create of the same key waits until the old directory is gone.
         async with self._lock:
             partition = self.get(key)
             del self._partitions[key]
-        await partition.destroy()
+            await partition.destroy()
 
     def get(self, key: PartitionKey) -> DurablePartition:
         try:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 
-
-
 from quiver.errors import InvalidArgument
 from quiver.rpc_guard import rpc_guard
 from quiver.v1 import shard_pb2, shard_pb2_grpc
@@ -114,11 +112,10 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
     @rpc_guard
     async def Stats(self, request, context):  # type: ignore[no-untyped-def]
         partitions = [self._partition(request.ref)] if request.ref.collection else self._registry.all()
-        return shard_pb2.StatsResponse(partitions=[_stats_to_proto(p) for p in partitions])
+        return shard_pb2.StatsResponse(partitions=[_stats_to_proto(p, await p.stats()) for p in partitions])
 
 
-def _stats_to_proto(partition: DurablePartition) -> shard_pb2.PartitionStats:
-    stats = partition.stats()
+def _stats_to_proto(partition: DurablePartition, stats: dict) -> shard_pb2.PartitionStats:  # type: ignore[type-arg]
     params = stats.pop("index_params")
     return shard_pb2.PartitionStats(
         spec=partition_spec_to_proto(partition.spec), index_params_json=json.dumps(params, sort_keys=True), **stats

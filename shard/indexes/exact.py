@@ -16,8 +16,20 @@ def score_matrix(queries: np.ndarray, vectors: np.ndarray, space: str) -> np.nda
     return 2.0 * dots - q_norms[:, None] - v_norms[None, :]
 
 
+# Bounds the query x candidate score matrix (float32) of one chunk to ~256 MiB.
+_MAX_SCORES = 64 * 2**20
+
+
 def exact_topk(queries: np.ndarray, vectors: np.ndarray, labels: np.ndarray, k: int, space: str) -> SearchHits:
     """Top-k of `vectors` (whose labels are `labels`) for each query, padded to k."""
+    rows = max(1, _MAX_SCORES // max(len(labels), 1))
+    if len(queries) > rows:
+        parts = [_exact_topk(queries[i : i + rows], vectors, labels, k, space) for i in range(0, len(queries), rows)]
+        return SearchHits(np.concatenate([p.scores for p in parts]), np.concatenate([p.labels for p in parts]))
+    return _exact_topk(queries, vectors, labels, k, space)
+
+
+def _exact_topk(queries: np.ndarray, vectors: np.ndarray, labels: np.ndarray, k: int, space: str) -> SearchHits:
     n = queries.shape[0]
     hits = SearchHits.empty(n, k)
     if len(labels) == 0 or k == 0:

@@ -92,7 +92,7 @@ class HnswIndex:
         return (1.0 - distances) if self.config.space == "ip" else -distances
 
     def search(self, queries: np.ndarray, k: int, knobs: QueryKnobs, allowed: np.ndarray | None) -> SearchHits:
-        ef = max(knobs.ef_search or self._params["ef_search"], k)
+        ef = knobs.ef_search or self._params["ef_search"]  # hnswlib itself searches with max(ef, k)
         hits = SearchHits.empty(len(queries), k)
         if k == 0:
             return hits

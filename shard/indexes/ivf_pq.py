@@ -40,8 +40,12 @@ def resolve_params(dim: int, params: dict[str, Any]) -> dict[str, int]:
         raise InvalidArgument(f"ivf_pq: m={resolved['m']} must divide the dimension {dim}")
     if not 1 <= resolved["nbits"] <= 16:
         raise InvalidArgument(f"ivf_pq: nbits={resolved['nbits']} must be between 1 and 16")
-    if resolved["train_size"] < nlist:
-        raise InvalidArgument(f"ivf_pq: train_size={resolved['train_size']} must be at least nlist={nlist}")
+    if resolved["train_size"] < max(nlist, 1 << resolved["nbits"]):
+        raise InvalidArgument(
+            f"ivf_pq: train_size={resolved['train_size']} must be at least nlist={nlist} and 2**nbits={1 << resolved['nbits']}"
+        )
+    if not 0 <= resolved["refine"] <= 64:
+        raise InvalidArgument(f"ivf_pq: refine={resolved['refine']} must be between 0 and 64")
     return resolved
 
 
@@ -99,8 +103,9 @@ class IvfPqIndex:
         return np.stack([self._ivf.reconstruct(int(label)) for label in labels])
 
     def train(self, sample: np.ndarray | None) -> int:
-        if self._arena is None and sample is None:
-            raise FailedPrecondition("ivf_pq: already trained and raw vectors were not kept; pass a sample")
+        if self._ivf is not None and self._arena is None:
+            # Retraining would need every point's raw vector, and without refine they were not kept.
+            raise FailedPrecondition("ivf_pq: already trained, and without refine the raw vectors needed to retrain are not kept")
         stored = self._arena.live_labels() if self._arena is not None else np.zeros(0, np.int64)
         training = sample if sample is not None else self._arena.get(stored)  # type: ignore[union-attr]
         nlist = self._params["nlist"]
@@ -132,7 +137,7 @@ class IvfPqIndex:
         selector = None
         if allowed is not None:
             bits = np.packbits(allowed, bitorder="little")
-            selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
+            selector = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))  # size in bytes
         nprobe = min(knobs.nprobe or self._params["nprobe"], self._params["nlist"])
         return self._search_ivf(queries, k, nprobe, selector)
 

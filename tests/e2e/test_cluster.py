@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,34 @@ async def test_a_query_for_another_embedding_model_is_refused(loaded, data):
     async with AsyncClient(loaded.router_address) as client:
         with pytest.raises(FailedPrecondition, match="glove-6b-50d"):
             await client.search("glove", data.queries[0], 5, model="all-MiniLM-L6-v2")
+
+
+async def test_the_quiver_command_creates_loads_searches_and_reports_errors_in_one_line(loaded, data, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"word": [f"p{i}" for i in range(300)], "vector": data.base[:300].tolist(), "group": [i % 3 for i in range(300)]})
+    pq.write_table(table, tmp_path / "points.parquet")
+    np.save(tmp_path / "queries.npy", data.base[:2])
+
+    def quiver(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [str(Path(sys.executable).with_name("quiver")), *args, "--router", loaded.router_address]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    created = await asyncio.to_thread(quiver, "create-collection", "cli", "--dim", "50", "--shards", "2", "--index", "flat")
+    assert created.returncode == 0, created.stderr
+    loaded_out = await asyncio.to_thread(quiver, "load", "cli", str(tmp_path / "points.parquet"), "--ids-column", "word")
+    assert loaded_out.returncode == 0, loaded_out.stderr
+    assert "loaded 300 vectors" in loaded_out.stdout
+    found = await asyncio.to_thread(quiver, "search", "cli", "--vectors", str(tmp_path / "queries.npy"), "--row", "1", "-k", "3",
+                                    "--filter", '{"eq": {"field": "group", "value": {"intValue": "1"}}}')
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.splitlines()[1].split()[1] == "p1"
+    status = await asyncio.to_thread(quiver, "status")
+    assert "collection cli" in status.stdout
+    missing = await asyncio.to_thread(quiver, "search", "nope", "--vectors", str(tmp_path / "queries.npy"))
+    assert missing.returncode == 1
+    assert missing.stderr.strip().count("\n") == 0 and "NotFound" in missing.stderr and "Traceback" not in missing.stderr
 
 
 async def test_two_concurrent_creates_of_one_name_let_exactly_one_succeed(loaded):

@@ -23,3 +23,22 @@ def merge_topk(scores_per_shard: Sequence[np.ndarray], k: int) -> tuple[np.ndarr
     shard_of = np.repeat(np.arange(len(sizes)), sizes)
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
     return shard_of[order], order - starts[shard_of[order]]
+
+
+def merge_topk_batch(scores_per_shard: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """merge_topk for a batch in one array operation.
+
+    Each input is (n_queries, width_s) with -inf where a shard had fewer results. Returns (shard index,
+    position) arrays of shape (n_queries, min(k, total width)); entries with score -inf are padding
+    (position -1).
+    """
+    widths = [s.shape[1] for s in scores_per_shard]
+    scores = np.concatenate(scores_per_shard, axis=1)
+    take = min(k, scores.shape[1])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :take]
+    shard_of = np.repeat(np.arange(len(widths)), widths)
+    starts = np.concatenate(([0], np.cumsum(widths)[:-1]))
+    shards = shard_of[order]
+    positions = order - starts[shards]
+    positions[~np.isfinite(np.take_along_axis(scores, order, axis=1))] = -1
+    return shards, positions

@@ -25,7 +25,7 @@ from router.collection_view import CollectionView, check_model, collection_view
 from router.config import RouterConfig
 from router.fanout import call_replicas, fan_out, raise_caller_errors, require_coverage
 from router.hashring import shard_for_key, shards_for_keys
-from router.merge import merge_topk
+from router.merge import merge_topk_batch
 from router.shard_pool import ShardPool
 
 
@@ -201,23 +201,36 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         coverage = router_pb2.Coverage(shards_asked=len(shards), shards_answered=len(answered), partial=len(answered) < len(shards))
         if len(answered) == 1:
             return router_pb2.RouterSearchResponse(results=answered[0].results, coverage=coverage)  # type: ignore[union-attr]
-        results = [
-            _merge_query([a.results[q] for a in answered], request.k, view.record.dim) for q in range(len(queries))  # type: ignore[union-attr]
-        ]
+        results = _merge_batch(answered, len(queries), request.k, view.record.dim)  # type: ignore[arg-type]
         return router_pb2.RouterSearchResponse(results=results, coverage=coverage)
 
 
-def _merge_query(per_shard: list[types_pb2.QueryResult], k: int, dim: int) -> types_pb2.QueryResult:
-    shards, positions = merge_topk([np.asarray(r.scores, dtype=np.float32) for r in per_shard], k)
-    merged = types_pb2.QueryResult(strategy=per_shard[0].strategy)
-    pairs = list(zip(shards.tolist(), positions.tolist()))
-    merged.ids.extend(per_shard[s].ids[p] for s, p in pairs)
-    merged.scores.extend(per_shard[s].scores[p] for s, p in pairs)
-    if any(len(r.metadata) for r in per_shard):
-        merged.metadata.extend(per_shard[s].metadata[p] for s, p in pairs)
-    if any(r.vectors for r in per_shard):
-        row = 4 * dim
-        merged.vectors = b"".join(per_shard[s].vectors[p * row : (p + 1) * row] for s, p in pairs)
+def _merge_batch(answers: list[shard_pb2.SearchResponse], n_queries: int, k: int, dim: int) -> list[types_pb2.QueryResult]:
+    """Global top-k per query from the shards' answers; scores are merged for the whole batch at once."""
+    padded = []
+    for answer in answers:
+        width = max((len(r.scores) for r in answer.results), default=0)
+        block = np.full((n_queries, max(width, 1)), -np.inf, dtype=np.float32)
+        for row, result in enumerate(answer.results):
+            if len(result.scores):
+                block[row, : len(result.scores)] = result.scores
+        padded.append(block)
+    shards, positions = merge_topk_batch(padded, k)
+    with_metadata = any(len(r.metadata) for a in answers for r in a.results)
+    with_vectors = any(r.vectors for a in answers for r in a.results)
+    row_bytes = 4 * dim
+    merged = []
+    for q in range(n_queries):
+        per_shard = [a.results[q] for a in answers]
+        pairs = [(s, p) for s, p in zip(shards[q].tolist(), positions[q].tolist()) if p >= 0]
+        result = types_pb2.QueryResult(
+            ids=[per_shard[s].ids[p] for s, p in pairs],
+            scores=[padded[s][q, p] for s, p in pairs],
+            strategy=per_shard[0].strategy,
+        )
+        if with_metadata:
+            result.metadata.extend(per_shard[s].metadata[p] for s, p in pairs)
+        if with_vectors:
+            result.vectors = b"".join(per_shard[s].vectors[p * row_bytes : (p + 1) * row_bytes] for s, p in pairs)
+        merged.append(result)
     return merged
-
-

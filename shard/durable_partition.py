@@ -38,6 +38,7 @@ from shard.wal_codec import DeleteRecord, UpsertRecord, WalRecord, decode, encod
 _log = logging.getLogger(__name__)
 
 SPEC_FILE = "spec.json"
+INLINE_MAX_QUERIES = 2
 
 
 @dataclass(frozen=True)
@@ -321,11 +322,24 @@ class DurablePartition:
         include_vectors: bool,
     ) -> list[QueryResult]:
         def run() -> list[QueryResult]:
-            with self._lock.read():
-                hits = self.state.search(queries, k, flt, knobs, force_exact, self._search_policy)
-                return [self._result(h, include_metadata, include_vectors) for h in hits]
+            hits = self.state.search(queries, k, flt, knobs, force_exact, self._search_policy)
+            return [self._result(h, include_metadata, include_vectors) for h in hits]
 
-        results = await asyncio.to_thread(run)
+        def run_locked() -> list[QueryResult]:
+            with self._lock.read():
+                return run()
+
+        # A single unfiltered ANN query takes ~0.1 ms: handing it to a worker thread costs more than that,
+        # so it runs on the event loop when no writer holds or waits for the lock. Everything else
+        # (batches, filters, exact scans) goes to threads, where hnswlib/faiss use all cores.
+        cheap = len(queries) <= INLINE_MAX_QUERIES and flt is None and not force_exact and not self.state.index.exact
+        if cheap and self._lock.try_acquire_read():
+            try:
+                results = run()
+            finally:
+                self._lock.release_read()
+        else:
+            results = await asyncio.to_thread(run_locked)
         self.searches_served += len(results)
         return results
 

@@ -11,18 +11,18 @@ a table (stderr when the JSON goes to stdout). See loadtest/README.md for a sizi
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import click
 
 from loadtest.phases import CollectionSetup, LoadResult, QuerySettings, bulk_load, query_phase
-from loadtest.report import base_report, format_report, format_sweep, phase_report, write_json
+from loadtest.report import base_report, format_report, phase_report, write_json
 from loadtest.sources import is_synthetic, parse_count, resolve_dataset
 from loadtest.sweep import parse_sweep, run_sweep, with_pareto
 from loadtest.workload import Workload, build_workload
@@ -34,13 +34,20 @@ def _echo(text: str) -> None:
     click.echo(text, err=True)
 
 
+@dataclass(frozen=True)
+class Target:
+    address: str
+    local_servers: int | None = None  # shard servers started for this run
+    shard_pids: tuple[int, ...] = ()
+
+
 @contextlib.contextmanager
-def cluster_address(cluster: str | None, router: str | None, data_dir: Path | None) -> Iterator[tuple[str, int | None]]:
-    """(router address, shard servers started here or None) for --cluster local:N or --router ADDR."""
+def cluster_target(cluster: str | None, router: str | None, data_dir: Path | None) -> Iterator[Target]:
+    """The router to drive: --router ADDR, or a LocalCluster started (and stopped) for --cluster local:N."""
     if cluster is None:
         if router is None:
             raise click.UsageError("give --router ADDR or --cluster local:N")
-        yield router, None
+        yield Target(router)
         return
     kind, _, count = cluster.partition(":")
     if kind != "local" or not count.isdigit() or int(count) < 1:
@@ -52,37 +59,47 @@ def cluster_address(cluster: str | None, router: str | None, data_dir: Path | No
     try:
         with LocalCluster(directory, shards=int(count)) as running:
             _echo(f"cluster up: router {running.router_address}")
-            yield running.router_address, int(count)
+            pids = tuple(s.process.pid for s in running.shard_servers if s.process is not None)
+            yield Target(running.router_address, int(count), pids)
     finally:
         if data_dir is None:
             shutil.rmtree(directory, ignore_errors=True)
 
 
 async def drive(
-    address: str, setup: CollectionSetup, workload: Workload, settings: QuerySettings, *, load: bool, recreate: bool,
+    target: Target, setup: CollectionSetup, workload: Workload, settings: QuerySettings, *, load: bool, recreate: bool,
     load_batch: int, load_concurrency: int, timeout: float, sweep: tuple[str, list[int]] | None, progress: bool,
 ) -> tuple[LoadResult | None, dict[str, Any]]:
     """Bulk load (optional), then one query phase or a sweep; returns the load result and report parts."""
+    from loadtest.cluster_memory import rss_bytes, shard_estimates
     from quiver.client import AsyncClient
     from quiver.errors import NotFound
 
-    async with AsyncClient(address, timeout=timeout) as client:
+    parts: dict[str, Any] = {}
+    async with AsyncClient(target.address, timeout=timeout) as client:
         loaded = None
         if load:
             if recreate:
                 with contextlib.suppress(NotFound):
                     await client.drop_collection(setup.name)
+            rss_before = rss_bytes(target.shard_pids)
             loaded = await bulk_load(client, setup, workload, batch=load_batch, concurrency=load_concurrency, progress=progress)
+            rss_growth = rss_bytes(target.shard_pids) - rss_before
             _echo(f"loaded {loaded.vectors:,} vectors in {loaded.seconds:.1f} s ({loaded.vectors_per_s:,.0f} vectors/s)")
+        parts["memory"] = {"shard_estimates": await shard_estimates(client, setup.name)}
+        if load and target.shard_pids:
+            parts["memory"].update(shard_rss_growth_bytes=rss_growth, shard_rss_bytes_per_vector=rss_growth / loaded.vectors)  # type: ignore[union-attr]
         if sweep is None:
-            return loaded, phase_report(await query_phase(client, setup.name, workload, settings), workload)
+            parts.update(phase_report(await query_phase(client, setup.name, workload, settings), workload))
+            return loaded, parts
         knob, values = sweep
 
         def show(row: dict[str, Any]) -> None:
             _echo(f"  {knob}={row['value']}: recall {row['recall']:.4f}, {row['qps']:,.1f} QPS, p99 {row['p99_ms']} ms")
 
         phases, frontier = await run_sweep(client, setup.name, workload, settings, knob, values, progress=show)
-        return loaded, {"sweep": {"knob": knob, "k": workload.k, "points": phases, "frontier": frontier, "raw": None}}
+        parts["sweep"] = {"knob": knob, "k": workload.k, "points": phases, "frontier": frontier, "raw": None}
+        return loaded, parts
 
 
 def raw_rows(workload: Workload, setup: CollectionSetup, knob: str, values: list[int], duration: float) -> list[dict[str, Any]]:
@@ -199,11 +216,11 @@ def _run(**o: Any) -> dict[str, Any]:
     if o["with_raw"] and sweep is None:
         raise click.UsageError("--with-raw needs --sweep")
     params = parse_params(o["params"])
-    with cluster_address(o["cluster"], o["router"], o["data_dir"]) as (address, started):
-        setup = CollectionSetup(o["collection"], o["index"], params, o["shards"] or started or 1, o["replication_factor"])
+    with cluster_target(o["cluster"], o["router"], o["data_dir"]) as target:
+        setup = CollectionSetup(o["collection"], o["index"], params, o["shards"] or target.local_servers or 1, o["replication_factor"])
         try:
             loaded, parts = uvloop.run(drive(
-                address, setup, workload, settings, load=not o["skip_load"], recreate=o["recreate"],
+                target, setup, workload, settings, load=not o["skip_load"], recreate=o["recreate"],
                 load_batch=o["load_batch"], load_concurrency=o["load_concurrency"], timeout=o["timeout"], sweep=sweep,
                 progress=not o["no_progress"],
             ))
@@ -213,8 +230,8 @@ def _run(**o: Any) -> dict[str, Any]:
         {"name": name, "resolved": dataset.name, "metric": dataset.metric, "base": len(dataset.base), "dim": dataset.dim,
          "queries": len(dataset.queries), "ground_truth_k": int(dataset.ground_truth.shape[1]), "synthetic": is_synthetic(name)},
         {"name": setup.name, "index": setup.index, "params": setup.params, "shards": setup.shards,
-         "replication_factor": setup.replication_factor, "router": address,
-         "local_cluster_servers": started},
+         "replication_factor": setup.replication_factor, "router": target.address,
+         "local_cluster_servers": target.local_servers},
         loaded,
     )
     report.update(parts)

@@ -123,11 +123,26 @@ def format_report(report: dict[str, Any]) -> str:
     if report.get("load"):
         load = report["load"]
         lines.append(f"bulk load   {load['vectors']:,} vectors in {load['seconds']:.1f} s = {load['vectors_per_s']:,.0f} vectors/s")
+    if report.get("memory"):
+        lines += _memory_lines(report["memory"])
     if report.get("queries"):
         lines += _phase_lines(report)
     if report.get("sweep"):
         lines.append(format_sweep(report["sweep"]))
     return "\n".join(lines)
+
+
+def _memory_lines(memory: dict[str, Any]) -> list[str]:
+    est = memory["shard_estimates"]
+    lines = [
+        f"memory      shards' own estimate: index {_num(est['index_bytes_per_vector'], 1)} B/vector, metadata + id map "
+        f"{_num(est['metadata_and_id_bytes_per_vector'], 1)} B/vector ({est['points']:,} points in {est['partitions']} "
+        f"partitions{'' if est['trained'] else ', NOT all trained'})"
+    ]
+    if "shard_rss_bytes_per_vector" in memory:
+        lines.append(f"            shard processes' RSS growth over the load: {memory['shard_rss_bytes_per_vector']:,.1f} B/vector "
+                     f"({memory['shard_rss_growth_bytes'] / 2**20:,.1f} MiB)")
+    return lines
 
 
 def _phase_lines(phase: dict[str, Any]) -> list[str]:

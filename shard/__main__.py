@@ -12,6 +12,7 @@ import click
 import uvloop
 
 from shard.config import ShardConfig
+from shard.partition_state import SearchPolicy
 from shard.server import ShardServer
 
 _log = logging.getLogger("shard")
@@ -48,8 +49,14 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--server-id", default="", help="Stable id in the cluster; defaults to hostname-port.")
 @click.option("--advertise", default="", help="Address the router dials, if not host:port.")
 @click.option("--lease-ttl", default=5.0, show_default=True, help="Seconds until a dead server drops out of etcd.")
+@click.option("--exact-filter-fraction", default=0.02, show_default=True, help="Filters selecting at most this share of points are searched exactly.")
+@click.option("--exact-filter-min-points", default=1024, show_default=True, help="...and so are filters selecting at most this many points.")
+@click.option("--max-k", default=10_000, show_default=True)
 @click.option("--log-level", default="INFO", show_default=True)
-def main(data_dir: Path, host: str, port: int, etcd_endpoints: str, server_id: str, advertise: str, lease_ttl: float, log_level: str) -> None:
+def main(
+    data_dir: Path, host: str, port: int, etcd_endpoints: str, server_id: str, advertise: str, lease_ttl: float,
+    exact_filter_fraction: float, exact_filter_min_points: int, max_k: int, log_level: str,
+) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if port == 0:
         # Pick the port here so the server id and advertised address can name it.
@@ -64,6 +71,8 @@ def main(data_dir: Path, host: str, port: int, etcd_endpoints: str, server_id: s
         server_id=server_id or f"{socket.gethostname()}-{port}-{uuid.uuid4().hex[:6]}",
         advertise_address=advertise,
         lease_ttl_s=lease_ttl,
+        max_k=max_k,
+        search=SearchPolicy(exact_filter_fraction, exact_filter_min_points),
     )
     uvloop.run(serve(config))
 

@@ -75,7 +75,7 @@ async def drive(
     from quiver.client import AsyncClient
     from quiver.errors import NotFound
 
-    parts: dict[str, Any] = {}
+    parts: dict[str, Any] = {"memory": {}}
     async with AsyncClient(target.address, timeout=timeout) as client:
         loaded = None
         if load:
@@ -84,18 +84,19 @@ async def drive(
                     await client.drop_collection(setup.name)
             rss_before = rss_bytes(target.shard_pids)
             loaded = await bulk_load(client, setup, workload, batch=load_batch, concurrency=load_concurrency, progress=progress)
-            rss_growth = rss_bytes(target.shard_pids) - rss_before
+            if target.shard_pids:
+                growth = rss_bytes(target.shard_pids) - rss_before
+                parts["memory"].update(shard_rss_growth_bytes=growth, shard_rss_bytes_per_vector=growth / loaded.vectors)
             _echo(f"loaded {loaded.vectors:,} vectors in {loaded.seconds:.1f} s ({loaded.vectors_per_s:,.0f} vectors/s)")
-        parts["memory"] = {"shard_estimates": await shard_estimates(client, setup.name)}
-        if load and target.shard_pids:
-            parts["memory"].update(shard_rss_growth_bytes=rss_growth, shard_rss_bytes_per_vector=rss_growth / loaded.vectors)  # type: ignore[union-attr]
+        parts["memory"]["shard_estimates"] = await shard_estimates(client, setup.name)
         if sweep is None:
             parts.update(phase_report(await query_phase(client, setup.name, workload, settings), workload))
             return loaded, parts
         knob, values = sweep
 
         def show(row: dict[str, Any]) -> None:
-            _echo(f"  {knob}={row['value']}: recall {row['recall']:.4f}, {row['qps']:,.1f} QPS, p99 {row['p99_ms']} ms")
+            recall = "-" if row["recall"] is None else f"{row['recall']:.4f}"
+            _echo(f"  {knob}={row['value']}: recall {recall}, {row['qps']:,.1f} QPS, p99 {row['p99_ms']} ms, {row['errors']} errors")
 
         phases, frontier = await run_sweep(client, setup.name, workload, settings, knob, values, progress=show)
         parts["sweep"] = {"knob": knob, "k": workload.k, "points": phases, "frontier": frontier, "raw": None}

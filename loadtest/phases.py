@@ -155,7 +155,8 @@ async def _queries(
     if settings.mode == "closed":
         return await closed_loop(call, on_done, concurrency=settings.concurrency, duration=duration)
     offsets = poisson_offsets(settings.rate, duration, np.random.default_rng(settings.seed))
-    return await open_loop(call, on_done, offsets=offsets, max_inflight=settings.max_inflight)
+    # The schedule spans the whole duration even when its last arrival comes early and finishes fast.
+    return max(duration, await open_loop(call, on_done, offsets=offsets, max_inflight=settings.max_inflight))
 
 
 async def _writes(client: AsyncClient, collection: str, workload: Workload, settings: QuerySettings, tally: Tally) -> float:
@@ -174,4 +175,4 @@ async def _writes(client: AsyncClient, collection: str, workload: Workload, sett
             tally.success(latency, items=int(outcome))
 
     offsets = paced_offsets(settings.write_rate / batch, settings.duration)
-    return await open_loop(call, on_done, offsets=offsets, max_inflight=settings.max_inflight)
+    return max(settings.duration, await open_loop(call, on_done, offsets=offsets, max_inflight=settings.max_inflight))

@@ -6,6 +6,7 @@ higher). The raw in-process index, when measured, is its own series with its own
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 from loadtest.phases import QuerySettings, query_phase
@@ -66,7 +67,7 @@ async def run_sweep(
     """(phase reports, frontier rows), one of each per knob value, in the order given."""
     phases, rows = [], []
     for value in values:
-        knobbed = QuerySettings(**{**settings.__dict__, knob: value})
+        knobbed = dataclasses.replace(settings, **{knob: value})
         phase = phase_report(await query_phase(client, collection, workload, knobbed), workload)
         phase["knob"] = {knob: value}
         phases.append(phase)

@@ -136,5 +136,7 @@ def test_cli_sweep_gives_one_frontier_row_per_knob_value_and_charts(loaded, tmp_
         assert 0 < row["recall"] <= 1 and row["qps"] > 0 and isinstance(row["pareto"], bool)
     assert sweep["frontier"][1]["recall"] >= sweep["frontier"][0]["recall"]
     assert report["load"] is None and "recall@k" in result.stdout
+    estimates = report["memory"]["shard_estimates"]
+    assert estimates["points"] == 5000 and estimates["partitions"] == 2 and estimates["index_bytes_per_vector"] > 4 * 50
     assert (tmp_path / "plots" / "latency_cdf.png").stat().st_size > 0
     assert (tmp_path / "plots" / "recall_vs_qps.png").stat().st_size > 0

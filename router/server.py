@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from quiver.control_plane.etcd_client import EtcdClient
 from quiver.control_plane.store import ClusterStore
 from quiver.control_plane.watcher import ClusterWatcher
+from quiver.grpc_server import server_options, set_health
 from quiver.v1 import router_pb2, router_pb2_grpc
 from router.admin import Admin
 from router.config import RouterConfig
@@ -25,13 +26,7 @@ class RouterServer:
         self.watcher = ClusterWatcher(self.store, on_change=self._on_change)
         self.pool = ShardPool(config.max_message_bytes)
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", config.max_message_bytes),
-                ("grpc.max_send_message_length", config.max_message_bytes),
-                ("grpc.so_reuseport", 0),
-            ]
-        )
+        self.server = grpc.aio.server(options=server_options(config.max_message_bytes))
         admin = Admin(config, self.store, self.watcher, self.pool)
         router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(config, self.watcher, self.pool, admin), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -51,12 +46,10 @@ class RouterServer:
     async def start(self) -> None:
         await self.watcher.start()
         await self.server.start()
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await set_health(self.health, [SERVICE_NAME], serving=True)
 
     async def stop(self, grace: float = 5.0) -> None:
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await set_health(self.health, [SERVICE_NAME], serving=False)
         await self.server.stop(grace)
         await self.watcher.stop()
         await self.pool.close()

@@ -28,6 +28,7 @@ import numpy as np
 from quiver.errors import Unavailable
 from quiver.filters import Filter, Metadata
 from quiver.specs import PartitionSpec
+from shard.fsync import fsync_dir
 from shard.indexes import QueryKnobs
 from shard.partition_state import PartitionState, QueryHits, SearchPolicy
 from shard.rwlock import ReadWriteLock
@@ -73,11 +74,7 @@ def _write_spec(directory: Path, spec: PartitionSpec) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, directory / SPEC_FILE)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(directory)
 
 
 def read_spec(directory: Path) -> PartitionSpec:

@@ -2,23 +2,16 @@
 from __future__ import annotations
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from quiver.grpc_server import server_options, set_health
 from quiver.v1 import shard_pb2, shard_pb2_grpc
 from shard.config import ShardConfig
 from shard.partition_registry import PartitionRegistry
 from shard.servicer import ShardServicer
 
 SERVICE_NAME = shard_pb2.DESCRIPTOR.services_by_name["Shard"].full_name
-
-
-def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    return [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.so_reuseport", 0),
-    ]
 
 
 class ShardServer:
@@ -28,7 +21,7 @@ class ShardServer:
         self.config = config
         self.registry = PartitionRegistry(config.data_dir, config.durability, config.search)
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(options=grpc_options(config.max_message_bytes))
+        self.server = grpc.aio.server(options=server_options(config.max_message_bytes))
         shard_pb2_grpc.add_ShardServicer_to_server(ShardServicer(self.registry, config), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
@@ -44,16 +37,12 @@ class ShardServer:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await self.registry.open_all()
         await self.server.start()
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        await set_health(self.health, [SERVICE_NAME], serving=True)
 
     async def stop(self, grace: float = 5.0) -> None:
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await set_health(self.health, [SERVICE_NAME], serving=False)
         await self.server.stop(grace)
         await self.registry.close_all(snapshot=True)
-
-    async def _set_health(self, status: int) -> None:
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, status)
 
 
 async def create_server(config: ShardConfig) -> tuple[ShardServer, int]:

@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from shard.fsync import fsync_dir
+
 _log = logging.getLogger(__name__)
 
 _MAGIC = b"QSNAP1\n"
@@ -46,14 +48,6 @@ class LoadedSnapshot:
 class _Invalid(Exception):
     """The file fails a check; the message says which."""
 
-
-def _fsync_dir(directory: Path) -> None:
-    # A rename or delete is only durable once the directory entry is.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SnapshotStore:
@@ -98,7 +92,7 @@ class SnapshotStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(self._dir)
+        fsync_dir(self._dir)
         self._prune()
         return path
 
@@ -114,7 +108,7 @@ class SnapshotStore:
                 _log.warning("snapshot %s is corrupt (%s); setting it aside and trying an older one",
                              path, err)
                 os.replace(path, path.with_name(path.name + ".corrupt"))
-                _fsync_dir(self._dir)
+                fsync_dir(self._dir)
         return None
 
     def kept_lsns(self) -> list[int]:
@@ -130,7 +124,7 @@ class SnapshotStore:
         for lsn in old:
             self._path(lsn).unlink()
         if old:
-            _fsync_dir(self._dir)
+            fsync_dir(self._dir)
 
 
 def _read(path: Path, lsn: int) -> LoadedSnapshot:

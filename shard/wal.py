@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from shard.fsync import fsync_dir
+
 _log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("<IIQ")
@@ -84,14 +86,6 @@ def _records(f: BinaryIO, first_lsn: int, end: int) -> Iterator[tuple[int, int, 
         offset += _HEADER.size + length
         lsn += 1
 
-
-def _fsync_dir(directory: Path) -> None:
-    # Creating, renaming or deleting a file is only durable once its directory entry is.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class WriteAheadLog:
@@ -169,7 +163,7 @@ class WriteAheadLog:
     def _create_segment(directory: Path, first_lsn: int) -> _Segment:
         path = _segment_path(directory, first_lsn)
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        _fsync_dir(directory)
+        fsync_dir(directory)
         return _Segment(path, first_lsn, 0)
 
     @property
@@ -241,7 +235,7 @@ class WriteAheadLog:
             seg.path.unlink()
         del self._segments[:keep_from]
         if keep_from:
-            _fsync_dir(self._dir)
+            fsync_dir(self._dir)
         return keep_from
 
     def close(self) -> None:

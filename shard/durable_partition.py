@@ -108,6 +108,8 @@ class DurablePartition:
         self.searches_served = 0
         self._closed = False
         self._failed: str | None = None  # set when a logged write could not be applied; writes stop
+        self._train_lock = asyncio.Lock()
+        self._background: asyncio.Task[None] | None = None
 
     @property
     def spec(self) -> PartitionSpec:
@@ -149,12 +151,16 @@ class DurablePartition:
 
     def start(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._commit_loop(), name=f"commit {self.spec.key}")
+        self._maybe_train_in_background()
 
     async def close(self, *, snapshot: bool = False) -> None:
         if self._closed:
             return
         if snapshot and self._wal.last_lsn > (self._snapshots.kept_lsns() or [0])[-1]:
             await self.snapshot()
+        if self._background is not None and not self._background.done():
+            self._background.cancel()
+            await asyncio.gather(self._background, return_exceptions=True)
         self._closed = True
         await self._queue.put(None)
         if self._loop_task is not None:
@@ -201,6 +207,7 @@ class DurablePartition:
                     write.future.set_result(value)
                 else:
                     write.future.set_exception(value)
+            self._maybe_train_in_background()
             if stop:
                 return
 
@@ -294,14 +301,40 @@ class DurablePartition:
         return await self._submit(action)  # type: ignore[no-any-return]
 
     async def train(self, sample: np.ndarray | None) -> int:
-        def action() -> int:
-            with self._lock.write():
-                trained_on = self.state.index.train(sample)
-            # Training is not in the WAL: make it durable with a snapshot right away.
-            self._snapshot_now()
-            return trained_on
+        """Train IVF-PQ without stalling writes or searches: the build snapshot is taken in the commit
+        loop (so it sees every earlier write), k-means and indexing run with no lock held, and the swap
+        under the write lock only catches up with writes made meanwhile. Until then searches stay exact."""
+        if self.spec.index_kind != "ivf_pq":
+            return 0
+        index = self.state.index
+        async with self._train_lock:
 
-        return int(await self._submit(action))
+            def begin() -> Any:
+                with self._lock.read():
+                    return index.start_build(sample)  # type: ignore[attr-defined]
+
+            build = await self._submit(begin)
+            await asyncio.to_thread(build.run)
+
+            def finish() -> int:
+                with self._lock.write():
+                    index.install(build)  # type: ignore[attr-defined]
+                # Training is not in the WAL: make it durable with a snapshot right away.
+                self._snapshot_now()
+                return int(build.trained_on)
+
+            return int(await self._submit(finish))
+
+    def _maybe_train_in_background(self) -> None:
+        if self.state.index.wants_training and not self._train_lock.locked() and not self._closed:
+            self._background = asyncio.get_running_loop().create_task(self._train_quietly(), name=f"train {self.spec.key}")
+
+    async def _train_quietly(self) -> None:
+        try:
+            trained_on = await self.train(None)
+            _log.info("partition %s trained IVF-PQ on %d vectors", self.spec.key, trained_on)
+        except Exception:  # noqa: BLE001 - searches stay exact; the next write tries again
+            _log.exception("background training of %s failed", self.spec.key)
 
     async def snapshot(self) -> int:
         return int(await self._submit(self._snapshot_now))

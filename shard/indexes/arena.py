@@ -16,6 +16,21 @@ class VectorArena:
         self.dim = dim
         self._vectors = np.zeros((capacity, dim), dtype=np.float32)
         self._live = np.zeros(capacity, dtype=bool)
+        # Labels written or removed since track_changes(): what a background build must catch up on.
+        self._changed: set[int] | None = None
+
+    def track_changes(self) -> None:
+        self._changed = set()
+
+    def take_changes(self) -> np.ndarray:
+        changed, self._changed = self._changed or set(), None
+        return np.fromiter(changed, dtype=np.int64, count=len(changed))
+
+    def is_live(self, labels: np.ndarray) -> np.ndarray:
+        inside = labels < len(self._live)
+        out = np.zeros(len(labels), dtype=bool)
+        out[inside] = self._live[labels[inside]]
+        return out
 
     def _ensure(self, max_label: int) -> None:
         if max_label < len(self._live):
@@ -33,10 +48,14 @@ class VectorArena:
         self._ensure(int(labels.max()))
         self._vectors[labels] = vectors
         self._live[labels] = True
+        if self._changed is not None:
+            self._changed.update(labels.tolist())
 
     def remove(self, labels: np.ndarray) -> None:
         labels = labels[labels < len(self._live)]
         self._live[labels] = False
+        if self._changed is not None:
+            self._changed.update(labels.tolist())
 
     def get(self, labels: np.ndarray) -> np.ndarray:
         return self._vectors[labels]

@@ -73,6 +73,11 @@ class VectorIndex(Protocol):
         """The stored vectors of labels (normalised under cosine; PQ-reconstructed for IVF-PQ without refine)."""
         ...
 
+    @property
+    def wants_training(self) -> bool:
+        """True when the index should be trained now (IVF-PQ with enough buffered points)."""
+        ...
+
     def train(self, sample: np.ndarray | None) -> int:
         """Train on `sample` (or the stored points); returns the number of training vectors."""
         ...

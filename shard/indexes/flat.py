@@ -49,6 +49,10 @@ class FlatIndex:
     def vectors(self, labels: np.ndarray) -> np.ndarray:
         return self._arena.get(labels)
 
+    @property
+    def wants_training(self) -> bool:
+        return False
+
     def train(self, sample: np.ndarray | None) -> int:
         return 0
 

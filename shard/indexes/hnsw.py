@@ -117,6 +117,10 @@ class HnswIndex:
     def vectors(self, labels: np.ndarray) -> np.ndarray:
         return np.asarray(self._index.get_items(labels, return_type="numpy"), dtype=np.float32)
 
+    @property
+    def wants_training(self) -> bool:
+        return False
+
     def train(self, sample: np.ndarray | None) -> int:
         return 0
 

@@ -55,6 +55,27 @@ def _remove(ivf: faiss.IndexIVFPQ, labels: np.ndarray) -> None:
     ivf.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)))
 
 
+class IvfBuild:
+    """Training plus indexing of the points present at `start_build`, runnable without any lock."""
+
+    def __init__(self, dim: int, params: dict[str, int], metric: int, training: np.ndarray, labels: np.ndarray, vectors: np.ndarray) -> None:
+        self._dim, self._params, self._metric = dim, params, metric
+        self._training, self._labels, self._vectors = training, labels, vectors
+        self.trained_on = len(training)
+        self.index: faiss.IndexIVFPQ | None = None
+
+    def run(self) -> None:
+        quantizer = faiss.IndexFlatIP(self._dim) if self._metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(self._dim)
+        ivf = faiss.IndexIVFPQ(quantizer, self._dim, self._params["nlist"], self._params["m"], self._params["nbits"], self._metric)
+        ivf.own_fields = True
+        quantizer.this.disown()
+        ivf.train(self._training)
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+        if len(self._labels):
+            ivf.add_with_ids(self._vectors, self._labels)
+        self.index = ivf
+
+
 class IvfPqIndex:
     def __init__(self, config: IndexConfig) -> None:
         self.config = config
@@ -82,13 +103,14 @@ class IvfPqIndex:
             return
         if self._arena is not None:
             self._arena.put(labels, vectors)
-        if self._ivf is None:
-            assert self._arena is not None
-            if self._arena.count >= self._params["train_size"]:
-                self.train(None)
-            return
-        _remove(self._ivf, labels)
-        self._ivf.add_with_ids(vectors, labels)
+        if self._ivf is not None:
+            _remove(self._ivf, labels)
+            self._ivf.add_with_ids(vectors, labels)
+
+    @property
+    def wants_training(self) -> bool:
+        """Enough points are buffered to train; the partition then trains in the background."""
+        return self._ivf is None and self._arena is not None and self._arena.count >= self._params["train_size"]
 
     def remove(self, labels: np.ndarray) -> None:
         if self._arena is not None:
@@ -103,29 +125,42 @@ class IvfPqIndex:
         return np.stack([self._ivf.reconstruct(int(label)) for label in labels])
 
     def train(self, sample: np.ndarray | None) -> int:
+        """Train and install in one go (recovery, tests). The partition uses the three steps below so
+        that neither training nor indexing the buffered points happens under its write lock."""
+        build = self.start_build(sample)
+        build.run()
+        self.install(build)
+        return build.trained_on
+
+    def start_build(self, sample: np.ndarray | None) -> "IvfBuild":
+        """Snapshot what a build needs (call under the read lock); changes from now on are tracked."""
         if self._ivf is not None and self._arena is None:
             # Retraining would need every point's raw vector, and without refine they were not kept.
             raise FailedPrecondition("ivf_pq: already trained, and without refine the raw vectors needed to retrain are not kept")
-        stored = self._arena.live_labels() if self._arena is not None else np.zeros(0, np.int64)
-        training = sample if sample is not None else self._arena.get(stored)  # type: ignore[union-attr]
-        nlist = self._params["nlist"]
-        if len(training) < nlist:
+        assert self._arena is not None
+        labels = self._arena.live_labels()
+        vectors = self._arena.get(labels)
+        training = np.ascontiguousarray(sample if sample is not None else vectors, dtype=np.float32)
+        if len(training) < self._params["nlist"]:
             raise FailedPrecondition(
-                f"ivf_pq: training needs at least nlist={nlist} vectors, have {len(training)}; "
+                f"ivf_pq: training needs at least nlist={self._params['nlist']} vectors, have {len(training)}; "
                 "write more points or pass a larger sample"
             )
-        quantizer = faiss.IndexFlatIP(self.config.dim) if self._metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(self.config.dim)
-        ivf = faiss.IndexIVFPQ(quantizer, self.config.dim, nlist, self._params["m"], self._params["nbits"], self._metric)
-        ivf.own_fields = True
-        quantizer.this.disown()
-        ivf.train(np.ascontiguousarray(training, dtype=np.float32))
-        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
-        if self._arena is not None and len(stored):
-            ivf.add_with_ids(self._arena.get(stored), stored)
-        self._ivf = ivf
+        self._arena.track_changes()
+        return IvfBuild(self.config.dim, self._params, self._metric, training, labels, vectors)
+
+    def install(self, build: "IvfBuild") -> None:
+        """Swap in a finished build and catch it up with writes made meanwhile (call under the write lock)."""
+        assert build.index is not None and self._arena is not None
+        changed = self._arena.take_changes()
+        if len(changed):
+            _remove(build.index, changed)
+            live = changed[self._arena.is_live(changed)]
+            if len(live):
+                build.index.add_with_ids(self._arena.get(live), live)
+        self._ivf = build.index
         if not self._params["refine"]:
             self._arena = None
-        return len(training)
 
     def search(self, queries: np.ndarray, k: int, knobs: QueryKnobs, allowed: np.ndarray | None) -> SearchHits:
         if self._ivf is None:

@@ -7,7 +7,12 @@ import pytest
 from loadtest.datasets import recall_at_k
 from quiver.v1 import shard_pb2, types_pb2
 from tests.data_fixtures import glove_subset
+from tests.eventually import assert_eventually_async
 from tests.shard_harness import packed, ref, running_shard, spec, upsert_in_batches
+
+
+async def _trained(stub) -> bool:
+    return (await stub.Stats(shard_pb2.StatsRequest(ref=ref()))).partitions[0].trained
 
 
 async def search_ids(stub, part, queries: np.ndarray, k: int, id_to_row: dict[str, int], **params) -> np.ndarray:
@@ -36,6 +41,8 @@ async def test_recall_at_10_meets_the_bar_against_brute_force(tmp_path, index, m
     async with running_shard(tmp_path) as (_, stub):
         await stub.CreatePartition(shard_pb2.CreatePartitionRequest(spec=spec(data.base.shape[1], index)))
         await upsert_in_batches(stub, ref(), ids, data.base)
+        # IVF-PQ trains in the background once train_size points are buffered; searches are exact until then.
+        await assert_eventually_async(lambda: _trained(stub), timeout=120)
         found = await search_ids(stub, ref(), data.queries, 10, id_to_row)
         stats = (await stub.Stats(shard_pb2.StatsRequest(ref=ref()))).partitions[0]
     recall = recall_at_k(found, data.ground_truth, 10)

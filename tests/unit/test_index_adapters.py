@@ -19,6 +19,8 @@ def test_retraining_ivf_pq_without_kept_raw_vectors_is_refused_and_loses_nothing
     index = create_index(IndexConfig("ivf_pq", 16, "ip", {"nlist": 8, "m": 4, "nbits": 4, "train_size": 500}))
     vectors = unit_rows(600, 16)
     index.add(np.arange(600), vectors)
+    assert index.wants_training and not index.trained
+    assert index.train(None) == 600
     assert index.trained
     with pytest.raises(FailedPrecondition):
         index.train(vectors[:300])

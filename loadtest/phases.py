@@ -71,7 +71,20 @@ async def bulk_load(
         await asyncio.gather(*(loader() for _ in range(concurrency)))
     finally:
         bar.close()
+    await wait_until_trained(client, setup.name)
     return LoadResult(len(data.base), time.perf_counter() - began)
+
+
+async def wait_until_trained(client: AsyncClient, collection: str, timeout: float = 3600.0) -> None:
+    """IVF-PQ shards train in the background after the load; measuring before that would time the
+    exact fallback, not the index."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = await client.status()
+        if all(r.trained for r in status.replicas if r.collection == collection):
+            return
+        await asyncio.sleep(1.0)
+    raise TimeoutError(f"collection {collection!r} was not trained within {timeout:.0f}s")
 
 
 @dataclass(frozen=True)

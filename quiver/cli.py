@@ -105,7 +105,8 @@ def status(router: str) -> None:
         spec = info.spec
         click.echo(f"collection {spec.name}: dim={spec.dim} shards={spec.shards} rf={spec.replication_factor} model={spec.model or '-'} version={info.active_version}")
     for replica in reply.replicas:
-        click.echo(f"  {replica.collection} v{replica.version} shard {replica.shard}: {replica.address} {replica.state} {replica.point_count} points")
+        training = "" if replica.trained else " (training: searches are exact)"
+        click.echo(f"  {replica.collection} v{replica.version} shard {replica.shard}: {replica.address} {replica.state} {replica.point_count} points{training}")
 
 
 @main.command("create-collection")

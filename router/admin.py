@@ -178,21 +178,23 @@ class Admin:
                 for replica in placement.replicas:
                     counts = stats[replica.address]
                     key = (name, placement.shard, version)
+                    found = counts is not None and key in counts
                     response.replicas.append(
                         router_pb2.ShardReplicaStatus(
                             collection=name,
                             version=version,
                             shard=placement.shard,
                             address=replica.address,
-                            state=replica.state if counts is not None and key in counts else "unreachable",
-                            point_count=(counts or {}).get(key, 0),
+                            state=replica.state if found else "unreachable",
+                            point_count=counts[key][0] if found else 0,  # type: ignore[index]
+                            trained=counts[key][1] if found else False,  # type: ignore[index]
                         )
                     )
         return response
 
-    async def _stats(self, address: str) -> dict[tuple[str, int, int], int] | None:
+    async def _stats(self, address: str) -> dict[tuple[str, int, int], tuple[int, bool]] | None:
         try:
             reply = await self._pool.stub(address).Stats(shard_pb2.StatsRequest(), timeout=self._config.status_timeout_s)
         except Exception:  # noqa: BLE001 - an unreachable server is reported, not raised
             return None
-        return {(p.spec.ref.collection, p.spec.ref.shard, p.spec.ref.version): p.point_count for p in reply.partitions}
+        return {(p.spec.ref.collection, p.spec.ref.shard, p.spec.ref.version): (p.point_count, p.trained) for p in reply.partitions}

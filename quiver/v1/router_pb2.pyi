@@ -184,20 +184,22 @@ class ClusterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ShardReplicaStatus(_message.Message):
-    __slots__ = ("collection", "version", "shard", "address", "state", "point_count")
+    __slots__ = ("collection", "version", "shard", "address", "state", "point_count", "trained")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     POINT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_FIELD_NUMBER: _ClassVar[int]
     collection: str
     version: int
     shard: int
     address: str
     state: str
     point_count: int
-    def __init__(self, collection: _Optional[str] = ..., version: _Optional[int] = ..., shard: _Optional[int] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., point_count: _Optional[int] = ...) -> None: ...
+    trained: bool
+    def __init__(self, collection: _Optional[str] = ..., version: _Optional[int] = ..., shard: _Optional[int] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., point_count: _Optional[int] = ..., trained: _Optional[bool] = ...) -> None: ...
 
 class ShardServerStatus(_message.Message):
     __slots__ = ("server_id", "address")

@@ -72,6 +72,7 @@ async def test_router_recall_is_at_least_one_in_process_index_minus_a_hundredth(
         status = await client.status()
     assert routed >= single - 0.01, f"router recall {routed:.4f} vs one in-process index {single:.4f}"
     counts = [r.point_count for r in status.replicas if r.collection == "glove"]
+    assert all(r.trained and r.state == "serving" for r in status.replicas if r.collection == "glove")
     assert len(counts) == 3 and sum(counts) == N_BASE and min(counts) > 0.25 * N_BASE
 
 

@@ -8,6 +8,7 @@ are found wherever an earlier partition-keyed write put them.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -22,6 +23,7 @@ from quiver.wire.filters import filter_from_proto
 from quiver.wire.points import metadata_list_from_proto, vectors_from_bytes
 from router.admin import Admin
 from router.collection_view import CollectionView, check_model, collection_view
+from router.coalescer import Coalescer
 from router.config import RouterConfig
 from router.fanout import call_replicas, fan_out, raise_caller_errors, require_coverage
 from router.hashring import shard_for_key, shards_for_keys
@@ -35,6 +37,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._watcher = watcher
         self._pool = pool
         self._admin = admin
+        self._coalescer: Coalescer[_SearchJob] = Coalescer(self._search_batch)
 
     def _view(self, name: str) -> CollectionView:
         return collection_view(self._watcher.current, name)
@@ -180,13 +183,32 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         check_k(request.k, self._config.max_k)
         check_vectors(queries, view.record.metric, "queries")
         filter_from_proto(request.filter)  # refuse a malformed filter here, once, not once per shard
+        key = (
+            view.record.name,
+            view.version,
+            request.k,
+            request.filter.SerializeToString(deterministic=True),
+            request.params.SerializeToString(deterministic=True),
+            request.include_metadata,
+            request.include_vectors,
+            request.partition_key,
+            request.allow_partial,
+        )
+        return await self._coalescer.submit(key, _SearchJob(view, request, len(queries), self._timeout(context)))
+
+    async def _search_batch(self, key: Any, jobs: list["_SearchJob"]) -> list[router_pb2.RouterSearchResponse]:
+        """One scatter-gather for every job in the batch (they share `key`), split back per job."""
+        first = jobs[0]
+        view, request = first.view, first.request
+        queries = request.queries if len(jobs) == 1 else b"".join(j.request.queries for j in jobs)
+        n_queries = sum(j.n_queries for j in jobs)
+        timeout = min(j.timeout for j in jobs)
         shards = self._target_shards(view, request.partition_key)
-        timeout = self._timeout(context)
         calls = {}
         for shard in shards:
             sub = shard_pb2.SearchRequest(
                 ref=self._ref(view, shard),
-                queries=request.queries,
+                queries=queries,
                 k=request.k,
                 filter=request.filter,
                 params=request.params,
@@ -200,9 +222,23 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         answered = [o.value for o in outcomes if o.ok]
         coverage = router_pb2.Coverage(shards_asked=len(shards), shards_answered=len(answered), partial=len(answered) < len(shards))
         if len(answered) == 1:
-            return router_pb2.RouterSearchResponse(results=answered[0].results, coverage=coverage)  # type: ignore[union-attr]
-        results = _merge_batch(answered, len(queries), request.k, view.record.dim)  # type: ignore[arg-type]
-        return router_pb2.RouterSearchResponse(results=results, coverage=coverage)
+            results = list(answered[0].results)  # type: ignore[union-attr]
+        else:
+            results = _merge_batch(answered, n_queries, request.k, view.record.dim)  # type: ignore[arg-type]
+        responses = []
+        offset = 0
+        for job in jobs:
+            responses.append(router_pb2.RouterSearchResponse(results=results[offset : offset + job.n_queries], coverage=coverage))
+            offset += job.n_queries
+        return responses
+
+
+@dataclass(frozen=True)
+class _SearchJob:
+    view: CollectionView
+    request: router_pb2.RouterSearchRequest
+    n_queries: int
+    timeout: float
 
 
 def _merge_batch(answers: list[shard_pb2.SearchResponse], n_queries: int, k: int, dim: int) -> list[types_pb2.QueryResult]:

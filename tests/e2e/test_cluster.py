@@ -121,6 +121,13 @@ async def test_delete_and_reupsert_through_the_router_show_in_the_next_search(lo
         assert all(h.metadata.get("word_len") != 12 for r in results for h in r.hits)
 
 
+async def test_concurrent_single_searches_coalesced_at_the_router_get_their_own_results(loaded, data):
+    async with AsyncClient(loaded.router_address) as client:
+        one_batch = await client.search("glove", data.queries[:32], 10)
+        singles = await asyncio.gather(*(client.search("glove", data.queries[i], 10) for i in range(32)))
+    assert [r[0].ids for r in singles] == [r.ids for r in one_batch]
+
+
 async def test_a_query_for_another_embedding_model_is_refused(loaded, data):
     async with AsyncClient(loaded.router_address) as client:
         with pytest.raises(FailedPrecondition, match="glove-6b-50d"):

@@ -1,0 +1,68 @@
+"""Coalescing concurrent searches into shared shard requests (dynamic batching).
+
+A routed search costs one gRPC call per shard, and in Python most of a call's cost is fixed, not per
+query. So while a batch for some key (collection, k, filter, options) is in flight, searches with the
+same key wait, and go out together as one multi-query request per shard when it returns. An idle key
+sends at once: a lone client sees no added latency; under concurrency, calls per query drop by up to the
+number of waiting clients. Results are split back by query offset; an error fails every member.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Generic, Hashable, TypeVar
+
+Job = TypeVar("Job")
+
+
+@dataclass
+class _Pending(Generic[Job]):
+    jobs: list[Job] = field(default_factory=list)
+    futures: list[asyncio.Future[Any]] = field(default_factory=list)
+
+
+class Coalescer(Generic[Job]):
+    def __init__(self, run_batch: Callable[[Hashable, list[Job]], Awaitable[list[Any]]], max_batch: int = 64) -> None:
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._busy: set[Hashable] = set()
+        self._waiting: dict[Hashable, _Pending[Job]] = {}
+
+    async def submit(self, key: Hashable, job: Job) -> Any:
+        if key not in self._busy:
+            self._busy.add(key)
+            try:
+                return (await self._run_batch(key, [job]))[0]
+            finally:
+                self._drain(key)
+        pending = self._waiting.setdefault(key, _Pending())
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        pending.jobs.append(job)
+        pending.futures.append(future)
+        return await future
+
+    def _drain(self, key: Hashable) -> None:
+        """The batch for `key` finished: send what queued meanwhile, else mark the key idle."""
+        pending = self._waiting.pop(key, None)
+        if pending is None:
+            self._busy.discard(key)
+            return
+        if len(pending.jobs) > self._max_batch:
+            rest = _Pending(pending.jobs[self._max_batch :], pending.futures[self._max_batch :])
+            pending = _Pending(pending.jobs[: self._max_batch], pending.futures[: self._max_batch])
+            self._waiting[key] = rest
+        asyncio.get_running_loop().create_task(self._send(key, pending))
+
+    async def _send(self, key: Hashable, pending: _Pending[Job]) -> None:
+        try:
+            results = await self._run_batch(key, pending.jobs)
+        except BaseException as error:  # noqa: BLE001 - every member gets the batch's failure
+            for future in pending.futures:
+                if not future.done():
+                    future.set_exception(error if isinstance(error, Exception) else asyncio.CancelledError())
+        else:
+            for future, result in zip(pending.futures, results):
+                if not future.done():
+                    future.set_result(result)
+        finally:
+            self._drain(key)

@@ -1,0 +1,61 @@
+"""The coalescer: an idle key runs at once; concurrent submissions share later batches; results and
+errors reach the right callers."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from router.coalescer import Coalescer
+
+
+async def test_concurrent_jobs_share_batches_and_get_their_own_results():
+    batches: list[list[int]] = []
+
+    async def run(key, jobs):
+        batches.append(list(jobs))
+        await asyncio.sleep(0.01)
+        return [job * 10 for job in jobs]
+
+    coalescer: Coalescer[int] = Coalescer(run, max_batch=4)
+    results = await asyncio.gather(*(coalescer.submit("k", j) for j in range(10)))
+    assert results == [j * 10 for j in range(10)]
+    assert batches[0] == [0]  # the first job did not wait
+    assert len(batches) < 10 and all(len(b) <= 4 for b in batches)
+    assert sorted(j for b in batches for j in b) == list(range(10))
+
+
+async def test_different_keys_do_not_wait_for_each_other():
+    started: list[str] = []
+    release = asyncio.Event()
+
+    async def run(key, jobs):
+        started.append(key)
+        if key == "slow":
+            await release.wait()
+        return list(jobs)
+
+    coalescer: Coalescer[int] = Coalescer(run)
+    slow = asyncio.create_task(coalescer.submit("slow", 1))
+    await asyncio.sleep(0)
+    assert await coalescer.submit("fast", 2) == 2
+    release.set()
+    assert await slow == 1
+
+
+async def test_a_failed_batch_fails_each_member_and_the_key_recovers():
+    calls = 0
+
+    async def run(key, jobs):
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        if calls == 2:
+            raise RuntimeError("shard down")
+        return list(jobs)
+
+    coalescer: Coalescer[int] = Coalescer(run)
+    outcomes = await asyncio.gather(*(coalescer.submit("k", j) for j in range(4)), return_exceptions=True)
+    assert outcomes[0] == 0
+    assert all(isinstance(o, RuntimeError) for o in outcomes[1:])
+    assert await coalescer.submit("k", 9) == 9

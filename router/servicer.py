@@ -125,7 +125,9 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     def _replicated(self, view: CollectionView, shard: int, method: str, message: Any, timeout: float) -> Any:
         """A read sent to the first replica that answers."""
-        return lambda: call_replicas(view.replicas(shard), lambda a: getattr(self._pool.stub(a), method)(message, timeout=timeout))
+        return lambda: call_replicas(
+            view.replicas(shard), lambda a, budget: getattr(self._pool.stub(a), method)(message, timeout=budget), timeout
+        )
 
     @rpc_guard
     async def Delete(self, request, context):  # type: ignore[no-untyped-def]

@@ -191,6 +191,27 @@ async def test_a_node_js_client_built_from_the_protos_alone_can_use_the_router(l
     assert reply["model_mismatch"] == "FAILED_PRECONDITION"
 
 
+async def test_replicated_shards_answer_reads_when_one_replica_is_frozen(loaded):
+    vectors = np.random.default_rng(5).standard_normal((60, 8)).astype(np.float32)
+    async with AsyncClient(loaded.router_address, timeout=6.0) as client:
+        await client.create_collection("replicated", 8, index="flat", shards=2, replication_factor=2)
+        await client.upsert("replicated", [f"r{i}" for i in range(60)], vectors)
+        status = await client.status()
+        replicas = [r for r in status.replicas if r.collection == "replicated"]
+        assert len(replicas) == 4 and all(r.point_count > 0 for r in replicas)
+        assert sum(r.point_count for r in replicas) == 2 * 60
+        frozen = loaded.shard_servers[0].process
+        assert frozen is not None
+        os.kill(frozen.pid, signal.SIGSTOP)
+        try:
+            results = await asyncio.wait_for(client.search("replicated", vectors[:5], 1), 15)
+            assert [r.ids for r in results] == [[f"r{i}"] for i in range(5)]
+            assert all(not r.partial and r.shards_answered == 2 for r in results)
+        finally:
+            os.kill(frozen.pid, signal.SIGCONT)
+        await client.drop_collection("replicated")
+
+
 async def test_a_frozen_shard_costs_at_most_the_deadline(loaded, data):
     frozen = loaded.shard_servers[2].process
     assert frozen is not None

@@ -11,22 +11,8 @@ from typing import Sequence
 import numpy as np
 
 
-def merge_topk(scores_per_shard: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (shard index, position within that shard) of the best k entries, best first."""
-    sizes = [len(s) for s in scores_per_shard]
-    total = sum(sizes)
-    if total == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty
-    scores = np.concatenate([np.asarray(s, dtype=np.float32) for s in scores_per_shard])
-    order = np.argsort(-scores, kind="stable")[:k]
-    shard_of = np.repeat(np.arange(len(sizes)), sizes)
-    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    return shard_of[order], order - starts[shard_of[order]]
-
-
 def merge_topk_batch(scores_per_shard: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """merge_topk for a batch in one array operation.
+    """The best k entries per query across shards, for a whole batch in one array operation.
 
     Each input is (n_queries, width_s) with -inf where a shard had fewer results. Returns (shard index,
     position) arrays of shape (n_queries, min(k, total width)); entries with score -inf are padding

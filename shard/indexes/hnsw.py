@@ -111,8 +111,7 @@ class HnswIndex:
     def search_subset(self, queries: np.ndarray, k: int, labels: np.ndarray) -> SearchHits:
         if len(labels) == 0:
             return SearchHits.empty(len(queries), k)
-        vectors = self._index.get_items(labels, return_type="numpy")
-        return exact_topk(queries, vectors, labels, k, self.config.space)
+        return exact_topk(queries, self.vectors(labels), labels, k, self.config.space)
 
     def vectors(self, labels: np.ndarray) -> np.ndarray:
         return np.asarray(self._index.get_items(labels, return_type="numpy"), dtype=np.float32)

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from quiver.control_plane.etcd_client import EtcdClient
 from quiver.control_plane.store import ClusterStore
 from quiver.control_plane.watcher import ClusterWatcher
-from quiver.grpc_server import server_options, set_health
+from quiver.grpc_server import add_health_and_reflection, bind, server_options, set_health
 from quiver.v1 import router_pb2, router_pb2_grpc
 from router.admin import Admin
 from router.config import RouterConfig
@@ -25,15 +23,11 @@ class RouterServer:
         self.store = ClusterStore(self.etcd, config.etcd_root)
         self.watcher = ClusterWatcher(self.store, on_change=self._on_change)
         self.pool = ShardPool(config.max_message_bytes)
-        self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(options=server_options(config.max_message_bytes))
         admin = Admin(config, self.store, self.watcher, self.pool)
         router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(config, self.watcher, self.pool, admin), self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
-        self.port = self.server.add_insecure_port(f"{config.host}:{config.port}")
-        if self.port == 0:
-            raise OSError(f"could not bind {config.host}:{config.port}")
+        self.health = add_health_and_reflection(self.server, SERVICE_NAME)
+        self.port = bind(self.server, config.host, config.port)
 
     @property
     def address(self) -> str:

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from quiver.grpc_server import server_options, set_health
+from quiver.grpc_server import add_health_and_reflection, bind, server_options, set_health
 from quiver.v1 import shard_pb2, shard_pb2_grpc
 from shard.config import ShardConfig
 from shard.partition_registry import PartitionRegistry
@@ -20,14 +18,10 @@ class ShardServer:
     def __init__(self, config: ShardConfig) -> None:
         self.config = config
         self.registry = PartitionRegistry(config.data_dir, config.durability, config.search)
-        self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(options=server_options(config.max_message_bytes))
         shard_pb2_grpc.add_ShardServicer_to_server(ShardServicer(self.registry, config), self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
-        self.port = self.server.add_insecure_port(f"{config.host}:{config.port}")
-        if self.port == 0:
-            raise OSError(f"could not bind {config.host}:{config.port}")
+        self.health = add_health_and_reflection(self.server, SERVICE_NAME)
+        self.port = bind(self.server, config.host, config.port)
 
     @property
     def address(self) -> str:

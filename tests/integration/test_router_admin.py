@@ -1,0 +1,138 @@
+"""Collection lifecycle through the router's admin API against fake shards and the real etcd: failed creates
+roll back in etcd and on the shards, refused creates write nothing, drops finish with a server down, and of
+two concurrent creates of one name exactly one wins."""
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import numpy as np
+import pytest
+
+from quiver.client import AsyncClient
+from quiver.errors import ERRORS_BY_CODE, AlreadyExists, FailedPrecondition, NotFound
+from router.config import RouterConfig
+from router.server import RouterServer
+from tests.eventually import assert_eventually_async
+from tests.fake_shard import FakeCluster, fake_cluster, unit_rows
+
+DIM = 8
+
+
+@pytest.fixture
+async def cluster(etcd, etcd_root):
+    async with fake_cluster(etcd.endpoint, etcd_root) as running:
+        yield running
+
+
+def partitions(cluster: FakeCluster, name: str) -> list[list[int]]:
+    """The shard numbers of `name` that each fake holds."""
+    return [sorted(s for (c, s, _) in fake.partitions if c == name) for fake in cluster.fakes]
+
+
+def serving(router: RouterServer, name: str) -> bool:
+    shard_map = router.watcher.current.active_shard_map(name)
+    return shard_map is not None and all(r.state == "serving" for p in shard_map.shards for r in p.replicas)
+
+
+async def assert_gone_from_etcd(cluster: FakeCluster, name: str) -> None:
+    with pytest.raises(NotFound):
+        await cluster.store.get_collection(name)
+    snapshot = await cluster.store.snapshot()
+    assert name not in snapshot.collections and not [k for k in snapshot.shard_maps if k[0] == name]
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE], ids=lambda c: c.name)
+async def test_a_failed_partition_create_rolls_back_the_claim_and_the_partitions_made(cluster, code):
+    cluster.fakes[1].fail("CreatePartition", code)
+    with pytest.raises(ERRORS_BY_CODE[code], match="CreatePartition"):
+        await cluster.client.create_collection("docs", DIM, index="flat", shards=3)
+    await assert_gone_from_etcd(cluster, "docs")
+    assert partitions(cluster, "docs") == [[], [], []]
+    assert [[r.ref.shard for r in cluster.fakes[f].requests("DropPartition")] for f in (0, 2)] == [[0], [2]]
+    cluster.fakes[1].heal()
+    await cluster.client.create_collection("docs", DIM, index="flat", shards=3)  # the name is free again
+    assert partitions(cluster, "docs") == [[0], [1], [2]]
+
+
+async def test_a_replication_factor_above_the_live_servers_is_refused_and_writes_nothing(cluster):
+    with pytest.raises(FailedPrecondition, match="replication_factor 4 needs at least 4 live shard servers; 3 registered"):
+        await cluster.client.create_collection("docs", DIM, index="flat", shards=2, replication_factor=4)
+    await assert_gone_from_etcd(cluster, "docs")
+    assert not [r for f in cluster.fakes for r in f.requests("CreatePartition")]
+    await cluster.client.create_collection("docs", DIM, index="flat", shards=2, replication_factor=3)
+    assert partitions(cluster, "docs") == [[0, 1], [0, 1], [0, 1]]
+
+
+async def test_a_drop_with_one_server_down_removes_the_collection_and_the_live_partitions(cluster):
+    await cluster.client.create_collection("docs", DIM, index="flat", shards=3)
+    await cluster.client.upsert("docs", [f"p{i}" for i in range(30)], unit_rows(np.random.default_rng(0), 30, DIM))
+    await cluster.fakes[1].stop()
+    await cluster.client.drop_collection("docs")
+    await assert_gone_from_etcd(cluster, "docs")
+    assert partitions(cluster, "docs") == [[], [1], []]  # the down server keeps an orphan
+    with pytest.raises(NotFound):
+        await cluster.client.search("docs", np.ones(DIM, np.float32), 3)
+
+
+async def test_a_recreate_replaces_an_orphan_partition_left_by_a_drop_that_missed_a_server(cluster):
+    await cluster.client.create_collection("docs", DIM, index="flat", shards=3)
+    await cluster.client.upsert("docs", [f"p{i}" for i in range(30)], unit_rows(np.random.default_rng(0), 30, DIM))
+    cluster.fakes[1].fail("DropPartition", grpc.StatusCode.UNAVAILABLE)
+    await cluster.client.drop_collection("docs")
+    cluster.fakes[1].heal()
+    await cluster.client.create_collection("docs", DIM, index="flat", shards=3)
+    assert cluster.fakes[1].point_ids("docs") == set()  # the old points are not inherited
+    assert (await cluster.client.search("docs", np.ones(DIM, np.float32), 3))[0].ids == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "router bug: Admin._create_partitions replaces an orphan partition only when the shard reports "
+    "created=False (same definition); an orphan with another definition (here dim 8 vs 16) makes the shard "
+    "answer ALREADY_EXISTS, which the router raises, so the create fails although no collection of that name exists"
+))
+async def test_a_recreate_with_another_definition_replaces_an_orphan_partition(cluster):
+    await cluster.client.create_collection("docs", DIM, index="flat", shards=3)
+    cluster.fakes[1].fail("DropPartition", grpc.StatusCode.UNAVAILABLE)
+    await cluster.client.drop_collection("docs")
+    cluster.fakes[1].heal()
+    await cluster.client.create_collection("docs", 2 * DIM, index="flat", shards=3)
+    assert [p.spec.dim for f in cluster.fakes for p in f.partitions.values()] == [2 * DIM] * 3
+
+
+async def test_a_collection_is_not_served_until_every_partition_is_created(cluster):
+    cluster.fakes[2].freeze("CreatePartition")
+    creating = asyncio.create_task(cluster.client.create_collection("docs", DIM, index="flat", shards=3))
+    await assert_eventually_async(lambda: "docs" in cluster.router.watcher.current.collections)
+    with pytest.raises(FailedPrecondition, match="being created"):
+        await cluster.client.search("docs", np.ones(DIM, np.float32), 3)
+    assert not cluster.data_requests()
+    cluster.fakes[2].release("CreatePartition")
+    await creating
+    assert (await cluster.client.search("docs", np.ones(DIM, np.float32), 3))[0].ids == []
+
+
+async def test_of_two_concurrent_creates_of_one_name_on_two_routers_exactly_one_wins(cluster, etcd, etcd_root):
+    other = RouterServer(RouterConfig(etcd_endpoints=(etcd.endpoint,), etcd_root=etcd_root, port=0))
+    await other.start()
+    try:
+        async with AsyncClient(other.address) as second:
+            outcomes = await asyncio.gather(
+                cluster.client.create_collection("race", DIM, index="flat", shards=3),
+                second.create_collection("race", 2 * DIM, index="flat", shards=2),
+                return_exceptions=True,
+            )
+            winners = [o for o in outcomes if not isinstance(o, BaseException)]
+            assert len(winners) == 1 and sum(isinstance(o, AlreadyExists) for o in outcomes) == 1, outcomes
+            dim, shards = winners[0].spec.dim, winners[0].spec.shards
+            record = await cluster.store.get_collection("race")
+            assert (record.dim, record.shards) == (dim, shards)
+            assert sorted(s for held in partitions(cluster, "race") for s in held) == list(range(shards))
+            assert {p.spec.dim for f in cluster.fakes for p in f.partitions.values()} == {dim}
+            vectors = unit_rows(np.random.default_rng(0), 20, dim)
+            await assert_eventually_async(lambda: serving(other, "race"))  # the loser's router learns from etcd
+            for client in (cluster.client, second):
+                await client.upsert("race", [f"p{i}" for i in range(20)], vectors)
+                assert (await client.search("race", vectors[7], 1))[0].ids == ["p7"]
+    finally:
+        await other.stop(0)

@@ -22,6 +22,7 @@ import numpy as np
 from quiver.client import AsyncClient
 from quiver.control_plane.etcd_client import EtcdClient
 from quiver.control_plane.store import ClusterStore
+from quiver.errors import AlreadyExists, InvalidArgument, NotFound, QuiverError, grpc_status_for
 from quiver.filters import Metadata, matches
 from quiver.v1 import router_pb2_grpc, shard_pb2, shard_pb2_grpc, types_pb2
 from quiver.validation import check_k, prepare_vectors
@@ -46,11 +47,6 @@ class FakePartition:
     @property
     def metric(self) -> str:
         return metric_from_proto(self.spec.metric)
-
-
-class _Abort(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        self.code, self.message = code, message
 
 
 class FakeShard(shard_pb2_grpc.ShardServicer):
@@ -114,18 +110,11 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
         return self
 
     async def stop(self) -> None:
-        """Stop serving (the router's calls then fail UNAVAILABLE); the points stay for a restart."""
+        """Stop serving, releasing frozen requests first; the router's calls then fail UNAVAILABLE."""
         self.heal()
         if self.server is not None:
             await self.server.stop(grace=None)
             self.server = None
-
-    async def restart(self) -> None:
-        """Serve again on the same address, with the partitions kept, as a restarted real shard would."""
-        self.server = grpc.aio.server()
-        shard_pb2_grpc.add_ShardServicer_to_server(self, self.server)
-        self.server.add_insecure_port(self.address)
-        await self.server.start()
 
     async def _serve(self, method: str, request: Any, context: grpc.aio.ServicerContext, answer: Any) -> Any:
         self.log.append((method, request))
@@ -138,13 +127,13 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
             await context.abort(code, f"injected {code.name} in {method}")
         try:
             return answer(request)
-        except _Abort as error:
-            await context.abort(error.code, error.message)
+        except QuiverError as error:  # answered as the real shard's rpc_guard answers it
+            await context.abort(grpc_status_for(error), str(error))
 
     def _partition(self, ref: shard_pb2.PartitionRef) -> FakePartition:
         partition = self.partitions.get(key_of(ref))
         if partition is None:
-            raise _Abort(grpc.StatusCode.NOT_FOUND, f"partition {key_of(ref)} does not exist")
+            raise NotFound(f"partition {key_of(ref)} does not exist")
         return partition
 
     def _create(self, request: shard_pb2.CreatePartitionRequest) -> shard_pb2.CreatePartitionResponse:
@@ -153,7 +142,7 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
         if existing is not None:
             if existing.spec == request.spec:
                 return shard_pb2.CreatePartitionResponse(created=False)
-            raise _Abort(grpc.StatusCode.ALREADY_EXISTS, f"partition {key} already exists with a different definition")
+            raise AlreadyExists(f"partition {key} already exists with a different definition")
         self.partitions[key] = FakePartition(request.spec)
         return shard_pb2.CreatePartitionResponse(created=True)
 
@@ -196,11 +185,8 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
         partition = self._partition(request.ref)
         queries = vectors_from_bytes(request.queries, partition.spec.dim, None, "queries")
         if len(queries) > self.max_queries_per_request:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"{len(queries)} queries; the maximum is {self.max_queries_per_request}")
-        try:
-            check_k(request.k, self.max_k)
-        except Exception as error:  # noqa: BLE001 - answered as the real shard answers it
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+            raise InvalidArgument(f"{len(queries)} queries; the maximum is {self.max_queries_per_request}")
+        check_k(request.k, self.max_k)
         flt = filter_from_proto(request.filter)
         chosen = [(i, v, md) for i, (v, md) in partition.points.items() if flt is None or matches(flt, md)]
         ids = [i for i, _, _ in chosen]

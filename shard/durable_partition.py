@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +26,11 @@ import numpy as np
 from quiver.errors import Unavailable
 from quiver.filters import Filter, Metadata
 from quiver.specs import PartitionSpec
-from shard.fsync import fsync_dir
 from shard.indexes import QueryKnobs
 from shard.partition_state import PartitionState, QueryHits, SearchPolicy
 from shard.rwlock import ReadWriteLock
 from shard.snapshot_store import SnapshotStore
+from shard.storage import OS_STORAGE, Storage
 from shard.wal import CorruptLog, WriteAheadLog
 from shard.wal_codec import DeleteRecord, UpsertRecord, WalRecord, decode, encode
 
@@ -67,18 +65,20 @@ class _Write:
     reads_state: bool  # must see every earlier write applied before it runs
 
 
-def _write_spec(directory: Path, spec: PartitionSpec) -> None:
+def _write_spec(storage: Storage, directory: Path, spec: PartitionSpec) -> None:
     tmp = directory / (SPEC_FILE + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(spec.to_json(), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / SPEC_FILE)
-    fsync_dir(directory)
+    f = storage.create(tmp)
+    try:
+        f.write(json.dumps(spec.to_json()).encode("utf-8"))
+        f.fsync()
+    finally:
+        f.close()
+    storage.replace(tmp, directory / SPEC_FILE)
+    storage.fsync_dir(directory)
 
 
-def read_spec(directory: Path) -> PartitionSpec:
-    with open(directory / SPEC_FILE, encoding="utf-8") as f:
+def read_spec(directory: Path, storage: Storage = OS_STORAGE) -> PartitionSpec:
+    with storage.open_read(directory / SPEC_FILE) as f:
         return PartitionSpec.from_json(json.load(f))
 
 
@@ -92,8 +92,10 @@ class DurablePartition:
         policy: DurabilityPolicy,
         search_policy: SearchPolicy,
         last_snapshot_unix: float,
+        storage: Storage,
     ) -> None:
         self.directory = directory
+        self._storage = storage
         self.state = state
         self._wal = wal
         self._snapshots = snapshots
@@ -118,24 +120,30 @@ class DurablePartition:
     # -- lifecycle ----------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, directory: Path, spec: PartitionSpec, policy: DurabilityPolicy, search_policy: SearchPolicy) -> "DurablePartition":
-        directory.mkdir(parents=True, exist_ok=True)
+    def create(
+        cls, directory: Path, spec: PartitionSpec, policy: DurabilityPolicy, search_policy: SearchPolicy,
+        *, storage: Storage = OS_STORAGE,
+    ) -> "DurablePartition":
         state = PartitionState(spec)  # validates the index parameters before anything is written
-        _write_spec(directory, spec)
-        wal = WriteAheadLog.open(directory / "wal", policy.wal_segment_bytes)
-        return cls(directory, state, wal, SnapshotStore(directory / "snapshots", policy.snapshots_kept), policy, search_policy, 0.0)
+        storage.make_dirs(directory)
+        _write_spec(storage, directory, spec)
+        wal = WriteAheadLog.open(directory / "wal", policy.wal_segment_bytes, storage=storage)
+        snapshots = SnapshotStore(directory / "snapshots", policy.snapshots_kept, storage=storage)
+        return cls(directory, state, wal, snapshots, policy, search_policy, 0.0, storage)
 
     @classmethod
-    def open(cls, directory: Path, policy: DurabilityPolicy, search_policy: SearchPolicy) -> "DurablePartition":
+    def open(
+        cls, directory: Path, policy: DurabilityPolicy, search_policy: SearchPolicy, *, storage: Storage = OS_STORAGE
+    ) -> "DurablePartition":
         """Recover: newest valid snapshot, then the WAL after it."""
-        snapshots = SnapshotStore(directory / "snapshots", policy.snapshots_kept)
+        snapshots = SnapshotStore(directory / "snapshots", policy.snapshots_kept, storage=storage)
         loaded = snapshots.load_newest_valid()
         if loaded is not None:
             state = PartitionState.from_sections(loaded.sections)
             after, written = loaded.lsn, loaded.written_unix
         else:
-            state, after, written = PartitionState(read_spec(directory)), 0, 0.0
-        wal = WriteAheadLog.open(directory / "wal", policy.wal_segment_bytes, start_lsn=after)
+            state, after, written = PartitionState(read_spec(directory, storage)), 0, 0.0
+        wal = WriteAheadLog.open(directory / "wal", policy.wal_segment_bytes, start_lsn=after, storage=storage)
         replayed = 0
         for lsn, payload in wal.replay(after):
             if lsn != after + replayed + 1:
@@ -147,7 +155,7 @@ class DurablePartition:
             _apply(state, decode(payload))
             replayed += 1
         _log.info("partition %s recovered: snapshot lsn %d, %d WAL records replayed, %d points", state.spec.key, after, replayed, state.count)
-        return cls(directory, state, wal, snapshots, policy, search_policy, written)
+        return cls(directory, state, wal, snapshots, policy, search_policy, written, storage)
 
     def start(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._commit_loop(), name=f"commit {self.spec.key}")
@@ -169,7 +177,7 @@ class DurablePartition:
 
     async def destroy(self) -> None:
         await self.close()
-        await asyncio.to_thread(shutil.rmtree, self.directory, True)
+        await asyncio.to_thread(self._storage.remove_tree, self.directory)
 
     # -- the commit loop ----------------------------------------------------------------------------
 

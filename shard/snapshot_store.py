@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import struct
 import time
@@ -25,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from shard.fsync import fsync_dir
+from shard.storage import OS_STORAGE, Storage
 
 _log = logging.getLogger(__name__)
 
@@ -51,12 +50,13 @@ class _Invalid(Exception):
 
 
 class SnapshotStore:
-    def __init__(self, directory: Path, keep: int = 2) -> None:
+    def __init__(self, directory: Path, keep: int = 2, *, storage: Storage = OS_STORAGE) -> None:
         if keep < 1:
             raise ValueError("keep must be at least 1")
+        self._storage = storage
         self._dir = directory
         self._keep = keep
-        directory.mkdir(parents=True, exist_ok=True)
+        storage.make_dirs(directory)
 
     def write(self, lsn: int, sections: Mapping[str, bytes]) -> Path:
         """Durably write a snapshot at `lsn`, prune old ones beyond `keep`, and return its path.
@@ -74,46 +74,48 @@ class SnapshotStore:
         tmp = path.with_name(path.name + ".tmp")
         digest = hashlib.sha256()
         try:
-            with open(tmp, "wb") as f:
+            f = self._storage.create(tmp)
+            try:
                 def put(data: bytes | memoryview) -> None:
                     digest.update(data)
                     f.write(data)
 
-                put(_MAGIC)
-                put(_HEADER_LEN.pack(len(header)))
-                put(header)
+                # The small header pieces go out as one write; the bodies in chunks, uncopied.
+                put(b"".join((_MAGIC, _HEADER_LEN.pack(len(header)), header)))
                 for view in views.values():
                     for start in range(0, view.nbytes, _CHUNK):
                         put(view[start:start + _CHUNK])
                 f.write(digest.digest())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+                f.fsync()
+            finally:
+                f.close()
+            self._storage.replace(tmp, path)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            self._storage.unlink(tmp, missing_ok=True)
             raise
-        fsync_dir(self._dir)
+        self._storage.fsync_dir(self._dir)
         self._prune()
         return path
 
     def load_newest_valid(self) -> LoadedSnapshot | None:
         """Return the newest snapshot that passes every check, setting aside the ones that do not."""
-        for tmp in self._dir.glob("snapshot-*.qsnap.tmp"):
-            tmp.unlink()  # a write that crashed before its rename
+        for name in self._storage.list_dir(self._dir):
+            if name.startswith("snapshot-") and name.endswith(".qsnap.tmp"):
+                self._storage.unlink(self._dir / name)  # a write that crashed before its rename
         for lsn in reversed(self.kept_lsns()):
             path = self._path(lsn)
             try:
-                return _read(path, lsn)
+                return _read(self._storage, path, lsn)
             except _Invalid as err:
                 _log.warning("snapshot %s is corrupt (%s); setting it aside and trying an older one",
                              path, err)
-                os.replace(path, path.with_name(path.name + ".corrupt"))
-                fsync_dir(self._dir)
+                self._storage.replace(path, path.with_name(path.name + ".corrupt"))
+                self._storage.fsync_dir(self._dir)
         return None
 
     def kept_lsns(self) -> list[int]:
         """LSNs of the snapshot files present, ascending (judged by name, not yet verified)."""
-        matches = (_NAME.fullmatch(p.name) for p in self._dir.iterdir())
+        matches = (_NAME.fullmatch(name) for name in self._storage.list_dir(self._dir))
         return sorted(int(m.group(1)) for m in matches if m)
 
     def _path(self, lsn: int) -> Path:
@@ -122,16 +124,16 @@ class SnapshotStore:
     def _prune(self) -> None:
         old = self.kept_lsns()[:-self._keep]
         for lsn in old:
-            self._path(lsn).unlink()
+            self._storage.unlink(self._path(lsn))
         if old:
-            fsync_dir(self._dir)
+            self._storage.fsync_dir(self._dir)
 
 
-def _read(path: Path, lsn: int) -> LoadedSnapshot:
+def _read(storage: Storage, path: Path, lsn: int) -> LoadedSnapshot:
     """Read and verify one snapshot file, raising _Invalid on any mismatch."""
-    size = path.stat().st_size
+    size = storage.size(path)
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.open_read(path) as f:
         def take(n: int) -> bytes:
             data = f.read(n)
             if len(data) != n:

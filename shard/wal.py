@@ -18,7 +18,6 @@ Not thread-safe: the caller drives it from one worker thread at a time.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import struct
 import zlib
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from shard.fsync import fsync_dir
+from shard.storage import OS_STORAGE, Storage, WritableFile
 
 _log = logging.getLogger(__name__)
 
@@ -91,53 +90,57 @@ def _records(f: BinaryIO, first_lsn: int, end: int) -> Iterator[tuple[int, int, 
 class WriteAheadLog:
     """Append-only log; use `open`, not the constructor."""
 
-    def __init__(self, directory: Path, segment_bytes: int, segments: list[_Segment], last_lsn: int) -> None:
+    def __init__(self, storage: Storage, directory: Path, segment_bytes: int, segments: list[_Segment], last_lsn: int) -> None:
+        self._storage = storage
         self._dir = directory
         self._segment_bytes = segment_bytes
         self._segments = segments
         self._last_lsn = last_lsn
-        self._fd: int | None = os.open(segments[-1].path, os.O_WRONLY | os.O_APPEND)
+        self._file: WritableFile | None = storage.open_append(segments[-1].path)
         self._failed = False
 
     @classmethod
-    def open(cls, directory: Path, segment_bytes: int = 64 * 2**20, start_lsn: int = 0) -> WriteAheadLog:
+    def open(
+        cls, directory: Path, segment_bytes: int = 64 * 2**20, start_lsn: int = 0, *, storage: Storage = OS_STORAGE
+    ) -> WriteAheadLog:
         """Open (or create) the log in `directory`, cutting off a torn tail left by a crash.
 
         `start_lsn` is the LSN of the snapshot the caller recovered from: with no segments, the first record
         gets `start_lsn + 1`.
         """
-        directory.mkdir(parents=True, exist_ok=True)
-        segments = cls._scan(directory)
-        last_lsn = cls._validate(segments) if segments else start_lsn
+        storage.make_dirs(directory)
+        segments = cls._scan(storage, directory)
+        last_lsn = cls._validate(storage, segments) if segments else start_lsn
         if segments and start_lsn > last_lsn:
             # The snapshot already holds everything these segments have, and keeping them would leave an
             # LSN gap that the next open must treat as corruption.
             _log.warning("snapshot lsn %d is past the log's last lsn %d: dropping %d old segment(s)",
                          start_lsn, last_lsn, len(segments))
             for seg in segments:
-                seg.path.unlink()
+                storage.unlink(seg.path)
             segments, last_lsn = [], start_lsn
         if not segments:
-            segments = [cls._create_segment(directory, last_lsn + 1)]
-        return cls(directory, segment_bytes, segments, last_lsn)
+            segments = [cls._create_segment(storage, directory, last_lsn + 1)]
+        return cls(storage, directory, segment_bytes, segments, last_lsn)
 
     @staticmethod
-    def _scan(directory: Path) -> list[_Segment]:
+    def _scan(storage: Storage, directory: Path) -> list[_Segment]:
         found = []
-        for path in directory.iterdir():
-            match = _SEGMENT_NAME.fullmatch(path.name)
+        for name in storage.list_dir(directory):
+            match = _SEGMENT_NAME.fullmatch(name)
             if match:
-                found.append(_Segment(path, int(match.group(1)), path.stat().st_size))
+                path = directory / name
+                found.append(_Segment(path, int(match.group(1)), storage.size(path)))
         return sorted(found, key=lambda s: s.first_lsn)
 
     @staticmethod
-    def _validate(segments: list[_Segment]) -> int:
+    def _validate(storage: Storage, segments: list[_Segment]) -> int:
         """Check every record, truncate a torn tail of the last segment, and return the last good LSN."""
         expected = segments[0].first_lsn
         for i, seg in enumerate(segments):
             if seg.first_lsn != expected:
                 raise CorruptLog(f"{seg.path}: starts at lsn {seg.first_lsn}, expected {expected} (offset 0)")
-            with open(seg.path, "rb") as f:
+            with storage.open_read(seg.path) as f:
                 try:
                     for _offset, lsn, _payload in _records(f, seg.first_lsn, seg.size):
                         expected = lsn + 1
@@ -146,24 +149,15 @@ class WriteAheadLog:
                         raise CorruptLog(f"{seg.path}: {bad}") from None
                     _log.warning("%s: dropping torn tail (%s, %d bytes)",
                                  seg.path, bad, seg.size - bad.offset)
-                    WriteAheadLog._truncate(seg, bad.offset)
+                    storage.truncate(seg.path, bad.offset)
+                    seg.size = bad.offset
         return expected - 1
 
     @staticmethod
-    def _truncate(seg: _Segment, size: int) -> None:
-        fd = os.open(seg.path, os.O_WRONLY)
-        try:
-            os.ftruncate(fd, size)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        seg.size = size
-
-    @staticmethod
-    def _create_segment(directory: Path, first_lsn: int) -> _Segment:
+    def _create_segment(storage: Storage, directory: Path, first_lsn: int) -> _Segment:
         path = _segment_path(directory, first_lsn)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        fsync_dir(directory)
+        storage.create(path, exclusive=True).close()
+        storage.fsync_dir(directory)
         return _Segment(path, first_lsn, 0)
 
     @property
@@ -189,11 +183,10 @@ class WriteAheadLog:
         if active.size > 0 and active.size + len(data) > self._segment_bytes:
             self._roll()
             active = self._segments[-1]
+        assert self._file is not None
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view):]
-            os.fsync(self._fd)
+            self._file.write(data)
+            self._file.fsync()
         except OSError:
             # After a failed write or fsync the kernel may have dropped dirty pages, so what is on disk is
             # unknown; refuse further appends and let reopening sort out the tail.
@@ -210,7 +203,7 @@ class WriteAheadLog:
         for i, seg in enumerate(segments):
             if i + 1 < len(segments) and segments[i + 1].first_lsn <= after_lsn + 1:
                 continue  # every record in it is <= after_lsn
-            with open(seg.path, "rb") as f:
+            with self._storage.open_read(seg.path) as f:
                 try:
                     for _, lsn, payload in _records(f, seg.first_lsn, seg.size):
                         if lsn > after_lsn:
@@ -232,16 +225,16 @@ class WriteAheadLog:
         while keep_from < len(self._segments) - 1 and self._segments[keep_from + 1].first_lsn <= lsn:
             keep_from += 1
         for seg in self._segments[:keep_from]:
-            seg.path.unlink()
+            self._storage.unlink(seg.path)
         del self._segments[:keep_from]
         if keep_from:
-            fsync_dir(self._dir)
+            self._storage.fsync_dir(self._dir)
         return keep_from
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def __enter__(self) -> WriteAheadLog:
         return self
@@ -251,12 +244,12 @@ class WriteAheadLog:
 
     def _check_writable(self) -> None:
         # A failed log must not roll either: its torn tail would end up in a non-last segment.
-        if self._fd is None or self._failed:
+        if self._file is None or self._failed:
             raise RuntimeError("write-ahead log is closed or has failed; reopen it")
 
     def _roll(self) -> None:
-        assert self._fd is not None
-        os.close(self._fd)
-        self._fd = None
-        self._segments.append(self._create_segment(self._dir, self._last_lsn + 1))
-        self._fd = os.open(self._segments[-1].path, os.O_WRONLY | os.O_APPEND)
+        assert self._file is not None
+        self._file.close()
+        self._file = None
+        self._segments.append(self._create_segment(self._storage, self._dir, self._last_lsn + 1))
+        self._file = self._storage.open_append(self._segments[-1].path)

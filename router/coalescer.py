@@ -28,6 +28,11 @@ class Coalescer(Generic[Job]):
         self._busy: set[Hashable] = set()
         self._waiting: dict[Hashable, _Pending[Job]] = {}
 
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for their key's batch in flight to finish."""
+        return sum(len(p.jobs) for p in self._waiting.values())
+
     async def submit(self, key: Hashable, job: Job) -> Any:
         if key not in self._busy:
             self._busy.add(key)

@@ -25,7 +25,8 @@ class RouterServer:
         self.pool = ShardPool(config.max_message_bytes)
         self.server = grpc.aio.server(options=server_options(config.max_message_bytes))
         admin = Admin(config, self.store, self.watcher, self.pool)
-        router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(config, self.watcher, self.pool, admin), self.server)
+        self.servicer = RouterServicer(config, self.watcher, self.pool, admin)
+        router_pb2_grpc.add_RouterServicer_to_server(self.servicer, self.server)
         self.health = add_health_and_reflection(self.server, SERVICE_NAME)
         self.port = bind(self.server, config.host, config.port)
 

@@ -39,6 +39,11 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._admin = admin
         self._coalescer: Coalescer[_SearchJob] = Coalescer(self._search_batch)
 
+    @property
+    def queued_searches(self) -> int:
+        """Searches waiting to join the next shard request of their kind."""
+        return self._coalescer.queued
+
     def _view(self, name: str) -> CollectionView:
         return collection_view(self._watcher.current, name)
 

@@ -11,7 +11,6 @@ fakes only once the queue it means to test has formed, instead of sleeping for a
 from __future__ import annotations
 
 import asyncio
-import gc
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,6 @@ from quiver.errors import DeadlineExceeded
 from quiver.filters import Eq
 from router.hashring import shard_for_key
 from router.server import RouterServer
-from router.servicer import RouterServicer
 from tests.eventually import assert_eventually_async
 from tests.fake_shard import FakeCluster, exact_top, fake_cluster, unit_rows
 
@@ -30,9 +28,8 @@ N = 60
 
 
 def queued(router: RouterServer) -> int:
-    """Searches waiting in the router's coalescer (RouterServer keeps no reference to its servicer)."""
-    [servicer] = [o for o in gc.get_objects() if isinstance(o, RouterServicer) and o._pool is router.pool]
-    return sum(len(p.jobs) for p in servicer._coalescer._waiting.values())
+    """Searches waiting in the router's coalescer."""
+    return router.servicer.queued_searches
 
 
 @pytest.fixture

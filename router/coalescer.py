@@ -4,7 +4,13 @@ A routed search costs one gRPC call per shard, and in Python most of a call's co
 query. So while a batch for some key (collection, k, filter, options) is in flight, searches with the
 same key wait, and go out together as one multi-query request per shard when it returns. An idle key
 sends at once: a lone client sees no added latency; under concurrency, calls per query drop by up to the
-number of waiting clients. Results are split back by query offset; an error fails every member.
+number of waiting clients.
+
+A batch holds at most `max_batch` jobs and only as many as `fits` allows (the shards' per-request query
+and message limits), so joining others can never get a request refused that would pass alone. A job
+whose caller went away while it waited is dropped before its batch is sent. `run_batch` returns one
+result per job; a result that is an exception fails that job alone, and an exception raised by
+`run_batch` fails every member.
 """
 from __future__ import annotations
 
@@ -21,10 +27,22 @@ class _Pending(Generic[Job]):
     futures: list[asyncio.Future[Any]] = field(default_factory=list)
 
 
+def _unwrap(result: Any) -> Any:
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
 class Coalescer(Generic[Job]):
-    def __init__(self, run_batch: Callable[[Hashable, list[Job]], Awaitable[list[Any]]], max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        run_batch: Callable[[Hashable, list[Job]], Awaitable[list[Any]]],
+        max_batch: int = 64,
+        fits: Callable[[list[Job]], bool] | None = None,
+    ) -> None:
         self._run_batch = run_batch
         self._max_batch = max_batch
+        self._fits = fits or (lambda jobs: True)
         self._busy: set[Hashable] = set()
         self._waiting: dict[Hashable, _Pending[Job]] = {}
 
@@ -37,7 +55,7 @@ class Coalescer(Generic[Job]):
         if key not in self._busy:
             self._busy.add(key)
             try:
-                return (await self._run_batch(key, [job]))[0]
+                return _unwrap((await self._run_batch(key, [job]))[0])
             finally:
                 self._drain(key)
         pending = self._waiting.setdefault(key, _Pending())
@@ -49,13 +67,19 @@ class Coalescer(Generic[Job]):
     def _drain(self, key: Hashable) -> None:
         """The batch for `key` finished: send what queued meanwhile, else mark the key idle."""
         pending = self._waiting.pop(key, None)
-        if pending is None:
+        if pending is not None:
+            # A cancelled caller's future is done: nobody waits for that search any more.
+            live = [(j, f) for j, f in zip(pending.jobs, pending.futures) if not f.done()]
+            pending = _Pending([j for j, _ in live], [f for _, f in live])
+        if pending is None or not pending.jobs:
             self._busy.discard(key)
             return
-        if len(pending.jobs) > self._max_batch:
-            rest = _Pending(pending.jobs[self._max_batch :], pending.futures[self._max_batch :])
-            pending = _Pending(pending.jobs[: self._max_batch], pending.futures[: self._max_batch])
-            self._waiting[key] = rest
+        take = 1  # a job alone is always sent; a shard refuses it the same way it would uncoalesced
+        while take < min(len(pending.jobs), self._max_batch) and self._fits(pending.jobs[: take + 1]):
+            take += 1
+        if take < len(pending.jobs):
+            self._waiting[key] = _Pending(pending.jobs[take:], pending.futures[take:])
+            pending = _Pending(pending.jobs[:take], pending.futures[:take])
         asyncio.get_running_loop().create_task(self._send(key, pending))
 
     async def _send(self, key: Hashable, pending: _Pending[Job]) -> None:
@@ -67,7 +91,11 @@ class Coalescer(Generic[Job]):
                     future.set_exception(error if isinstance(error, Exception) else asyncio.CancelledError())
         else:
             for future, result in zip(pending.futures, results):
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
                     future.set_result(result)
         finally:
             self._drain(key)

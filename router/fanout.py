@@ -1,9 +1,9 @@
 """Calling many shards at once under one deadline, collecting a result or a failure from each.
 
-Each per-shard call returns an `Outcome` and never raises, so one slow or dead shard cannot hide the
-others' answers. The whole fan-out runs inside `asyncio.timeout`: a shard that has not answered by the
-deadline is recorded as DEADLINE_EXCEEDED and its call is cancelled, as are all calls when the caller
-cancels. Whether the gathered outcomes are good enough is decided separately (`require_coverage`).
+Each per-shard call gives an `Outcome` and never raises, so one slow or dead shard cannot hide the
+others' answers. A shard that has not answered by the deadline is recorded as DEADLINE_EXCEEDED and its
+call is cancelled, as are all calls when the caller cancels. Whether the gathered outcomes are good
+enough is decided separately (`require_coverage`).
 """
 from __future__ import annotations
 
@@ -30,27 +30,55 @@ class Outcome(Generic[T]):
         return self.code is None
 
 
-async def _one(shard: int, call: Callable[[], Awaitable[T]], out: dict[int, Outcome[Any]]) -> None:
-    try:
-        out[shard] = Outcome(shard, value=await call())
-    except grpc.aio.AioRpcError as error:
-        out[shard] = Outcome(shard, code=error.code(), message=error.details() or "")
+class Gather(Generic[T]):
+    """Per-shard calls started at once, whose outcomes can be read at several moments.
+
+    `wait(timeout)` returns every shard's outcome as of when it returns: the answer or failure of each
+    call that finished, DEADLINE_EXCEEDED for the others, which go on running until `cancel()`. So
+    callers with different deadlines can share one fan-out and each read it at its own deadline.
+    """
+
+    def __init__(self, calls: dict[int, Callable[[], Awaitable[T]]]) -> None:
+        self._tasks = {shard: asyncio.ensure_future(call()) for shard, call in sorted(calls.items())}
+
+    @property
+    def finished(self) -> bool:
+        return all(task.done() for task in self._tasks.values())
+
+    async def wait(self, timeout: float | None) -> list[Outcome[T]]:
+        running = [task for task in self._tasks.values() if not task.done()]
+        if running and (timeout is None or timeout > 0):
+            await asyncio.wait(running, timeout=timeout)
+        return [self._outcome(shard, task) for shard, task in self._tasks.items()]
+
+    @staticmethod
+    def _outcome(shard: int, task: asyncio.Future[T]) -> Outcome[T]:
+        if not task.done():
+            return Outcome(shard, code=grpc.StatusCode.DEADLINE_EXCEEDED, message="no answer before the deadline")
+        if task.cancelled():
+            return Outcome(shard, code=grpc.StatusCode.CANCELLED, message="the call was cancelled")
+        error = task.exception()
+        if isinstance(error, grpc.aio.AioRpcError):
+            return Outcome(shard, code=error.code(), message=error.details() or "")
+        if error is not None:
+            raise error  # a bug, not a shard's answer: the caller's guard reports it
+        return Outcome(shard, value=task.result())
+
+    def cancel(self) -> None:
+        for task in self._tasks.values():
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 async def fan_out(calls: dict[int, Callable[[], Awaitable[T]]], timeout: float | None) -> list[Outcome[T]]:
     """Runs every call concurrently; returns one outcome per shard, in shard order."""
-    out: dict[int, Outcome[Any]] = {}
+    gather = Gather(calls)
     try:
-        async with asyncio.timeout(timeout):
-            async with asyncio.TaskGroup() as group:
-                for shard, call in calls.items():
-                    group.create_task(_one(shard, call, out))
-    except TimeoutError:
-        pass
-    return [
-        out.get(shard) or Outcome(shard, code=grpc.StatusCode.DEADLINE_EXCEEDED, message="no answer before the deadline")
-        for shard in sorted(calls)
-    ]
+        return await gather.wait(timeout)
+    finally:
+        gather.cancel()
 
 
 def require_coverage(outcomes: list[Outcome[Any]], allow_partial: bool, what: str) -> None:

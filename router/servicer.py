@@ -8,6 +8,7 @@ are found wherever an earlier partition-keyed write put them.
 """
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ import grpc
 import numpy as np
 
 from quiver.control_plane.watcher import ClusterWatcher
-from quiver.errors import InvalidArgument
+from quiver.errors import DeadlineExceeded, InvalidArgument, QuiverError
 from quiver.rpc_guard import rpc_guard
 from quiver.v1 import router_pb2, router_pb2_grpc, shard_pb2, types_pb2
 from quiver.validation import check_ids, check_k, check_vectors
@@ -25,7 +26,7 @@ from router.admin import Admin
 from router.collection_view import CollectionView, check_model, collection_view
 from router.coalescer import Coalescer
 from router.config import RouterConfig
-from router.fanout import call_replicas, fan_out, raise_caller_errors, require_coverage
+from router.fanout import Gather, Outcome, call_replicas, fan_out, raise_caller_errors, require_coverage
 from router.hashring import shard_for_key, shards_for_keys
 from router.merge import merge_topk_batch
 from router.shard_pool import ShardPool
@@ -37,7 +38,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._watcher = watcher
         self._pool = pool
         self._admin = admin
-        self._coalescer: Coalescer[_SearchJob] = Coalescer(self._search_batch)
+        self._coalescer: Coalescer[_SearchJob] = Coalescer(self._search_batch, fits=self._batch_fits)
 
     @property
     def queued_searches(self) -> int:
@@ -201,15 +202,37 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             request.partition_key,
             request.allow_partial,
         )
-        return await self._coalescer.submit(key, _SearchJob(view, request, len(queries), self._timeout(context)))
+        deadline = asyncio.get_running_loop().time() + self._timeout(context)
+        return await self._coalescer.submit(key, _SearchJob(view, request, len(queries), deadline))
 
-    async def _search_batch(self, key: Any, jobs: list["_SearchJob"]) -> list[router_pb2.RouterSearchResponse]:
-        """One scatter-gather for every job in the batch (they share `key`), split back per job."""
-        first = jobs[0]
-        view, request = first.view, first.request
-        queries = request.queries if len(jobs) == 1 else b"".join(j.request.queries for j in jobs)
-        n_queries = sum(j.n_queries for j in jobs)
-        timeout = min(j.timeout for j in jobs)
+    def _batch_fits(self, jobs: list["_SearchJob"]) -> bool:
+        """Whether one shard request may carry these searches: within the per-request query limit, and
+        their queries within half the message limit (the rest is left for the answers' headroom)."""
+        return (
+            sum(j.n_queries for j in jobs) <= self._config.max_queries_per_request
+            and sum(len(j.request.queries) for j in jobs) <= self._config.max_message_bytes // 2
+        )
+
+    async def _search_batch(self, key: Any, jobs: list["_SearchJob"]) -> list[Any]:
+        """One scatter-gather for every job in the batch (they share `key`), split back per job.
+
+        Each job keeps the deadline its caller set: the shards are asked under the latest one, and each
+        job is answered from the shards that answered by its own deadline (a search that waited in the
+        queue past its deadline is not sent at all).
+        """
+        loop = asyncio.get_running_loop()
+        answers: list[Any] = [None] * len(jobs)
+        for position, job in enumerate(jobs):
+            if job.deadline <= loop.time():
+                answers[position] = DeadlineExceeded("the search's deadline passed while it waited in the router's queue")
+        live = [position for position, answer in enumerate(answers) if answer is None]
+        if not live:
+            return answers
+        batch = [jobs[position] for position in live]
+        view, request = batch[0].view, batch[0].request
+        queries = request.queries if len(batch) == 1 else b"".join(j.request.queries for j in batch)
+        n_queries = sum(j.n_queries for j in batch)
+        timeout = max(j.deadline for j in batch) - loop.time()
         shards = self._target_shards(view, request.partition_key)
         calls = {}
         for shard in shards:
@@ -223,21 +246,38 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 include_vectors=request.include_vectors,
             )
             calls[shard] = self._replicated(view, shard, "Search", sub, timeout)
-        outcomes = await fan_out(calls, timeout)
-        raise_caller_errors(outcomes)
-        require_coverage(outcomes, request.allow_partial, f"search of {view.record.name!r}")
+        offsets = np.cumsum([0] + [j.n_queries for j in batch]).tolist()
+        gather = Gather(calls)
+        try:
+            waiting = sorted(range(len(batch)), key=lambda member: batch[member].deadline)
+            while waiting:
+                outcomes = await gather.wait(batch[waiting[0]].deadline - loop.time())
+                now = loop.time()
+                due = waiting if gather.finished else [m for m in waiting if batch[m].deadline <= now] or waiting[:1]
+                replies = self._replies(view, request, outcomes, n_queries, len(shards))
+                for member in due:
+                    answers[live[member]] = replies if isinstance(replies, Exception) else router_pb2.RouterSearchResponse(
+                        results=replies[0][offsets[member] : offsets[member + 1]], coverage=replies[1]
+                    )
+                waiting = [m for m in waiting if m not in due]
+        finally:
+            gather.cancel()
+        return answers
+
+    def _replies(
+        self, view: CollectionView, request: Any, outcomes: list[Outcome[Any]], n_queries: int, n_shards: int
+    ) -> tuple[list[types_pb2.QueryResult], router_pb2.Coverage] | QuiverError:
+        """The merged results of a batch from the shards that have answered, or why they are not enough."""
+        try:
+            raise_caller_errors(outcomes)
+            require_coverage(outcomes, request.allow_partial, f"search of {view.record.name!r}")
+        except QuiverError as error:
+            return error
         answered = [o.value for o in outcomes if o.ok]
-        coverage = router_pb2.Coverage(shards_asked=len(shards), shards_answered=len(answered), partial=len(answered) < len(shards))
+        coverage = router_pb2.Coverage(shards_asked=n_shards, shards_answered=len(answered), partial=len(answered) < n_shards)
         if len(answered) == 1:
-            results = list(answered[0].results)  # type: ignore[union-attr]
-        else:
-            results = _merge_batch(answered, n_queries, request.k, view.record.dim)  # type: ignore[arg-type]
-        responses = []
-        offset = 0
-        for job in jobs:
-            responses.append(router_pb2.RouterSearchResponse(results=results[offset : offset + job.n_queries], coverage=coverage))
-            offset += job.n_queries
-        return responses
+            return list(answered[0].results), coverage
+        return _merge_batch(answered, n_queries, request.k, view.record.dim), coverage
 
 
 @dataclass(frozen=True)
@@ -245,7 +285,7 @@ class _SearchJob:
     view: CollectionView
     request: router_pb2.RouterSearchRequest
     n_queries: int
-    timeout: float
+    deadline: float  # the event loop's clock
 
 
 def _merge_batch(answers: list[shard_pb2.SearchResponse], n_queries: int, k: int, dim: int) -> list[types_pb2.QueryResult]:

@@ -144,11 +144,6 @@ async def test_a_coalesced_search_gets_the_same_answer_as_alone(cluster):
     assert [r.ids for r in together] == [[f"p{i}" for i in exact_top(vectors, q, 6)] for q in queries]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "router bug: a queued search's shard budget is computed at submit time (_SearchJob.timeout) and not "
-    "reduced by its wait in the coalescer queue, so its batch runs past the caller's deadline and the caller "
-    "gets DEADLINE_EXCEEDED from its own client instead of the router's partial answer"
-))
 async def test_a_search_that_waited_in_the_queue_still_gets_its_partial_answer_before_its_deadline(cluster):
     vectors = await load(cluster, "c1", 0)
     cluster.fakes[2].freeze("Search")
@@ -166,11 +161,6 @@ async def test_a_search_that_waited_in_the_queue_still_gets_its_partial_answer_b
     assert waited.partial and (waited.shards_asked, waited.shards_answered) == (3, 2)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "router bug: a coalesced batch runs under the shortest deadline of its members "
-    "(RouterServicer._search_batch: timeout = min(j.timeout for j in jobs)), so a caller with a short "
-    "deadline makes a patient caller in the same batch fail UNAVAILABLE"
-))
 async def test_a_short_deadline_in_a_batch_does_not_cut_short_another_callers_search(cluster):
     vectors = await load(cluster, "c1", 0)
     for fake in cluster.fakes:
@@ -190,11 +180,6 @@ async def test_a_short_deadline_in_a_batch_does_not_cut_short_another_callers_se
     assert result.ids == [f"p{i}" for i in exact_top(vectors, vectors[1], 5)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "router bug: the coalescer joins up to 64 searches into one shard request without capping the total "
-    "query count, so searches that are each within max_queries_per_request together exceed the shards' "
-    "limit and every member is refused INVALID_ARGUMENT"
-))
 async def test_coalesced_searches_each_within_the_query_limit_are_not_refused_together(etcd, etcd_root):
     async with fake_cluster(etcd.endpoint, etcd_root, max_queries_per_request=4) as cluster:
         for fake in cluster.fakes:
@@ -211,3 +196,21 @@ async def test_coalesced_searches_each_within_the_query_limit_are_not_refused_to
         await leader
         answers = await asyncio.gather(*batch)
     assert [r.ids[0] for answer in answers for r in answer] == [f"p{n}" for n in range(1, 7)]
+
+
+async def test_a_search_whose_deadline_passed_in_the_queue_is_never_sent_to_the_shards(cluster):
+    vectors = await load(cluster, "c1", 0)
+    for fake in cluster.fakes:
+        fake.freeze("Search")
+    leader = asyncio.create_task(cluster.client.search("c1", vectors[0], 5))
+    await until_searches_reach_shards(cluster, 3)
+    async with cluster.client_with_deadline(0.5) as hurried:
+        expired = asyncio.create_task(hurried.search("c1", vectors[1], 5))
+        await until_queued(cluster, 1)
+        with pytest.raises(DeadlineExceeded):
+            await expired
+    for fake in cluster.fakes:
+        fake.release("Search")
+    await leader
+    assert [callers_in(r, vectors) for r in search_requests(cluster)] == [frozenset({0})] * 3  # the leader's alone
+    await assert_eventually_async(lambda: queued(cluster.router) == 0)

@@ -59,3 +59,57 @@ async def test_a_failed_batch_fails_each_member_and_the_key_recovers():
     assert outcomes[0] == 0
     assert all(isinstance(o, RuntimeError) for o in outcomes[1:])
     assert await coalescer.submit("k", 9) == 9
+
+
+async def test_a_batch_holds_only_as_many_jobs_as_fits_allows_and_a_lone_job_always_goes():
+    batches: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def run(key, jobs):
+        batches.append(list(jobs))
+        await release.wait()
+        return list(jobs)
+
+    coalescer: Coalescer[int] = Coalescer(run, fits=lambda jobs: sum(jobs) <= 5)
+    leader = asyncio.create_task(coalescer.submit("k", 0))
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(coalescer.submit("k", j)) for j in (2, 3, 1, 9, 4)]
+    await asyncio.sleep(0)
+    assert coalescer.queued == 5
+    release.set()
+    assert await asyncio.gather(leader, *waiting) == [0, 2, 3, 1, 9, 4]
+    assert batches == [[0], [2, 3], [1], [9], [4]]
+
+
+async def test_a_job_whose_caller_gave_up_while_queued_is_never_sent():
+    batches: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def run(key, jobs):
+        batches.append(list(jobs))
+        await release.wait()
+        return list(jobs)
+
+    coalescer: Coalescer[int] = Coalescer(run)
+    leader = asyncio.create_task(coalescer.submit("k", 0))
+    await asyncio.sleep(0)
+    gone = asyncio.create_task(coalescer.submit("k", 1))
+    kept = asyncio.create_task(coalescer.submit("k", 2))
+    await asyncio.sleep(0)
+    gone.cancel()
+    release.set()
+    assert await leader == 0 and await kept == 2
+    assert batches == [[0], [2]]
+
+
+async def test_an_exception_as_one_result_fails_that_member_alone():
+    async def run(key, jobs):
+        await asyncio.sleep(0.01)
+        return [ValueError(f"bad {j}") if j == 2 else j for j in jobs]
+
+    coalescer: Coalescer[int] = Coalescer(run)
+    outcomes = await asyncio.gather(*(coalescer.submit("k", j) for j in range(4)), return_exceptions=True)
+    assert outcomes[:2] == [0, 1] and outcomes[3] == 3
+    assert isinstance(outcomes[2], ValueError)
+    with pytest.raises(ValueError, match="bad 2"):
+        await coalescer.submit("k", 2)  # the leader's own result is unwrapped the same way

@@ -15,6 +15,8 @@ import logging
 import time
 from dataclasses import replace
 
+import grpc
+
 from quiver.control_plane.records import CollectionRecord, Replica, ShardMap, ShardPlacement
 from quiver.control_plane.store import ClusterStore
 from quiver.control_plane.watcher import ClusterWatcher
@@ -129,11 +131,16 @@ class Admin:
                 stub = self._pool.stub(replica.address)
                 calls[len(calls)] = (lambda stub=stub, request=request: stub.CreatePartition(request, timeout=30))
         outcomes = await fan_out(calls, 60)
-        raise_caller_errors(outcomes)
-        require_coverage(outcomes, False, f"creating the partitions of {record.name!r}")
-        # This router holds the claim, so a partition that already existed is an orphan of an earlier
-        # collection of the same name (left on a server that was down at drop time): replace it.
-        stale = [key for key, outcome in zip(calls, outcomes) if not outcome.value.created]  # type: ignore[union-attr]
+        # This router holds the claim, so a partition that already exists is an orphan of an earlier
+        # collection of the same name (left on a server that was down at drop time), with the same
+        # definition (created=False) or another one (ALREADY_EXISTS): replace it.
+        stale = [
+            key for key, outcome in zip(calls, outcomes)
+            if outcome.code == grpc.StatusCode.ALREADY_EXISTS or (outcome.ok and not outcome.value.created)  # type: ignore[union-attr]
+        ]
+        others = [o for o in outcomes if o.code != grpc.StatusCode.ALREADY_EXISTS]
+        raise_caller_errors(others)
+        require_coverage(others, False, f"creating the partitions of {record.name!r}")
         if stale:
             _log.warning("replacing %d stale partitions of %s", len(stale), record.name)
             await self._drop_partitions(record.name, [shard_map])

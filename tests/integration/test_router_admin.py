@@ -86,11 +86,6 @@ async def test_a_recreate_replaces_an_orphan_partition_left_by_a_drop_that_misse
     assert (await cluster.client.search("docs", np.ones(DIM, np.float32), 3))[0].ids == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "router bug: Admin._create_partitions replaces an orphan partition only when the shard reports "
-    "created=False (same definition); an orphan with another definition (here dim 8 vs 16) makes the shard "
-    "answer ALREADY_EXISTS, which the router raises, so the create fails although no collection of that name exists"
-))
 async def test_a_recreate_with_another_definition_replaces_an_orphan_partition(cluster):
     await cluster.client.create_collection("docs", DIM, index="flat", shards=3)
     cluster.fakes[1].fail("DropPartition", grpc.StatusCode.UNAVAILABLE)

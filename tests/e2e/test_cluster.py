@@ -19,7 +19,7 @@ import pytest
 
 from loadtest.datasets import exact_ground_truth, load_glove50, recall_at_k
 from quiver.client import AsyncClient
-from quiver.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, Unavailable
+from quiver.errors import AlreadyExists, FailedPrecondition, Unavailable
 from quiver.filters import And, Eq, Filter, matches
 from quiver.local_cluster import LocalCluster
 from shard.indexes import IndexConfig, QueryKnobs, create_index
@@ -220,7 +220,9 @@ async def test_a_frozen_shard_costs_at_most_the_deadline(loaded, data):
         async with AsyncClient(loaded.router_address, timeout=2.0) as client:
             partial = await asyncio.wait_for(client.search("glove", data.queries[:3], 10, allow_partial=True), 10)
             assert all(r.partial and r.shards_asked == 3 and r.shards_answered == 2 for r in partial)
-            with pytest.raises((Unavailable, DeadlineExceeded)):
+            # The router's own answer, before the caller's deadline: not the client giving up on a router
+            # that waits for the frozen shard.
+            with pytest.raises(Unavailable, match="did not answer"):
                 await asyncio.wait_for(client.search("glove", data.queries[:3], 10), 10)
     finally:
         os.kill(frozen.pid, signal.SIGCONT)

@@ -73,9 +73,16 @@ def main() -> None:
 @click.option("--port", default=7000, show_default=True, help="Router port.")
 @one_line_errors
 def up(data_dir: Path, shard_servers: int, port: int) -> None:
-    """Start a local cluster on loopback and keep it running until Ctrl-C."""
+    """Start a local cluster on loopback and keep it running until Ctrl-C or SIGTERM.
+
+    Started again on the same --data-dir, it serves every collection it held: etcd keeps the cluster
+    state there and each shard server its id and partitions."""
     from quiver.local_cluster import LocalCluster
 
+    def stop_on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds through LocalCluster's exit, which stops every child by pid
+
+    signal.signal(signal.SIGTERM, stop_on_signal)
     with LocalCluster(data_dir, shards=shard_servers, router_port=port) as cluster:
         click.echo(f"etcd      {cluster.etcd.endpoint}")
         for server in cluster.shard_servers:
@@ -83,10 +90,10 @@ def up(data_dir: Path, shard_servers: int, port: int) -> None:
         click.echo(f"router    {cluster.router_address}")
         click.echo(f"Quiver is up: router at {cluster.router_address}; logs in {data_dir / 'logs'}. Ctrl-C stops everything.")
         try:
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            while True:
+                signal.pause()
         except KeyboardInterrupt:
-            pass
-        click.echo("stopping...")
+            click.echo("stopping...")
 
 
 @main.command()
@@ -106,7 +113,7 @@ def status(router: str) -> None:
         click.echo(f"collection {spec.name}: dim={spec.dim} shards={spec.shards} rf={spec.replication_factor} model={spec.model or '-'} version={info.active_version}")
     for replica in reply.replicas:
         training = "" if replica.trained else " (training: searches are exact)"
-        click.echo(f"  {replica.collection} v{replica.version} shard {replica.shard}: {replica.address} {replica.state} {replica.point_count} points{training}")
+        click.echo(f"  {replica.collection} v{replica.version} shard {replica.shard}: {replica.server_id} at {replica.address or '-'} {replica.state} {replica.point_count} points{training}")
 
 
 @main.command("create-collection")

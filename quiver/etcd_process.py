@@ -24,6 +24,8 @@ import uuid
 from pathlib import Path
 from typing import Sequence
 
+from quiver.child_process import die_with_parent
+
 _HOST = "127.0.0.1"
 
 
@@ -144,6 +146,7 @@ class EtcdProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal's Ctrl-C should reach the test runner, not etcd first
+                preexec_fn=die_with_parent,
             )
         if not self._atexit_registered:
             atexit.register(self._kill_quietly)

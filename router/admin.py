@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 
 import grpc
@@ -33,12 +34,12 @@ _log = logging.getLogger(__name__)
 MAX_SHARDS = 1024
 
 
-def place_shards(name: str, shards: int, replication: int, server_ids: list[str], addresses: dict[str, str], state: str) -> ShardMap:
+def place_shards(name: str, shards: int, replication: int, server_ids: list[str], state: str) -> ShardMap:
     """Round-robin placement: shard i's replicas on servers i, i+1, ... (distinct servers per shard)."""
     placements = []
     for shard in range(shards):
         chosen = [server_ids[(shard + r) % len(server_ids)] for r in range(replication)]
-        placements.append(ShardPlacement(shard, tuple(Replica(s, addresses[s], state) for s in chosen)))
+        placements.append(ShardPlacement(shard, tuple(Replica(s, state) for s in chosen)))
     return ShardMap(name, 1, tuple(placements))
 
 
@@ -101,13 +102,13 @@ class Admin:
             )
         server_ids = sorted(s.server_id for s in servers)
         addresses = {s.server_id: s.address for s in servers}
-        claim = place_shards(spec.name, shards, replication, server_ids, addresses, "creating")
+        claim = place_shards(spec.name, shards, replication, server_ids, "creating")
         await self._store.create_collection(record, claim)
         try:
-            await self._create_partitions(record, claim)
+            await self._create_partitions(record, claim, addresses)
         except BaseException:
             await self._store.drop_collection(spec.name)
-            await self._drop_partitions(record.name, [claim])
+            await self._drop_partitions(record.name, [claim], addresses)
             raise
         serving = ShardMap(claim.collection, claim.version, tuple(
             replace(p, replicas=tuple(replace(r, state="serving") for r in p.replicas)) for p in claim.shards
@@ -115,7 +116,7 @@ class Admin:
         await self._seen(await self._store.put_shard_map(serving))
         return self.info(record)
 
-    async def _create_partitions(self, record: CollectionRecord, shard_map: ShardMap) -> None:
+    async def _create_partitions(self, record: CollectionRecord, shard_map: ShardMap, addresses: Mapping[str, str]) -> None:
         calls = {}
         for placement in shard_map.shards:
             request = shard_pb2.CreatePartitionRequest(
@@ -128,7 +129,7 @@ class Admin:
                 )
             )
             for replica in placement.replicas:
-                stub = self._pool.stub(replica.address)
+                stub = self._pool.stub(addresses[replica.server_id])
                 calls[len(calls)] = (lambda stub=stub, request=request: stub.CreatePartition(request, timeout=30))
         outcomes = await fan_out(calls, 60)
         # This router holds the claim, so a partition that already exists is an orphan of an earlier
@@ -143,18 +144,21 @@ class Admin:
         require_coverage(others, False, f"creating the partitions of {record.name!r}")
         if stale:
             _log.warning("replacing %d stale partitions of %s", len(stale), record.name)
-            await self._drop_partitions(record.name, [shard_map])
+            await self._drop_partitions(record.name, [shard_map], addresses)
             again = await fan_out(calls, 60)
             raise_caller_errors(again)
             require_coverage(again, False, f"creating the partitions of {record.name!r}")
 
-    async def _drop_partitions(self, name: str, shard_maps: list[ShardMap]) -> None:
+    async def _drop_partitions(self, name: str, shard_maps: list[ShardMap], addresses: Mapping[str, str]) -> None:
         calls = {}
         for shard_map in shard_maps:
             for placement in shard_map.shards:
                 ref = shard_pb2.PartitionRef(collection=name, shard=placement.shard, version=shard_map.version)
                 for replica in placement.replicas:
-                    stub = self._pool.stub(replica.address)
+                    if replica.server_id not in addresses:
+                        _log.warning("server %s holding a partition of %s is down; its partition stays as an orphan", replica.server_id, name)
+                        continue
+                    stub = self._pool.stub(addresses[replica.server_id])
                     calls[len(calls)] = (lambda stub=stub, ref=ref: stub.DropPartition(shard_pb2.DropPartitionRequest(ref=ref), timeout=10))
         for outcome in await fan_out(calls, 15):
             if not outcome.ok:
@@ -170,7 +174,7 @@ class Admin:
             maps = [await self._store.get_shard_map(name, record.active_version)]
         revision = await self._store.drop_collection(name)
         await self._seen(revision)
-        await self._drop_partitions(name, maps)
+        await self._drop_partitions(name, maps, {s.server_id: s.address for s in self._watcher.current.servers.values()})
 
     async def cluster_status(self) -> router_pb2.ClusterStatusResponse:
         snapshot = self._watcher.current
@@ -178,12 +182,13 @@ class Admin:
             servers=[router_pb2.ShardServerStatus(server_id=s.server_id, address=s.address) for s in sorted(snapshot.servers.values(), key=lambda s: s.server_id)],
             collections=[self.info(r) for r in sorted(snapshot.collections.values(), key=lambda r: r.name)],
         )
-        addresses = sorted({r.address for m in snapshot.shard_maps.values() for p in m.shards for r in p.replicas})
-        stats = dict(zip(addresses, await asyncio.gather(*(self._stats(a) for a in addresses))))
+        held = sorted({r.server_id for m in snapshot.shard_maps.values() for p in m.shards for r in p.replicas} & set(snapshot.servers))
+        stats = dict(zip(held, await asyncio.gather(*(self._stats(snapshot.servers[s].address) for s in held))))
         for (name, version), shard_map in sorted(snapshot.shard_maps.items()):
             for placement in shard_map.shards:
                 for replica in placement.replicas:
-                    counts = stats[replica.address]
+                    counts = stats.get(replica.server_id)
+                    live = snapshot.servers.get(replica.server_id)
                     key = (name, placement.shard, version)
                     found = counts is not None and key in counts
                     response.replicas.append(
@@ -191,7 +196,8 @@ class Admin:
                             collection=name,
                             version=version,
                             shard=placement.shard,
-                            address=replica.address,
+                            server_id=replica.server_id,
+                            address=live.address if live is not None else "",
                             state=replica.state if found else "unreachable",
                             point_count=counts[key][0] if found else 0,  # type: ignore[index]
                             trained=counts[key][1] if found else False,  # type: ignore[index]

@@ -114,6 +114,11 @@ async def call_replicas(addresses: list[str], call: Callable[[str, float], Await
     Each attempt gets an equal share of what is left of the budget, so one frozen replica cannot use
     up the whole deadline before the next is asked.
     """
+    if not addresses:
+        # An Outcome like any unreachable shard's, so a partial answer can still be given.
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "no replica of this shard is on a live server"
+        )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     for attempt, address in enumerate(addresses):

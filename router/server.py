@@ -35,8 +35,7 @@ class RouterServer:
         return f"{self.config.host}:{self.port}"
 
     async def _on_change(self, snapshot) -> None:  # type: ignore[no-untyped-def]
-        addresses = {r.address for m in snapshot.shard_maps.values() for p in m.shards for r in p.replicas}
-        await self.pool.retain(addresses | {s.address for s in snapshot.servers.values()})
+        await self.pool.retain({s.address for s in snapshot.servers.values()})
 
     async def start(self) -> None:
         await self.watcher.start()

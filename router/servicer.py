@@ -118,7 +118,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 vectors=vectors[rows].tobytes(),
                 metadata=[request.metadata[r] for r in rows.tolist()] if len(request.metadata) else [],
             )
-            for replica, address in enumerate(view.replicas(shard)):
+            for address in view.all_replicas(shard):
                 calls[len(calls)] = self._bind(address, "Upsert", sub, timeout)
         outcomes = await fan_out(calls, timeout)
         raise_caller_errors(outcomes)
@@ -147,7 +147,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         replica_of: dict[int, int] = {}
         for shard in self._target_shards(view, request.partition_key):
             sub = shard_pb2.DeleteRequest(ref=self._ref(view, shard), ids=ids, filter=request.filter)
-            for address in view.replicas(shard):
+            for address in view.all_replicas(shard):
                 replica_of[len(calls)] = shard
                 calls[len(calls)] = self._bind(address, "Delete", sub, timeout)
         outcomes = await fan_out(calls, timeout)

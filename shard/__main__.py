@@ -5,13 +5,13 @@ import asyncio
 import logging
 import signal
 import socket
-import uuid
 from pathlib import Path
 
 import click
 import uvloop
 
 from shard.config import ShardConfig
+from shard.identity import ServerIdMismatch, resolve_server_id
 from shard.partition_state import SearchPolicy
 from shard.server import ShardServer
 
@@ -46,7 +46,7 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=0, show_default=True, help="0 picks a free port.")
 @click.option("--etcd", "etcd_endpoints", default="", help="Comma-separated etcd endpoints (host:port); empty = standalone.")
-@click.option("--server-id", default="", help="Stable id in the cluster; defaults to hostname-port.")
+@click.option("--server-id", default="", help="Id in the cluster, kept in the data directory on first start (default: hostname + random); a later start must name the same id or none.")
 @click.option("--advertise", default="", help="Address the router dials, if not host:port.")
 @click.option("--lease-ttl", default=5.0, show_default=True, help="Seconds until a dead server drops out of etcd.")
 @click.option("--exact-filter-fraction", default=0.02, show_default=True, help="Filters selecting at most this share of points are searched exactly.")
@@ -63,12 +63,16 @@ def main(
         with socket.socket() as sock:
             sock.bind((host, 0))
             port = sock.getsockname()[1]
+    try:
+        server_id = resolve_server_id(data_dir, server_id)
+    except ServerIdMismatch as error:
+        raise click.UsageError(str(error)) from None
     config = ShardConfig(
         data_dir=data_dir,
         host=host,
         port=port,
         etcd_endpoints=tuple(e for e in etcd_endpoints.split(",") if e),
-        server_id=server_id or f"{socket.gethostname()}-{port}-{uuid.uuid4().hex[:6]}",
+        server_id=server_id,
         advertise_address=advertise,
         lease_ttl_s=lease_ttl,
         max_k=max_k,

@@ -90,9 +90,11 @@ class CollectionRecord:
 
 @dataclass(frozen=True)
 class Replica:
+    """One copy of a shard, named by the server holding it: its address is whatever that server's live
+    record says now, so a server that comes back on another address keeps its replicas."""
+
     server_id: str
-    address: str  # host:port of the shard server's gRPC endpoint
-    state: str  # e.g. "serving", "building"
+    state: str  # e.g. "serving", "creating"
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ class ShardMap:
                 ShardPlacement(
                     shard=p["shard"],
                     replicas=tuple(
-                        Replica(r["server_id"], r["address"], r["state"]) for r in p["replicas"]
+                        Replica(r["server_id"], r["state"]) for r in p["replicas"]
                     ),
                 )
                 for p in body["shards"]

@@ -184,7 +184,7 @@ class ClusterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ShardReplicaStatus(_message.Message):
-    __slots__ = ("collection", "version", "shard", "address", "state", "point_count", "trained")
+    __slots__ = ("collection", "version", "shard", "address", "state", "point_count", "trained", "server_id")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
@@ -192,6 +192,7 @@ class ShardReplicaStatus(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     POINT_COUNT_FIELD_NUMBER: _ClassVar[int]
     TRAINED_FIELD_NUMBER: _ClassVar[int]
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
     collection: str
     version: int
     shard: int
@@ -199,7 +200,8 @@ class ShardReplicaStatus(_message.Message):
     state: str
     point_count: int
     trained: bool
-    def __init__(self, collection: _Optional[str] = ..., version: _Optional[int] = ..., shard: _Optional[int] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., point_count: _Optional[int] = ..., trained: _Optional[bool] = ...) -> None: ...
+    server_id: str
+    def __init__(self, collection: _Optional[str] = ..., version: _Optional[int] = ..., shard: _Optional[int] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., point_count: _Optional[int] = ..., trained: _Optional[bool] = ..., server_id: _Optional[str] = ...) -> None: ...
 
 class ShardServerStatus(_message.Message):
     __slots__ = ("server_id", "address")

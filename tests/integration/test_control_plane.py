@@ -25,7 +25,7 @@ def make_collection(name: str, shards: int = 2, version: int = 1) -> tuple[Colle
         created_unix=1_700_000_000.0,
     )
     placements = tuple(
-        ShardPlacement(i, (Replica(f"server-{i}", f"127.0.0.1:{7000 + i}", "serving"),)) for i in range(shards)
+        ShardPlacement(i, (Replica(f"server-{i}", "serving"),)) for i in range(shards)
     )
     return record, ShardMap(name, version, placements)
 

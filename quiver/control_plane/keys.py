@@ -4,7 +4,8 @@ Everything lives under one root prefix, "/quiver/" unless configured (tests and 
 each its own root so one etcd can hold several):
 
     {root}collections/{name}                 CollectionRecord, JSON
-    {root}shardmaps/{name}/{version:08d}     ShardMap of one version of a collection, JSON
+    {root}shardmaps/{name}/{version:08d}     ShardMap of one version of a collection, JSON; replicas are
+                                             named by server id, never by address
     {root}servers/{server_id}                ServerRecord, JSON, attached to the server's lease, so it
                                              disappears when the server stops renewing it
 

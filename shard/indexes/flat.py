@@ -5,13 +5,13 @@ are reused; scoring the arena directly keeps replace/delete O(1).
 """
 from __future__ import annotations
 
-import pickle
 from typing import Any
 
 import numpy as np
 
 from shard.indexes.arena import VectorArena
 from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits
+from shard.indexes.blob_container import pack, unpack
 from shard.indexes.exact import exact_topk
 
 
@@ -60,9 +60,9 @@ class FlatIndex:
         return self._arena.memory_bytes()
 
     def to_bytes(self) -> bytes:
-        return pickle.dumps({"arena": self._arena.to_bytes()}, protocol=5)
+        return pack({}, {"arena": self._arena.to_bytes()})
 
     @classmethod
     def from_bytes(cls, config: IndexConfig, data: bytes) -> "FlatIndex":
-        state = pickle.loads(data)
-        return cls(config, VectorArena.from_bytes(config.dim, state["arena"]))
+        _, blobs = unpack(data)
+        return cls(config, VectorArena.from_bytes(config.dim, blobs["arena"]))

@@ -11,7 +11,8 @@
 """
 from __future__ import annotations
 
-import pickle
+import os
+import tempfile
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -20,6 +21,7 @@ import hnswlib
 import numpy as np
 
 from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits
+from shard.indexes.blob_container import pack, unpack
 from shard.indexes.exact import exact_topk
 
 DEFAULTS = {"m": 16, "ef_construction": 200, "ef_search": 64}
@@ -127,9 +129,21 @@ class HnswIndex:
         return int(self._index.index_file_size())
 
     def to_bytes(self) -> bytes:
-        return pickle.dumps({"params": self._params, "index": self._index}, protocol=5)
+        # hnswlib's own index format; its Python binding writes it only to a file.
+        with tempfile.TemporaryDirectory(prefix="quiver-hnsw-") as tmp:
+            path = os.path.join(tmp, "index.bin")
+            self._index.save_index(path)
+            with open(path, "rb") as f:
+                graph = f.read()
+        return pack({"params": self._params}, {"hnswlib": graph})
 
     @classmethod
     def from_bytes(cls, config: IndexConfig, data: bytes) -> "HnswIndex":
-        state = pickle.loads(data)
-        return cls(IndexConfig(config.kind, config.dim, config.space, state["params"]), state["index"])
+        header, blobs = unpack(data)
+        index = hnswlib.Index(space=config.space, dim=config.dim)
+        with tempfile.TemporaryDirectory(prefix="quiver-hnsw-") as tmp:
+            path = os.path.join(tmp, "index.bin")
+            with open(path, "wb") as f:
+                f.write(blobs["hnswlib"])
+            index.load_index(path, max_elements=0)
+        return cls(IndexConfig(config.kind, config.dim, config.space, header["params"]), index)

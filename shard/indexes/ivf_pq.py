@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import pickle
 from typing import Any
 
 import faiss
@@ -19,6 +18,7 @@ import numpy as np
 from quiver.errors import FailedPrecondition, InvalidArgument
 from shard.indexes.arena import VectorArena
 from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits
+from shard.indexes.blob_container import pack, unpack
 from shard.indexes.exact import exact_topk
 
 
@@ -218,20 +218,18 @@ class IvfPqIndex:
         return int(total)
 
     def to_bytes(self) -> bytes:
-        return pickle.dumps(
-            {
-                "params": self._params,
-                "arena": self._arena.to_bytes() if self._arena is not None else None,
-                "ivf": faiss.serialize_index(self._ivf).tobytes() if self._ivf is not None else None,
-            },
-            protocol=5,
-        )
+        blobs = {}
+        if self._arena is not None:
+            blobs["arena"] = self._arena.to_bytes()
+        if self._ivf is not None:
+            blobs["faiss"] = faiss.serialize_index(self._ivf).tobytes()  # faiss's own index format
+        return pack({"params": self._params}, blobs)
 
     @classmethod
     def from_bytes(cls, config: IndexConfig, data: bytes) -> "IvfPqIndex":
-        state = pickle.loads(data)
-        index = cls(IndexConfig(config.kind, config.dim, config.space, state["params"]))
-        index._arena = VectorArena.from_bytes(config.dim, state["arena"]) if state["arena"] is not None else None
-        if state["ivf"] is not None:
-            index._ivf = faiss.deserialize_index(np.frombuffer(state["ivf"], dtype=np.uint8))
+        header, blobs = unpack(data)
+        index = cls(IndexConfig(config.kind, config.dim, config.space, header["params"]))
+        index._arena = VectorArena.from_bytes(config.dim, blobs["arena"]) if "arena" in blobs else None
+        if "faiss" in blobs:
+            index._ivf = faiss.deserialize_index(np.frombuffer(blobs["faiss"], dtype=np.uint8))
         return index

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from shard.wal import CorruptLog, WriteAheadLog
@@ -231,12 +232,26 @@ def test_closed_log_refuses_appends(tmp_path: Path) -> None:
         wal.append_batch([b"x"])
 
 
+def record_bytes(lsn: int, payload: bytes) -> bytes:
+    """A record as the module docstring specifies it: `<IIQ` (length, crc32 over LSN bytes + payload, LSN)."""
+    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<Q", lsn)))
+    return struct.pack("<IIQ", len(payload), crc, lsn) + payload
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     batches=st.lists(st.lists(st.binary(max_size=60), min_size=1, max_size=5), min_size=1, max_size=12),
     cut_fraction=st.floats(min_value=0, max_value=1),
     garbage=st.binary(max_size=40),
 )
+# Garbage that rewrites exactly the bytes that were cut makes the record whole again, and the WAL must keep
+# it: cut in the payload, cut in the header, a whole record rewritten with garbage after it. A copy one byte
+# off is not the record, and is dropped; so is a payload rewritten with other bytes of the same length.
+@example(batches=[[b"a"]], cut_fraction=0.95, garbage=b"a")
+@example(batches=[[b"a"]], cut_fraction=0.5, garbage=record_bytes(1, b"a")[8:])
+@example(batches=[[b"a", b"bc"]], cut_fraction=0.5, garbage=record_bytes(2, b"bc") + b"\x00\x01")
+@example(batches=[[b"a", b"bc"]], cut_fraction=0.5, garbage=record_bytes(2, b"bc")[1:])
+@example(batches=[[b"ab"]], cut_fraction=0.95, garbage=b"x")
 def test_replay_after_a_torn_last_segment_is_exactly_the_fully_written_prefix(
     batches: list[list[bytes]], cut_fraction: float, garbage: bytes
 ) -> None:
@@ -249,20 +264,26 @@ def test_replay_after_a_torn_last_segment_is_exactly_the_fully_written_prefix(
                 appended += batch
         last = segments(directory)[-1]
         first_lsn = int(last.name[4:24])
-        cut = int(last.stat().st_size * cut_fraction)
+        original = last.read_bytes()
+        cut = int(len(original) * cut_fraction)
         with open(last, "r+b") as f:
             f.truncate(cut)
             f.seek(cut)
             f.write(garbage)
+        torn = original[:cut] + garbage
+        assert last.read_bytes() == torn
 
-        # Records of earlier segments all survive; in the last one, those ending at or before the cut.
+        # Records of earlier segments all survive; in the last one, each whose whole encoding is still in
+        # place in the torn file, up to the first that is not (garbage may rewrite bytes that were cut).
         survivors = first_lsn - 1
-        end = 0
-        for payload in appended[first_lsn - 1:]:
-            end += HEADER_BYTES + len(payload)
-            if end > cut:
+        offset = 0
+        for lsn, payload in enumerate(appended[first_lsn - 1:], start=first_lsn):
+            encoded = record_bytes(lsn, payload)
+            assert original[offset:offset + len(encoded)] == encoded
+            if torn[offset:offset + len(encoded)] != encoded:
                 break
             survivors += 1
+            offset += len(encoded)
 
         with WriteAheadLog.open(directory, segment_bytes=200) as wal:
             assert [p for _, p in wal.replay(0)] == appended[:survivors]

@@ -106,27 +106,3 @@ def raise_caller_errors(outcomes: list[Outcome[Any]]) -> None:
     for outcome in outcomes:
         if outcome.code in _CALLER_CODES:
             raise ERRORS_BY_CODE[outcome.code](f"shard {outcome.shard}: {outcome.message}")  # type: ignore[index]
-
-
-async def call_replicas(addresses: list[str], call: Callable[[str, float], Awaitable[T]], timeout: float) -> T:
-    """Tries each replica in turn (idempotent calls only) while they are down or too slow.
-
-    Each attempt gets an equal share of what is left of the budget, so one frozen replica cannot use
-    up the whole deadline before the next is asked.
-    """
-    if not addresses:
-        # An Outcome like any unreachable shard's, so a partial answer can still be given.
-        raise grpc.aio.AioRpcError(
-            grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "no replica of this shard is on a live server"
-        )
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    for attempt, address in enumerate(addresses):
-        remaining = max(deadline - loop.time(), 0.0)
-        try:
-            return await call(address, remaining / (len(addresses) - attempt))
-        except grpc.aio.AioRpcError as error:
-            last_replica = attempt == len(addresses) - 1
-            if last_replica or error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise
-    raise AssertionError("unreachable: the last replica's failure is raised")

@@ -26,9 +26,10 @@ from router.admin import Admin
 from router.collection_view import CollectionView, check_model, collection_view
 from router.coalescer import Coalescer
 from router.config import RouterConfig
-from router.fanout import Gather, Outcome, call_replicas, fan_out, raise_caller_errors, require_coverage
+from router.fanout import Gather, Outcome, fan_out, raise_caller_errors, require_coverage
 from router.hashring import shard_for_key, shards_for_keys
 from router.merge import merge_topk_batch
+from router.replica_reads import ReplicaReads
 from router.shard_pool import ShardPool
 
 
@@ -38,6 +39,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._watcher = watcher
         self._pool = pool
         self._admin = admin
+        self.replica_reads = ReplicaReads()
         self._coalescer: Coalescer[_SearchJob] = Coalescer(self._search_batch, fits=self._batch_fits)
 
     @property
@@ -130,8 +132,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         return lambda: getattr(stub, method)(message, timeout=timeout)
 
     def _replicated(self, view: CollectionView, shard: int, method: str, message: Any, timeout: float) -> Any:
-        """A read sent to the first replica that answers."""
-        return lambda: call_replicas(
+        """A read sent to the replica expected to answer first, hedged and failed over (see replica_reads)."""
+        return lambda: self.replica_reads.call(
             view.replicas(shard), lambda a, budget: getattr(self._pool.stub(a), method)(message, timeout=budget), timeout
         )
 

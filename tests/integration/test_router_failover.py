@@ -96,3 +96,28 @@ async def test_a_delete_counts_each_shard_once_although_both_replicas_answer(clu
     for shard in range(3):
         assert cluster.fakes[shard].point_ids("docs", shard) == cluster.fakes[(shard + 1) % 3].point_ids("docs", shard)
     assert set().union(*(f.point_ids("docs") for f in cluster.fakes)) == left
+
+
+async def test_with_one_replica_frozen_searches_inside_a_200_ms_deadline_all_answer_in_full(cluster):
+    vectors = await load(cluster)
+    cluster.fakes[0].freeze("Search")
+    queries = vectors[:8]
+    failures = []
+    async with cluster.client_with_deadline(0.2) as client:
+
+        async def searcher(n: int) -> None:
+            for i in range(50):
+                try:
+                    [result] = await client.search("docs", queries[(n + i) % 8], 5)
+                except Exception as error:  # noqa: BLE001 - counted, then asserted below
+                    failures.append(repr(error))
+                    continue
+                if result.partial or result.shards_answered != 3:
+                    failures.append(f"partial: {result.shards_answered} of 3")
+
+        await asyncio.gather(*(searcher(n) for n in range(4)))
+    assert failures == []
+    # The frozen replica was learned quickly: most reads never went near it.
+    frozen_asked = len(cluster.fakes[0].requests("Search"))
+    assert frozen_asked < 40, frozen_asked
+    cluster.fakes[0].release("Search")

@@ -114,6 +114,8 @@ def status(router: str) -> None:
     for replica in reply.replicas:
         training = "" if replica.trained else " (training: searches are exact)"
         click.echo(f"  {replica.collection} v{replica.version} shard {replica.shard}: {replica.server_id} at {replica.address or '-'} {replica.state} {replica.point_count} points{training}")
+    for skipped in reply.skipped_records:
+        click.echo(f"skipped unreadable record {skipped.key}: {skipped.reason}")
 
 
 @main.command("create-collection")

@@ -181,6 +181,7 @@ class Admin:
         response = router_pb2.ClusterStatusResponse(
             servers=[router_pb2.ShardServerStatus(server_id=s.server_id, address=s.address) for s in sorted(snapshot.servers.values(), key=lambda s: s.server_id)],
             collections=[self.info(r) for r in sorted(snapshot.collections.values(), key=lambda r: r.name)],
+            skipped_records=[router_pb2.SkippedRecord(key=key, reason=reason) for key, reason in snapshot.skipped],
         )
         held = sorted({r.server_id for m in snapshot.shard_maps.values() for p in m.shards for r in p.replicas} & set(snapshot.servers))
         stats = dict(zip(held, await asyncio.gather(*(self._stats(snapshot.servers[s].address) for s in held))))

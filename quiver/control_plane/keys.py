@@ -93,6 +93,7 @@ class KeyLayout:
             return ParsedKey("collection", parts[1])
         if len(parts) == 2 and parts[0] == "servers" and parts[1]:
             return ParsedKey("server", parts[1])
-        if len(parts) == 3 and parts[0] == "shardmaps" and parts[1] and parts[2].isdigit():
+        # isdigit() alone also accepts digits int() refuses ("²") or reads as others ("١").
+        if len(parts) == 3 and parts[0] == "shardmaps" and parts[1] and parts[2].isascii() and parts[2].isdigit():
             return ParsedKey("shard_map", parts[1], int(parts[2]))
         return None

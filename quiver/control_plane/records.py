@@ -46,6 +46,11 @@ def _pick(kind: str, body: dict[str, Any], names: tuple[str, ...]) -> dict[str, 
     return {n: body[n] for n in names}
 
 
+def _version(what: str, value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise InvalidArgument(f"{what} must be a non-negative integer, got {value!r}")
+
+
 def _positive(what: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InvalidArgument(f"{what} must be a positive integer, got {value!r}")
@@ -76,8 +81,8 @@ class CollectionRecord:
             raise InvalidArgument(f"index kind must be one of {', '.join(INDEX_KINDS)}, got {self.index_kind!r}")
         if not isinstance(self.index_params, dict):
             raise InvalidArgument(f"index_params must be a JSON object, got {self.index_params!r}")
-        if self.active_version < 0 or (self.previous_version is not None and self.previous_version < 0):
-            raise InvalidArgument("shard map versions must not be negative")
+        _version("active_version", self.active_version)
+        _version("previous_version", self.previous_version)
 
     def to_json(self) -> bytes:
         return _dumps(asdict(self))
@@ -113,8 +118,7 @@ class ShardMap:
 
     def __post_init__(self) -> None:
         check_segment("collection name", self.collection)
-        if self.version < 0:
-            raise InvalidArgument(f"shard map version must not be negative, got {self.version}")
+        _version("shard map version", self.version)
         for index, placement in enumerate(self.shards):
             if placement.shard != index:
                 raise InvalidArgument(

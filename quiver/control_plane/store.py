@@ -23,7 +23,7 @@ from types import MappingProxyType
 from quiver.control_plane.etcd_client import EtcdClient, KeyValue, WatchEvent
 from quiver.control_plane.keys import DEFAULT_ROOT, KeyLayout
 from quiver.control_plane.records import CollectionRecord, ServerRecord, ShardMap
-from quiver.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, Unavailable
+from quiver.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, QuiverError, Unavailable
 
 _log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ class ClusterSnapshot:
     collections: Mapping[str, CollectionRecord]
     shard_maps: Mapping[tuple[str, int], ShardMap]  # keyed (collection name, version)
     servers: Mapping[str, ServerRecord]
+    # Records under the root that could not be read (key, why): skipped, so one bad or future record
+    # never stops a router, and reported by cluster status for an operator.
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def active_shard_map(self, name: str) -> ShardMap | None:
         """The serving shard map of collection `name`, or None if the collection or its map is missing."""
@@ -213,22 +216,29 @@ class ClusterStore:
         collections: dict[str, CollectionRecord] = {}
         shard_maps: dict[tuple[str, int], ShardMap] = {}
         servers: dict[str, ServerRecord] = {}
+        skipped: list[tuple[str, str]] = []
         for kv in result.kvs:
             parsed = self.keys.parse(kv.key)
             if parsed is None:
                 continue
-            if parsed.kind == "collection":
-                collections[parsed.name] = CollectionRecord.from_json(kv.value)
-            elif parsed.kind == "shard_map":
-                assert parsed.version is not None
-                shard_maps[(parsed.name, parsed.version)] = ShardMap.from_json(kv.value)
-            else:
-                servers[parsed.name] = ServerRecord.from_json(kv.value)
+            try:
+                if parsed.kind == "collection":
+                    collections[parsed.name] = CollectionRecord.from_json(kv.value)
+                elif parsed.kind == "shard_map":
+                    assert parsed.version is not None
+                    shard_maps[(parsed.name, parsed.version)] = ShardMap.from_json(kv.value)
+                else:
+                    servers[parsed.name] = ServerRecord.from_json(kv.value)
+            except (QuiverError, TypeError, ValueError) as error:
+                skipped.append((kv.key, str(error)))
+        if skipped:
+            _log.warning("skipped %d unreadable record(s) under %s: %s", len(skipped), self.keys.root, skipped)
         return ClusterSnapshot(
             result.revision,
             MappingProxyType(collections),
             MappingProxyType(shard_maps),
             MappingProxyType(servers),
+            tuple(skipped),
         )
 
     def watch(self, start_revision: int, *, max_backoff: float = 2.0) -> AsyncIterator[WatchEvent]:

@@ -212,11 +212,21 @@ class ShardServerStatus(_message.Message):
     def __init__(self, server_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class ClusterStatusResponse(_message.Message):
-    __slots__ = ("servers", "collections", "replicas")
+    __slots__ = ("servers", "collections", "replicas", "skipped_records")
     SERVERS_FIELD_NUMBER: _ClassVar[int]
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_RECORDS_FIELD_NUMBER: _ClassVar[int]
     servers: _containers.RepeatedCompositeFieldContainer[ShardServerStatus]
     collections: _containers.RepeatedCompositeFieldContainer[CollectionInfo]
     replicas: _containers.RepeatedCompositeFieldContainer[ShardReplicaStatus]
-    def __init__(self, servers: _Optional[_Iterable[_Union[ShardServerStatus, _Mapping]]] = ..., collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ShardReplicaStatus, _Mapping]]] = ...) -> None: ...
+    skipped_records: _containers.RepeatedCompositeFieldContainer[SkippedRecord]
+    def __init__(self, servers: _Optional[_Iterable[_Union[ShardServerStatus, _Mapping]]] = ..., collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ShardReplicaStatus, _Mapping]]] = ..., skipped_records: _Optional[_Iterable[_Union[SkippedRecord, _Mapping]]] = ...) -> None: ...
+
+class SkippedRecord(_message.Message):
+    __slots__ = ("key", "reason")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    reason: str
+    def __init__(self, key: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...

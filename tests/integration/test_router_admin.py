@@ -131,3 +131,18 @@ async def test_of_two_concurrent_creates_of_one_name_on_two_routers_exactly_one_
                 assert (await client.search("race", vectors[7], 1))[0].ids == ["p7"]
     finally:
         await other.stop(0)
+
+
+async def test_a_record_the_router_cannot_read_is_skipped_and_reported_while_the_rest_is_served(cluster):
+    await cluster.client.create_collection("docs", DIM, index="flat", shards=3)
+    bad_key = cluster.store.keys.collection("from-the-future")
+    await cluster.store.client.put(bad_key, b'{"schema": 2, "name": "from-the-future"}')
+    await cluster.client.create_collection("after", DIM, index="flat", shards=1)  # the watcher goes on
+
+    async def reported() -> None:
+        status = await cluster.client.status()
+        assert [(r.key, "schema 2" in r.reason) for r in status.skipped_records] == [(bad_key, True)]
+        assert {c.spec.name for c in status.collections} == {"docs", "after"}
+
+    await assert_eventually_async(reported)
+    await cluster.client.upsert("docs", ["a"], unit_rows(np.random.default_rng(0), 1, DIM))

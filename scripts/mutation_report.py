@@ -2,13 +2,14 @@
 
 mutmut keeps one `mutants/<path>.meta` per mutated file (mutant name -> exit code); this reads those for the
 files that `[tool.mutmut] only_mutate` in pyproject.toml names, so it always reports on what was configured.
-Score = killed / (mutants - skipped - equivalent - not checked): a timeout is not counted as a kill (on this
-shared machine a slow run can time out without the mutant being wrong), and mutants a person has judged
-equivalent (no test could tell them from the original) are listed in scripts/mutation_equivalent.txt, one
-`mutant.name  mutated line` per line, so a re-run keeps the judgement. An entry whose mutated line no longer
-matches (the function changed and mutmut renumbered its mutants) is ignored, with a warning.
+Score = killed / (mutants - skipped - equivalent - not checked). A timeout is not counted as a kill (on a busy
+machine a slow run can time out without the mutant being wrong); the +timeout column counts it. Mutants a
+person has judged equivalent (no test could tell them from the original) are listed in
+scripts/mutation_equivalent.txt, one `mutant.name  mutated line` per line, so a re-run keeps the judgement; an
+entry whose mutated line no longer matches (the function changed and mutmut renumbered its mutants) is
+ignored, with a warning.
 
-Run from the repository root after `mutmut run`: `python scripts/mutation_report.py [--survivors] [--below 80]`.
+Run where mutmut ran (scripts/mutation.sh does): `python scripts/mutation_report.py [--survivors] [--below 80]`.
 """
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ class Mutant:
     status: str
 
 
-def configured_files() -> list[Path]:
-    config = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["mutmut"]
+def configured_files(pyproject: Path) -> list[Path]:
+    config = tomllib.loads(pyproject.read_text())["tool"]["mutmut"]
     files = []
     for root in config["source_paths"]:
         for path in sorted(Path(root).rglob("*.py")):
@@ -125,11 +126,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--survivors", action="store_true", help="list surviving mutants of modules below --below")
     parser.add_argument("--below", type=float, default=80.0, help="score (percent) under which survivors are listed")
+    parser.add_argument("--pyproject", type=Path, default=Path("pyproject.toml"), help="whose only_mutate to report")
     args = parser.parse_args()
 
     equivalents = load_equivalents()
     rows, totals, survivors_by_path = [], Counter(), {}
-    for path in configured_files():
+    for path in configured_files(args.pyproject):
         mutants = load_mutants(path)
         if all(m.status == "not checked" for m in mutants):
             continue
@@ -156,17 +158,21 @@ def main() -> int:
         print('no results in mutants/: run "mutmut run" first')
         return 1
 
-    def score(c: Counter) -> float | None:
+    def score(c: Counter, caught: tuple[str, ...] = ("killed",)) -> float | None:
         tested = c["mutants"] - c["skipped"] - c["equivalent"] - c["not checked"]
-        return 100.0 * c["killed"] / tested if tested else None
+        return 100.0 * sum(c[k] for k in caught) / tested if tested else None
 
     columns = ["mutants", "killed", "survived", "timeout", "no tests", "equivalent", "other", "not checked"]
     width = max(len(name) for name, _ in rows + [("total", totals)])
-    print(f"{'module':<{width}}  " + "  ".join(f"{c:>8}" for c in columns) + "     score")
+    print(f"{'module':<{width}}  " + "  ".join(f"{c:>8}" for c in columns) + "     score  +timeout")
     for name, c in rows + [("total", totals)]:
         s = score(c)
         print(f"{name:<{width}}  " + "  ".join(f"{c[col]:>8}" for col in columns)
-              + (f"  {s:7.1f}%" if s is not None else "        -"))
+              + (f"  {s:7.1f}%  {score(c, ('killed', 'timeout')):7.1f}%" if s is not None else "        -")
+              + (" (partial)" if c["not checked"] else ""))
+    print("score = killed / (mutants - skipped - equivalent - not checked); +timeout counts a mutant that made the"
+          " tests hang as caught too.\nA partial score comes from the mutants with the fastest tests, which mutmut"
+          " runs first.")
 
     if args.survivors:
         for name, c in rows:

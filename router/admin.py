@@ -21,7 +21,7 @@ import grpc
 from quiver.control_plane.records import CollectionRecord, Replica, ShardMap, ShardPlacement
 from quiver.control_plane.store import ClusterStore
 from quiver.control_plane.watcher import ClusterWatcher
-from quiver.errors import FailedPrecondition, InvalidArgument
+from quiver.errors import Aborted, FailedPrecondition, InvalidArgument
 from quiver.specs import MAX_DIM
 from quiver.v1 import router_pb2, shard_pb2
 from quiver.wire.specs import index_from_proto, index_to_proto, metric_from_proto, metric_to_proto
@@ -103,17 +103,22 @@ class Admin:
         server_ids = sorted(s.server_id for s in servers)
         addresses = {s.server_id: s.address for s in servers}
         claim = place_shards(spec.name, shards, replication, server_ids, "creating")
-        await self._store.create_collection(record, claim)
-        try:
-            await self._create_partitions(record, claim, addresses)
-        except BaseException:
-            await self._store.drop_collection(spec.name)
-            await self._drop_partitions(record.name, [claim], addresses)
-            raise
+        claimed_at = await self._store.create_collection(record, claim)
         serving = ShardMap(claim.collection, claim.version, tuple(
             replace(p, replicas=tuple(replace(r, state="serving") for r in p.replicas)) for p in claim.shards
         ))
-        await self._seen(await self._store.put_shard_map(serving))
+        try:
+            await self._create_partitions(record, claim, addresses)
+            # Only into the record this router claimed: if the name was dropped and made again meanwhile,
+            # the new collection is someone else's and this create fails.
+            await self._seen(await self._store.put_shard_map(serving, collection_revision=claimed_at))
+        except Aborted:
+            # The partitions are named like the new collection's, which may be using them: leave them.
+            raise
+        except BaseException:
+            await self._store.drop_collection_at(spec.name, claimed_at)
+            await self._drop_partitions(record.name, [claim], addresses)
+            raise
         return self.info(record)
 
     async def _create_partitions(self, record: CollectionRecord, shard_map: ShardMap, addresses: Mapping[str, str]) -> None:

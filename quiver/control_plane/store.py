@@ -151,6 +151,15 @@ class ClusterStore:
                 await _pause()
         raise Aborted(f"collection {name!r} kept changing while it was being dropped; try again")
 
+    async def drop_collection_at(self, name: str, revision: int) -> None:
+        """Drop `name` only if its record is still the one written at `revision` (a failed create rolling
+        back its own claim); a collection of that name someone else made meanwhile is left alone."""
+        key = self.keys.collection(name)
+        try:
+            await self.client.swap({key: revision}, delete=[key], delete_prefixes=[self.keys.shard_maps_prefix(name)])
+        except Aborted:
+            _log.warning("collection %r changed since revision %d; not dropping it", name, revision)
+
     async def update_collection(
         self,
         name: str,
@@ -173,10 +182,22 @@ class ClusterStore:
                 await _pause()
         raise Aborted(f"collection {name!r} changed concurrently {max_attempts} times; giving up")
 
-    async def put_shard_map(self, shard_map: ShardMap) -> int:
-        """Store one version of a collection's shard map; NotFound if the collection does not exist."""
+    async def put_shard_map(self, shard_map: ShardMap, *, collection_revision: int | None = None) -> int:
+        """Store one version of a collection's shard map; NotFound if the collection does not exist.
+
+        With `collection_revision` (the revision at which the caller wrote or read the collection record),
+        only if the record is still that one: Aborted when it was dropped, re-created or changed since, so
+        a slow creator can never write into a collection of the same name that someone else made."""
         name = shard_map.collection
         collection_key = self.keys.collection(name)
+        if collection_revision is not None:
+            try:
+                return await self.client.swap(
+                    {collection_key: collection_revision},
+                    put={self.keys.shard_map(name, shard_map.version): shard_map.to_json()},
+                )
+            except Aborted:
+                raise Aborted(f"collection {name!r} was dropped or changed by someone else meanwhile") from None
         for _ in range(_MAX_ATTEMPTS):
             kv, _record = await self._get_collection_kv(name)
             try:

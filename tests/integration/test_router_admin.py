@@ -4,6 +4,7 @@ two concurrent creates of one name exactly one wins."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import grpc
 import numpy as np
@@ -146,3 +147,21 @@ async def test_a_record_the_router_cannot_read_is_skipped_and_reported_while_the
 
     await assert_eventually_async(reported)
     await cluster.client.upsert("docs", ["a"], unit_rows(np.random.default_rng(0), 1, DIM))
+
+
+async def test_a_create_whose_name_was_dropped_and_made_again_meanwhile_fails_and_leaves_the_new_one_alone(cluster):
+    for fake in cluster.fakes:
+        fake.freeze("CreatePartition")
+    slow = asyncio.create_task(cluster.client.create_collection("docs", DIM, index="flat", shards=3))
+    await assert_eventually_async(lambda: all(fake.requests("CreatePartition") for fake in cluster.fakes))
+    # Meanwhile another router drops the claimed name and makes a collection of it with another dim.
+    claimed = await cluster.store.get_collection("docs")
+    claim_map = await cluster.store.get_shard_map("docs", 1)
+    await cluster.store.drop_collection("docs")
+    await cluster.store.create_collection(dataclasses.replace(claimed, dim=2 * DIM), claim_map)
+    for fake in cluster.fakes:
+        fake.release("CreatePartition")
+    with pytest.raises(ERRORS_BY_CODE[grpc.StatusCode.ABORTED], match="dropped or changed"):
+        await slow
+    assert (await cluster.store.get_collection("docs")).dim == 2 * DIM
+    assert await cluster.store.get_shard_map("docs", 1) == claim_map  # still the other one's claim, untouched

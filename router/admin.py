@@ -21,7 +21,7 @@ import grpc
 from quiver.control_plane.records import CollectionRecord, Replica, ShardMap, ShardPlacement
 from quiver.control_plane.store import ClusterStore
 from quiver.control_plane.watcher import ClusterWatcher
-from quiver.errors import Aborted, FailedPrecondition, InvalidArgument
+from quiver.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument
 from quiver.specs import MAX_DIM
 from quiver.v1 import router_pb2, shard_pb2
 from quiver.wire.specs import index_from_proto, index_to_proto, metric_from_proto, metric_to_proto
@@ -103,7 +103,12 @@ class Admin:
         server_ids = sorted(s.server_id for s in servers)
         addresses = {s.server_id: s.address for s in servers}
         claim = place_shards(spec.name, shards, replication, server_ids, "creating")
-        claimed_at = await self._store.create_collection(record, claim)
+        try:
+            claimed_at = await self._store.create_collection(record, claim)
+        except AlreadyExists:
+            if not await self._store.take_over_stale_claim(spec.name, time.time() - self._config.stale_claim_s):
+                raise
+            claimed_at = await self._store.create_collection(record, claim)
         serving = ShardMap(claim.collection, claim.version, tuple(
             replace(p, replicas=tuple(replace(r, state="serving") for r in p.replicas)) for p in claim.shards
         ))

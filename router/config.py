@@ -15,3 +15,6 @@ class RouterConfig:
     max_queries_per_request: int = 10_000
     max_message_bytes: int = 64 * 2**20
     status_timeout_s: float = 2.0
+    # A collection still "being created" this long after its claim was left by a router that died
+    # mid-create; a new create of the name takes it over. Longer than any create's own shard timeouts.
+    stale_claim_s: float = 180.0

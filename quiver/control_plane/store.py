@@ -151,6 +151,25 @@ class ClusterStore:
                 await _pause()
         raise Aborted(f"collection {name!r} kept changing while it was being dropped; try again")
 
+    async def take_over_stale_claim(self, name: str, claimed_before_unix: float) -> bool:
+        """Drop `name` if it is a create's claim (every replica still "creating") made before the given
+        time, i.e. one whose creator died; True if it was dropped. One transaction on the record's revision,
+        so a creator that finishes meanwhile wins."""
+        try:
+            kv, record = await self._get_collection_kv(name)
+            shard_map = await self.get_shard_map(name, record.active_version)
+        except NotFound:
+            return False
+        claimed = all(r.state == "creating" for p in shard_map.shards for r in p.replicas)
+        if not claimed or record.created_unix >= claimed_before_unix:
+            return False
+        _log.warning("taking over the stale claim on collection %r (made at %.0f)", name, record.created_unix)
+        try:
+            await self.client.swap({kv.key: kv.mod_revision}, delete=[kv.key], delete_prefixes=[self.keys.shard_maps_prefix(name)])
+        except Aborted:
+            return False
+        return True
+
     async def drop_collection_at(self, name: str, revision: int) -> None:
         """Drop `name` only if its record is still the one written at `revision` (a failed create rolling
         back its own claim); a collection of that name someone else made meanwhile is left alone."""

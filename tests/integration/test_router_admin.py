@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 
 import grpc
 import numpy as np
 import pytest
 
 from quiver.client import AsyncClient
+from quiver.control_plane.records import CollectionRecord
 from quiver.errors import ERRORS_BY_CODE, AlreadyExists, FailedPrecondition, NotFound
+from router.admin import place_shards
 from router.config import RouterConfig
 from router.server import RouterServer
 from tests.eventually import assert_eventually_async
@@ -165,3 +168,15 @@ async def test_a_create_whose_name_was_dropped_and_made_again_meanwhile_fails_an
         await slow
     assert (await cluster.store.get_collection("docs")).dim == 2 * DIM
     assert await cluster.store.get_shard_map("docs", 1) == claim_map  # still the other one's claim, untouched
+
+
+async def test_a_claim_left_by_a_router_that_died_mid_create_is_taken_over_and_a_fresh_one_is_not(cluster):
+    servers = sorted(s.server_id for s in await cluster.store.list_servers())
+    for name, age in (("abandoned", 10_000.0), ("in-progress", 0.0)):
+        record = CollectionRecord(name, DIM, "cosine", "flat", {}, 3, 1, "", 1, None, time.time() - age)
+        await cluster.store.create_collection(record, place_shards(name, 3, 1, servers, "creating"))
+    info = await cluster.client.create_collection("abandoned", DIM, index="flat", shards=3)
+    assert info.spec.name == "abandoned"
+    await cluster.client.upsert("abandoned", ["a"], unit_rows(np.random.default_rng(0), 1, DIM))
+    with pytest.raises(AlreadyExists):
+        await cluster.client.create_collection("in-progress", DIM, index="flat", shards=3)

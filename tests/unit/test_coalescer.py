@@ -113,3 +113,46 @@ async def test_an_exception_as_one_result_fails_that_member_alone():
     assert isinstance(outcomes[2], ValueError)
     with pytest.raises(ValueError, match="bad 2"):
         await coalescer.submit("k", 2)  # the leader's own result is unwrapped the same way
+
+
+async def test_each_batch_is_run_under_its_own_key():
+    seen: list[tuple[str, list[int]]] = []
+    release = asyncio.Event()
+
+    async def run(key, jobs):
+        seen.append((key, list(jobs)))
+        await release.wait()
+        return list(jobs)
+
+    coalescer: Coalescer[int] = Coalescer(run)
+    first = [asyncio.create_task(coalescer.submit(key, 0)) for key in ("a", "b")]
+    await asyncio.sleep(0)
+    queued = [asyncio.create_task(coalescer.submit(key, n)) for key in ("a", "b") for n in (1, 2)]
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(*first, *queued)
+    assert sorted(seen) == [("a", [0]), ("a", [1, 2]), ("b", [0]), ("b", [1, 2])]
+
+
+async def test_a_caller_leaving_while_its_batch_runs_does_not_keep_answers_from_the_others():
+    gates = [asyncio.Event(), asyncio.Event()]  # one per batch: the leader's, then the members'
+    started: list[list[int]] = []
+
+    async def run(key, jobs):
+        started.append(list(jobs))
+        await gates[len(started) - 1].wait()
+        return [job * 10 for job in jobs]
+
+    coalescer: Coalescer[int] = Coalescer(run)
+    leader = asyncio.create_task(coalescer.submit("k", 0))
+    await asyncio.sleep(0)
+    members = [asyncio.create_task(coalescer.submit("k", n)) for n in (1, 2, 3)]
+    await asyncio.sleep(0)
+    gates[0].set()
+    assert await leader == 0
+    while len(started) < 2:
+        await asyncio.sleep(0)
+    members[0].cancel()  # gone while its batch is in flight
+    await asyncio.sleep(0)
+    gates[1].set()
+    assert await asyncio.gather(*members[1:]) == [20, 30]

@@ -30,17 +30,6 @@ def make_collection(name: str, shards: int = 2, version: int = 1) -> tuple[Colle
     return record, ShardMap(name, version, placements)
 
 
-@pytest.fixture
-async def client(etcd: EtcdProcess) -> AsyncIterator[EtcdClient]:
-    async with EtcdClient([etcd.endpoint], timeout=5.0) as c:
-        yield c
-
-
-@pytest.fixture
-def store(client: EtcdClient, etcd_root: str) -> ClusterStore:
-    return ClusterStore(client, root=etcd_root)
-
-
 async def test_create_get_list_drop(store: ClusterStore) -> None:
     record, shard_map = make_collection("docs")
     await store.create_collection(record, shard_map)

@@ -47,17 +47,6 @@ def shard_map(name: str, shards: int = 2, version: int = 1) -> ShardMap:
 
 
 @pytest.fixture
-async def client(etcd: EtcdProcess) -> AsyncIterator[EtcdClient]:
-    async with EtcdClient([etcd.endpoint], timeout=5.0) as c:
-        yield c
-
-
-@pytest.fixture
-def store(client: EtcdClient, etcd_root: str) -> ClusterStore:
-    return ClusterStore(client, root=etcd_root)
-
-
-@pytest.fixture
 async def watching(store: ClusterStore) -> AsyncIterator[tuple[ClusterWatcher, list[ClusterSnapshot]]]:
     seen: list[ClusterSnapshot] = []
     watcher = ClusterWatcher(store, on_change=seen.append, max_backoff=0.5)

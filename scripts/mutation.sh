@@ -79,16 +79,34 @@ path.write_text(text)
 EOF
   fi
   cd "$work"
-  # A run narrowed to some modules copies the others into mutants/ unmutated, over their mutants; delete those
-  # copies so that mutmut generates the mutants again (it keeps the results of unchanged functions).
-  "$PY" - <<'EOF'
-import json
+  # A run narrowed to some modules copies the others into mutants/ unmutated, over their mutants, and keeps
+  # only its own modules' test coverage in mutmut-stats.json. So each run keeps the other modules' mutants
+  # aside and puts them back afterwards (the report reads them), and a run whose selection differs from the
+  # last one's drops the coverage, which mutmut then measures again (a few minutes); results are kept.
+  selection="${modules[*]:-all}"
+  if [[ -f mutants/.selection && $(cat mutants/.selection) != "$selection" ]]; then rm -f mutants/mutmut-stats.json; fi
+  mkdir -p mutants && echo "$selection" > mutants/.selection
+  keep_mutants() {
+    "$PY" - "$1" <<'EOF'
+import json, shutil, sys
 from pathlib import Path
 for meta in Path("mutants").rglob("*.py.meta"):
-    mutated = meta.with_suffix("")
-    if json.loads(meta.read_text())["exit_code_by_key"] and mutated.exists() and "__mutmut_" not in mutated.read_text():
-        mutated.unlink()
+    mutated, kept = meta.with_suffix(""), meta.with_suffix(".keep")
+    if not json.loads(meta.read_text())["exit_code_by_key"]:
+        continue
+    has_mutants = mutated.exists() and "__mutmut_" in mutated.read_text()
+    if sys.argv[1] == "aside" and has_mutants:
+        shutil.copy2(mutated, kept)
+    elif sys.argv[1] == "back" and kept.exists():
+        if not has_mutants:
+            shutil.copy2(kept, mutated)
+        kept.unlink()
+    elif sys.argv[1] == "back" and mutated.exists() and not has_mutants:
+        mutated.unlink()  # lost: newer than its source, mutmut would take it for its mutants; generate again
 EOF
+  }
+  keep_mutants back  # after a run that was killed before it could
+  keep_mutants aside
 
   work_tmp=$(mktemp -d /tmp/quiver-mutation-tmp.XXXXXX)
   # etcd servers that the tests of this run started (their --data-dir lies under work_tmp); with "orphans",
@@ -107,6 +125,7 @@ EOF
   }
   reaper_pid=
   cleanup() {
+    keep_mutants back
     if [[ -n $reaper_pid ]]; then kill "$reaper_pid" 2>/dev/null || true; fi
     local pid
     for pid in $(our_etcds); do kill "$pid" 2>/dev/null || true; done

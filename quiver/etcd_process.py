@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Sequence
 
-from quiver.child_process import die_with_parent
+from quiver.child_process import command_dying_with_this_process
 
 _HOST = "127.0.0.1"
 
@@ -141,12 +141,11 @@ class EtcdProcess:
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                self._command(binary),
+                command_dying_with_this_process(self._command(binary)),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal's Ctrl-C should reach the test runner, not etcd first
-                preexec_fn=die_with_parent,
             )
         if not self._atexit_registered:
             atexit.register(self._kill_quietly)

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from quiver.child_process import die_with_parent
+from quiver.child_process import command_dying_with_this_process
 from quiver.etcd_process import EtcdProcess
 
 SERVING = re.compile(r"serving on (\S+)")
@@ -42,8 +42,8 @@ class ServerProcess:
             marker.write(RESTART_MARK)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, *self.args], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-                preexec_fn=die_with_parent,
+                command_dying_with_this_process([sys.executable, *self.args]),
+                stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

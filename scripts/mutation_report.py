@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-EQUIVALENT_FILE = Path("scripts/mutation_equivalent.txt")
+EQUIVALENT_FILE = Path(__file__).parent / "mutation_equivalent.txt"
 
 # mutmut 3's exit-code meanings (mutmut/stats.py), folded into the table's columns.
 _STATUS_BY_EXIT_CODE = {

@@ -34,7 +34,7 @@ for arg in "$@"; do
     --fresh) fresh=1 ;;
     --head) head=1 ;;
     --report) report_only=1 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     -*) echo "unknown option $arg" >&2; exit 2 ;;
     *) modules+=("$arg") ;;
   esac

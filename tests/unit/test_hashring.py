@@ -84,3 +84,16 @@ def test_rejects_zero_buckets() -> None:
         jump_hash(1, 0)
     with pytest.raises(ValueError):
         shards_for_keys(["a"], 0)
+
+
+def test_the_scalar_and_batch_jump_hash_agree_on_many_random_keys():
+    keys = np.random.default_rng(11).integers(0, 2**64, size=10_000, dtype=np.uint64)
+    for buckets in (1, 2, 3, 7, 64, 1000):
+        assert jump_hash_many(keys, buckets).tolist() == [jump_hash(int(k), buckets) for k in keys.tolist()]
+
+
+def test_zero_buckets_is_refused_with_a_message_saying_why():
+    with pytest.raises(ValueError, match="at least 1, got 0"):
+        jump_hash(5, 0)
+    with pytest.raises(ValueError, match="at least 1, got 0"):
+        jump_hash_many(np.array([5], dtype=np.uint64), 0)

@@ -39,3 +39,14 @@ def test_merge_of_shards_that_found_nothing_is_empty():
     empty = np.full((2, 1), -np.inf, dtype=np.float32)
     shards, positions = merge_topk_batch([empty, empty], 5)
     assert (positions == -1).all()
+
+
+def test_many_tied_scores_come_out_in_shard_then_position_order():
+    # Over 16 entries a row, numpy's default sort is no longer stable: the merge must ask for a stable one.
+    scores = [np.random.default_rng(s).choice(np.array([1.0, 2.0, 3.0], dtype=np.float32), size=(4, 50)) for s in range(3)]
+    for block in scores:
+        block[:] = -np.sort(-block, axis=1)  # each shard's list is in descending order, as shards answer
+    shards, positions = merge_topk_batch(scores, 150)
+    for row in range(4):
+        merged = [(float(-scores[s][row, p]), s, p) for s, p in zip(shards[row].tolist(), positions[row].tolist())]
+        assert merged == sorted(merged)

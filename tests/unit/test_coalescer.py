@@ -156,3 +156,20 @@ async def test_a_caller_leaving_while_its_batch_runs_does_not_keep_answers_from_
     await asyncio.sleep(0)
     gates[1].set()
     assert await asyncio.gather(*members[1:]) == [20, 30]
+
+
+async def test_by_default_a_batch_holds_at_most_64_jobs():
+    sizes: list[int] = []
+    release = asyncio.Event()
+
+    async def run(key, jobs):
+        sizes.append(len(jobs))
+        await release.wait()
+        return list(jobs)
+
+    coalescer: Coalescer[int] = Coalescer(run)
+    tasks = [asyncio.create_task(coalescer.submit("k", n)) for n in range(101)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*tasks) == list(range(101))
+    assert sizes == [1, 64, 36]

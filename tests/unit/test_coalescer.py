@@ -9,6 +9,23 @@ import pytest
 from router.coalescer import Coalescer
 
 
+class HeldBatches:
+    """A run_batch that records each batch (key, jobs) and holds it until `release` is set."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, list[int]]] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, key, jobs):  # type: ignore[no-untyped-def]
+        self.seen.append((key, list(jobs)))
+        await self.release.wait()
+        return list(jobs)
+
+    @property
+    def batches(self) -> list[list[int]]:
+        return [jobs for _, jobs in self.seen]
+
+
 async def test_concurrent_jobs_share_batches_and_get_their_own_results():
     batches: list[list[int]] = []
 
@@ -62,13 +79,7 @@ async def test_a_failed_batch_fails_each_member_and_the_key_recovers():
 
 
 async def test_a_batch_holds_only_as_many_jobs_as_fits_allows_and_a_lone_job_always_goes():
-    batches: list[list[int]] = []
-    release = asyncio.Event()
-
-    async def run(key, jobs):
-        batches.append(list(jobs))
-        await release.wait()
-        return list(jobs)
+    run = HeldBatches()
 
     coalescer: Coalescer[int] = Coalescer(run, fits=lambda jobs: sum(jobs) <= 5)
     leader = asyncio.create_task(coalescer.submit("k", 0))
@@ -76,19 +87,13 @@ async def test_a_batch_holds_only_as_many_jobs_as_fits_allows_and_a_lone_job_alw
     waiting = [asyncio.create_task(coalescer.submit("k", j)) for j in (2, 3, 1, 9, 4)]
     await asyncio.sleep(0)
     assert coalescer.queued == 5
-    release.set()
+    run.release.set()
     assert await asyncio.gather(leader, *waiting) == [0, 2, 3, 1, 9, 4]
-    assert batches == [[0], [2, 3], [1], [9], [4]]
+    assert run.batches == [[0], [2, 3], [1], [9], [4]]
 
 
 async def test_a_job_whose_caller_gave_up_while_queued_is_never_sent():
-    batches: list[list[int]] = []
-    release = asyncio.Event()
-
-    async def run(key, jobs):
-        batches.append(list(jobs))
-        await release.wait()
-        return list(jobs)
+    run = HeldBatches()
 
     coalescer: Coalescer[int] = Coalescer(run)
     leader = asyncio.create_task(coalescer.submit("k", 0))
@@ -97,9 +102,9 @@ async def test_a_job_whose_caller_gave_up_while_queued_is_never_sent():
     kept = asyncio.create_task(coalescer.submit("k", 2))
     await asyncio.sleep(0)
     gone.cancel()
-    release.set()
+    run.release.set()
     assert await leader == 0 and await kept == 2
-    assert batches == [[0], [2]]
+    assert run.batches == [[0], [2]]
 
 
 async def test_an_exception_as_one_result_fails_that_member_alone():
@@ -116,22 +121,16 @@ async def test_an_exception_as_one_result_fails_that_member_alone():
 
 
 async def test_each_batch_is_run_under_its_own_key():
-    seen: list[tuple[str, list[int]]] = []
-    release = asyncio.Event()
-
-    async def run(key, jobs):
-        seen.append((key, list(jobs)))
-        await release.wait()
-        return list(jobs)
+    run = HeldBatches()
 
     coalescer: Coalescer[int] = Coalescer(run)
     first = [asyncio.create_task(coalescer.submit(key, 0)) for key in ("a", "b")]
     await asyncio.sleep(0)
     queued = [asyncio.create_task(coalescer.submit(key, n)) for key in ("a", "b") for n in (1, 2)]
     await asyncio.sleep(0)
-    release.set()
+    run.release.set()
     await asyncio.gather(*first, *queued)
-    assert sorted(seen) == [("a", [0]), ("a", [1, 2]), ("b", [0]), ("b", [1, 2])]
+    assert sorted(run.seen) == [("a", [0]), ("a", [1, 2]), ("b", [0]), ("b", [1, 2])]
 
 
 async def test_a_caller_leaving_while_its_batch_runs_does_not_keep_answers_from_the_others():
@@ -159,17 +158,11 @@ async def test_a_caller_leaving_while_its_batch_runs_does_not_keep_answers_from_
 
 
 async def test_by_default_a_batch_holds_at_most_64_jobs():
-    sizes: list[int] = []
-    release = asyncio.Event()
-
-    async def run(key, jobs):
-        sizes.append(len(jobs))
-        await release.wait()
-        return list(jobs)
+    run = HeldBatches()
 
     coalescer: Coalescer[int] = Coalescer(run)
     tasks = [asyncio.create_task(coalescer.submit("k", n)) for n in range(101)]
     await asyncio.sleep(0)
-    release.set()
+    run.release.set()
     assert await asyncio.gather(*tasks) == list(range(101))
-    assert sizes == [1, 64, 36]
+    assert [len(b) for b in run.batches] == [1, 64, 36]

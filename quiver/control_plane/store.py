@@ -138,15 +138,27 @@ class ClusterStore:
         result = await self.client.get_prefix(self.keys.collections_prefix)
         return [CollectionRecord.from_json(kv.value) for kv in result.kvs]
 
+    async def _drop_at(self, name: str, revision: int) -> int:
+        """Delete the record and every shard map of `name` in one transaction, only if the record is still
+        the one at `revision`; Aborted otherwise. Returns the revision of the delete."""
+        key = self.keys.collection(name)
+        return await self.client.swap({key: revision}, delete=[key], delete_prefixes=[self.keys.shard_maps_prefix(name)])
+
+    async def _put_shard_map_at(self, shard_map: ShardMap, revision: int) -> int:
+        """Store a shard map only if its collection's record is still the one at `revision` (the compare
+        keeps a concurrent drop from leaving an orphan shard map behind); Aborted otherwise."""
+        name = shard_map.collection
+        return await self.client.swap(
+            {self.keys.collection(name): revision},
+            put={self.keys.shard_map(name, shard_map.version): shard_map.to_json()},
+        )
+
     async def drop_collection(self, name: str) -> int:
         """Delete the record and every shard map of `name` atomically; NotFound if absent."""
-        key = self.keys.collection(name)
         for _ in range(_MAX_ATTEMPTS):
             kv, _record = await self._get_collection_kv(name)
             try:
-                return await self.client.swap(
-                    {key: kv.mod_revision}, delete=[key], delete_prefixes=[self.keys.shard_maps_prefix(name)]
-                )
+                return await self._drop_at(name, kv.mod_revision)
             except Aborted:
                 await _pause()
         raise Aborted(f"collection {name!r} kept changing while it was being dropped; try again")
@@ -165,7 +177,7 @@ class ClusterStore:
             return False
         _log.warning("taking over the stale claim on collection %r (made at %.0f)", name, record.created_unix)
         try:
-            await self.client.swap({kv.key: kv.mod_revision}, delete=[kv.key], delete_prefixes=[self.keys.shard_maps_prefix(name)])
+            await self._drop_at(name, kv.mod_revision)
         except Aborted:
             return False
         return True
@@ -173,9 +185,8 @@ class ClusterStore:
     async def drop_collection_at(self, name: str, revision: int) -> None:
         """Drop `name` only if its record is still the one written at `revision` (a failed create rolling
         back its own claim); a collection of that name someone else made meanwhile is left alone."""
-        key = self.keys.collection(name)
         try:
-            await self.client.swap({key: revision}, delete=[key], delete_prefixes=[self.keys.shard_maps_prefix(name)])
+            await self._drop_at(name, revision)
         except Aborted:
             _log.warning("collection %r changed since revision %d; not dropping it", name, revision)
 
@@ -208,23 +219,15 @@ class ClusterStore:
         only if the record is still that one: Aborted when it was dropped, re-created or changed since, so
         a slow creator can never write into a collection of the same name that someone else made."""
         name = shard_map.collection
-        collection_key = self.keys.collection(name)
         if collection_revision is not None:
             try:
-                return await self.client.swap(
-                    {collection_key: collection_revision},
-                    put={self.keys.shard_map(name, shard_map.version): shard_map.to_json()},
-                )
+                return await self._put_shard_map_at(shard_map, collection_revision)
             except Aborted:
                 raise Aborted(f"collection {name!r} was dropped or changed by someone else meanwhile") from None
         for _ in range(_MAX_ATTEMPTS):
             kv, _record = await self._get_collection_kv(name)
             try:
-                # The compare keeps a concurrent drop from leaving an orphan shard map behind.
-                return await self.client.swap(
-                    {collection_key: kv.mod_revision},
-                    put={self.keys.shard_map(name, shard_map.version): shard_map.to_json()},
-                )
+                return await self._put_shard_map_at(shard_map, kv.mod_revision)
             except Aborted:
                 await _pause()
         raise Aborted(f"collection {name!r} kept changing while its shard map was being stored; try again")

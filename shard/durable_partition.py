@@ -30,7 +30,7 @@ from shard.indexes import QueryKnobs
 from shard.partition_state import PartitionState, QueryHits, SearchPolicy
 from shard.rwlock import ReadWriteLock
 from shard.snapshot_store import SnapshotStore
-from shard.storage import OS_STORAGE, Storage
+from shard.storage import OS_STORAGE, Storage, write_file_atomically
 from shard.wal import CorruptLog, WriteAheadLog
 from shard.wal_codec import DeleteRecord, UpsertRecord, WalRecord, decode, encode
 
@@ -63,18 +63,6 @@ class _Write:
     action: Callable[[], Any]  # runs on the commit thread
     future: asyncio.Future[Any]
     reads_state: bool  # must see every earlier write applied before it runs
-
-
-def _write_spec(storage: Storage, directory: Path, spec: PartitionSpec) -> None:
-    tmp = directory / (SPEC_FILE + ".tmp")
-    f = storage.create(tmp)
-    try:
-        f.write(json.dumps(spec.to_json()).encode("utf-8"))
-        f.fsync()
-    finally:
-        f.close()
-    storage.replace(tmp, directory / SPEC_FILE)
-    storage.fsync_dir(directory)
 
 
 def read_spec(directory: Path, storage: Storage = OS_STORAGE) -> PartitionSpec:
@@ -126,7 +114,7 @@ class DurablePartition:
     ) -> "DurablePartition":
         state = PartitionState(spec)  # validates the index parameters before anything is written
         storage.make_dirs(directory)
-        _write_spec(storage, directory, spec)
+        write_file_atomically(storage, directory / SPEC_FILE, json.dumps(spec.to_json()).encode("utf-8"))
         wal = WriteAheadLog.open(directory / "wal", policy.wal_segment_bytes, storage=storage)
         snapshots = SnapshotStore(directory / "snapshots", policy.snapshots_kept, storage=storage)
         return cls(directory, state, wal, snapshots, policy, search_policy, 0.0, storage)

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 from quiver.control_plane.keys import check_segment
-from shard.storage import OS_STORAGE, Storage
+from shard.storage import OS_STORAGE, Storage, write_file_atomically
 
 ID_FILE = "server_id"
 
@@ -35,13 +35,5 @@ def resolve_server_id(data_dir: Path, requested: str = "", storage: Storage = OS
         return stored
     server_id = check_segment("server id", requested or f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}")
     storage.make_dirs(data_dir)
-    tmp = data_dir / (ID_FILE + ".tmp")
-    f = storage.create(tmp)
-    try:
-        f.write(server_id.encode("utf-8") + b"\n")
-        f.fsync()
-    finally:
-        f.close()
-    storage.replace(tmp, path)
-    storage.fsync_dir(data_dir)
+    write_file_atomically(storage, path, server_id.encode("utf-8") + b"\n")
     return server_id

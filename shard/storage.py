@@ -132,3 +132,17 @@ class OsStorage:
 
 
 OS_STORAGE: Storage = OsStorage()
+
+
+def write_file_atomically(storage: Storage, path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash leaves the old file or the new one, never a mix: written
+    to a temporary file, fsynced, renamed over `path`, and the rename made durable."""
+    tmp = path.with_name(path.name + ".tmp")
+    f = storage.create(tmp)
+    try:
+        f.write(data)
+        f.fsync()
+    finally:
+        f.close()
+    storage.replace(tmp, path)
+    storage.fsync_dir(path.parent)

@@ -45,7 +45,7 @@ class _ReplicaStats:
     outstanding: int = 0
     ewma_s: float = 0.0
     updated: float = 0.0
-    recent: deque[float] = field(default_factory=lambda: deque(maxlen=128))
+    recent: deque[float] = field(default_factory=deque)  # bounded by HedgePolicy.window in _of
     p95_s: float | None = None
 
 

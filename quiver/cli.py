@@ -112,8 +112,9 @@ def status(router: str) -> None:
         spec = info.spec
         click.echo(f"collection {spec.name}: dim={spec.dim} shards={spec.shards} rf={spec.replication_factor} model={spec.model or '-'} version={info.active_version}")
     for replica in reply.replicas:
-        training = "" if replica.trained else " (training: searches are exact)"
-        click.echo(f"  {replica.collection} v{replica.version} shard {replica.shard}: {replica.server_id} at {replica.address or '-'} {replica.state} {replica.point_count} points{training}")
+        training = "" if replica.trained or replica.state == "unreachable" else " (training: searches are exact)"
+        writes = f" WRITES REFUSED ({replica.write_state}: {replica.write_fault})" if replica.write_state not in ("", "ok") else ""
+        click.echo(f"  {replica.collection} v{replica.version} shard {replica.shard}: {replica.server_id} at {replica.address or '-'} {replica.state} {replica.point_count} points{training}{writes}")
     for skipped in reply.skipped_records:
         click.echo(f"skipped unreadable record {skipped.key}: {skipped.reason}")
 

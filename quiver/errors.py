@@ -38,7 +38,13 @@ class Aborted(QuiverError):
 
 
 class ResourceExhausted(QuiverError):
-    """A request exceeds a configured size limit."""
+    """A request exceeds a configured size limit, or a budget (queue, disk space) is used up for now."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        # Sent as gRPC's retry pushback (trailing metadata `grpc-retry-pushback-ms`), which a client's retry
+        # policy honours; None for a request that will never fit.
+        self.retry_after_s = retry_after_s
 
 
 class DeadlineExceeded(QuiverError):
@@ -57,6 +63,16 @@ GRPC_CODES: dict[type[QuiverError], grpc.StatusCode] = {
 }
 
 ERRORS_BY_CODE: dict[grpc.StatusCode, type[QuiverError]] = {code: exc for exc, code in GRPC_CODES.items()}
+
+
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
+
+def trailing_metadata_for(error: BaseException) -> tuple[tuple[str, str], ...]:
+    retry_after_s = getattr(error, "retry_after_s", None)
+    if retry_after_s is None:
+        return ()
+    return ((RETRY_PUSHBACK_KEY, str(max(0, round(retry_after_s * 1000)))),)
 
 
 def grpc_status_for(error: BaseException) -> grpc.StatusCode:

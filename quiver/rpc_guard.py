@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import grpc
 
-from quiver.errors import QuiverError, grpc_status_for
+from quiver.errors import QuiverError, grpc_status_for, trailing_metadata_for
 
 _log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def rpc_guard(method: Handler) -> Handler:
         except grpc.aio.AbortError:
             raise
         except QuiverError as error:
-            await context.abort(grpc_status_for(error), str(error))
+            await context.abort(grpc_status_for(error), str(error), trailing_metadata_for(error))
         except Exception as error:  # noqa: BLE001 - the one place unexpected errors are turned into INTERNAL
             _log.exception("%s failed", method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}: {type(error).__name__}: {error}")

@@ -201,7 +201,8 @@ class Admin:
                     counts = stats.get(replica.server_id)
                     live = snapshot.servers.get(replica.server_id)
                     key = (name, placement.shard, version)
-                    found = counts is not None and key in counts
+                    stats_of = counts.get(key) if counts is not None else None
+                    found = stats_of is not None
                     response.replicas.append(
                         router_pb2.ShardReplicaStatus(
                             collection=name,
@@ -210,15 +211,17 @@ class Admin:
                             server_id=replica.server_id,
                             address=live.address if live is not None else "",
                             state=replica.state if found else "unreachable",
-                            point_count=counts[key][0] if found else 0,  # type: ignore[index]
-                            trained=counts[key][1] if found else False,  # type: ignore[index]
+                            point_count=stats_of.point_count if stats_of else 0,
+                            trained=stats_of.trained if stats_of else False,
+                            write_state=stats_of.write_state if stats_of else "",
+                            write_fault=stats_of.write_fault if stats_of else "",
                         )
                     )
         return response
 
-    async def _stats(self, address: str) -> dict[tuple[str, int, int], tuple[int, bool]] | None:
+    async def _stats(self, address: str) -> dict[tuple[str, int, int], shard_pb2.PartitionStats] | None:
         try:
             reply = await self._pool.stub(address).Stats(shard_pb2.StatsRequest(), timeout=self._config.status_timeout_s)
         except Exception:  # noqa: BLE001 - an unreachable server is reported, not raised
             return None
-        return {(p.spec.ref.collection, p.spec.ref.shard, p.spec.ref.version): (p.point_count, p.trained) for p in reply.partitions}
+        return {(p.spec.ref.collection, p.spec.ref.shard, p.spec.ref.version): p for p in reply.partitions}

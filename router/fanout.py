@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 import grpc
 
-from quiver.errors import ERRORS_BY_CODE, Unavailable
+from quiver.errors import ERRORS_BY_CODE, RETRY_PUSHBACK_KEY, ResourceExhausted, Unavailable
 
 T = TypeVar("T")
 
@@ -24,6 +24,7 @@ class Outcome(Generic[T]):
     value: T | None = None
     code: grpc.StatusCode | None = None
     message: str = ""
+    retry_after_s: float | None = None  # the shard's retry pushback, passed on to the caller
 
     @property
     def ok(self) -> bool:
@@ -59,7 +60,7 @@ class Gather(Generic[T]):
             return Outcome(shard, code=grpc.StatusCode.CANCELLED, message="the call was cancelled")
         error = task.exception()
         if isinstance(error, grpc.aio.AioRpcError):
-            return Outcome(shard, code=error.code(), message=error.details() or "")
+            return Outcome(shard, code=error.code(), message=error.details() or "", retry_after_s=_pushback(error))
         if error is not None:
             raise error  # a bug, not a shard's answer: the caller's guard reports it
         return Outcome(shard, value=task.result())
@@ -102,7 +103,19 @@ _CALLER_CODES = {
 }
 
 
+def _pushback(error: grpc.aio.AioRpcError) -> float | None:
+    for key, value in error.trailing_metadata() or ():
+        if key == RETRY_PUSHBACK_KEY:
+            try:
+                return int(value) / 1000
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
 def raise_caller_errors(outcomes: list[Outcome[Any]]) -> None:
     for outcome in outcomes:
+        if outcome.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            raise ResourceExhausted(f"shard {outcome.shard}: {outcome.message}", retry_after_s=outcome.retry_after_s)
         if outcome.code in _CALLER_CODES:
             raise ERRORS_BY_CODE[outcome.code](f"shard {outcome.shard}: {outcome.message}")  # type: ignore[index]

@@ -11,6 +11,7 @@ import click
 import uvloop
 
 from shard.config import ShardConfig
+from shard.durable_partition import DurabilityPolicy
 from shard.identity import ServerIdMismatch, resolve_server_id
 from shard.partition_state import SearchPolicy
 from shard.server import ShardServer
@@ -52,10 +53,13 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--exact-filter-fraction", default=0.02, show_default=True, help="Filters selecting at most this share of points are searched exactly.")
 @click.option("--exact-filter-min-points", default=1024, show_default=True, help="...and so are filters selecting at most this many points.")
 @click.option("--max-k", default=10_000, show_default=True)
+@click.option("--min-free-bytes", default=DurabilityPolicy.min_free_bytes, show_default=True, help="Writes are refused (RESOURCE_EXHAUSTED) unless this much stays free on the data volume after them.")
+@click.option("--fault-retry-s", default=DurabilityPolicy.fault_retry_s, show_default=True, help="How often a partition made read-only by a log I/O error tries to recover (on a write).")
 @click.option("--log-level", default="INFO", show_default=True)
 def main(
     data_dir: Path, host: str, port: int, etcd_endpoints: str, server_id: str, advertise: str, lease_ttl: float,
-    exact_filter_fraction: float, exact_filter_min_points: int, max_k: int, log_level: str,
+    exact_filter_fraction: float, exact_filter_min_points: int, max_k: int, min_free_bytes: int, fault_retry_s: float,
+    log_level: str,
 ) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if port == 0:
@@ -76,6 +80,7 @@ def main(
         advertise_address=advertise,
         lease_ttl_s=lease_ttl,
         max_k=max_k,
+        durability=DurabilityPolicy(min_free_bytes=min_free_bytes, fault_retry_s=fault_retry_s),
         search=SearchPolicy(exact_filter_fraction, exact_filter_min_points),
     )
     uvloop.run(serve(config))

@@ -10,6 +10,13 @@ Snapshots run inside the same loop (so no write interleaves): state serialised u
 rotated, snapshot file written atomically, then WAL segments older than the oldest kept snapshot are
 dropped. Start-up loads the newest valid snapshot and replays the WAL after it (a torn tail is dropped by
 the WAL). Writes wait while a snapshot is written; searches do not.
+
+Storage faults stop writes, never reads. Before a batch is logged the WAL's file system must keep
+`min_free_bytes` free after it: otherwise the batch is refused with RESOURCE_EXHAUSTED, nothing appended,
+and the next batch checks again, so writes resume by themselves once space is freed. An I/O error while
+logging (or a disk that filled up under us) makes the partition read-only: writes answer UNAVAILABLE
+naming the error, health and stats report it, and every `fault_retry_s` the next write first tries to
+recover the log (`WriteAheadLog.recover`) and, if that works, goes on.
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from quiver.errors import Unavailable
+from quiver.errors import ResourceExhausted, Unavailable
 from quiver.filters import Filter, Metadata
 from quiver.specs import PartitionSpec
 from shard.indexes import QueryKnobs
@@ -31,7 +38,7 @@ from shard.partition_state import PartitionState, QueryHits, SearchPolicy
 from shard.rwlock import ReadWriteLock
 from shard.snapshot_store import SnapshotStore
 from shard.storage import OS_STORAGE, Storage, write_file_atomically
-from shard.wal import CorruptLog, WriteAheadLog
+from shard.wal import CorruptLog, LogFailed, WriteAheadLog
 from shard.wal_codec import DeleteRecord, UpsertRecord, WalRecord, decode, encode
 
 _log = logging.getLogger(__name__)
@@ -47,6 +54,23 @@ class DurabilityPolicy:
     snapshot_interval_s: float = 600.0
     snapshots_kept: int = 2
     max_batch_writes: int = 256
+    # A write is refused (RESOURCE_EXHAUSTED) unless this much stays free on the WAL's file system after it:
+    # room for a snapshot to finish and for the operator to act.
+    min_free_bytes: int = 256 * 2**20
+    fault_retry_s: float = 5.0  # a read-only partition tries to recover its log this often (on a write)
+    train_retry_max_s: float = 300.0  # failed IVF-PQ training retries back off from 1 s up to this
+
+
+WRITE_STATES = ("ok", "disk_full", "read_only")
+
+
+@dataclass
+class WriteFault:
+    """Why a partition does not take writes now."""
+
+    state: str  # "disk_full" (refused before logging; resumes by itself) or "read_only" (the log failed)
+    detail: str
+    since_unix: float
 
 
 @dataclass
@@ -81,9 +105,14 @@ class DurablePartition:
         search_policy: SearchPolicy,
         last_snapshot_unix: float,
         storage: Storage,
+        server_id: str = "",
     ) -> None:
         self.directory = directory
         self._storage = storage
+        self._server = f"shard server {server_id}" if server_id else "this shard server"
+        self.fault: WriteFault | None = None
+        self._fault_retry_at = 0.0  # monotonic time of the next recovery attempt of a read-only log
+        self.on_fault_change: Callable[[DurablePartition], None] | None = None
         self.state = state
         self._wal = wal
         self._snapshots = snapshots
@@ -100,6 +129,9 @@ class DurablePartition:
         self._failed: str | None = None  # set when a logged write could not be applied; writes stop
         self._train_lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
+        self._train_not_before = 0.0  # monotonic; after a failed training, backs off
+        self.training_failures = 0
+        self._train_backoff_s = 1.0
 
     @property
     def spec(self) -> PartitionSpec:
@@ -110,18 +142,19 @@ class DurablePartition:
     @classmethod
     def create(
         cls, directory: Path, spec: PartitionSpec, policy: DurabilityPolicy, search_policy: SearchPolicy,
-        *, storage: Storage = OS_STORAGE,
+        *, storage: Storage = OS_STORAGE, server_id: str = "",
     ) -> "DurablePartition":
         state = PartitionState(spec)  # validates the index parameters before anything is written
         storage.make_dirs(directory)
         write_file_atomically(storage, directory / SPEC_FILE, json.dumps(spec.to_json()).encode("utf-8"))
         wal = WriteAheadLog.open(directory / "wal", policy.wal_segment_bytes, storage=storage)
         snapshots = SnapshotStore(directory / "snapshots", policy.snapshots_kept, storage=storage)
-        return cls(directory, state, wal, snapshots, policy, search_policy, 0.0, storage)
+        return cls(directory, state, wal, snapshots, policy, search_policy, 0.0, storage, server_id)
 
     @classmethod
     def open(
-        cls, directory: Path, policy: DurabilityPolicy, search_policy: SearchPolicy, *, storage: Storage = OS_STORAGE
+        cls, directory: Path, policy: DurabilityPolicy, search_policy: SearchPolicy, *, storage: Storage = OS_STORAGE,
+        server_id: str = "",
     ) -> "DurablePartition":
         """Recover: newest valid snapshot, then the WAL after it."""
         snapshots = SnapshotStore(directory / "snapshots", policy.snapshots_kept, storage=storage)
@@ -143,7 +176,7 @@ class DurablePartition:
             _apply(state, decode(payload))
             replayed += 1
         _log.info("partition %s recovered: snapshot lsn %d, %d WAL records replayed, %d points", state.spec.key, after, replayed, state.count)
-        return cls(directory, state, wal, snapshots, policy, search_policy, written, storage)
+        return cls(directory, state, wal, snapshots, policy, search_policy, written, storage, server_id)
 
     def start(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._commit_loop(), name=f"commit {self.spec.key}")
@@ -174,6 +207,8 @@ class DurablePartition:
             raise Unavailable(f"partition {self.spec.key} is closing")
         if self._failed:
             raise Unavailable(f"partition {self.spec.key} stopped taking writes: {self._failed}; restart the shard server to recover from its log")
+        if self.fault is not None and self.fault.state == "read_only" and time.monotonic() < self._fault_retry_at:
+            raise Unavailable(self._read_only_message())
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Write(action, future, reads_state))
         return await asyncio.shield(future)
@@ -191,6 +226,7 @@ class DurablePartition:
                     stop = True
                     break
                 batch.append(item)
+            fault_before = self.fault
             try:
                 outcomes = await asyncio.to_thread(self._commit_batch, batch)
             except Exception as error:  # noqa: BLE001 - a bug must fail these writes, not stall the partition
@@ -203,6 +239,8 @@ class DurablePartition:
                     write.future.set_result(value)
                 else:
                     write.future.set_exception(value)
+            if self.fault is not fault_before and self.on_fault_change is not None:
+                self.on_fault_change(self)
             self._maybe_train_in_background()
             if stop:
                 return
@@ -233,15 +271,25 @@ class DurablePartition:
         return outcomes
 
     def _flush(self, pending: list[tuple[int, "_Logged"]], outcomes: list[tuple[bool, Any]]) -> None:
+        payloads = [encode(logged.record) for _, logged in pending]
+        refusal = self._refusal(sum(map(len, payloads)))
+        if refusal is not None:
+            for position, _ in pending:
+                outcomes[position] = (False, refusal)
+            return
         try:
-            lsns = self._wal.append_batch([encode(logged.record) for _, logged in pending])
-        except (OSError, RuntimeError) as error:
+            lsns = self._wal.append_batch(payloads)
+        except (OSError, LogFailed) as error:
             # After a failed write or fsync the records may or may not be on disk: say so.
             _log.exception("WAL write failed for %s", self.spec.key)
-            failure = Unavailable(f"partition {self.spec.key}: write-ahead log write failed ({error}); the outcome of this write is unknown")
+            self._set_fault("read_only", f"write-ahead log write failed at {self._wal_path()}: {self._wal.failure or error}")
+            failure = Unavailable(f"partition {self.spec.key} on {self._server}: write-ahead log write failed ({error}); the outcome of this write is unknown; the partition is read-only until its log recovers")
             for position, _ in pending:
                 outcomes[position] = (False, failure)
             return
+        if self.fault is not None:
+            _log.warning("partition %s takes writes again (was %s: %s)", self.spec.key, self.fault.state, self.fault.detail)
+            self.fault = None
         with self._lock.write():
             for (position, logged), lsn in zip(pending, lsns):
                 try:
@@ -253,6 +301,53 @@ class DurablePartition:
                     continue
                 outcomes[position] = (True, logged.result(lsn))
 
+    def _refusal(self, payload_bytes: int) -> Exception | None:
+        """Why a batch of this size must not be logged now (commit thread), or None. A read-only log that is
+        due for a retry is recovered here first."""
+        if self._wal.failure is not None:
+            if time.monotonic() < self._fault_retry_at:
+                return Unavailable(self._read_only_message())
+            try:
+                self._wal.recover()
+            except OSError as error:
+                self._set_fault("read_only", f"write-ahead log at {self._wal_path()} failed ({self._wal.failure}) "
+                                             f"and could not recover yet ({error.strerror or error})")
+                return Unavailable(self._read_only_message())
+        wal_dir = self._wal_path()
+        try:
+            free = self._storage.free_bytes(wal_dir)
+        except OSError as error:
+            return Unavailable(f"partition {self.spec.key} on {self._server}: cannot read the free space of {wal_dir} ({error}); this write was not applied")
+        needed = payload_bytes + 64 * (1 + payload_bytes // 2**16)  # headers, roughly; exactness is not needed
+        if free - needed >= self._policy.min_free_bytes:
+            return None
+        detail = (f"disk full at {wal_dir}: {free} bytes free, and {self._policy.min_free_bytes} must stay free "
+                  f"after this write of {needed} bytes")
+        if self.fault is None or self.fault.detail != detail:
+            self._set_fault("disk_full", detail)
+        return ResourceExhausted(
+            f"partition {self.spec.key} on {self._server}: {detail}; this write was not applied. Free space on "
+            "that volume (or grow it); reads go on, and writes resume by themselves once there is room",
+            retry_after_s=self._policy.fault_retry_s,
+        )
+
+    def _set_fault(self, state: str, detail: str) -> None:
+        if self.fault is None or self.fault.state != state:
+            _log.error("partition %s is %s: %s", self.spec.key, state.replace("_", " "), detail)
+        self.fault = WriteFault(state, detail, time.time())
+        if state == "read_only":
+            self._fault_retry_at = time.monotonic() + self._policy.fault_retry_s
+
+    def _read_only_message(self) -> str:
+        assert self.fault is not None
+        return (f"partition {self.spec.key} on {self._server} is read-only since "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.fault.since_unix))}: {self.fault.detail}; "
+                f"this write was not applied. Reads go on; it retries its log every {self._policy.fault_retry_s:g} s "
+                "(on a write), and a restart of the shard server recovers it from its log")
+
+    def _wal_path(self) -> Path:
+        return self.directory / "wal"
+
     def _maybe_snapshot(self) -> None:
         grown = self._wal.size_bytes - self._wal_bytes_at_snapshot
         stale = time.monotonic() - self._last_snapshot_mono > self._policy.snapshot_interval_s
@@ -263,6 +358,9 @@ class DurablePartition:
                 _log.exception("snapshot of %s failed", self.spec.key)
 
     def _snapshot_now(self) -> int:
+        if self._wal.failure is not None:
+            # Rotating a failed log could leave its uncertain tail in a segment that is no longer the last.
+            raise Unavailable(self._read_only_message() if self.fault else f"partition {self.spec.key}: its log has failed")
         with self._lock.read():
             sections = self.state.to_sections()
         lsn = self._wal.last_lsn
@@ -322,15 +420,21 @@ class DurablePartition:
             return int(await self._submit(finish))
 
     def _maybe_train_in_background(self) -> None:
-        if self.state.index.wants_training and not self._train_lock.locked() and not self._closed:
+        if (self.state.index.wants_training and not self._train_lock.locked() and not self._closed
+                and time.monotonic() >= self._train_not_before):
             self._background = asyncio.get_running_loop().create_task(self._train_quietly(), name=f"train {self.spec.key}")
 
     async def _train_quietly(self) -> None:
         try:
             trained_on = await self.train(None)
-            _log.info("partition %s trained IVF-PQ on %d vectors", self.spec.key, trained_on)
-        except Exception:  # noqa: BLE001 - searches stay exact; the next write tries again
-            _log.exception("background training of %s failed", self.spec.key)
+        except Exception:  # noqa: BLE001 - searches stay exact; a later write tries again, after a back-off
+            _log.exception("background training of %s failed; next try in %.0f s", self.spec.key, self._train_backoff_s)
+            self.training_failures += 1
+            self._train_not_before = time.monotonic() + self._train_backoff_s
+            self._train_backoff_s = min(2 * self._train_backoff_s, self._policy.train_retry_max_s)
+            return
+        self._train_backoff_s = 1.0
+        _log.info("partition %s trained IVF-PQ on %d vectors", self.spec.key, trained_on)
 
     async def snapshot(self) -> int:
         return int(await self._submit(self._snapshot_now))
@@ -400,6 +504,8 @@ class DurablePartition:
                 "trained": self.state.index.trained,
                 "index_params": self.state.index.effective_params(),
                 "searches_served": self.searches_served,
+                "write_state": self.fault.state if self.fault else "ok",
+                "write_fault": self.fault.detail if self.fault else "",
             }
 
 

@@ -6,10 +6,12 @@ Start-up reopens every partition directory found, so a restarted server serves w
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from quiver.errors import AlreadyExists, InvalidArgument, NotFound
 from quiver.specs import INDEX_KINDS, MAX_DIM, METRICS, PartitionKey, PartitionSpec
@@ -40,10 +42,16 @@ def check_spec(spec: PartitionSpec) -> None:
 
 
 class PartitionRegistry:
-    def __init__(self, data_dir: Path, durability: DurabilityPolicy, search_policy: SearchPolicy) -> None:
+    def __init__(
+        self, data_dir: Path, durability: DurabilityPolicy, search_policy: SearchPolicy, *, server_id: str = "",
+        on_fault_change: Callable[[], None] | None = None,
+    ) -> None:
         self._root = data_dir / "partitions"
         self._durability = durability
         self._search_policy = search_policy
+        self._server_id = server_id
+        # Called when a partition starts or stops refusing writes (disk full, read-only), and on a drop.
+        self._on_fault_change = on_fault_change
         self._partitions: dict[PartitionKey, DurablePartition] = {}
         self._lock = asyncio.Lock()
 
@@ -54,12 +62,13 @@ class PartitionRegistry:
         spec_files = sorted(self._root.glob(f"*/shard-*/v*/{SPEC_FILE}")) if self._root.exists() else []
         for spec_file in spec_files:
             try:
-                partition = await asyncio.to_thread(DurablePartition.open, spec_file.parent, self._durability, self._search_policy)
+                partition = await asyncio.to_thread(
+                    functools.partial(DurablePartition.open, spec_file.parent, self._durability, self._search_policy,
+                                      server_id=self._server_id))
             except Exception:  # noqa: BLE001 - one damaged partition must not keep the others offline
                 _log.exception("partition in %s could not be recovered; it is not served (its files are kept)", spec_file.parent)
                 continue
-            partition.start()
-            self._partitions[partition.spec.key] = partition
+            self._serve(partition)
 
     async def create(self, spec: PartitionSpec) -> bool:
         check_spec(spec)
@@ -74,10 +83,24 @@ class PartitionRegistry:
                 # Left by a drop that did not finish (crash mid-delete): never inherit its log.
                 _log.warning("removing stale partition directory %s", directory)
                 await asyncio.to_thread(shutil.rmtree, directory)
-            partition = await asyncio.to_thread(DurablePartition.create, directory, spec, self._durability, self._search_policy)
-            partition.start()
-            self._partitions[spec.key] = partition
+            partition = await asyncio.to_thread(
+                functools.partial(DurablePartition.create, directory, spec, self._durability, self._search_policy,
+                                  server_id=self._server_id))
+            self._serve(partition)
             return True
+
+    def _serve(self, partition: DurablePartition) -> None:
+        partition.on_fault_change = lambda _: self._fault_changed()
+        partition.start()
+        self._partitions[partition.spec.key] = partition
+
+    def _fault_changed(self) -> None:
+        if self._on_fault_change is not None:
+            self._on_fault_change()
+
+    def faults(self) -> list[DurablePartition]:
+        """The partitions that refuse writes now."""
+        return [p for p in self.all() if p.fault is not None]
 
     async def drop(self, key: PartitionKey) -> None:
         # Under the lock, so a create of the same key waits until the old directory is gone.
@@ -85,6 +108,8 @@ class PartitionRegistry:
             partition = self.get(key)
             del self._partitions[key]
             await partition.destroy()
+        if partition.fault is not None:
+            self._fault_changed()
 
     def get(self, key: PartitionKey) -> DurablePartition:
         try:

@@ -1,7 +1,10 @@
 """Builds the shard's grpc.aio server: Shard service, standard health and reflection."""
 from __future__ import annotations
 
+import asyncio
+
 import grpc
+from grpc_health.v1 import health_pb2
 
 from quiver.grpc_server import add_health_and_reflection, bind, server_options, set_health
 from quiver.v1 import shard_pb2, shard_pb2_grpc
@@ -10,6 +13,9 @@ from shard.partition_registry import PartitionRegistry
 from shard.servicer import ShardServicer
 
 SERVICE_NAME = shard_pb2.DESCRIPTOR.services_by_name["Shard"].full_name
+# Health of this name is NOT_SERVING while any partition refuses writes (disk full, read-only log); the
+# Shard service itself stays SERVING, since reads go on. Stats names the partitions and why.
+WRITES_HEALTH_NAME = SERVICE_NAME + ".Writes"
 
 
 class ShardServer:
@@ -17,7 +23,12 @@ class ShardServer:
 
     def __init__(self, config: ShardConfig) -> None:
         self.config = config
-        self.registry = PartitionRegistry(config.data_dir, config.durability, config.search)
+        self.registry = PartitionRegistry(
+            config.data_dir, config.durability, config.search, server_id=config.server_id,
+            on_fault_change=self._fault_changed,
+        )
+        self._serving = False
+        self._health_update: asyncio.Task[None] | None = None
         self.server = grpc.aio.server(options=server_options(config.max_message_bytes))
         shard_pb2_grpc.add_ShardServicer_to_server(ShardServicer(self.registry, config), self.server)
         self.health = add_health_and_reflection(self.server, SERVICE_NAME)
@@ -31,10 +42,23 @@ class ShardServer:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await self.registry.open_all()
         await self.server.start()
+        self._serving = True
         await set_health(self.health, [SERVICE_NAME], serving=True)
+        await self._update_writes_health()
+
+    def _fault_changed(self) -> None:
+        self._health_update = asyncio.get_running_loop().create_task(self._update_writes_health())
+
+    async def _update_writes_health(self) -> None:
+        takes_writes = self._serving and not self.registry.faults()
+        await self.health.set(
+            WRITES_HEALTH_NAME,
+            health_pb2.HealthCheckResponse.SERVING if takes_writes else health_pb2.HealthCheckResponse.NOT_SERVING,
+        )
 
     async def stop(self, grace: float = 5.0) -> None:
-        await set_health(self.health, [SERVICE_NAME], serving=False)
+        self._serving = False
+        await set_health(self.health, [SERVICE_NAME, WRITES_HEALTH_NAME], serving=False)
         await self.server.stop(grace)
         await self.registry.close_all(snapshot=True)
 

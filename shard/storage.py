@@ -55,6 +55,9 @@ class Storage(Protocol):
 
     def remove_tree(self, path: Path) -> None: ...
 
+    def free_bytes(self, path: Path) -> int:
+        """Bytes an unprivileged writer can still put on the file system holding `path`."""
+
 
 class _OsFile:
     def __init__(self, fd: int) -> None:
@@ -129,6 +132,10 @@ class OsStorage:
 
     def remove_tree(self, path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
+
+    def free_bytes(self, path: Path) -> int:
+        stat = os.statvfs(path)
+        return stat.f_bavail * stat.f_frsize
 
 
 OS_STORAGE: Storage = OsStorage()

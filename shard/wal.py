@@ -13,6 +13,11 @@ goes on. A bad record in any earlier segment, or an LSN gap between segments, is
 `CorruptLog`. Corruption in the middle of the last segment cannot be told apart from a tear, so it also
 loses the records after it; the snapshot store keeps an older snapshot for that reason.
 
+After a failed write or fsync (disk full, I/O error) the log refuses appends: the kernel may have dropped
+the dirty pages while reporting the error once, so a second fsync proves nothing about them. `recover`
+cuts the active segment back to its size after its last successful fsync, durably, and appends resume
+after that; the failed batch's records are gone, as its callers were told they might be.
+
 Not thread-safe: the caller drives it from one worker thread at a time.
 """
 from __future__ import annotations
@@ -38,6 +43,11 @@ _MAX_PAYLOAD = 2**32 - 1
 
 class CorruptLog(Exception):
     """The log is damaged somewhere a crash cannot explain; recovering from it needs an operator."""
+
+
+class LogFailed(RuntimeError):
+    """An append or roll failed, so what the active segment holds past its last fsync is unknown; the log
+    takes nothing more until `recover` cuts that uncertain tail off."""
 
 
 class _BadRecord(Exception):
@@ -97,7 +107,7 @@ class WriteAheadLog:
         self._segments = segments
         self._last_lsn = last_lsn
         self._file: WritableFile | None = storage.open_append(segments[-1].path)
-        self._failed = False
+        self._failed: str | None = None  # why appends stopped, until `recover`
 
     @classmethod
     def open(
@@ -187,10 +197,10 @@ class WriteAheadLog:
         try:
             self._file.write(data)
             self._file.fsync()
-        except OSError:
+        except OSError as error:
             # After a failed write or fsync the kernel may have dropped dirty pages, so what is on disk is
-            # unknown; refuse further appends and let reopening sort out the tail.
-            self._failed = True
+            # unknown; refuse further appends until `recover` cuts the tail back to what was synced.
+            self._failed = f"{active.path}: {error.strerror or error}"
             raise
         active.size += len(data)
         self._last_lsn = first + len(payloads) - 1
@@ -231,6 +241,33 @@ class WriteAheadLog:
             self._storage.fsync_dir(self._dir)
         return keep_from
 
+    @property
+    def failure(self) -> str | None:
+        """Why appends are refused (a failed append or roll), or None while the log takes writes."""
+        return self._failed
+
+    def recover(self) -> None:
+        """Make a failed log writable again: drop the active segment's bytes past its last fsync and a
+        segment file a failed roll left behind, each durably. Raises OSError (and stays failed) when the
+        disk refuses that too."""
+        if self._failed is None:
+            return
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass  # its error was already reported by the failed call
+            self._file = None
+        active = self._segments[-1]
+        stray = _segment_path(self._dir, self._last_lsn + 1)
+        if stray != active.path and self._storage.exists(stray):
+            self._storage.unlink(stray)
+            self._storage.fsync_dir(self._dir)
+        self._storage.truncate(active.path, active.size)
+        self._file = self._storage.open_append(active.path)
+        _log.warning("write-ahead log %s recovered after: %s", self._dir, self._failed)
+        self._failed = None
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -244,12 +281,18 @@ class WriteAheadLog:
 
     def _check_writable(self) -> None:
         # A failed log must not roll either: its torn tail would end up in a non-last segment.
-        if self._file is None or self._failed:
-            raise RuntimeError("write-ahead log is closed or has failed; reopen it")
+        if self._failed is not None:
+            raise LogFailed(f"write-ahead log stopped taking writes after an error ({self._failed})")
+        if self._file is None:
+            raise RuntimeError("write-ahead log is closed")
 
     def _roll(self) -> None:
         assert self._file is not None
-        self._file.close()
-        self._file = None
-        self._segments.append(self._create_segment(self._storage, self._dir, self._last_lsn + 1))
-        self._file = self._storage.open_append(self._segments[-1].path)
+        try:
+            self._file.close()
+            self._file = None
+            self._segments.append(self._create_segment(self._storage, self._dir, self._last_lsn + 1))
+            self._file = self._storage.open_append(self._segments[-1].path)
+        except OSError as error:
+            self._failed = f"{self._dir}: starting a new segment: {error.strerror or error}"
+            raise

@@ -22,7 +22,7 @@ import numpy as np
 from quiver.client import AsyncClient
 from quiver.control_plane.etcd_client import EtcdClient
 from quiver.control_plane.store import ClusterStore
-from quiver.errors import AlreadyExists, InvalidArgument, NotFound, QuiverError, grpc_status_for
+from quiver.errors import AlreadyExists, InvalidArgument, NotFound, QuiverError, grpc_status_for, trailing_metadata_for
 from quiver.filters import Metadata, matches
 from quiver.v1 import router_pb2_grpc, shard_pb2, shard_pb2_grpc, types_pb2
 from quiver.validation import check_k, prepare_vectors
@@ -58,7 +58,7 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
         self.log: list[tuple[str, Any]] = []
         self._delays: dict[str, float] = {}
         self._gates: dict[str, asyncio.Event] = {}
-        self._errors: dict[str, grpc.StatusCode] = {}
+        self._errors: dict[str, grpc.StatusCode | QuiverError] = {}
         self.server: grpc.aio.Server | None = None
         self.address = ""
 
@@ -76,7 +76,8 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
         if gate is not None:
             gate.set()
 
-    def fail(self, method: str, code: grpc.StatusCode) -> None:
+    def fail(self, method: str, code: grpc.StatusCode | QuiverError) -> None:
+        """Answer `method` with this status, or as the real shard answers this error (with its metadata)."""
         self._errors[method] = code
 
     def heal(self) -> None:
@@ -123,12 +124,14 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
             await gate.wait()
         if delay:
             await asyncio.sleep(delay)
-        if code is not None:
-            await context.abort(code, f"injected {code.name} in {method}")
         try:
+            if isinstance(code, QuiverError):
+                raise code
+            if code is not None:
+                await context.abort(code, f"injected {code.name} in {method}")
             return answer(request)
         except QuiverError as error:  # answered as the real shard's rpc_guard answers it
-            await context.abort(grpc_status_for(error), str(error))
+            await context.abort(grpc_status_for(error), str(error), trailing_metadata_for(error))
 
     def _partition(self, ref: shard_pb2.PartitionRef) -> FakePartition:
         partition = self.partitions.get(key_of(ref))

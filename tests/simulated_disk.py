@@ -8,6 +8,9 @@ random prefix of the bytes written since the last fsync survives, its last secto
 (what a crash in the middle of a write leaves). That is the contract the WAL and snapshots are built
 against, with nothing kind added: unlike SIGKILL, a missing fsync loses data here.
 
+Space: with `capacity` set (bytes, over every file's contents), a write that would pass it raises ENOSPC
+and writes nothing, and `free_bytes` reports what is left; raise or clear it to free space.
+
 Faults: `fail(kind, ...)` makes matching operations raise OSError (EIO, ENOSPC, ...) a number of times;
 `crash_after(n)` cuts the power at the n-th mutating operation: that one and every later operation
 raise `PowerLost`, and the disk's durable view is frozen as it was. Safe to call from several threads.
@@ -52,7 +55,11 @@ class _File:
     def write(self, data: bytes | memoryview) -> None:
         # The bytes reach the page cache even when the power goes during the call: power_loss() decides
         # how much of what was never fsynced survives.
-        self._disk._op("write", self._path, lambda: self._inode.data.extend(data), apply_on_crash=True)
+        def write() -> None:
+            self._disk._check_space(len(memoryview(data).cast("B")), self._path)
+            self._inode.data.extend(data)
+
+        self._disk._op("write", self._path, write, apply_on_crash=True)
 
     def fsync(self) -> None:
         self._disk._op("fsync", self._path, lambda: setattr(self._inode, "synced", bytes(self._inode.data)))
@@ -73,6 +80,7 @@ class SimulatedDisk:
         self.crashed = False
         self.mutations = 0
         self.counts: Counter[str] = Counter()
+        self.capacity: int | None = None
 
     # -- fault control --------------------------------------------------------------------------------
 
@@ -199,6 +207,13 @@ class SimulatedDisk:
 
         self._op("remove_tree", path, remove)
 
+    def free_bytes(self, path: Path) -> int:
+        with self._lock:
+            self._read_op(path)
+            if self.capacity is None:
+                return 2**62
+            return max(0, self.capacity - self._used_bytes())
+
     # -- inspection ---------------------------------------------------------------------------------
 
     def files(self) -> dict[Path, int]:
@@ -213,6 +228,13 @@ class SimulatedDisk:
             return self._files[path]
         except KeyError:
             raise FileNotFoundError(errno.ENOENT, "no such file", str(path)) from None
+
+    def _used_bytes(self) -> int:
+        return sum(len(inode.data) for inode in {id(i): i for i in self._files.values()}.values())
+
+    def _check_space(self, size: int, path: Path) -> None:
+        if self.capacity is not None and self._used_bytes() + size > self.capacity:
+            raise OSError(errno.ENOSPC, "no space left on device (simulated)", str(path))
 
     def _read_op(self, path: Path) -> None:
         if self.crashed:
@@ -232,7 +254,10 @@ class SimulatedDisk:
             self.mutations += 1
             if self._crash_at is not None and self.mutations >= self._crash_at:
                 if apply_on_crash:
-                    apply()
+                    try:
+                        apply()
+                    except OSError:
+                        pass  # a full disk took none of it; the power cut is what the caller sees
                 self.crashed = True
                 raise PowerLost()
             self._injected(kind, path)

@@ -184,7 +184,7 @@ class ClusterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ShardReplicaStatus(_message.Message):
-    __slots__ = ("collection", "version", "shard", "address", "state", "point_count", "trained", "server_id")
+    __slots__ = ("collection", "version", "shard", "address", "state", "point_count", "trained", "server_id", "write_state", "write_fault")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +193,8 @@ class ShardReplicaStatus(_message.Message):
     POINT_COUNT_FIELD_NUMBER: _ClassVar[int]
     TRAINED_FIELD_NUMBER: _ClassVar[int]
     SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    WRITE_STATE_FIELD_NUMBER: _ClassVar[int]
+    WRITE_FAULT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     version: int
     shard: int
@@ -201,7 +203,9 @@ class ShardReplicaStatus(_message.Message):
     point_count: int
     trained: bool
     server_id: str
-    def __init__(self, collection: _Optional[str] = ..., version: _Optional[int] = ..., shard: _Optional[int] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., point_count: _Optional[int] = ..., trained: _Optional[bool] = ..., server_id: _Optional[str] = ...) -> None: ...
+    write_state: str
+    write_fault: str
+    def __init__(self, collection: _Optional[str] = ..., version: _Optional[int] = ..., shard: _Optional[int] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., point_count: _Optional[int] = ..., trained: _Optional[bool] = ..., server_id: _Optional[str] = ..., write_state: _Optional[str] = ..., write_fault: _Optional[str] = ...) -> None: ...
 
 class ShardServerStatus(_message.Message):
     __slots__ = ("server_id", "address")

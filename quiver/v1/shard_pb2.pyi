@@ -174,7 +174,7 @@ class StatsRequest(_message.Message):
     def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ...) -> None: ...
 
 class PartitionStats(_message.Message):
-    __slots__ = ("spec", "point_count", "deleted_count", "index_memory_bytes", "metadata_memory_bytes", "wal_bytes", "last_snapshot_unix", "last_lsn", "trained", "index_params_json", "searches_served")
+    __slots__ = ("spec", "point_count", "deleted_count", "index_memory_bytes", "metadata_memory_bytes", "wal_bytes", "last_snapshot_unix", "last_lsn", "trained", "index_params_json", "searches_served", "write_state", "write_fault")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     POINT_COUNT_FIELD_NUMBER: _ClassVar[int]
     DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +186,8 @@ class PartitionStats(_message.Message):
     TRAINED_FIELD_NUMBER: _ClassVar[int]
     INDEX_PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
     SEARCHES_SERVED_FIELD_NUMBER: _ClassVar[int]
+    WRITE_STATE_FIELD_NUMBER: _ClassVar[int]
+    WRITE_FAULT_FIELD_NUMBER: _ClassVar[int]
     spec: PartitionSpec
     point_count: int
     deleted_count: int
@@ -197,7 +199,9 @@ class PartitionStats(_message.Message):
     trained: bool
     index_params_json: str
     searches_served: int
-    def __init__(self, spec: _Optional[_Union[PartitionSpec, _Mapping]] = ..., point_count: _Optional[int] = ..., deleted_count: _Optional[int] = ..., index_memory_bytes: _Optional[int] = ..., metadata_memory_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., last_snapshot_unix: _Optional[float] = ..., last_lsn: _Optional[int] = ..., trained: _Optional[bool] = ..., index_params_json: _Optional[str] = ..., searches_served: _Optional[int] = ...) -> None: ...
+    write_state: str
+    write_fault: str
+    def __init__(self, spec: _Optional[_Union[PartitionSpec, _Mapping]] = ..., point_count: _Optional[int] = ..., deleted_count: _Optional[int] = ..., index_memory_bytes: _Optional[int] = ..., metadata_memory_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., last_snapshot_unix: _Optional[float] = ..., last_lsn: _Optional[int] = ..., trained: _Optional[bool] = ..., index_params_json: _Optional[str] = ..., searches_served: _Optional[int] = ..., write_state: _Optional[str] = ..., write_fault: _Optional[str] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
     __slots__ = ("partitions",)

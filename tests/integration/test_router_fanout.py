@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from quiver.errors import ERRORS_BY_CODE, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from quiver.errors import ERRORS_BY_CODE, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from quiver.v1 import router_pb2, types_pb2
 from tests.fake_shard import FakeCluster, exact_top, fake_cluster, unit_rows
 
@@ -149,6 +149,16 @@ async def test_a_shards_caller_error_reaches_the_caller_with_its_own_code(cluste
         with pytest.raises(expected, match=f"injected {code.name} in {method}"):
             await call()
         cluster.fakes[1].heal()
+
+
+async def test_a_shards_retry_pushback_reaches_the_caller_with_its_resource_exhausted(cluster):
+    await load(cluster)
+    cluster.fakes[1].fail("Upsert", ResourceExhausted("disk full at /data/wal", retry_after_s=2.5))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await cluster.stub.Upsert(upsert(12))  # 12 ids: some land on every shard
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "disk full at /data/wal" in refused.value.details()
+    assert ("grpc-retry-pushback-ms", "2500") in tuple(refused.value.trailing_metadata())
 
 
 def search(**fields) -> router_pb2.RouterSearchRequest:

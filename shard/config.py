@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shard.admission import AdmissionBudgets
 from shard.durable_partition import DurabilityPolicy
+from shard.executors import ExecutorSizes
 from shard.partition_state import SearchPolicy
 
 
@@ -18,6 +20,8 @@ class ShardConfig:
     max_queries_per_request: int = 10_000
     durability: DurabilityPolicy = field(default_factory=DurabilityPolicy)
     search: SearchPolicy = field(default_factory=SearchPolicy)
+    executors: ExecutorSizes = field(default_factory=ExecutorSizes)
+    admission: AdmissionBudgets = field(default_factory=AdmissionBudgets)
     etcd_endpoints: tuple[str, ...] = ()  # empty: run standalone, not registered in a cluster
     server_id: str = ""
     lease_ttl_s: float = 5.0

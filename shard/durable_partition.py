@@ -24,15 +24,17 @@ import asyncio
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from quiver.errors import ResourceExhausted, Unavailable
+from quiver.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 from quiver.filters import Filter, Metadata
 from quiver.specs import PartitionSpec
+from shard.executors import ShardExecutors, default_executors, run_in
 from shard.indexes import QueryKnobs
 from shard.partition_state import PartitionState, QueryHits, SearchPolicy
 from shard.rwlock import ReadWriteLock
@@ -87,6 +89,11 @@ class _Write:
     action: Callable[[], Any]  # runs on the commit thread
     future: asyncio.Future[Any]
     reads_state: bool  # must see every earlier write applied before it runs
+    deadline: float | None = None  # monotonic; a write still queued then is dropped, never started
+    abandoned: bool = False  # its caller went away before it started: dropped too
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and now >= self.deadline
 
 
 def read_spec(directory: Path, storage: Storage = OS_STORAGE) -> PartitionSpec:
@@ -106,9 +113,12 @@ class DurablePartition:
         last_snapshot_unix: float,
         storage: Storage,
         server_id: str = "",
+        executors: ShardExecutors | None = None,
     ) -> None:
         self.directory = directory
         self._storage = storage
+        self._executors = executors or default_executors()
+        self._commit_thread: ThreadPoolExecutor | None = None  # one thread for this partition's commits, from start()
         self._server = f"shard server {server_id}" if server_id else "this shard server"
         self.fault: WriteFault | None = None
         self._fault_retry_at = 0.0  # monotonic time of the next recovery attempt of a read-only log
@@ -142,19 +152,19 @@ class DurablePartition:
     @classmethod
     def create(
         cls, directory: Path, spec: PartitionSpec, policy: DurabilityPolicy, search_policy: SearchPolicy,
-        *, storage: Storage = OS_STORAGE, server_id: str = "",
+        *, storage: Storage = OS_STORAGE, server_id: str = "", executors: ShardExecutors | None = None,
     ) -> "DurablePartition":
         state = PartitionState(spec)  # validates the index parameters before anything is written
         storage.make_dirs(directory)
         write_file_atomically(storage, directory / SPEC_FILE, json.dumps(spec.to_json()).encode("utf-8"))
         wal = WriteAheadLog.open(directory / "wal", policy.wal_segment_bytes, storage=storage)
         snapshots = SnapshotStore(directory / "snapshots", policy.snapshots_kept, storage=storage)
-        return cls(directory, state, wal, snapshots, policy, search_policy, 0.0, storage, server_id)
+        return cls(directory, state, wal, snapshots, policy, search_policy, 0.0, storage, server_id, executors)
 
     @classmethod
     def open(
         cls, directory: Path, policy: DurabilityPolicy, search_policy: SearchPolicy, *, storage: Storage = OS_STORAGE,
-        server_id: str = "",
+        server_id: str = "", executors: ShardExecutors | None = None,
     ) -> "DurablePartition":
         """Recover: newest valid snapshot, then the WAL after it."""
         snapshots = SnapshotStore(directory / "snapshots", policy.snapshots_kept, storage=storage)
@@ -176,9 +186,10 @@ class DurablePartition:
             _apply(state, decode(payload))
             replayed += 1
         _log.info("partition %s recovered: snapshot lsn %d, %d WAL records replayed, %d points", state.spec.key, after, replayed, state.count)
-        return cls(directory, state, wal, snapshots, policy, search_policy, written, storage, server_id)
+        return cls(directory, state, wal, snapshots, policy, search_policy, written, storage, server_id, executors)
 
     def start(self) -> None:
+        self._commit_thread = ShardExecutors.commit_thread(str(self.spec.key))
         self._loop_task = asyncio.get_running_loop().create_task(self._commit_loop(), name=f"commit {self.spec.key}")
         self._maybe_train_in_background()
 
@@ -194,6 +205,8 @@ class DurablePartition:
         await self._queue.put(None)
         if self._loop_task is not None:
             await self._loop_task
+        if self._commit_thread is not None:
+            self._commit_thread.shutdown(wait=False)
         self._wal.close()
 
     async def destroy(self) -> None:
@@ -202,7 +215,7 @@ class DurablePartition:
 
     # -- the commit loop ----------------------------------------------------------------------------
 
-    async def _submit(self, action: Callable[[], Any], *, reads_state: bool = True) -> Any:
+    async def _submit(self, action: Callable[[], Any], *, reads_state: bool = True, deadline: float | None = None) -> Any:
         if self._closed:
             raise Unavailable(f"partition {self.spec.key} is closing")
         if self._failed:
@@ -210,8 +223,14 @@ class DurablePartition:
         if self.fault is not None and self.fault.state == "read_only" and time.monotonic() < self._fault_retry_at:
             raise Unavailable(self._read_only_message())
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Write(action, future, reads_state))
-        return await asyncio.shield(future)
+        write = _Write(action, future, reads_state, deadline)
+        await self._queue.put(write)
+        try:
+            # Shielded: once a write is in a commit batch it runs to its end whatever its caller does.
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            write.abandoned = True
+            raise
 
     async def _commit_loop(self) -> None:
         while True:
@@ -228,11 +247,14 @@ class DurablePartition:
                 batch.append(item)
             fault_before = self.fault
             try:
-                outcomes = await asyncio.to_thread(self._commit_batch, batch)
+                assert self._commit_thread is not None
+                outcomes = await run_in(self._commit_thread, self._commit_batch, batch)
             except Exception as error:  # noqa: BLE001 - a bug must fail these writes, not stall the partition
                 _log.exception("commit of %d writes to %s failed", len(batch), self.spec.key)
                 outcomes = [(False, error)] * len(batch)
             for write, (ok, value) in zip(batch, outcomes):
+                if write.abandoned:
+                    write.future.cancel()  # nobody waits for its answer
                 if write.future.done():
                     continue
                 if ok:
@@ -254,6 +276,13 @@ class DurablePartition:
         outcomes: list[tuple[bool, Any]] = []
         pending: list[tuple[int, _Logged]] = []
         for position, write in enumerate(batch):
+            # Checked here, when the write would start, not when it was queued: it may have waited for the
+            # commit thread (a long fsync, a snapshot) past its caller's deadline.
+            if write.abandoned or write.expired(time.monotonic()):
+                outcomes.append((False, DeadlineExceeded(
+                    f"partition {self.spec.key}: the caller's deadline passed (or the caller left) while this write "
+                    "waited in the queue; it was not applied")))
+                continue
             if write.reads_state and pending:
                 self._flush(pending, outcomes)
                 pending = []
@@ -378,12 +407,15 @@ class DurablePartition:
 
     # -- writes -------------------------------------------------------------------------------------
 
-    async def upsert(self, ids: list[str], vectors: np.ndarray, metadata: list[Metadata] | None) -> int:
-        """`vectors` must already be validated and prepared (normalised under cosine)."""
+    async def upsert(
+        self, ids: list[str], vectors: np.ndarray, metadata: list[Metadata] | None, *, deadline: float | None = None,
+    ) -> int:
+        """`vectors` must already be validated and prepared (normalised under cosine). `deadline` (monotonic):
+        if the write is still queued then, it is dropped and DeadlineExceeded raised; nothing is applied."""
         record = UpsertRecord(ids, vectors, metadata)
-        return int(await self._submit(lambda: _Logged(record, lambda lsn: lsn), reads_state=False))
+        return int(await self._submit(lambda: _Logged(record, lambda lsn: lsn), reads_state=False, deadline=deadline))
 
-    async def delete(self, ids: Sequence[str], flt: Filter | None) -> tuple[int, int]:
+    async def delete(self, ids: Sequence[str], flt: Filter | None, *, deadline: float | None = None) -> tuple[int, int]:
         def action() -> Any:
             targets = dict.fromkeys(i for i in ids if i in self.state.id_to_label)
             if flt is not None:
@@ -392,7 +424,7 @@ class DurablePartition:
                 return (0, self._wal.last_lsn)
             return _Logged(DeleteRecord(list(targets)), lambda lsn: (len(targets), lsn))
 
-        return await self._submit(action)  # type: ignore[no-any-return]
+        return await self._submit(action, deadline=deadline)  # type: ignore[no-any-return]
 
     async def train(self, sample: np.ndarray | None) -> int:
         """Train IVF-PQ without stalling writes or searches: the build snapshot is taken in the commit
@@ -408,7 +440,7 @@ class DurablePartition:
                     return index.start_build(sample)  # type: ignore[attr-defined]
 
             build = await self._submit(begin)
-            await asyncio.to_thread(build.run)
+            await run_in(self._executors.index_builds, build.run)
 
             def finish() -> int:
                 with self._lock.write():
@@ -469,7 +501,7 @@ class DurablePartition:
             finally:
                 self._lock.release_read()
         else:
-            results = await asyncio.to_thread(run_locked)
+            results = await run_in(self._executors.searches, run_locked)
         self.searches_served += len(results)
         return results
 
@@ -485,11 +517,11 @@ class DurablePartition:
                 vectors = self.state.vectors_of(np.array([label for _, label, _ in found], dtype=np.int64)) if include_vectors else None
                 return [(i, md, vectors[n] if vectors is not None else None) for n, (i, _, md) in enumerate(found)]
 
-        return await asyncio.to_thread(run)
+        return await run_in(self._executors.searches, run)
 
     async def stats(self) -> dict[str, Any]:
         # Off the event loop: the read lock can wait behind a long write (IVF training).
-        return await asyncio.to_thread(self._stats)
+        return await run_in(self._executors.searches, self._stats)
 
     def _stats(self) -> dict[str, Any]:
         with self._lock.read():

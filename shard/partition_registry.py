@@ -16,6 +16,7 @@ from typing import Callable
 from quiver.errors import AlreadyExists, InvalidArgument, NotFound
 from quiver.specs import INDEX_KINDS, MAX_DIM, METRICS, PartitionKey, PartitionSpec
 from shard.durable_partition import SPEC_FILE, DurabilityPolicy, DurablePartition
+from shard.executors import ShardExecutors
 from shard.partition_state import SearchPolicy
 
 _log = logging.getLogger(__name__)
@@ -44,12 +45,13 @@ def check_spec(spec: PartitionSpec) -> None:
 class PartitionRegistry:
     def __init__(
         self, data_dir: Path, durability: DurabilityPolicy, search_policy: SearchPolicy, *, server_id: str = "",
-        on_fault_change: Callable[[], None] | None = None,
+        on_fault_change: Callable[[], None] | None = None, executors: ShardExecutors | None = None,
     ) -> None:
         self._root = data_dir / "partitions"
         self._durability = durability
         self._search_policy = search_policy
         self._server_id = server_id
+        self._executors = executors
         # Called when a partition starts or stops refusing writes (disk full, read-only), and on a drop.
         self._on_fault_change = on_fault_change
         self._partitions: dict[PartitionKey, DurablePartition] = {}
@@ -64,7 +66,7 @@ class PartitionRegistry:
             try:
                 partition = await asyncio.to_thread(
                     functools.partial(DurablePartition.open, spec_file.parent, self._durability, self._search_policy,
-                                      server_id=self._server_id))
+                                      server_id=self._server_id, executors=self._executors))
             except Exception:  # noqa: BLE001 - one damaged partition must not keep the others offline
                 _log.exception("partition in %s could not be recovered; it is not served (its files are kept)", spec_file.parent)
                 continue
@@ -85,7 +87,7 @@ class PartitionRegistry:
                 await asyncio.to_thread(shutil.rmtree, directory)
             partition = await asyncio.to_thread(
                 functools.partial(DurablePartition.create, directory, spec, self._durability, self._search_policy,
-                                  server_id=self._server_id))
+                                  server_id=self._server_id, executors=self._executors))
             self._serve(partition)
             return True
 

@@ -8,7 +8,9 @@ from grpc_health.v1 import health_pb2
 
 from quiver.grpc_server import add_health_and_reflection, bind, server_options, set_health
 from quiver.v1 import shard_pb2, shard_pb2_grpc
+from shard.admission import Admission
 from shard.config import ShardConfig
+from shard.executors import ShardExecutors
 from shard.partition_registry import PartitionRegistry
 from shard.servicer import ShardServicer
 
@@ -23,14 +25,16 @@ class ShardServer:
 
     def __init__(self, config: ShardConfig) -> None:
         self.config = config
+        self.executors = ShardExecutors(config.executors)
         self.registry = PartitionRegistry(
             config.data_dir, config.durability, config.search, server_id=config.server_id,
-            on_fault_change=self._fault_changed,
+            on_fault_change=self._fault_changed, executors=self.executors,
         )
         self._serving = False
         self._health_update: asyncio.Task[None] | None = None
         self.server = grpc.aio.server(options=server_options(config.max_message_bytes))
-        shard_pb2_grpc.add_ShardServicer_to_server(ShardServicer(self.registry, config), self.server)
+        self.admission = Admission(config.admission, f"shard server {config.server_id}" if config.server_id else "this shard server")
+        shard_pb2_grpc.add_ShardServicer_to_server(ShardServicer(self.registry, config, self.admission), self.server)
         self.health = add_health_and_reflection(self.server, SERVICE_NAME)
         self.port = bind(self.server, config.host, config.port)
 
@@ -61,6 +65,7 @@ class ShardServer:
         await set_health(self.health, [SERVICE_NAME, WRITES_HEALTH_NAME], serving=False)
         await self.server.stop(grace)
         await self.registry.close_all(snapshot=True)
+        self.executors.shutdown()
 
 
 async def create_server(config: ShardConfig) -> tuple[ShardServer, int]:

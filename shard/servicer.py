@@ -5,8 +5,9 @@ Only this module and quiver.wire touch the generated protobuf classes on the sha
 from __future__ import annotations
 
 import json
+import time
 
-from quiver.errors import InvalidArgument
+from quiver.errors import DeadlineExceeded, InvalidArgument
 from quiver.rpc_guard import rpc_guard
 from quiver.v1 import shard_pb2, shard_pb2_grpc
 from quiver.wire.filters import filter_from_proto
@@ -17,6 +18,7 @@ from quiver.wire.points import (
     vectors_from_bytes,
 )
 from quiver.wire.specs import key_from_proto, partition_spec_from_proto, partition_spec_to_proto
+from shard.admission import Admission
 from shard.config import ShardConfig
 from shard.durable_partition import DurablePartition
 from shard.indexes import QueryKnobs
@@ -25,9 +27,10 @@ from quiver.validation import check_ids, check_k, prepare_vectors
 
 
 class ShardServicer(shard_pb2_grpc.ShardServicer):
-    def __init__(self, registry: PartitionRegistry, config: ShardConfig) -> None:
+    def __init__(self, registry: PartitionRegistry, config: ShardConfig, admission: Admission) -> None:
         self._registry = registry
         self._config = config
+        self._admission = admission
 
     def _partition(self, ref: shard_pb2.PartitionRef) -> DurablePartition:
         return self._registry.get(key_from_proto(ref))
@@ -57,7 +60,8 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
         vectors = vectors_from_bytes(request.vectors, spec.dim, len(ids), "vectors")
         prepared = prepare_vectors(vectors, spec.metric)
         metadata = metadata_list_from_proto(request.metadata, len(ids))
-        lsn = await partition.upsert(ids, prepared, metadata)
+        with self._admission.write(request.ByteSize()):
+            lsn = await partition.upsert(ids, prepared, metadata, deadline=_deadline(context))
         return shard_pb2.UpsertResponse(upserted=len(ids), lsn=lsn)
 
     @rpc_guard
@@ -68,7 +72,8 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
         flt = filter_from_proto(request.filter)
         if not ids and flt is None:
             raise InvalidArgument("delete names no ids and no filter; give at least one")
-        deleted, lsn = await partition.delete(ids, flt)
+        with self._admission.write(request.ByteSize()):
+            deleted, lsn = await partition.delete(ids, flt, deadline=_deadline(context))
         return shard_pb2.DeleteResponse(deleted=deleted, lsn=lsn)
 
     @rpc_guard
@@ -90,9 +95,11 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
         prepared = prepare_vectors(queries, spec.metric, "queries")
         flt = filter_from_proto(request.filter)
         knobs = QueryKnobs(ef_search=request.params.ef_search, nprobe=request.params.nprobe)
-        results = await partition.search(
-            prepared, request.k, flt, knobs, request.params.exact, request.include_metadata, request.include_vectors
-        )
+        _deadline(context)
+        with self._admission.search(len(prepared)):
+            results = await partition.search(
+                prepared, request.k, flt, knobs, request.params.exact, request.include_metadata, request.include_vectors
+            )
         return shard_pb2.SearchResponse(
             results=[query_result_to_proto(r.ids, r.scores, r.metadata, r.vectors, r.strategy) for r in results]
         )
@@ -113,6 +120,17 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
     async def Stats(self, request, context):  # type: ignore[no-untyped-def]
         partitions = [self._partition(request.ref)] if request.ref.collection else self._registry.all()
         return shard_pb2.StatsResponse(partitions=[_stats_to_proto(p, await p.stats()) for p in partitions])
+
+
+def _deadline(context) -> float | None:  # type: ignore[no-untyped-def]
+    """The caller's deadline as a monotonic time; DeadlineExceeded if it has passed already, so work that
+    nobody waits for is never started."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    if remaining <= 0:
+        raise DeadlineExceeded("the caller's deadline passed before this shard server started the request; nothing was done")
+    return time.monotonic() + remaining
 
 
 def _stats_to_proto(partition: DurablePartition, stats: dict) -> shard_pb2.PartitionStats:  # type: ignore[type-arg]

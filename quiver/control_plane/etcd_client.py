@@ -1,8 +1,9 @@
 """A small asyncio wrapper over the synchronous pyetcd client; the only module that imports pyetcd.
 
-pyetcd (etcd-sdk-python, the python-etcd3 API) is blocking gRPC, so every unary call runs in
-`asyncio.to_thread`, and each watch stream gets a thread of its own that feeds an asyncio queue (a stream can
-live for hours and must not pin a worker of the shared default executor).
+pyetcd (etcd-sdk-python, the python-etcd3 API) is blocking gRPC, so every unary call runs in a thread pool
+of this client's own (never asyncio's default one, which a server's other work could fill), lease renewals
+in a thread of their own (so no burst of other etcd calls delays one past its TTL), and each watch stream
+gets a thread of its own that feeds an asyncio queue (a stream can live for hours).
 
 What this wrapper adds over pyetcd, and why:
 - Failures are Quiver's domain errors: an unreachable etcd is `Unavailable` naming the endpoints, a failed
@@ -20,10 +21,12 @@ What this wrapper adds over pyetcd, and why:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import random
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -131,6 +134,7 @@ class _Compacted(Exception):
 
 
 _STARTED = object()
+CALL_THREADS = 4  # concurrent unary etcd calls per client; watches and lease renewals have their own threads
 
 
 class EtcdClient:
@@ -144,6 +148,8 @@ class EtcdClient:
         self.where = ", ".join(f"{h}:{p}" for h, p in self._addresses)
         self._client = self._new_sync_client()
         self._closed = False
+        self._calls = ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="etcd-call")
+        self._lease_renewals = ThreadPoolExecutor(1, thread_name_prefix="etcd-lease")
 
     def _new_sync_client(self) -> pyetcd.MultiEndpointEtcd3Client:
         # One endpoint: never quarantine it (time_retry=0), let gRPC's capped backoff pace reconnects.
@@ -178,8 +184,9 @@ class EtcdClient:
                 raise
             raise translated from exc
 
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.to_thread(self._call_sync, fn, *args, **kwargs)
+    async def _call(self, fn: Callable[..., T], *args: Any, _pool: ThreadPoolExecutor | None = None, **kwargs: Any) -> T:
+        call = functools.partial(self._call_sync, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(_pool or self._calls, call)
 
     async def get(self, key: str) -> KeyValue | None:
         response = await self._call(self._client.get_response, key)
@@ -248,7 +255,7 @@ class EtcdClient:
 
     async def keepalive_lease(self, lease_id: int) -> int:
         """Refresh a lease once; returns its TTL in seconds, 0 if the lease has expired or was revoked."""
-        responses = await self._call(lambda: list(self._client.refresh_lease(lease_id)))
+        responses = await self._call(lambda: list(self._client.refresh_lease(lease_id)), _pool=self._lease_renewals)
         return responses[0].TTL if responses else 0
 
     async def revoke_lease(self, lease_id: int) -> bool:
@@ -309,6 +316,9 @@ class EtcdClient:
     def close(self) -> None:
         self._closed = True
         self._client.close()
+        # A call still in flight finishes (and fails) on its own; nobody waits for it here.
+        self._calls.shutdown(wait=False)
+        self._lease_renewals.shutdown(wait=False)
 
     async def __aenter__(self) -> EtcdClient:
         return self

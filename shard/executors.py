@@ -1,0 +1,62 @@
+"""The shard server's thread pools, one per role, so one kind of work can never starve another.
+
+hnswlib and faiss release the GIL, so searches and index builds scale with threads; but if they shared one
+pool (asyncio's default, as they once did) a burst of slow exact searches would queue every commit batch
+behind them, and an IVF-PQ training would hold threads that searches need. So:
+- searches (and gets and stats, which read the same state) share a pool sized to the cores;
+- each partition's commit loop has one thread of its own (`commit_thread`): its work is serial anyway, and
+  a write waits only for its own partition's earlier writes, never for a search;
+- index builds (IVF-PQ k-means) get a small pool, so training never takes every core from searches;
+- the etcd client has its own threads (quiver.control_plane.etcd_client), lease renewals a dedicated one.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ExecutorSizes:
+    searches: int = 0  # 0: one thread per core
+    index_builds: int = 1
+
+    def resolved_searches(self) -> int:
+        return self.searches or max(1, os.cpu_count() or 1)
+
+
+class ShardExecutors:
+    def __init__(self, sizes: ExecutorSizes = ExecutorSizes()) -> None:
+        self.sizes = sizes
+        self.searches = ThreadPoolExecutor(sizes.resolved_searches(), thread_name_prefix="search")
+        self.index_builds = ThreadPoolExecutor(max(1, sizes.index_builds), thread_name_prefix="index-build")
+
+    @staticmethod
+    def commit_thread(name: str) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(1, thread_name_prefix=f"commit-{name}")
+
+    def shutdown(self) -> None:
+        self.searches.shutdown(wait=False, cancel_futures=True)
+        self.index_builds.shutdown(wait=False, cancel_futures=True)
+
+
+async def run_in(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+    """Run fn(*args) in `pool`. If the awaiting task is cancelled (the caller went away) before a thread
+    took the job, the job is dropped, never run."""
+    return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
+
+
+_default: ShardExecutors | None = None
+
+
+def default_executors() -> ShardExecutors:
+    """Pools for partitions made without a server (tests, tools): shared by all of them in this process."""
+    global _default
+    if _default is None:
+        _default = ShardExecutors()
+    return _default

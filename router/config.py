@@ -18,3 +18,7 @@ class RouterConfig:
     # A collection still "being created" this long after its claim was left by a router that died
     # mid-create; a new create of the name takes it over. Longer than any create's own shard timeouts.
     stale_claim_s: float = 180.0
+    # Requests with more points (upserts) or query x k slots (search merges) than this do their CPU work in
+    # `cpu_threads` worker threads instead of on the event loop.
+    offload_points: int = 1024
+    cpu_threads: int = 2

@@ -47,6 +47,7 @@ class RouterServer:
         await self.server.stop(grace)
         await self.watcher.stop()
         await self.pool.close()
+        self.servicer.close()
         self.etcd.close()
 
 

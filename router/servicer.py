@@ -9,6 +9,8 @@ are found wherever an earlier partition-keyed write put them.
 from __future__ import annotations
 
 import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +43,12 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._admin = admin
         self.replica_reads = ReplicaReads()
         self._coalescer: Coalescer[_SearchJob] = Coalescer(self._search_batch, fits=self._batch_fits)
+        # CPU work of large requests (checking and splitting a big upsert, merging a big search batch) runs
+        # here, not on the event loop, so one large request cannot stall every other RPC of the router.
+        self._cpu = ThreadPoolExecutor(self._config.cpu_threads, thread_name_prefix="router-cpu")
+
+    def close(self) -> None:
+        self._cpu.shutdown(wait=False, cancel_futures=True)
 
     @property
     def queued_searches(self) -> int:
@@ -98,34 +106,21 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     async def Upsert(self, request, context):  # type: ignore[no-untyped-def]
         view = self._view(request.collection)
         check_model(view, request.model)
-        ids = list(request.ids)
-        if not ids:
-            raise InvalidArgument("upsert carries no ids")
-        check_ids(ids)
-        vectors = vectors_from_bytes(request.vectors, view.record.dim, len(ids), "vectors")
-        check_vectors(vectors, view.record.metric)
-        metadata_list_from_proto(request.metadata, len(ids))  # validates every entry before any shard sees one
-        n_shards = view.record.shards
-        if request.partition_key:
-            assignment = np.full(len(ids), shard_for_key(request.partition_key, n_shards))
+        # Checking, normalising-to-check and splitting a large batch is CPU work: off the event loop.
+        split = functools.partial(_split_upsert, request, view, self._ref)
+        if len(request.ids) > self._config.offload_points:
+            by_shard = await asyncio.get_running_loop().run_in_executor(self._cpu, split)
         else:
-            assignment = shards_for_keys(ids, n_shards)
+            by_shard = split()
         calls: dict[int, Any] = {}
         timeout = self._timeout(context)
-        for shard in np.unique(assignment).tolist():
-            rows = np.flatnonzero(assignment == shard)
-            sub = shard_pb2.UpsertRequest(
-                ref=self._ref(view, shard),
-                ids=[ids[r] for r in rows.tolist()],
-                vectors=vectors[rows].tobytes(),
-                metadata=[request.metadata[r] for r in rows.tolist()] if len(request.metadata) else [],
-            )
+        for shard, sub in by_shard.items():
             for address in view.all_replicas(shard):
                 calls[len(calls)] = self._bind(address, "Upsert", sub, timeout)
         outcomes = await fan_out(calls, timeout)
         raise_caller_errors(outcomes)
         require_coverage(outcomes, False, f"upsert into {view.record.name!r} (safe to retry: upserts are idempotent)")
-        return router_pb2.RouterUpsertResponse(upserted=len(ids))
+        return router_pb2.RouterUpsertResponse(upserted=len(request.ids))
 
     def _bind(self, address: str, method: str, message: Any, timeout: float) -> Any:
         stub = self._pool.stub(address)
@@ -256,7 +251,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 outcomes = await gather.wait(batch[waiting[0]].deadline - loop.time())
                 now = loop.time()
                 due = waiting if gather.finished else [m for m in waiting if batch[m].deadline <= now] or waiting[:1]
-                replies = self._replies(view, request, outcomes, n_queries, len(shards))
+                replies = await self._replies(view, request, outcomes, n_queries, len(shards))
                 for member in due:
                     answers[live[member]] = replies if isinstance(replies, Exception) else router_pb2.RouterSearchResponse(
                         results=replies[0][offsets[member] : offsets[member + 1]], coverage=replies[1]
@@ -266,7 +261,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             gather.cancel()
         return answers
 
-    def _replies(
+    async def _replies(
         self, view: CollectionView, request: Any, outcomes: list[Outcome[Any]], n_queries: int, n_shards: int
     ) -> tuple[list[types_pb2.QueryResult], router_pb2.Coverage] | QuiverError:
         """The merged results of a batch from the shards that have answered, or why they are not enough."""
@@ -279,7 +274,36 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         coverage = router_pb2.Coverage(shards_asked=n_shards, shards_answered=len(answered), partial=len(answered) < n_shards)
         if len(answered) == 1:
             return list(answered[0].results), coverage
-        return _merge_batch(answered, n_queries, request.k, view.record.dim), coverage
+        merge = functools.partial(_merge_batch, answered, n_queries, request.k, view.record.dim)
+        if n_queries * request.k > self._config.offload_points:
+            return await asyncio.get_running_loop().run_in_executor(self._cpu, merge), coverage
+        return merge(), coverage
+
+
+def _split_upsert(request: router_pb2.RouterUpsertRequest, view: CollectionView, ref: Any) -> dict[int, shard_pb2.UpsertRequest]:
+    """The whole upsert checked (ids, vectors, metadata) and cut into one request per shard."""
+    ids = list(request.ids)
+    if not ids:
+        raise InvalidArgument("upsert carries no ids")
+    check_ids(ids)
+    vectors = vectors_from_bytes(request.vectors, view.record.dim, len(ids), "vectors")
+    check_vectors(vectors, view.record.metric)
+    metadata_list_from_proto(request.metadata, len(ids))  # validates every entry before any shard sees one
+    n_shards = view.record.shards
+    if request.partition_key:
+        assignment = np.full(len(ids), shard_for_key(request.partition_key, n_shards))
+    else:
+        assignment = shards_for_keys(ids, n_shards)
+    by_shard = {}
+    for shard in np.unique(assignment).tolist():
+        rows = np.flatnonzero(assignment == shard)
+        by_shard[shard] = shard_pb2.UpsertRequest(
+            ref=ref(view, shard),
+            ids=[ids[r] for r in rows.tolist()],
+            vectors=vectors[rows].tobytes(),
+            metadata=[request.metadata[r] for r in rows.tolist()] if len(request.metadata) else [],
+        )
+    return by_shard
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ _log = logging.getLogger(__name__)
 
 SPEC_FILE = "spec.json"
 INLINE_MAX_QUERIES = 2
+INLINE_MAX_EF = 128
 
 
 @dataclass(frozen=True)
@@ -494,8 +495,7 @@ class DurablePartition:
         # A single unfiltered ANN query takes ~0.1 ms: handing it to a worker thread costs more than that,
         # so it runs on the event loop when no writer holds or waits for the lock. Everything else
         # (batches, filters, exact scans) goes to threads, where hnswlib/faiss use all cores.
-        cheap = len(queries) <= INLINE_MAX_QUERIES and flt is None and not force_exact and not self.state.index.exact
-        if cheap and self._lock.try_acquire_read():
+        if self._cheap(len(queries), flt, knobs, force_exact) and self._lock.try_acquire_read():
             try:
                 results = run()
             finally:
@@ -504,6 +504,13 @@ class DurablePartition:
             results = await run_in(self._executors.searches, run_locked)
         self.searches_served += len(results)
         return results
+
+    def _cheap(self, n_queries: int, flt: Filter | None, knobs: QueryKnobs, force_exact: bool) -> bool:
+        """Worth running on the event loop: one or two unfiltered HNSW queries at a modest ef. A huge
+        ef_search (or any IVF-PQ nprobe, any scan) could hold the loop, and every other RPC, for long."""
+        if n_queries > INLINE_MAX_QUERIES or flt is not None or force_exact or self.spec.index_kind != "hnsw":
+            return False
+        return (knobs.ef_search or self.state.index.effective_params()["ef_search"]) <= INLINE_MAX_EF
 
     def _result(self, hits: QueryHits, include_metadata: bool, include_vectors: bool) -> QueryResult:
         metadata = [self.state.fields.get(label) for label in hits.labels.tolist()] if include_metadata else None

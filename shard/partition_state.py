@@ -118,7 +118,7 @@ class PartitionState:
             if candidates == 0:
                 return self._package(SearchHits.empty(n, k), ["exact"] * n)
             if force_exact:
-                return self._package(self.index.search_subset(queries, k, np.flatnonzero(self.live)), ["exact"] * n)
+                return self._package(self.index.search_exact(queries, k, self.live), ["exact"] * n)
             take = min(k, candidates)
             hits = self.index.search(queries, take, knobs, None)
             strategy = "exact" if self.index.exact else "ann"
@@ -139,8 +139,10 @@ class PartitionState:
         strategies = [strategy] * n
         short = np.flatnonzero(hits.found_per_query() < take)
         if len(short):
-            subset = allowed_labels if allowed_labels is not None else np.flatnonzero(self.live)
-            exact = self.index.search_subset(queries[short], take, subset)
+            if allowed_labels is not None:
+                exact = self.index.search_subset(queries[short], take, allowed_labels)
+            else:
+                exact = self.index.search_exact(queries[short], take, self.live)
             hits.scores[short], hits.labels[short] = exact.scores, exact.labels
             for row in short.tolist():
                 strategies[row] = "exact_filtered" if allowed_labels is not None else "exact"

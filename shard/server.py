@@ -34,7 +34,7 @@ class ShardServer:
         self._health_update: asyncio.Task[None] | None = None
         self.server = grpc.aio.server(options=server_options(config.max_message_bytes))
         self.admission = Admission(config.admission, f"shard server {config.server_id}" if config.server_id else "this shard server")
-        shard_pb2_grpc.add_ShardServicer_to_server(ShardServicer(self.registry, config, self.admission), self.server)
+        shard_pb2_grpc.add_ShardServicer_to_server(ShardServicer(self.registry, config, self.admission, self.executors), self.server)
         self.health = add_health_and_reflection(self.server, SERVICE_NAME)
         self.port = bind(self.server, config.host, config.port)
 

@@ -4,8 +4,12 @@ Only this module and quiver.wire touch the generated protobuf classes on the sha
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
+from typing import Callable, TypeVar
+
+import numpy as np
 
 from quiver.errors import DeadlineExceeded, InvalidArgument
 from quiver.rpc_guard import rpc_guard
@@ -18,7 +22,10 @@ from quiver.wire.points import (
     vectors_from_bytes,
 )
 from quiver.wire.specs import key_from_proto, partition_spec_from_proto, partition_spec_to_proto
+from quiver.filters import Metadata
+from quiver.specs import PartitionSpec
 from shard.admission import Admission
+from shard.executors import ShardExecutors, run_in
 from shard.config import ShardConfig
 from shard.durable_partition import DurablePartition
 from shard.indexes import QueryKnobs
@@ -26,11 +33,21 @@ from shard.partition_registry import PartitionRegistry
 from quiver.validation import check_ids, check_k, prepare_vectors
 
 
+T = TypeVar("T")
+
+
 class ShardServicer(shard_pb2_grpc.ShardServicer):
-    def __init__(self, registry: PartitionRegistry, config: ShardConfig, admission: Admission) -> None:
+    def __init__(self, registry: PartitionRegistry, config: ShardConfig, admission: Admission, executors: ShardExecutors) -> None:
+        self._executors = executors
         self._registry = registry
         self._config = config
         self._admission = admission
+
+    async def _off_loop(self, points: int, work: Callable[[], T]) -> T:
+        """Decoding and normalising a large request is CPU work: done on a search thread, not the loop."""
+        if points > self._config.offload_points:
+            return await run_in(self._executors.searches, work)
+        return work()
 
     def _partition(self, ref: shard_pb2.PartitionRef) -> DurablePartition:
         return self._registry.get(key_from_proto(ref))
@@ -52,15 +69,9 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
     @rpc_guard
     async def Upsert(self, request, context):  # type: ignore[no-untyped-def]
         partition = self._partition(request.ref)
-        spec = partition.spec
-        ids = list(request.ids)
-        if not ids:
-            raise InvalidArgument("upsert carries no ids")
-        check_ids(ids)
-        vectors = vectors_from_bytes(request.vectors, spec.dim, len(ids), "vectors")
-        prepared = prepare_vectors(vectors, spec.metric)
-        metadata = metadata_list_from_proto(request.metadata, len(ids))
         with self._admission.write(request.ByteSize()):
+            decode = functools.partial(_decode_upsert, request, partition.spec)
+            ids, prepared, metadata = await self._off_loop(len(request.ids), decode)
             lsn = await partition.upsert(ids, prepared, metadata, deadline=_deadline(context))
         return shard_pb2.UpsertResponse(upserted=len(ids), lsn=lsn)
 
@@ -92,7 +103,7 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
         if len(queries) > self._config.max_queries_per_request:
             raise InvalidArgument(f"{len(queries)} queries in one request; the maximum is {self._config.max_queries_per_request}")
         check_k(request.k, self._config.max_k)
-        prepared = prepare_vectors(queries, spec.metric, "queries")
+        prepared = await self._off_loop(len(queries), functools.partial(prepare_vectors, queries, spec.metric, "queries"))
         flt = filter_from_proto(request.filter)
         knobs = QueryKnobs(ef_search=request.params.ef_search, nprobe=request.params.nprobe)
         _deadline(context)
@@ -120,6 +131,16 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
     async def Stats(self, request, context):  # type: ignore[no-untyped-def]
         partitions = [self._partition(request.ref)] if request.ref.collection else self._registry.all()
         return shard_pb2.StatsResponse(partitions=[_stats_to_proto(p, await p.stats()) for p in partitions])
+
+
+def _decode_upsert(request: shard_pb2.UpsertRequest, spec: PartitionSpec) -> tuple[list[str], np.ndarray, list[Metadata] | None]:
+    ids = list(request.ids)
+    if not ids:
+        raise InvalidArgument("upsert carries no ids")
+    check_ids(ids)
+    vectors = vectors_from_bytes(request.vectors, spec.dim, len(ids), "vectors")
+    prepared = prepare_vectors(vectors, spec.metric)
+    return ids, prepared, metadata_list_from_proto(request.metadata, len(ids))
 
 
 def _deadline(context) -> float | None:  # type: ignore[no-untyped-def]

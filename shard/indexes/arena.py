@@ -10,6 +10,9 @@ import io
 
 import numpy as np
 
+from shard.indexes.base import SearchHits
+from shard.indexes.exact import chunk_rows, topk_over_chunks
+
 
 class VectorArena:
     def __init__(self, dim: int, capacity: int = 1024) -> None:
@@ -60,6 +63,24 @@ class VectorArena:
     def get(self, labels: np.ndarray) -> np.ndarray:
         return self._vectors[labels]
 
+    def search_exact(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, space: str) -> SearchHits:
+        """Exact top-k over the live vectors (and `allowed`, a mask over labels, if given), scored a chunk of
+        the arena at a time: a run of live rows is scored in place, a chunk with holes is gathered first."""
+        return topk_over_chunks(queries, self._chunks(chunk_rows(self.dim), allowed), k, space)
+
+    def _chunks(self, rows: int, allowed: np.ndarray | None):  # type: ignore[no-untyped-def]
+        end = len(self._live)
+        for start in range(0, end, rows):
+            stop = min(end, start + rows)
+            live = self._live[start:stop]
+            if allowed is not None:
+                live = live & _mask_part(allowed, start, stop)
+            offsets = np.flatnonzero(live)
+            if len(offsets) == stop - start:
+                yield np.arange(start, stop, dtype=np.int64), self._vectors[start:stop]
+            elif len(offsets):
+                yield offsets + start, self._vectors[start:stop][offsets]
+
     def live_labels(self) -> np.ndarray:
         return np.flatnonzero(self._live)
 
@@ -85,3 +106,13 @@ class VectorArena:
         arena = cls(dim, capacity=max(1024, int(labels.max()) + 1 if len(labels) else 1024))
         arena.put(labels, vectors)
         return arena
+
+
+def _mask_part(mask: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """mask[start:stop], padded with False where the mask is shorter than the arena."""
+    part = mask[start:stop]
+    if len(part) == stop - start:
+        return part
+    padded = np.zeros(stop - start, dtype=bool)
+    padded[: len(part)] = part
+    return padded

@@ -69,6 +69,11 @@ class VectorIndex(Protocol):
         """Top-k over exactly the given labels, as exactly as the stored vectors allow."""
         ...
 
+    def search_exact(self, queries: np.ndarray, k: int, mask: np.ndarray) -> SearchHits:
+        """Top-k over the labels where `mask` (a bool bitmap over labels) is true, exactly as `search_subset`
+        would, but without a list of labels as long as the partition."""
+        ...
+
     def vectors(self, labels: np.ndarray) -> np.ndarray:
         """The stored vectors of labels (normalised under cosine; PQ-reconstructed for IVF-PQ without refine)."""
         ...

@@ -12,7 +12,7 @@ import numpy as np
 from shard.indexes.arena import VectorArena
 from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits
 from shard.indexes.blob_container import pack, unpack
-from shard.indexes.exact import exact_topk
+from shard.indexes.exact import exact_topk_of
 
 
 class FlatIndex:
@@ -38,13 +38,13 @@ class FlatIndex:
         self._arena.remove(labels)
 
     def search(self, queries: np.ndarray, k: int, knobs: QueryKnobs, allowed: np.ndarray | None) -> SearchHits:
-        labels = self._arena.live_labels()
-        if allowed is not None:
-            labels = labels[allowed[labels]]
-        return exact_topk(queries, self._arena.get(labels), labels, k, self.config.space)
+        return self._arena.search_exact(queries, k, allowed, self.config.space)
 
     def search_subset(self, queries: np.ndarray, k: int, labels: np.ndarray) -> SearchHits:
-        return exact_topk(queries, self._arena.get(labels), labels, k, self.config.space)
+        return exact_topk_of(queries, labels, self._arena.get, k, self.config.space)
+
+    def search_exact(self, queries: np.ndarray, k: int, mask: np.ndarray) -> SearchHits:
+        return self._arena.search_exact(queries, k, mask, self.config.space)
 
     def vectors(self, labels: np.ndarray) -> np.ndarray:
         return self._arena.get(labels)

@@ -22,7 +22,7 @@ import numpy as np
 
 from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits
 from shard.indexes.blob_container import pack, unpack
-from shard.indexes.exact import exact_topk
+from shard.indexes.exact import exact_topk_masked, exact_topk_of
 
 DEFAULTS = {"m": 16, "ef_construction": 200, "ef_search": 64}
 
@@ -53,6 +53,9 @@ class _EfGate:
                 self._active -= 1
                 if self._active == 0:
                     self._cond.notify_all()
+
+
+_GET_ITEMS_BYTES = 2 * 2**20
 
 
 class HnswIndex:
@@ -99,13 +102,21 @@ class HnswIndex:
         if k == 0:
             return hits
         predicate = bytes(allowed.view(np.uint8)).__getitem__ if allowed is not None else None
-        try:
-            with self._gate.using(ef):
+        with self._gate.using(ef):
+            try:
                 labels, distances = self._index.knn_query(queries, k=k, num_threads=-1, filter=predicate)
-        except RuntimeError:
-            # hnswlib refuses when it cannot fill k (many deletes, tight filters); the partition then
-            # completes these queries exactly.
-            return hits
+            except RuntimeError:
+                # hnswlib refuses a whole batch when it cannot fill k for one query (many deletes, tight
+                # filters). Ask again query by query, so only those come back short (and the partition
+                # completes them exactly) while the rest keep their ANN answer.
+                for row in range(len(queries)):
+                    try:
+                        labels, distances = self._index.knn_query(queries[row : row + 1], k=k, num_threads=1, filter=predicate)
+                    except RuntimeError:
+                        continue
+                    hits.labels[row] = labels[0].astype(np.int64)
+                    hits.scores[row] = self._to_scores(distances)[0]
+                return hits
         hits.labels[:] = labels.astype(np.int64)
         hits.scores[:] = self._to_scores(distances)
         return hits
@@ -113,10 +124,21 @@ class HnswIndex:
     def search_subset(self, queries: np.ndarray, k: int, labels: np.ndarray) -> SearchHits:
         if len(labels) == 0:
             return SearchHits.empty(len(queries), k)
-        return exact_topk(queries, self.vectors(labels), labels, k, self.config.space)
+        return exact_topk_of(queries, labels, self.vectors, k, self.config.space)
+
+    def search_exact(self, queries: np.ndarray, k: int, mask: np.ndarray) -> SearchHits:
+        return exact_topk_masked(queries, mask, self.vectors, k, self.config.space)
 
     def vectors(self, labels: np.ndarray) -> np.ndarray:
-        return np.asarray(self._index.get_items(labels, return_type="numpy"), dtype=np.float32)
+        # hnswlib builds get_items' answer as Python floats first (~40 B per component), so fetch in pieces
+        # that keep that transient under _GET_ITEMS_BYTES.
+        rows = max(16, _GET_ITEMS_BYTES // (40 * self.config.dim))
+        if len(labels) <= rows:
+            return np.asarray(self._index.get_items(labels, return_type="numpy"), dtype=np.float32)
+        out = np.empty((len(labels), self.config.dim), dtype=np.float32)
+        for start in range(0, len(labels), rows):
+            out[start : start + rows] = self._index.get_items(labels[start : start + rows], return_type="numpy")
+        return out
 
     @property
     def wants_training(self) -> bool:

@@ -19,7 +19,7 @@ from quiver.errors import FailedPrecondition, InvalidArgument
 from shard.indexes.arena import VectorArena
 from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits
 from shard.indexes.blob_container import pack, unpack
-from shard.indexes.exact import exact_topk
+from shard.indexes.exact import exact_topk, exact_topk_of
 
 
 def default_pq_m(dim: int) -> int:
@@ -165,10 +165,7 @@ class IvfPqIndex:
     def search(self, queries: np.ndarray, k: int, knobs: QueryKnobs, allowed: np.ndarray | None) -> SearchHits:
         if self._ivf is None:
             assert self._arena is not None
-            labels = self._arena.live_labels()
-            if allowed is not None:
-                labels = labels[allowed[labels]]
-            return exact_topk(queries, self._arena.get(labels), labels, k, self.config.space)
+            return self._arena.search_exact(queries, k, allowed, self.config.space)
         selector = None
         if allowed is not None:
             bits = np.packbits(allowed, bitorder="little")
@@ -199,9 +196,14 @@ class IvfPqIndex:
             hits.scores[row], hits.labels[row] = exact.scores[0], exact.labels[0]
         return hits
 
+    def search_exact(self, queries: np.ndarray, k: int, mask: np.ndarray) -> SearchHits:
+        if self._arena is not None:
+            return self._arena.search_exact(queries, k, mask, self.config.space)
+        return self.search_subset(queries, k, np.flatnonzero(mask))
+
     def search_subset(self, queries: np.ndarray, k: int, labels: np.ndarray) -> SearchHits:
         if self._arena is not None:
-            return exact_topk(queries, self._arena.get(labels), labels, k, self.config.space)
+            return exact_topk_of(queries, labels, self._arena.get, k, self.config.space)
         # Without raw vectors the best we have is an exhaustive scan of the compressed codes.
         selector = faiss.IDSelectorBatch(labels)
         return self._search_ivf(queries, k, self._params["nlist"], selector)

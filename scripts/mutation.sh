@@ -85,6 +85,11 @@ EOF
   # last one's drops the coverage, which mutmut then measures again (a few minutes); results are kept.
   selection="${modules[*]:-all}"
   if [[ -f mutants/.selection && $(cat mutants/.selection) != "$selection" ]]; then rm -f mutants/mutmut-stats.json; fi
+  # A change of [tool.mutmut]'s test selection or pytest arguments makes mutmut drop every verdict; with the
+  # coverage dropped instead, it measures that again and keeps the verdicts (a kill stays a kill).
+  tests_config=$("$PY" -c 'import tomllib; c = tomllib.load(open("pyproject.toml", "rb"))["tool"]["mutmut"]; print(c.get("pytest_add_cli_args_test_selection"), c.get("pytest_add_cli_args"))')
+  if [[ -f mutants/.tests && $(cat mutants/.tests) != "$tests_config" ]]; then rm -f mutants/mutmut-stats.json; fi
+  echo "$tests_config" > mutants/.tests
   mkdir -p mutants && echo "$selection" > mutants/.selection
   keep_mutants() {
     "$PY" - "$1" <<'EOF'
@@ -159,6 +164,7 @@ EOF
   TMPDIR=$work_tmp "${run[@]}" || status=$?
   echo
   echo "mutmut exited with $status after $(( ($(date +%s) - start) / 60 )) min"
+  keep_mutants back  # before the report, which reads every module's mutants (the EXIT trap would be too late)
 fi
 
 cd "$work"

@@ -43,16 +43,34 @@ def place_shards(name: str, shards: int, replication: int, server_ids: list[str]
     return ShardMap(name, 1, tuple(placements))
 
 
+class Budget:
+    """What is left of the caller's deadline (monotonic), capping each step's own timeout, so an admin call
+    ends (done, or rolled back) about when its caller stops waiting, not after the steps' longest timeouts."""
+
+    def __init__(self, seconds: float | None) -> None:
+        # A margin, as for data calls: the router answers with what failed before the caller gives up.
+        self._deadline = None if seconds is None else time.monotonic() + seconds * 0.9 - 0.02
+
+    def cap(self, step_s: float) -> float:
+        if self._deadline is None:
+            return step_s
+        return max(0.0, min(step_s, self._deadline - time.monotonic()))
+
+
+UNLIMITED = Budget(None)
+
+
 class Admin:
     def __init__(self, config: RouterConfig, store: ClusterStore, watcher: ClusterWatcher, pool: ShardPool) -> None:
         self._config = config
         self._store = store
         self._watcher = watcher
         self._pool = pool
+        self._rollbacks: set[asyncio.Future[None]] = set()
 
-    async def _seen(self, revision: int) -> None:
+    async def _seen(self, revision: int, budget: Budget = UNLIMITED) -> None:
         try:
-            await self._watcher.wait_for(lambda snapshot: snapshot.revision >= revision, timeout=5.0)
+            await self._watcher.wait_for(lambda snapshot: snapshot.revision >= revision, timeout=budget.cap(5.0))
         except TimeoutError:
             _log.warning("router watcher has not caught up with etcd revision %d yet", revision)
 
@@ -74,7 +92,7 @@ class Admin:
     async def get_collection(self, name: str) -> CollectionRecord:
         return await self._store.get_collection(name)
 
-    async def create_collection(self, spec: router_pb2.CollectionSpec) -> router_pb2.CollectionInfo:
+    async def create_collection(self, spec: router_pb2.CollectionSpec, budget: Budget = UNLIMITED) -> router_pb2.CollectionInfo:
         if not 1 <= spec.dim <= MAX_DIM:
             raise InvalidArgument(f"dim must be between 1 and {MAX_DIM}, got {spec.dim}")
         kind, params = index_from_proto(spec.index)
@@ -113,20 +131,32 @@ class Admin:
             replace(p, replicas=tuple(replace(r, state="serving") for r in p.replicas)) for p in claim.shards
         ))
         try:
-            await self._create_partitions(record, claim, addresses)
+            await self._create_partitions(record, claim, addresses, budget)
             # Only into the record this router claimed: if the name was dropped and made again meanwhile,
             # the new collection is someone else's and this create fails.
-            await self._seen(await self._store.put_shard_map(serving, collection_revision=claimed_at))
+            await self._seen(await self._store.put_shard_map(serving, collection_revision=claimed_at), budget)
         except Aborted:
             # The partitions are named like the new collection's, which may be using them: leave them.
             raise
         except BaseException:
-            await self._store.drop_collection_at(spec.name, claimed_at)
-            await self._drop_partitions(record.name, [claim], addresses)
+            # Shielded: the caller's deadline cancels this handler, often right after the step that failed
+            # for the same reason, and a rollback cut short would leave the name claimed.
+            rollback = asyncio.ensure_future(self._roll_back(record.name, claimed_at, claim, addresses))
+            self._rollbacks.add(rollback)
+            rollback.add_done_callback(self._rollbacks.discard)
+            await asyncio.shield(rollback)
             raise
         return self.info(record)
 
-    async def _create_partitions(self, record: CollectionRecord, shard_map: ShardMap, addresses: Mapping[str, str]) -> None:
+    async def _roll_back(self, name: str, claimed_at: int, claim: ShardMap, addresses: Mapping[str, str]) -> None:
+        try:
+            await self._store.drop_collection_at(name, claimed_at)
+        finally:
+            await self._drop_partitions(name, [claim], addresses)
+
+    async def _create_partitions(
+        self, record: CollectionRecord, shard_map: ShardMap, addresses: Mapping[str, str], budget: Budget = UNLIMITED,
+    ) -> None:
         calls = {}
         for placement in shard_map.shards:
             request = shard_pb2.CreatePartitionRequest(
@@ -140,8 +170,8 @@ class Admin:
             )
             for replica in placement.replicas:
                 stub = self._pool.stub(addresses[replica.server_id])
-                calls[len(calls)] = (lambda stub=stub, request=request: stub.CreatePartition(request, timeout=30))
-        outcomes = await fan_out(calls, 60)
+                calls[len(calls)] = (lambda stub=stub, request=request: stub.CreatePartition(request, timeout=budget.cap(30)))
+        outcomes = await fan_out(calls, budget.cap(60))
         # This router holds the claim, so a partition that already exists is an orphan of an earlier
         # collection of the same name (left on a server that was down at drop time), with the same
         # definition (created=False) or another one (ALREADY_EXISTS): replace it.
@@ -155,7 +185,7 @@ class Admin:
         if stale:
             _log.warning("replacing %d stale partitions of %s", len(stale), record.name)
             await self._drop_partitions(record.name, [shard_map], addresses)
-            again = await fan_out(calls, 60)
+            again = await fan_out(calls, budget.cap(60))
             raise_caller_errors(again)
             require_coverage(again, False, f"creating the partitions of {record.name!r}")
 
@@ -176,14 +206,14 @@ class Admin:
                 # collection of the same name replaces it at creation (see _create_partitions).
                 _log.warning("dropping a partition of %s failed: %s %s", name, outcome.code, outcome.message)
 
-    async def drop_collection(self, name: str) -> None:
+    async def drop_collection(self, name: str, budget: Budget = UNLIMITED) -> None:
         snapshot = self._watcher.current
         maps = [m for (collection, _), m in snapshot.shard_maps.items() if collection == name]
         if not maps:
             record = await self._store.get_collection(name)  # NotFound when absent
             maps = [await self._store.get_shard_map(name, record.active_version)]
         revision = await self._store.drop_collection(name)
-        await self._seen(revision)
+        await self._seen(revision, budget)
         await self._drop_partitions(name, maps, {s.server_id: s.address for s in self._watcher.current.servers.values()})
 
     async def cluster_status(self) -> router_pb2.ClusterStatusResponse:

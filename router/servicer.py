@@ -24,7 +24,7 @@ from quiver.v1 import router_pb2, router_pb2_grpc, shard_pb2, types_pb2
 from quiver.validation import check_ids, check_k, check_vectors
 from quiver.wire.filters import filter_from_proto
 from quiver.wire.points import metadata_list_from_proto, vectors_from_bytes
-from router.admin import Admin
+from router.admin import Admin, Budget
 from router.collection_view import CollectionView, check_model, collection_view
 from router.coalescer import Coalescer
 from router.config import RouterConfig
@@ -77,7 +77,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     @rpc_guard
     async def CreateCollection(self, request, context):  # type: ignore[no-untyped-def]
-        return router_pb2.CreateCollectionResponse(collection=await self._admin.create_collection(request.spec))
+        budget = Budget(context.time_remaining())
+        return router_pb2.CreateCollectionResponse(collection=await self._admin.create_collection(request.spec, budget))
 
     @rpc_guard
     async def DescribeCollection(self, request, context):  # type: ignore[no-untyped-def]
@@ -93,7 +94,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     @rpc_guard
     async def DropCollection(self, request, context):  # type: ignore[no-untyped-def]
-        await self._admin.drop_collection(request.name)
+        await self._admin.drop_collection(request.name, Budget(context.time_remaining()))
         return router_pb2.DropCollectionResponse()
 
     @rpc_guard

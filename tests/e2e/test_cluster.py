@@ -248,15 +248,23 @@ async def test_a_killed_shard_gives_partial_results_when_allowed_and_unavailable
         assert all(not r.partial and r.shards_answered == 3 for r in full)
 
 
-async def test_searches_survive_an_etcd_outage_and_new_collections_appear_after_it(loaded, data):
+async def test_reads_and_writes_survive_an_etcd_outage_admin_fails_fast_naming_etcd_and_all_resumes(loaded, data):
     async with AsyncClient(loaded.router_address, timeout=10.0) as client:
         loaded.etcd.stop()
         try:
             for _ in range(5):
                 results = await client.search("glove", data.queries[:5], 10)
                 assert all(not r.partial and len(r.ids) == 10 for r in results)
+            await client.upsert("glove", ["during-outage"], data.queries[:1])  # writes need no etcd
+            found = await client.get("glove", ["during-outage"])
+            assert [p.id for p in found] == ["during-outage"]
+            # An admin call cannot be done without etcd: it says so, well inside the caller's deadline.
+            async with AsyncClient(loaded.router_address, timeout=8.0) as impatient:
+                with pytest.raises(Unavailable, match="etcd"):
+                    await impatient.create_collection("during-outage", 8, index="flat", shards=2)
         finally:
             loaded.etcd.start()
+        assert (await client.search("glove", data.queries[:1], 1))[0].ids == ["during-outage"]
         for _ in range(100):
             try:
                 await client.create_collection("after-outage", 8, index="flat", shards=2)

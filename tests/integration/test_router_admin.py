@@ -13,7 +13,7 @@ import pytest
 
 from quiver.client import AsyncClient
 from quiver.control_plane.records import CollectionRecord
-from quiver.errors import ERRORS_BY_CODE, AlreadyExists, FailedPrecondition, NotFound
+from quiver.errors import ERRORS_BY_CODE, AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from router.admin import place_shards
 from router.config import RouterConfig
 from router.server import RouterServer
@@ -180,3 +180,24 @@ async def test_a_claim_left_by_a_router_that_died_mid_create_is_taken_over_and_a
     await cluster.client.upsert("abandoned", ["a"], unit_rows(np.random.default_rng(0), 1, DIM))
     with pytest.raises(AlreadyExists):
         await cluster.client.create_collection("in-progress", DIM, index="flat", shards=3)
+
+
+async def test_a_create_ends_at_the_callers_deadline_and_rolls_back_instead_of_waiting_on_a_frozen_server(cluster):
+    cluster.fakes[1].freeze("CreatePartition")
+    # The router answers before the caller's deadline, saying which step did not finish in time.
+    with pytest.raises(Unavailable, match="creating the partitions of 'docs': 1 of 3 shards did not answer"):
+        await cluster.client_with_deadline(2.0).create_collection("docs", DIM, index="flat", shards=3)
+    # The router gave up with its caller (not after the shard call's own 30 s): the claim is rolled back and
+    # the name is free while the server is still frozen.
+    await assert_eventually_async(lambda: _gone(cluster, "docs"), timeout=10)
+    cluster.fakes[1].heal()
+    await cluster.client.create_collection("docs", DIM, index="flat", shards=3)
+    assert partitions(cluster, "docs") == [[0], [1], [2]]
+
+
+async def _gone(cluster: FakeCluster, name: str) -> bool:
+    try:
+        await cluster.store.get_collection(name)
+    except NotFound:
+        return True
+    return False

@@ -1,9 +1,12 @@
 """What the shard and router gRPC servers share: options, binding, health and reflection."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -37,3 +40,36 @@ def bind(server: grpc.aio.Server, host: str, port: int) -> int:
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
     return bound
+
+
+class Undecodable:
+    """What a handler receives instead of its request when the bytes were not a valid message of its type.
+    `rpc_guard` answers it INVALID_ARGUMENT; grpc's own answer to a failed parse would be INTERNAL."""
+
+    def __init__(self, type_name: str, error: Exception) -> None:
+        self.message = f"the request is not a valid {type_name} message ({type(error).__name__}: {error})"
+
+
+def _tolerant_parser(cls: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except (DecodeError, RecursionError, ValueError) as error:
+            return Undecodable(cls.DESCRIPTOR.full_name, error)
+
+    return parse
+
+
+def add_service(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor) -> None:
+    """Like the generated add_<Service>Servicer_to_server (every method unary-unary), but a request that
+    does not parse reaches the handler as `Undecodable`, so the caller hears INVALID_ARGUMENT."""
+    handlers = {}
+    for method in service.methods:
+        request_cls = message_factory.GetMessageClass(method.input_type)
+        response_cls = message_factory.GetMessageClass(method.output_type)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=_tolerant_parser(request_cls),
+            response_serializer=response_cls.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))

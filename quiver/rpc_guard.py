@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 import grpc
 
 from quiver.errors import QuiverError, grpc_status_for, trailing_metadata_for
+from quiver.grpc_server import Undecodable
 
 _log = logging.getLogger(__name__)
 
@@ -21,6 +22,8 @@ Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 def rpc_guard(method: Handler) -> Handler:
     @functools.wraps(method)
     async def guarded(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
         try:
             return await method(self, request, context)
         except grpc.aio.AbortError:

@@ -6,8 +6,8 @@ import grpc
 from quiver.control_plane.etcd_client import EtcdClient
 from quiver.control_plane.store import ClusterStore
 from quiver.control_plane.watcher import ClusterWatcher
-from quiver.grpc_server import add_health_and_reflection, bind, server_options, set_health
-from quiver.v1 import router_pb2, router_pb2_grpc
+from quiver.grpc_server import add_health_and_reflection, add_service, bind, server_options, set_health
+from quiver.v1 import router_pb2
 from router.admin import Admin
 from router.config import RouterConfig
 from router.servicer import RouterServicer
@@ -26,7 +26,7 @@ class RouterServer:
         self.server = grpc.aio.server(options=server_options(config.max_message_bytes))
         admin = Admin(config, self.store, self.watcher, self.pool)
         self.servicer = RouterServicer(config, self.watcher, self.pool, admin)
-        router_pb2_grpc.add_RouterServicer_to_server(self.servicer, self.server)
+        add_service(self.server, self.servicer, router_pb2.DESCRIPTOR.services_by_name["Router"])
         self.health = add_health_and_reflection(self.server, SERVICE_NAME)
         self.port = bind(self.server, config.host, config.port)
 

@@ -6,8 +6,8 @@ import asyncio
 import grpc
 from grpc_health.v1 import health_pb2
 
-from quiver.grpc_server import add_health_and_reflection, bind, server_options, set_health
-from quiver.v1 import shard_pb2, shard_pb2_grpc
+from quiver.grpc_server import add_health_and_reflection, add_service, bind, server_options, set_health
+from quiver.v1 import shard_pb2
 from shard.admission import Admission
 from shard.config import ShardConfig
 from shard.executors import ShardExecutors
@@ -34,7 +34,7 @@ class ShardServer:
         self._health_update: asyncio.Task[None] | None = None
         self.server = grpc.aio.server(options=server_options(config.max_message_bytes))
         self.admission = Admission(config.admission, f"shard server {config.server_id}" if config.server_id else "this shard server")
-        shard_pb2_grpc.add_ShardServicer_to_server(ShardServicer(self.registry, config, self.admission, self.executors), self.server)
+        add_service(self.server, ShardServicer(self.registry, config, self.admission, self.executors), shard_pb2.DESCRIPTOR.services_by_name["Shard"])
         self.health = add_health_and_reflection(self.server, SERVICE_NAME)
         self.port = bind(self.server, config.host, config.port)
 

@@ -89,8 +89,7 @@ EOF
   # coverage dropped instead, it measures that again and keeps the verdicts (a kill stays a kill).
   tests_config=$("$PY" -c 'import tomllib; c = tomllib.load(open("pyproject.toml", "rb"))["tool"]["mutmut"]; print(c.get("pytest_add_cli_args_test_selection"), c.get("pytest_add_cli_args"))')
   if [[ -f mutants/.tests && $(cat mutants/.tests) != "$tests_config" ]]; then rm -f mutants/mutmut-stats.json; fi
-  echo "$tests_config" > mutants/.tests
-  mkdir -p mutants && echo "$selection" > mutants/.selection
+  mkdir -p mutants && echo "$selection" > mutants/.selection && echo "$tests_config" > mutants/.tests
   keep_mutants() {
     "$PY" - "$1" <<'EOF'
 import json, shutil, sys

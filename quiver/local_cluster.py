@@ -84,7 +84,10 @@ class ServerProcess:
 
 
 class LocalCluster:
-    def __init__(self, data_dir: Path, shards: int = 3, router_port: int = 0, etcd_port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, data_dir: Path, shards: int = 3, router_port: int = 0, etcd_port: int | None = None, host: str = "127.0.0.1",
+        shard_args: tuple[str, ...] = (), router_args: tuple[str, ...] = (),
+    ) -> None:
         self.data_dir = data_dir
         self.host = host
         self.etcd = EtcdProcess(data_dir / "etcd", client_port=etcd_port)
@@ -92,6 +95,8 @@ class LocalCluster:
         self.router: ServerProcess | None = None
         self._shards = shards
         self._router_port = router_port
+        self._shard_args = shard_args  # extra `quiver-shard` flags for every shard server (budgets, say)
+        self._router_args = router_args
 
     @property
     def router_address(self) -> str:
@@ -109,6 +114,7 @@ class LocalCluster:
                 "--etcd", self.etcd.endpoint,
                 "--server-id", f"shard-{index}",
                 "--lease-ttl", "3",
+                *self._shard_args,
             ],
             self.data_dir / "logs" / f"shard-{index}.log",
         )
@@ -120,7 +126,7 @@ class LocalCluster:
             for server in self.shard_servers:
                 server.start()
             self.router = ServerProcess(
-                ["-m", "router", "--etcd", self.etcd.endpoint, "--host", self.host, "--port", str(self._router_port or free_port(self.host))],
+                ["-m", "router", "--etcd", self.etcd.endpoint, "--host", self.host, "--port", str(self._router_port or free_port(self.host)), *self._router_args],
                 self.data_dir / "logs" / "router.log",
             ).start()
         except BaseException:

@@ -30,8 +30,9 @@ async def serve(config: RouterConfig) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=0, show_default=True, help="0 picks a free port.")
 @click.option("--default-timeout", default=10.0, show_default=True, help="Deadline when the caller sets none (s).")
+@click.option("--max-queued-searches", default=RouterConfig.max_queued_searches, show_default=True, help="Searches waiting for the shards; past it, searches are refused with RESOURCE_EXHAUSTED.")
 @click.option("--log-level", default="INFO", show_default=True)
-def main(etcd_endpoints: str, etcd_root: str, host: str, port: int, default_timeout: float, log_level: str) -> None:
+def main(etcd_endpoints: str, etcd_root: str, host: str, port: int, default_timeout: float, max_queued_searches: int, log_level: str) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = RouterConfig(
         etcd_endpoints=tuple(e for e in etcd_endpoints.split(",") if e),
@@ -39,6 +40,7 @@ def main(etcd_endpoints: str, etcd_root: str, host: str, port: int, default_time
         host=host,
         port=port,
         default_timeout_s=default_timeout,
+        max_queued_searches=max_queued_searches,
     )
     uvloop.run(serve(config))
 

@@ -22,3 +22,7 @@ class RouterConfig:
     # `cpu_threads` worker threads instead of on the event loop.
     offload_points: int = 1024
     cpu_threads: int = 2
+    # Admission: searches waiting for their turn to the shards; past it a search is refused at once with
+    # RESOURCE_EXHAUSTED and this retry pushback.
+    max_queued_searches: int = 1024
+    retry_after_s: float = 0.1

@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 
 from quiver.control_plane.watcher import ClusterWatcher
-from quiver.errors import DeadlineExceeded, InvalidArgument, QuiverError
+from quiver.errors import DeadlineExceeded, InvalidArgument, QuiverError, ResourceExhausted
 from quiver.rpc_guard import rpc_guard
 from quiver.v1 import router_pb2, router_pb2_grpc, shard_pb2, types_pb2
 from quiver.validation import check_ids, check_k, check_vectors
@@ -201,6 +201,13 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             request.allow_partial,
         )
         deadline = asyncio.get_running_loop().time() + self._timeout(context)
+        if self._coalescer.queued >= self._config.max_queued_searches:
+            # Overloaded: a queue this long only grows until every caller's deadline passes; say so now.
+            raise ResourceExhausted(
+                f"the router is overloaded: {self._coalescer.queued} searches are queued for the shards (the "
+                f"budget is {self._config.max_queued_searches}); retry after a pause or on another router",
+                retry_after_s=self._config.retry_after_s,
+            )
         return await self._coalescer.submit(key, _SearchJob(view, request, len(queries), deadline))
 
     def _batch_fits(self, jobs: list["_SearchJob"]) -> bool:

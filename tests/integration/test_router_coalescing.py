@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
 from quiver.errors import DeadlineExceeded
+from quiver.v1 import router_pb2
 from quiver.filters import Eq
 from router.hashring import shard_for_key
 from router.server import RouterServer
@@ -214,3 +216,23 @@ async def test_a_search_whose_deadline_passed_in_the_queue_is_never_sent_to_the_
     await leader
     assert [callers_in(r, vectors) for r in search_requests(cluster)] == [frozenset({0})] * 3  # the leader's alone
     await assert_eventually_async(lambda: queued(cluster.router) == 0)
+
+
+async def test_searches_past_the_routers_queue_budget_are_refused_at_once_with_a_retry_hint(etcd, etcd_root):
+    async with fake_cluster(etcd.endpoint, etcd_root, servers=1, max_queued_searches=2, retry_after_s=0.3) as cluster:
+        await cluster.client.create_collection("docs", DIM, index="flat", shards=1)
+        await cluster.client.upsert("docs", ["a", "b"], np.eye(2, DIM, dtype=np.float32))
+        cluster.fakes[0].freeze("Search")
+        request = router_pb2.RouterSearchRequest(collection="docs", queries=np.ones(DIM, "<f4").tobytes(), k=1)
+        first = asyncio.ensure_future(cluster.stub.Search(request, timeout=20))  # sent: the fake holds it
+        await assert_eventually_async(lambda: len(cluster.fakes[0].requests("Search")) == 1)
+        queued = [asyncio.ensure_future(cluster.stub.Search(request, timeout=20)) for _ in range(2)]
+        await assert_eventually_async(lambda: cluster.router.servicer.queued_searches == 2)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await cluster.stub.Search(request, timeout=20)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "router is overloaded" in refused.value.details()
+        assert ("grpc-retry-pushback-ms", "300") in tuple(refused.value.trailing_metadata())
+        cluster.fakes[0].release("Search")
+        answers = await asyncio.gather(first, *queued)
+        assert all(r.results[0].ids for r in answers)

@@ -1,0 +1,215 @@
+"""Soak under overload: minutes of mixed writes and searches at twice the measured capacity.
+
+    python -m loadtest.bench_soak [--duration 600] [--overload 2.0] [--n-base 50000]
+                                  [--queries-in-flight 64] [--queued-write-bytes 8388608]
+
+A real cluster on loopback (etcd, 3 shard servers, a router; `quiver.local_cluster`) holds GloVe-50. A
+closed loop first measures capacity: requests per second (80% searches of k=10 under a 200 ms deadline,
+20% upserts of 10 new points under 1 s) that 32 clients reach. Then an open loop offers `--overload`
+times that rate (Poisson arrivals) for `--duration` seconds, with the shard servers' admission budgets
+set small enough that they refuse work instead of queueing it. Reported, as JSON (stdout) and a table:
+- crashes: every process still alive at the end;
+- peak RSS of each shard server, sampled each second, against its budgets;
+- refusals (RESOURCE_EXHAUSTED): how many, and how long a refusal took (p50/p99, target <= 10 ms);
+- accepted searches: p50/p99 against their 200 ms deadline, and how many missed it;
+- writes: acknowledged, refused, failed; then every acknowledged id is read back: lost must be 0.
+
+Run by hand, not by the tests. The load generator shares this machine's cores with the cluster.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import uvloop
+
+from loadtest.bench_common import emit_json, log, machine, pid_of, print_table, rss_bytes, run_main
+from loadtest.datasets import load_glove50
+from loadtest.drivers import closed_loop, open_loop
+from loadtest.schedule import poisson_offsets
+from quiver.local_cluster import LocalCluster
+from quiver.v1 import router_pb2, router_pb2_grpc, types_pb2
+
+SEARCH_DEADLINE_S = 0.2
+WRITE_DEADLINE_S = 1.0
+WRITE_BATCH = 10
+SEARCH_SHARE = 0.8
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds of overload")
+    parser.add_argument("--overload", type=float, default=2.0, help="offered rate as a multiple of the measured capacity")
+    parser.add_argument("--n-base", type=int, default=50_000, help="GloVe-50 points loaded first")
+    parser.add_argument("--capacity-seconds", type=float, default=15.0)
+    parser.add_argument("--queries-in-flight", type=int, default=64, help="each shard server's search budget")
+    parser.add_argument("--queued-write-bytes", type=int, default=8 * 2**20, help="each shard server's write budget")
+    parser.add_argument("--max-queued-searches", type=int, default=64, help="the router's search budget")
+    return parser.parse_args()
+
+
+class Mix:
+    """The request mix: call(slot) sends a search or an upsert and returns its outcome kind."""
+
+    def __init__(self, stub: router_pb2_grpc.RouterStub, queries: np.ndarray, fresh: np.ndarray) -> None:
+        self.stub, self.queries, self.fresh = stub, queries, fresh
+        self.next_id = itertools.count()
+        self.acknowledged: list[str] = []
+        self.kinds: dict[int, str] = {}
+        self.search_service_s: list[float] = []  # accepted searches, from their send (open-loop latency counts from the intended time)
+        rng = np.random.default_rng(7)
+        self.is_search = rng.random(10_000_000) < SEARCH_SHARE
+
+    async def __call__(self, slot: int) -> str:
+        if self.is_search[slot % len(self.is_search)]:
+            self.kinds[slot] = "search"
+            query = self.queries[slot % len(self.queries)]
+            sent = time.perf_counter()
+            await self.stub.Search(router_pb2.RouterSearchRequest(collection="soak", queries=query.tobytes(), k=10), timeout=SEARCH_DEADLINE_S)
+            self.search_service_s.append(time.perf_counter() - sent)
+            return "ok"
+        self.kinds[slot] = "write"
+        numbers = [next(self.next_id) for _ in range(WRITE_BATCH)]
+        ids = [f"w{n}" for n in numbers]
+        vectors = self.fresh[[n % len(self.fresh) for n in numbers]]
+        await self.stub.Upsert(router_pb2.RouterUpsertRequest(collection="soak", ids=ids, vectors=vectors.tobytes()), timeout=WRITE_DEADLINE_S)
+        self.acknowledged.extend(ids)
+        return "ok"
+
+
+def outcome_code(outcome: Any) -> str:
+    if isinstance(outcome, grpc.aio.AioRpcError):
+        return outcome.code().name
+    if isinstance(outcome, Exception):
+        return type(outcome).__name__
+    return "OK"
+
+
+class Tally:
+    def __init__(self, mix: Mix) -> None:
+        self.mix = mix
+        self.codes: Counter[tuple[str, str]] = Counter()
+        self.latency: dict[tuple[str, str], list[float]] = {}
+
+    def __call__(self, slot: int, latency_s: float, outcome: Any) -> None:
+        key = (self.mix.kinds.get(slot, "?"), outcome_code(outcome))
+        self.codes[key] += 1
+        self.latency.setdefault(key, []).append(latency_s)
+
+    def percentile_ms(self, key: tuple[str, str], p: float) -> float | None:
+        values = self.latency.get(key)
+        return round(float(np.percentile(values, p)) * 1e3, 2) if values else None
+
+
+async def sample_rss(pids: dict[str, int], peaks: dict[str, int], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        for name, pid in pids.items():
+            try:
+                peaks[name] = max(peaks.get(name, 0), rss_bytes(pid))
+            except OSError:
+                peaks[name] = -1  # gone
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        except TimeoutError:
+            pass
+
+
+async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any]:
+    data = load_glove50()
+    base = data.base[: args.n_base].astype("<f4")
+    fresh = data.base[args.n_base : args.n_base + 100_000].astype("<f4")
+    queries = data.queries[:1000].astype("<f4")
+    channel = grpc.aio.insecure_channel(cluster.router_address)
+    stub = router_pb2_grpc.RouterStub(channel)
+    spec = router_pb2.CollectionSpec(name="soak", dim=base.shape[1], index=types_pb2.IndexSpec(hnsw=types_pb2.HnswParams(m=16, ef_construction=100)), shards=3)
+    await stub.CreateCollection(router_pb2.CreateCollectionRequest(spec=spec), timeout=60)
+    log(f"loading {len(base)} points")
+    for start in range(0, len(base), 2000):
+        await stub.Upsert(router_pb2.RouterUpsertRequest(collection="soak", ids=[f"b{i}" for i in range(start, min(len(base), start + 2000))], vectors=base[start : start + 2000].tobytes()), timeout=120)
+
+    mix = Mix(stub, queries, fresh)
+    capacity_tally = Tally(mix)
+    elapsed = await closed_loop(mix, capacity_tally, concurrency=32, duration=args.capacity_seconds)
+    served = sum(n for (_, code), n in capacity_tally.codes.items() if code == "OK")
+    capacity = served / elapsed
+    rate = capacity * args.overload
+    log(f"capacity {capacity:.0f} requests/s; offering {rate:.0f}/s for {args.duration:.0f} s")
+
+    pids = {f"shard-{i}": pid_of(s) for i, s in enumerate(cluster.shard_servers)}
+    assert cluster.router is not None
+    pids["router"] = pid_of(cluster.router)
+    peaks: dict[str, int] = {}
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample_rss(pids, peaks, stop))
+    tally = Tally(mix)
+    offsets = poisson_offsets(rate, args.duration, np.random.default_rng(3))
+    wall = await open_loop(mix, tally, offsets=offsets, max_inflight=20_000)
+    stop.set()
+    await sampler
+
+    alive = {name: server.running for name, server in (*((f"shard-{i}", s) for i, s in enumerate(cluster.shard_servers)), ("router", cluster.router))}
+    log(f"checking {len(mix.acknowledged)} acknowledged writes")
+    present: set[str] = set()
+    for start in range(0, len(mix.acknowledged), 5000):
+        reply = await stub.Get(router_pb2.RouterGetRequest(collection="soak", ids=mix.acknowledged[start : start + 5000]), timeout=120)
+        present.update(p.id for p in reply.points)
+    await channel.close()
+
+    def count(kind: str, code: str | None = None) -> int:
+        return sum(n for (k, c), n in tally.codes.items() if k == kind and (code is None or c == code))
+
+    searches_ok = tally.latency.get(("search", "OK"), [])
+    return {
+        "benchmark": "soak",
+        "machine": machine(),
+        "settings": {k: getattr(args, k) for k in ("duration", "overload", "n_base", "queries_in_flight", "queued_write_bytes", "max_queued_searches")},
+        "capacity_rps": round(capacity, 1),
+        "offered_rps": round(rate, 1),
+        "offered": len(offsets),
+        "wall_s": round(wall, 1),
+        "alive_at_end": alive,
+        "peak_rss_mib": {name: round(b / 2**20, 1) for name, b in peaks.items()},
+        "outcomes": {f"{k} {c}": n for (k, c), n in sorted(tally.codes.items())},
+        "refusal_ms": {kind: {"p50": tally.percentile_ms((kind, "RESOURCE_EXHAUSTED"), 50), "p99": tally.percentile_ms((kind, "RESOURCE_EXHAUSTED"), 99)} for kind in ("search", "write")},
+        "accepted_search_ms": {"p50": tally.percentile_ms(("search", "OK"), 50), "p99": tally.percentile_ms(("search", "OK"), 99),
+                               "over_deadline": int(sum(1 for x in searches_ok if x > SEARCH_DEADLINE_S)),
+                               "from_send_p50": _ms(mix.search_service_s, 50), "from_send_p99": _ms(mix.search_service_s, 99)},
+        "writes": {"acknowledged_batches": count("write", "OK"), "refused_batches": count("write", "RESOURCE_EXHAUSTED"),
+                   "other_failures": count("write") - count("write", "OK") - count("write", "RESOURCE_EXHAUSTED"),
+                   "acknowledged_ids": len(mix.acknowledged), "lost_ids": len(set(mix.acknowledged) - present)},
+    }
+
+
+def _ms(values: list[float], p: float) -> float | None:
+    return round(float(np.percentile(values, p)) * 1e3, 2) if values else None
+
+
+def main() -> None:
+    args = parse_args()
+    shard_args = ("--queries-in-flight", str(args.queries_in_flight), "--queued-write-bytes", str(args.queued_write_bytes))
+    router_args = ("--max-queued-searches", str(args.max_queued_searches))
+    with tempfile.TemporaryDirectory(prefix="quiver-soak-") as tmp, LocalCluster(Path(tmp), shards=3, shard_args=shard_args, router_args=router_args) as cluster:
+        report = uvloop.run(soak(cluster, args))
+    emit_json(report)
+    rows = [["offered / capacity", f"{report['offered_rps']} / {report['capacity_rps']} req/s"],
+            ["processes alive at end", all(report["alive_at_end"].values())],
+            *[[f"peak RSS {name}", f"{mib} MiB"] for name, mib in report["peak_rss_mib"].items()],
+            ["search refusal p50/p99", f"{report['refusal_ms']['search']['p50']} / {report['refusal_ms']['search']['p99']} ms"],
+            ["write refusal p50/p99", f"{report['refusal_ms']['write']['p50']} / {report['refusal_ms']['write']['p99']} ms"],
+            ["accepted search p50/p99 from intended send", f"{report['accepted_search_ms']['p50']} / {report['accepted_search_ms']['p99']} ms (deadline {SEARCH_DEADLINE_S * 1e3:.0f})"],
+            ["accepted search p50/p99 from send", f"{report['accepted_search_ms']['from_send_p50']} / {report['accepted_search_ms']['from_send_p99']} ms"],
+            ["acknowledged writes lost", report["writes"]["lost_ids"]],
+            *[[f"outcome {k}", n] for k, n in report["outcomes"].items()]]
+    print_table(f"soak: {report['settings']['duration']:.0f} s at {report['settings']['overload']}x capacity", ["what", "value"], rows)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -31,8 +31,13 @@ async def serve(config: RouterConfig) -> None:
 @click.option("--port", default=0, show_default=True, help="0 picks a free port.")
 @click.option("--default-timeout", default=10.0, show_default=True, help="Deadline when the caller sets none (s).")
 @click.option("--max-queued-searches", default=RouterConfig.max_queued_searches, show_default=True, help="Searches waiting for the shards; past it, searches are refused with RESOURCE_EXHAUSTED.")
+@click.option("--max-concurrent-rpcs", default=RouterConfig.max_concurrent_rpcs, show_default=True, help="RPCs handled at once; past it, gRPC refuses with RESOURCE_EXHAUSTED before any work.")
+@click.option("--deadline-admission/--no-deadline-admission", default=False, show_default=True, help="Refuse a search at once when the queue ahead of it would outlast its deadline.")
 @click.option("--log-level", default="INFO", show_default=True)
-def main(etcd_endpoints: str, etcd_root: str, host: str, port: int, default_timeout: float, max_queued_searches: int, log_level: str) -> None:
+def main(
+    etcd_endpoints: str, etcd_root: str, host: str, port: int, default_timeout: float, max_queued_searches: int,
+    max_concurrent_rpcs: int, deadline_admission: bool, log_level: str,
+) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = RouterConfig(
         etcd_endpoints=tuple(e for e in etcd_endpoints.split(",") if e),
@@ -41,6 +46,8 @@ def main(etcd_endpoints: str, etcd_root: str, host: str, port: int, default_time
         port=port,
         default_timeout_s=default_timeout,
         max_queued_searches=max_queued_searches,
+        max_concurrent_rpcs=max_concurrent_rpcs,
+        deadline_admission=deadline_admission,
     )
     uvloop.run(serve(config))
 

@@ -51,6 +51,11 @@ class Coalescer(Generic[Job]):
         """Jobs waiting for their key's batch in flight to finish."""
         return sum(len(p.jobs) for p in self._waiting.values())
 
+    def backlog(self, key: Hashable) -> tuple[bool, list[Job]]:
+        """Whether a batch of `key` is in flight, and the jobs queued behind it."""
+        pending = self._waiting.get(key)
+        return key in self._busy, list(pending.jobs) if pending is not None else []
+
     async def submit(self, key: Hashable, job: Job) -> Any:
         if key not in self._busy:
             self._busy.add(key)

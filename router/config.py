@@ -25,4 +25,9 @@ class RouterConfig:
     # Admission: searches waiting for their turn to the shards; past it a search is refused at once with
     # RESOURCE_EXHAUSTED and this retry pushback.
     max_queued_searches: int = 1024
+    max_batch_queries: int = 256  # queries one coalesced shard request carries at most (a lone request: any)
+    # Refuse a search at once when the queue ahead of it would take past its deadline (by the recent batch
+    # times); off by default: a stale estimate after a burst could refuse searches a quiet cluster would serve.
+    deadline_admission: bool = False
+    max_concurrent_rpcs: int = 4096  # RPCs being handled at once; past it gRPC answers RESOURCE_EXHAUSTED
     retry_after_s: float = 0.1

@@ -23,7 +23,9 @@ class RouterServer:
         self.store = ClusterStore(self.etcd, config.etcd_root)
         self.watcher = ClusterWatcher(self.store, on_change=self._on_change)
         self.pool = ShardPool(config.max_message_bytes)
-        self.server = grpc.aio.server(options=server_options(config.max_message_bytes))
+        # gRPC refuses RPCs past the limit itself (RESOURCE_EXHAUSTED, before any Python runs), so an
+        # overloaded router sheds load cheaply instead of queueing requests until their deadlines pass.
+        self.server = grpc.aio.server(options=server_options(config.max_message_bytes), maximum_concurrent_rpcs=config.max_concurrent_rpcs)
         admin = Admin(config, self.store, self.watcher, self.pool)
         self.servicer = RouterServicer(config, self.watcher, self.pool, admin)
         add_service(self.server, self.servicer, router_pb2.DESCRIPTOR.services_by_name["Router"])

@@ -43,6 +43,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._admin = admin
         self.replica_reads = ReplicaReads()
         self._coalescer: Coalescer[_SearchJob] = Coalescer(self._search_batch, fits=self._batch_fits)
+        self._batch_seconds: dict[str, float] = {}  # per collection: an EWMA of a batch's time to its shards' answers
         # CPU work of large requests (checking and splitting a big upsert, merging a big search batch) runs
         # here, not on the event loop, so one large request cannot stall every other RPC of the router.
         self._cpu = ThreadPoolExecutor(self._config.cpu_threads, thread_name_prefix="router-cpu")
@@ -200,7 +201,18 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             request.partition_key,
             request.allow_partial,
         )
-        deadline = asyncio.get_running_loop().time() + self._timeout(context)
+        budget = self._timeout(context)
+        deadline = asyncio.get_running_loop().time() + budget
+        expected = self._expected_answer_s(key, view.record.name, len(queries)) if self._config.deadline_admission else None
+        if expected is not None and expected > budget:
+            # Deadline-aware admission: behind this queue the answer would come after the caller stopped
+            # waiting, so the work would be wasted and would push every later search past its deadline too.
+            raise ResourceExhausted(
+                f"the router is overloaded: searches of {view.record.name!r} are answered in about "
+                f"{expected * 1e3:.0f} ms now, past this search's deadline ({budget * 1e3:.0f} ms left); retry "
+                "after a pause, with a longer deadline, or on another router",
+                retry_after_s=max(self._config.retry_after_s, expected - budget),
+            )
         if self._coalescer.queued >= self._config.max_queued_searches:
             # Overloaded: a queue this long only grows until every caller's deadline passes; say so now.
             raise ResourceExhausted(
@@ -210,11 +222,31 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             )
         return await self._coalescer.submit(key, _SearchJob(view, request, len(queries), deadline))
 
+    def _expected_answer_s(self, key: Any, collection: str, n_queries: int) -> float | None:
+        """When a search of `key` sent now would be answered: the batches ahead of it (one in flight, the
+        queued ones) and its own, each taking what this collection's recent batches took."""
+        per_batch = self._batch_seconds.get(collection)
+        if per_batch is None:
+            return None
+        busy, queued = self._coalescer.backlog(key)
+        if not busy or not queued:
+            return None  # nothing queued: sent at once (and measured again), never refused on an estimate
+        queued_queries = sum(j.n_queries for j in queued) + n_queries
+        batches = -(-queued_queries // max(self._config.max_batch_queries, 1))
+        return per_batch * (1 + batches)
+
+    def _record_batch_time(self, collection: str, seconds: float) -> None:
+        previous = self._batch_seconds.get(collection)
+        self._batch_seconds[collection] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
+
     def _batch_fits(self, jobs: list["_SearchJob"]) -> bool:
-        """Whether one shard request may carry these searches: within the per-request query limit, and
-        their queries within half the message limit (the rest is left for the answers' headroom)."""
+        """Whether one shard request may carry these searches: within the per-batch query cap (a lone
+        request of more is sent alone), and their queries within half the message limit (the rest is left
+        for the answers' headroom). The cap keeps a batch short: one batch of thousands of queries would
+        take longer than its members' deadlines, and every one of them would be lost together."""
         return (
-            sum(j.n_queries for j in jobs) <= self._config.max_queries_per_request
+            (len(jobs) == 1 or sum(j.n_queries for j in jobs) <= self._config.max_batch_queries)
+            and sum(j.n_queries for j in jobs) <= self._config.max_queries_per_request
             and sum(len(j.request.queries) for j in jobs) <= self._config.max_message_bytes // 2
         )
 
@@ -252,6 +284,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             )
             calls[shard] = self._replicated(view, shard, "Search", sub, timeout)
         offsets = np.cumsum([0] + [j.n_queries for j in batch]).tolist()
+        sent = loop.time()
         gather = Gather(calls)
         try:
             waiting = sorted(range(len(batch)), key=lambda member: batch[member].deadline)
@@ -266,6 +299,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                     )
                 waiting = [m for m in waiting if m not in due]
         finally:
+            # A batch cut off by its deadlines counts with the time it had: it took at least that long.
+            self._record_batch_time(view.record.name, loop.time() - sent)
             gather.cancel()
         return answers
 

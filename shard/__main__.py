@@ -59,13 +59,15 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--fault-retry-s", default=DurabilityPolicy.fault_retry_s, show_default=True, help="How often a partition made read-only by a log I/O error tries to recover (on a write).")
 @click.option("--queued-write-bytes", default=AdmissionBudgets.queued_write_bytes, show_default=True, help="Budget of writes accepted but not yet answered; past it, writes are refused with RESOURCE_EXHAUSTED.")
 @click.option("--queries-in-flight", default=AdmissionBudgets.queries_in_flight, show_default=True, help="Budget of query vectors being searched at once; past it, searches are refused with RESOURCE_EXHAUSTED.")
+@click.option("--max-concurrent-rpcs", default=4096, show_default=True, help="RPCs handled at once; past it, gRPC refuses with RESOURCE_EXHAUSTED before any work.")
 @click.option("--search-threads", default=0, show_default=True, help="Threads for searches (0: one per core).")
 @click.option("--index-build-threads", default=ExecutorSizes.index_builds, show_default=True, help="Threads for IVF-PQ training.")
 @click.option("--log-level", default="INFO", show_default=True)
 def main(
     data_dir: Path, host: str, port: int, etcd_endpoints: str, server_id: str, advertise: str, lease_ttl: float,
     exact_filter_fraction: float, exact_filter_min_points: int, max_k: int, min_free_bytes: int, fault_retry_s: float,
-    queued_write_bytes: int, queries_in_flight: int, search_threads: int, index_build_threads: int, log_level: str,
+    queued_write_bytes: int, queries_in_flight: int, max_concurrent_rpcs: int, search_threads: int, index_build_threads: int,
+    log_level: str,
 ) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if port == 0:
@@ -87,6 +89,7 @@ def main(
         lease_ttl_s=lease_ttl,
         max_k=max_k,
         durability=DurabilityPolicy(min_free_bytes=min_free_bytes, fault_retry_s=fault_retry_s),
+        max_concurrent_rpcs=max_concurrent_rpcs,
         admission=AdmissionBudgets(queued_write_bytes=queued_write_bytes, queries_in_flight=queries_in_flight),
         executors=ExecutorSizes(searches=search_threads, index_builds=index_build_threads),
         search=SearchPolicy(exact_filter_fraction, exact_filter_min_points),

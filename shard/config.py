@@ -18,6 +18,7 @@ class ShardConfig:
     max_k: int = 10_000
     max_message_bytes: int = 64 * 2**20
     max_queries_per_request: int = 10_000
+    max_concurrent_rpcs: int = 4096  # RPCs handled at once; past it gRPC answers RESOURCE_EXHAUSTED itself
     offload_points: int = 1024  # requests with more points or queries are decoded off the event loop
     durability: DurabilityPolicy = field(default_factory=DurabilityPolicy)
     search: SearchPolicy = field(default_factory=SearchPolicy)

@@ -48,6 +48,7 @@ _log = logging.getLogger(__name__)
 SPEC_FILE = "spec.json"
 INLINE_MAX_QUERIES = 2
 INLINE_MAX_EF = 128
+APPLY_SLICE_POINTS = 32
 
 
 @dataclass(frozen=True)
@@ -320,16 +321,20 @@ class DurablePartition:
         if self.fault is not None:
             _log.warning("partition %s takes writes again (was %s: %s)", self.spec.key, self.fault.state, self.fault.detail)
             self.fault = None
-        with self._lock.write():
-            for (position, logged), lsn in zip(pending, lsns):
-                try:
-                    _apply(self.state, logged.record)
-                except Exception as error:  # noqa: BLE001 - logged but not applied: memory and log disagree
-                    _log.critical("partition %s: logged write %d could not be applied", self.spec.key, lsn, exc_info=True)
-                    self._failed = f"write {lsn} was logged but could not be applied ({error})"
-                    outcomes[position] = (False, Unavailable(self._failed))
-                    continue
-                outcomes[position] = (True, logged.result(lsn))
+        # Applied in slices of about APPLY_SLICE_POINTS points, each under the write lock on its own: a batch
+        # of thousands of HNSW inserts held under one lock would stall every search of the partition for as
+        # long. Searches between slices may see part of a batch: all of it is logged, none acknowledged yet.
+        for group in _slices(list(zip(pending, lsns))):
+            with self._lock.write():
+                for (position, logged), lsn in group:
+                    try:
+                        _apply(self.state, logged.record)
+                    except Exception as error:  # noqa: BLE001 - logged but not applied: memory and log disagree
+                        _log.critical("partition %s: logged write %d could not be applied", self.spec.key, lsn, exc_info=True)
+                        self._failed = f"write {lsn} was logged but could not be applied ({error})"
+                        outcomes[position] = (False, Unavailable(self._failed))
+                        continue
+                    outcomes[position] = (True, logged.result(lsn))
 
     def _refusal(self, payload_bytes: int) -> Exception | None:
         """Why a batch of this size must not be logged now (commit thread), or None. A read-only log that is
@@ -528,7 +533,7 @@ class DurablePartition:
 
     async def stats(self) -> dict[str, Any]:
         # Off the event loop: the read lock can wait behind a long write (IVF training).
-        return await run_in(self._executors.searches, self._stats)
+        return await run_in(self._executors.stats, self._stats)
 
     def _stats(self) -> dict[str, Any]:
         with self._lock.read():
@@ -554,6 +559,20 @@ class _Logged:
 
     record: WalRecord
     result: Callable[[int], Any]
+
+
+def _slices(items: list[tuple[tuple[int, _Logged], int]]) -> list[list[tuple[tuple[int, _Logged], int]]]:
+    """Consecutive groups of logged records holding about APPLY_SLICE_POINTS points each (a record is never
+    split: each write is applied whole)."""
+    groups: list[list[tuple[tuple[int, _Logged], int]]] = [[]]
+    points = 0
+    for item in items:
+        if groups[-1] and points >= APPLY_SLICE_POINTS:
+            groups.append([])
+            points = 0
+        groups[-1].append(item)
+        points += len(item[0][1].record.ids)
+    return groups
 
 
 def _apply(state: PartitionState, record: WalRecord) -> None:

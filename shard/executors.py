@@ -7,6 +7,8 @@ behind them, and an IVF-PQ training would hold threads that searches need. So:
 - each partition's commit loop has one thread of its own (`commit_thread`): its work is serial anyway, and
   a write waits only for its own partition's earlier writes, never for a search;
 - index builds (IVF-PQ k-means) get a small pool, so training never takes every core from searches;
+- stats (what status pages and operators ask for) get two threads, so a saturated server still says how
+  it is;
 - the etcd client has its own threads (quiver.control_plane.etcd_client), lease renewals a dedicated one.
 """
 from __future__ import annotations
@@ -35,6 +37,7 @@ class ShardExecutors:
         self.sizes = sizes
         self.searches = ThreadPoolExecutor(sizes.resolved_searches(), thread_name_prefix="search")
         self.index_builds = ThreadPoolExecutor(max(1, sizes.index_builds), thread_name_prefix="index-build")
+        self.stats = ThreadPoolExecutor(2, thread_name_prefix="stats")
 
     @staticmethod
     def commit_thread(name: str) -> ThreadPoolExecutor:
@@ -43,6 +46,7 @@ class ShardExecutors:
     def shutdown(self) -> None:
         self.searches.shutdown(wait=False, cancel_futures=True)
         self.index_builds.shutdown(wait=False, cancel_futures=True)
+        self.stats.shutdown(wait=False, cancel_futures=True)
 
 
 async def run_in(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:

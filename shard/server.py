@@ -32,7 +32,7 @@ class ShardServer:
         )
         self._serving = False
         self._health_update: asyncio.Task[None] | None = None
-        self.server = grpc.aio.server(options=server_options(config.max_message_bytes))
+        self.server = grpc.aio.server(options=server_options(config.max_message_bytes), maximum_concurrent_rpcs=config.max_concurrent_rpcs)
         self.admission = Admission(config.admission, f"shard server {config.server_id}" if config.server_id else "this shard server")
         add_service(self.server, ShardServicer(self.registry, config, self.admission, self.executors), shard_pb2.DESCRIPTOR.services_by_name["Shard"])
         self.health = add_health_and_reflection(self.server, SERVICE_NAME)

@@ -236,3 +236,21 @@ async def test_searches_past_the_routers_queue_budget_are_refused_at_once_with_a
         cluster.fakes[0].release("Search")
         answers = await asyncio.gather(first, *queued)
         assert all(r.results[0].ids for r in answers)
+
+
+async def test_with_deadline_admission_a_search_the_queue_would_make_late_is_refused_at_once(etcd, etcd_root):
+    async with fake_cluster(etcd.endpoint, etcd_root, servers=1, deadline_admission=True) as cluster:
+        await cluster.client.create_collection("docs", DIM, index="flat", shards=1)
+        await cluster.client.upsert("docs", ["a", "b"], np.eye(2, DIM, dtype=np.float32))
+        request = router_pb2.RouterSearchRequest(collection="docs", queries=np.ones(DIM, "<f4").tobytes(), k=1)
+        cluster.fakes[0].delay("Search", 0.5)
+        await cluster.stub.Search(request, timeout=5)  # measured: a batch takes ~0.5 s now
+        first = asyncio.ensure_future(cluster.stub.Search(request, timeout=5))
+        await assert_eventually_async(lambda: len(cluster.fakes[0].requests("Search")) == 2)
+        behind = asyncio.ensure_future(cluster.stub.Search(request, timeout=5))  # queued: fits in 5 s
+        await assert_eventually_async(lambda: cluster.router.servicer.queued_searches == 1)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await cluster.stub.Search(request, timeout=0.6)  # third in line: ~1.5 s, past its 0.6 s
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "answered in about" in refused.value.details()
+        assert all(r.results[0].ids for r in await asyncio.gather(first, behind))

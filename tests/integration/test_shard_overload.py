@@ -140,13 +140,15 @@ async def test_a_search_whose_caller_gave_up_while_it_was_queued_is_never_run(tm
         assert runs == [1]  # only the search whose caller waited for it
 
 
-async def test_commits_go_on_while_every_search_thread_is_busy(tmp_path):
+async def test_commits_and_stats_go_on_while_every_search_thread_is_busy(tmp_path):
     config = dict(executors=ExecutorSizes(searches=2))
     async for server, stub in loaded(tmp_path, **config):
         with held(server.executors.searches, threads=2):
             stuck = asyncio.ensure_future(stub.Search(search(rows(4, seed=5)), timeout=TIMEOUT_S))
             reply = await stub.Upsert(upsert(["during"], seed=4), timeout=TIMEOUT_S)
             assert reply.upserted == 1 and not stuck.done()
+            stats = await stub.Stats(shard_pb2.StatsRequest(ref=ref()), timeout=TIMEOUT_S)  # and says how it is
+            assert stats.partitions[0].point_count == 101
         assert len((await stuck).results) == 4
 
 

@@ -323,3 +323,16 @@ def test_every_leaf_over_a_grid_of_values_and_bounds_agrees_with_matches() -> No
     for flt in leaves:
         expected = [label for label in range(len(live)) if matches(flt, index.get(label))]
         assert _hits(index, flt, live) == expected, flt
+
+
+def test_an_int_bound_no_double_can_hold_compares_as_the_infinity_beyond_it() -> None:
+    index = FieldIndex()
+    index.set(0, {"x": 1.5})
+    index.set(1, {"x": -1e308})
+    index.set(2, {"x": math.inf})
+    live = _live(3)
+    huge = 10**400  # float(huge) overflows; Python still orders it: every finite double < huge < inf
+    assert _hits(index, Range("x", lt=huge), live) == [0, 1]
+    assert _hits(index, Range("x", gt=huge), live) == [2]
+    assert _hits(index, Range("x", gt=-huge), live) == [0, 1, 2]
+    assert _hits(index, Range("x", lte=-huge), live) == []

@@ -10,17 +10,39 @@ behind them, and an IVF-PQ training would hold threads that searches need. So:
 - stats (what status pages and operators ask for) get two threads, so a saturated server still says how
   it is;
 - the etcd client has its own threads (quiver.control_plane.etcd_client), lease renewals a dedicated one.
+
+On a saturated machine the pools still compete for the cores, so commit threads run at a lower scheduling
+priority (nice +COMMIT_NICE) and index builds lower still: under overload the CPU goes to searches first,
+while writes still progress (CFS gives a niced thread a smaller share, never none).
 """
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
+
+COMMIT_NICE = 5
+INDEX_BUILD_NICE = 10
+
+
+def _niced(increment: int) -> Callable[[], None]:
+    def lower_this_threads_priority() -> None:
+        # Linux schedules threads as tasks: PRIO_PROCESS with a thread id sets that thread's nice value.
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+        except (OSError, AttributeError) as error:
+            _log.debug("could not lower a worker thread's priority: %s", error)
+
+    return lower_this_threads_priority
 
 
 @dataclass(frozen=True)
@@ -36,12 +58,12 @@ class ShardExecutors:
     def __init__(self, sizes: ExecutorSizes = ExecutorSizes()) -> None:
         self.sizes = sizes
         self.searches = ThreadPoolExecutor(sizes.resolved_searches(), thread_name_prefix="search")
-        self.index_builds = ThreadPoolExecutor(max(1, sizes.index_builds), thread_name_prefix="index-build")
+        self.index_builds = ThreadPoolExecutor(max(1, sizes.index_builds), thread_name_prefix="index-build", initializer=_niced(INDEX_BUILD_NICE))
         self.stats = ThreadPoolExecutor(2, thread_name_prefix="stats")
 
     @staticmethod
     def commit_thread(name: str) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(1, thread_name_prefix=f"commit-{name}")
+        return ThreadPoolExecutor(1, thread_name_prefix=f"commit-{name}", initializer=_niced(COMMIT_NICE))
 
     def shutdown(self) -> None:
         self.searches.shutdown(wait=False, cancel_futures=True)

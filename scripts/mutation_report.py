@@ -37,6 +37,9 @@ _STATUS_BY_EXIT_CODE = {
 }
 
 
+LOG_CALL = "_log."
+
+
 def status_of(exit_code: int | None) -> str:
     return _STATUS_BY_EXIT_CODE.get(exit_code, "other")  # suspicious, segfault, interrupted
 
@@ -147,8 +150,17 @@ def main() -> int:
                 else:
                     print(f"warning: {m.name} in {EQUIVALENT_FILE} no longer mutates {equivalents[m.name]!r}; "
                           "judge it again", file=sys.stderr)
+        # A survivor that only changes what a log call says (or drops the call) changes no behaviour a test
+        # should pin: counted apart, like an equivalent mutant. pyproject's do_not_mutate_patterns keeps
+        # newer runs from making them at all.
+        log_only = 0
+        for m in mutants:
+            if m.status == "survived" and describe(m, None)[1].startswith(LOG_CALL):
+                log_only += 1
+                m.status = "log only"
+        counts["log only"] = log_only
         counts["equivalent"] = equivalent
-        counts["survived"] -= equivalent
+        counts["survived"] -= equivalent + log_only
         counts["mutants"] = len(mutants)
         totals.update(counts)
         rows.append((str(path), counts))
@@ -159,10 +171,10 @@ def main() -> int:
         return 1
 
     def score(c: Counter, caught: tuple[str, ...] = ("killed",)) -> float | None:
-        tested = c["mutants"] - c["skipped"] - c["equivalent"] - c["not checked"]
+        tested = c["mutants"] - c["skipped"] - c["equivalent"] - c["log only"] - c["not checked"]
         return 100.0 * sum(c[k] for k in caught) / tested if tested else None
 
-    columns = ["mutants", "killed", "survived", "timeout", "no tests", "equivalent", "other", "not checked"]
+    columns = ["mutants", "killed", "survived", "timeout", "no tests", "equivalent", "log only", "other", "not checked"]
     width = max(len(name) for name, _ in rows + [("total", totals)])
     print(f"{'module':<{width}}  " + "  ".join(f"{c:>8}" for c in columns) + "     score  +timeout")
     for name, c in rows + [("total", totals)]:
@@ -170,7 +182,7 @@ def main() -> int:
         print(f"{name:<{width}}  " + "  ".join(f"{c[col]:>8}" for col in columns)
               + (f"  {s:7.1f}%  {score(c, ('killed', 'timeout')):7.1f}%" if s is not None else "        -")
               + (" (partial)" if c["not checked"] else ""))
-    print("score = killed / (mutants - skipped - equivalent - not checked); +timeout counts a mutant that made the"
+    print("score = killed / (mutants - skipped - equivalent - log only - not checked); +timeout counts a mutant that made the"
           " tests hang as caught too.\nA partial score comes from the mutants with the fastest tests, which mutmut"
           " runs first.")
 

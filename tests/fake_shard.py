@@ -255,6 +255,7 @@ class FakeCluster:
     store: ClusterStore  # a separate etcd connection, to inspect what the router wrote
     client: AsyncClient
     stub: router_pb2_grpc.RouterStub  # for requests the client would refuse to build
+    registrations: list[Any] = field(default_factory=list)  # fake n's presence in etcd; close() = gone
 
     def client_with_deadline(self, seconds: float) -> AsyncClient:
         return AsyncClient(self.router.address, timeout=seconds)
@@ -273,20 +274,26 @@ async def fake_cluster(etcd_endpoint: str, etcd_root: str, servers: int = 3, **r
     async with contextlib.AsyncExitStack() as stack:
         etcd = stack.enter_context(contextlib.closing(EtcdClient([etcd_endpoint], timeout=5.0)))
         store = ClusterStore(etcd, etcd_root)
-        fakes = []
+        fakes, registrations = [], []
         for n in range(servers):
             fake = await FakeShard().start()
             stack.push_async_callback(fake.stop)
             registration = await store.register_server(f"fake-{n}", fake.address, ttl=30)
-            stack.push_async_callback(registration.close)
+            stack.push_async_callback(_close_once, registration)
             fakes.append(fake)
+            registrations.append(registration)
         router = RouterServer(RouterConfig(etcd_endpoints=(etcd_endpoint,), etcd_root=etcd_root, port=0, **router_options))
         await router.start()
         stack.push_async_callback(router.stop, 0)
         client = await stack.enter_async_context(AsyncClient(router.address, timeout=10.0))
         channel = grpc.aio.insecure_channel(router.address)
         stack.push_async_callback(channel.close)
-        yield FakeCluster(fakes, router, store, client, router_pb2_grpc.RouterStub(channel))
+        yield FakeCluster(fakes, router, store, client, router_pb2_grpc.RouterStub(channel), registrations)
+
+
+async def _close_once(registration: Any) -> None:
+    if not getattr(registration, "closed_by_test", False):
+        await registration.close()
 
 
 def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

@@ -14,6 +14,7 @@ import pytest
 from quiver.client import AsyncClient
 from quiver.control_plane.records import CollectionRecord
 from quiver.errors import ERRORS_BY_CODE, AlreadyExists, FailedPrecondition, NotFound, Unavailable
+from quiver.v1 import router_pb2
 from router.admin import place_shards
 from router.config import RouterConfig
 from router.server import RouterServer
@@ -201,3 +202,43 @@ async def _gone(cluster: FakeCluster, name: str) -> bool:
     except NotFound:
         return True
     return False
+
+
+async def deregister(cluster: FakeCluster, n: int) -> None:
+    """Fake n leaves etcd's server list (its lease revoked), as a server that is gone for good does."""
+    cluster.registrations[n].closed_by_test = True
+    await cluster.registrations[n].close()
+    await assert_eventually_async(lambda: f"fake-{n}" not in cluster.router.watcher.current.servers)
+
+
+async def test_a_drop_skips_only_the_replicas_of_a_server_gone_from_etcd(cluster):
+    await cluster.client.create_collection("docs", DIM, index="flat", shards=3, replication_factor=2)
+    assert partitions(cluster, "docs") == [[0, 2], [0, 1], [1, 2]]
+    await deregister(cluster, 0)
+    await cluster.client.drop_collection("docs")
+    await assert_gone_from_etcd(cluster, "docs")
+    # fake-0 was first in shard 0's and second in shard 2's replica list: every other replica is dropped.
+    assert partitions(cluster, "docs") == [[0, 2], [], []]
+
+
+async def test_cluster_status_names_every_server_and_replica_with_its_state_points_and_address(cluster):
+    await cluster.client.create_collection("docs", DIM, index="flat", shards=3)
+    await cluster.client.upsert("docs", [f"p{i}" for i in range(30)], unit_rows(np.random.default_rng(0), 30, DIM))
+    status = await cluster.stub.ClusterStatus(router_pb2.ClusterStatusRequest(), timeout=10)
+    assert [(s.server_id, s.address) for s in status.servers] == [(f"fake-{n}", f.address) for n, f in enumerate(cluster.fakes)]
+    assert [c.spec.name for c in status.collections] == ["docs"]
+    counts = [len(cluster.fakes[n].point_ids("docs", n)) for n in range(3)]
+    assert sum(counts) == 30
+    assert [(r.collection, r.version, r.shard, r.server_id, r.address, r.state, r.point_count, r.trained) for r in status.replicas] == [
+        ("docs", 1, n, f"fake-{n}", cluster.fakes[n].address, "serving", counts[n], True) for n in range(3)
+    ]
+
+    await cluster.fakes[1].stop()  # registered still, but not answering
+    await deregister(cluster, 2)  # gone from etcd
+    status = await cluster.stub.ClusterStatus(router_pb2.ClusterStatusRequest(), timeout=10)
+    assert [s.server_id for s in status.servers] == ["fake-0", "fake-1"]
+    assert [(r.server_id, r.address, r.state, r.point_count, r.trained) for r in status.replicas] == [
+        ("fake-0", cluster.fakes[0].address, "serving", counts[0], True),
+        ("fake-1", cluster.fakes[1].address, "unreachable", 0, False),
+        ("fake-2", "", "unreachable", 0, False),
+    ]

@@ -242,3 +242,10 @@ async def test_cluster_status_names_every_server_and_replica_with_its_state_poin
         ("fake-1", cluster.fakes[1].address, "unreachable", 0, False),
         ("fake-2", "", "unreachable", 0, False),
     ]
+
+
+async def test_cluster_status_reports_a_frozen_server_unreachable_instead_of_waiting_for_it(cluster):
+    await cluster.client.create_collection("docs", DIM, index="flat", shards=3)
+    cluster.fakes[0].freeze("Stats")
+    status = await cluster.stub.ClusterStatus(router_pb2.ClusterStatusRequest(), timeout=10)  # status_timeout_s is 2
+    assert [(r.server_id, r.state) for r in status.replicas] == [("fake-0", "unreachable"), ("fake-1", "serving"), ("fake-2", "serving")]

@@ -40,7 +40,7 @@ def chunk_rows(dim: int) -> int:
 
 def exact_topk(queries: np.ndarray, vectors: np.ndarray, labels: np.ndarray, k: int, space: str) -> SearchHits:
     """Top-k of `vectors` (whose labels are `labels`, both already in memory) for each query, padded to k."""
-    rows = chunk_rows(queries.shape[1] if queries.ndim == 2 else 1)
+    rows = chunk_rows(queries.shape[1])
     chunks = ((labels[i : i + rows], vectors[i : i + rows]) for i in range(0, len(labels), rows))
     return topk_over_chunks(queries, chunks, k, space)
 

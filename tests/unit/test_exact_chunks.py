@@ -142,3 +142,9 @@ def test_an_hnswlib_batch_failing_for_one_query_falls_back_for_that_query_alone(
     assert [h.strategy for h in hits] == ["ann", "exact", "ann"]
     assert [h.ids[0] for h in hits] == ["p3", "p7", "p11"]
     assert all(len(h.ids) == 5 for h in hits)
+
+
+def test_labels_at_or_past_the_arenas_capacity_are_not_live() -> None:
+    arena = VectorArena(2, capacity=4)
+    arena.put(np.array([0, 3]), np.ones((2, 2), dtype=np.float32))
+    assert arena.is_live(np.array([0, 1, 3, 4, 5, 10**6])).tolist() == [True, False, True, False, False, False]

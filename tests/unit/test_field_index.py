@@ -336,3 +336,19 @@ def test_an_int_bound_no_double_can_hold_compares_as_the_infinity_beyond_it() ->
     assert _hits(index, Range("x", gt=huge), live) == [2]
     assert _hits(index, Range("x", gt=-huge), live) == [0, 1, 2]
     assert _hits(index, Range("x", lte=-huge), live) == []
+
+
+def test_memory_estimate_counts_each_part_and_returns_to_its_start_when_points_go() -> None:
+    index = FieldIndex()
+    index.set(0, {"seed": 1})  # the columns exist from here on; only strings and postings come and go
+    start = index.memory_bytes()
+    texts = [f"value-{n:04d}-" + "x" * 40 for n in range(50)]
+    for label, text in enumerate(texts, start=1):
+        index.set(label, {"s": text, "tags": [text, f"tag{label}"]})
+    grown = index.memory_bytes()
+    # At least the strings themselves are counted, once per distinct string, with its dictionary entry.
+    assert grown - start >= sum(len(t) for t in texts) + 50 * len("tag00")
+    for label in range(1, len(texts) + 1):
+        index.remove(label)
+    after = index.memory_bytes()
+    assert start <= after < start + (grown - start) // 4  # the strings and postings are released (columns may stay)

@@ -60,3 +60,41 @@ def test_exact_topk_in_chunks_equals_one_pass(monkeypatch):
     monkeypatch.setattr(exact, "_MAX_SCORES", 500 * 7)
     chunked = exact_topk(queries, base, np.arange(500), 5, "l2")
     assert np.array_equal(whole.labels, chunked.labels)
+
+
+def test_ivf_pq_without_raw_vectors_searches_a_subset_by_its_codes_and_reconstructs_vectors():
+    """No `refine`: the raw vectors are dropped after training, so a subset search scans the compressed
+    codes of exactly those labels, and stored vectors come back as PQ reconstructions."""
+    dim = 16
+    index = create_index(IndexConfig("ivf_pq", dim, "ip", {"nlist": 8, "m": 8, "nbits": 6, "train_size": 800}))
+    base = unit_rows(1200, dim, seed=3)
+    index.add(np.arange(1200), base)
+    index.train(None)
+    assert index.trained
+    subset = np.arange(0, 1200, 7)
+    queries = base[subset[:20]]
+    hits = index.search_subset(queries, 5, subset)
+    assert set(hits.labels.ravel().tolist()) <= set(subset.tolist())  # nothing outside the subset
+    assert (hits.labels >= 0).all()  # every query filled: all lists are scanned
+    found_itself = np.mean(hits.labels[:, 0] == subset[:20])
+    assert found_itself >= 0.8, found_itself  # PQ distances are approximate; a point is almost always its own best
+    masked = np.zeros(1200, dtype=bool)
+    masked[subset] = True
+    assert np.array_equal(index.search_exact(queries, 5, masked).labels, hits.labels)
+    reconstructed = index.vectors(np.array([0, 7, 1199]))
+    assert reconstructed.shape == (3, dim)
+    cosines = np.sum(reconstructed * base[[0, 7, 1199]], axis=1) / np.linalg.norm(reconstructed, axis=1)
+    assert (cosines > 0.8).all(), cosines
+
+
+def test_ivf_pq_memory_estimate_matches_its_serialized_index_with_the_direct_map_as_a_hashtable():
+    import faiss
+
+    dim, n = 16, 1200
+    index = create_index(IndexConfig("ivf_pq", dim, "ip", {"nlist": 8, "m": 8, "nbits": 6, "train_size": 800}))
+    index.add(np.arange(n), unit_rows(n, dim, seed=4))
+    index.train(None)
+    # Codes, ids, centroids, codebooks, and the id -> list direct map as 16-byte pairs (plus a few headers).
+    serialized = len(faiss.serialize_index(index._ivf))
+    # In memory that map is a hashtable of ~32 B an entry: the estimate is the serialized size plus 16 B each.
+    assert abs(index.memory_bytes() - (serialized + 16 * n)) <= 2048, (index.memory_bytes(), serialized)

@@ -91,7 +91,7 @@ def test_arena_search_over_holes_and_an_allowed_mask_equals_brute_force(shape, m
 
 
 def extra_bytes_of_one_exact_search(kind: str, n: int, dim: int = 32) -> int:
-    spec = PartitionSpec(PartitionKey("docs", 0, 1), dim, "l2", kind, {"M": 8, "ef_construction": 16} if kind == "hnsw" else {})
+    spec = PartitionSpec(PartitionKey("docs", 0, 1), dim, "l2", kind, {"m": 8, "ef_construction": 16} if kind == "hnsw" else {})
     state = PartitionState(spec)
     vectors = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
     for start in range(0, n, 50_000):
@@ -118,7 +118,7 @@ def test_an_exact_search_needs_a_fixed_chunk_of_memory_whatever_the_partitions_s
 
 
 def test_an_hnswlib_batch_failing_for_one_query_falls_back_for_that_query_alone() -> None:
-    spec = PartitionSpec(PartitionKey("docs", 0, 1), 8, "l2", "hnsw", {"M": 8, "ef_construction": 32})
+    spec = PartitionSpec(PartitionKey("docs", 0, 1), 8, "l2", "hnsw", {"m": 8, "ef_construction": 32})
     state = PartitionState(spec)
     vectors = np.random.default_rng(1).standard_normal((500, 8)).astype(np.float32)
     state.upsert([f"p{i}" for i in range(500)], vectors, None)

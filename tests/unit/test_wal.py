@@ -58,7 +58,7 @@ def test_append_batch_returns_consecutive_lsns(tmp_path: Path) -> None:
 def test_replay_yields_only_records_after_the_given_lsn(tmp_path: Path) -> None:
     with WriteAheadLog.open(tmp_path, segment_bytes=300) as wal:
         written = fill(wal, batches=10)
-        for after in (0, 1, 7, 15, 29, 30, 99):
+        for after in (*range(0, 32), 99):  # every position: a segment's first, middle and last record
             assert list(wal.replay(after)) == list(enumerate(written, start=1))[after:]
 
 
@@ -116,6 +116,17 @@ def test_crc_corruption_in_an_earlier_segment_raises_corrupt_log(tmp_path: Path)
     data[HEADER_BYTES + 70] ^= 0x01  # inside the second record's payload
     first.write_bytes(bytes(data))
     with pytest.raises(CorruptLog, match=rf"{first.name}.*offset {HEADER_BYTES + 40}"):
+        WriteAheadLog.open(tmp_path, segment_bytes=300)
+
+
+def test_crc_corruption_in_the_segment_before_the_last_raises_corrupt_log(tmp_path: Path) -> None:
+    with WriteAheadLog.open(tmp_path, segment_bytes=300) as wal:
+        fill(wal, batches=10)
+    second_to_last = segments(tmp_path)[-2]
+    data = bytearray(second_to_last.read_bytes())
+    data[HEADER_BYTES + 5] ^= 0x01  # inside its first record's payload: no crash tears a segment that was rolled
+    second_to_last.write_bytes(bytes(data))
+    with pytest.raises(CorruptLog, match=second_to_last.name):
         WriteAheadLog.open(tmp_path, segment_bytes=300)
 
 

@@ -249,3 +249,17 @@ async def test_cluster_status_reports_a_frozen_server_unreachable_instead_of_wai
     cluster.fakes[0].freeze("Stats")
     status = await cluster.stub.ClusterStatus(router_pb2.ClusterStatusRequest(), timeout=10)  # status_timeout_s is 2
     assert [(r.server_id, r.state) for r in status.replicas] == [("fake-0", "unreachable"), ("fake-1", "serving"), ("fake-2", "serving")]
+
+
+async def test_dropping_one_collection_leaves_another_ones_partitions_and_points(cluster):
+    await cluster.client.create_collection("docs", DIM, index="flat", shards=3)
+    await cluster.client.create_collection("other", DIM, index="flat", shards=3)
+    vectors = unit_rows(np.random.default_rng(5), 12, DIM)
+    await cluster.client.upsert("other", [f"o{i}" for i in range(12)], vectors)
+    await cluster.client.drop_collection("docs")
+    await assert_gone_from_etcd(cluster, "docs")
+    assert partitions(cluster, "docs") == [[], [], []]
+    assert partitions(cluster, "other") == [[0], [1], [2]]
+    assert len(await cluster.client.get("other", [f"o{i}" for i in range(12)])) == 12
+    with pytest.raises(NotFound):
+        await cluster.client.drop_collection("docs")  # gone: a second drop says so

@@ -458,3 +458,17 @@ async def test_drop_removes_every_shard_map_of_the_collection_and_none_of_a_long
     snapshot = await store.snapshot()
     assert set(snapshot.collections) == {"a-b"}
     assert set(snapshot.shard_maps) == {("a-b", v) for v in (1, 2, 10)}
+
+
+def test_a_snapshot_has_no_active_shard_map_for_a_missing_collection_or_a_missing_version() -> None:
+    from quiver.control_plane.records import CollectionRecord, Replica, ShardMap, ShardPlacement
+    from quiver.control_plane.store import ClusterSnapshot
+
+    record = CollectionRecord("docs", 4, "cosine", "flat", {}, 1, 1, "", 2, 1, 0.0)
+    map_v1 = ShardMap("docs", 1, (ShardPlacement(0, (Replica("s1", "serving"),)),))
+    map_v2 = ShardMap("docs", 2, (ShardPlacement(0, (Replica("s2", "serving"),)),))
+    snapshot = ClusterSnapshot(7, {"docs": record}, {("docs", 1): map_v1, ("docs", 2): map_v2}, {})
+    assert snapshot.active_shard_map("docs") == map_v2  # the record's active version, not the first
+    assert snapshot.active_shard_map("nope") is None
+    only_v1 = ClusterSnapshot(7, {"docs": record}, {("docs", 1): map_v1}, {})
+    assert only_v1.active_shard_map("docs") is None

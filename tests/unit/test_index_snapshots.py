@@ -57,7 +57,7 @@ class _RunsCode:
 def test_a_pickle_from_a_peer_is_refused_and_never_run(name: str, tmp_path: Path) -> None:
     payload = _RunsCode()
     payload.marker = str(tmp_path / "ran")  # type: ignore[attr-defined]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not an index container"):
         load_index(CONFIGS[name], pickle.dumps({"index": payload, "arena": payload}))
     assert not (tmp_path / "ran").exists()
 
@@ -71,5 +71,13 @@ def test_a_corrupt_or_truncated_blob_is_refused_before_any_library_sees_it() -> 
         unpack(bytes(flipped))
     with pytest.raises(ValueError, match="truncated or corrupt"):
         unpack(bytes(data[:-1]))
-    with pytest.raises(ValueError, match="trailing"):
-        unpack(bytes(data) + b"z")
+    with pytest.raises(ValueError, match="has 3 trailing bytes"):
+        unpack(bytes(data) + b"zzz")
+    magic_and_length = len(data) - len(data.split(b"{", 1)[1]) - 1
+    with pytest.raises(ValueError, match="index container is truncated"):
+        unpack(bytes(data[: magic_and_length - 1]))  # the magic, but not all of the header's length
+    assert magic_and_length > 4
+    with pytest.raises(ValueError, match="header is unreadable"):
+        unpack(bytes(data[:magic_and_length]) + b"{not json")
+    with pytest.raises(ValueError, match="header is unreadable"):
+        unpack(bytes(data[:magic_and_length]))  # the whole length field, then nothing

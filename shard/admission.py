@@ -13,7 +13,7 @@ request larger than the whole budget still runs, alone; message size limits boun
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from quiver.errors import ResourceExhausted
@@ -26,45 +26,59 @@ class AdmissionBudgets:
     retry_after_s: float = 0.1  # the retry pushback sent with a refusal
 
 
+class _InFlight:
+    """One budget: what is held now, and how many requests it refused."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self.refused = 0
+
+    @contextlib.contextmanager
+    def hold(self, amount: int, refusal: Callable[[], str], retry_after_s: float) -> Iterator[None]:
+        if self.used and self.used + amount > self.budget:
+            self.refused += 1
+            raise ResourceExhausted(refusal(), retry_after_s=retry_after_s)
+        self.used += amount
+        try:
+            yield
+        finally:
+            self.used -= amount
+
+
 class Admission:
     """Counts what is in flight; used from the event loop only (no locking needed)."""
 
     def __init__(self, budgets: AdmissionBudgets, server: str = "this shard server") -> None:
         self.budgets = budgets
         self._server = server
-        self.write_bytes = 0
-        self.queries = 0
-        self.refused_writes = 0
-        self.refused_searches = 0
+        self._writes = _InFlight(budgets.queued_write_bytes)
+        self._searches = _InFlight(budgets.queries_in_flight)
 
-    @contextlib.contextmanager
-    def write(self, size_bytes: int) -> Iterator[None]:
-        budget = self.budgets.queued_write_bytes
-        if self.write_bytes and self.write_bytes + size_bytes > budget:
-            self.refused_writes += 1
-            raise ResourceExhausted(
-                f"{self._server} is overloaded with writes: {self.write_bytes} bytes of writes are queued and this "
-                f"one ({size_bytes} bytes) would pass the budget of {budget}; retry after a pause, or send smaller batches",
-                retry_after_s=self.budgets.retry_after_s,
-            )
-        self.write_bytes += size_bytes
-        try:
-            yield
-        finally:
-            self.write_bytes -= size_bytes
+    @property
+    def write_bytes(self) -> int:
+        return self._writes.used
 
-    @contextlib.contextmanager
-    def search(self, queries: int) -> Iterator[None]:
-        budget = self.budgets.queries_in_flight
-        if self.queries and self.queries + queries > budget:
-            self.refused_searches += 1
-            raise ResourceExhausted(
-                f"{self._server} is overloaded with searches: {self.queries} queries are in flight and these {queries} "
-                f"would pass the budget of {budget}; retry after a pause (or on another replica)",
-                retry_after_s=self.budgets.retry_after_s,
-            )
-        self.queries += queries
-        try:
-            yield
-        finally:
-            self.queries -= queries
+    @property
+    def queries(self) -> int:
+        return self._searches.used
+
+    @property
+    def refused_writes(self) -> int:
+        return self._writes.refused
+
+    @property
+    def refused_searches(self) -> int:
+        return self._searches.refused
+
+    def write(self, size_bytes: int) -> contextlib.AbstractContextManager[None]:
+        return self._writes.hold(size_bytes, lambda: (
+            f"{self._server} is overloaded with writes: {self.write_bytes} bytes of writes are queued and this "
+            f"one ({size_bytes} bytes) would pass the budget of {self._writes.budget}; retry after a pause, or send "
+            "smaller batches"), self.budgets.retry_after_s)
+
+    def search(self, queries: int) -> contextlib.AbstractContextManager[None]:
+        return self._searches.hold(queries, lambda: (
+            f"{self._server} is overloaded with searches: {self.queries} queries are in flight and these {queries} "
+            f"would pass the budget of {self._searches.budget}; retry after a pause (or on another replica)"),
+            self.budgets.retry_after_s)

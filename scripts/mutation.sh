@@ -8,6 +8,7 @@
 #   bash scripts/mutation.sh --head ...                   # the committed tree (HEAD), not this checkout
 #   bash scripts/mutation.sh --fresh ...                  # forget earlier results (otherwise a run resumes)
 #   bash scripts/mutation.sh --report                     # only print the table from the last results
+#   bash scripts/mutation.sh --sample 60 ...              # at most 60 mutants per module, drawn at random
 #
 # mutmut runs in a copy of this checkout (tracked and untracked, not ignored, files; with --head, of HEAD) in
 # $MUTATION_DIR (default /tmp/quiver-mutation-tree or -head), kept between runs so that they resume: mutmut
@@ -15,6 +16,10 @@
 # edits and mutmut's mutants/ out of this checkout, and --head keeps a half-written test out of the run (one
 # failing test in the unmutated suite stops mutmut before it tests a single mutant). Naming modules narrows
 # only_mutate in the copy's pyproject.toml; the table always covers every configured module that has results.
+#
+# --sample N tests a seeded random sample (MUTATION_SEED, default 1) of each module's mutants, all of a module
+# with N or fewer: a whole run (about 4,200 mutants) takes longer than a working session on 2 cores, and a
+# sample's score estimates the module's (the report gives its 95% interval).
 #
 # Env: MUTATION_CHILDREN (mutants tested in parallel, default 1), MUTATION_TIMEOUT (seconds for the whole
 # run; it stops cleanly and keeps its results). mutmut forks one pytest session per mutant, so each session
@@ -28,15 +33,17 @@ PY=$repo/.venv/bin/python
 fresh=0
 head=0
 report_only=0
+sample=0
 modules=()
 for arg in "$@"; do
   case "$arg" in
     --fresh) fresh=1 ;;
     --head) head=1 ;;
     --report) report_only=1 ;;
+    --sample) sample=-1 ;;
     -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     -*) echo "unknown option $arg" >&2; exit 2 ;;
-    *) modules+=("$arg") ;;
+    *) if [[ $sample == -1 ]]; then sample=$arg; else modules+=("$arg"); fi ;;
   esac
 done
 
@@ -156,11 +163,22 @@ EOF
   ( while sleep 30; do for pid in $(our_etcds orphans); do kill "$pid" 2>/dev/null || true; done; done ) &
   reaper_pid=$!
 
+  names=()
+  if (( sample > 0 )); then
+    # mutmut names its mutants only once it has generated them: generate them here (what `mutmut run` does
+    # first, and then finds done), and draw the sample from each selected module's list.
+    mapfile -t names < <(TMPDIR=$work_tmp "$PY" "$repo/scripts/mutation_sample.py" "$sample" "${MUTATION_SEED:-1}")
+    echo "testing a sample of ${#names[@]} mutants (at most $sample per module, seed ${MUTATION_SEED:-1})"
+    printf '%s\n' "${names[@]}" > mutants/.sample
+  else
+    rm -f mutants/.sample
+  fi
+
   start=$(date +%s)
   run=("$repo/.venv/bin/mutmut" run --max-children "${MUTATION_CHILDREN:-1}")
   if [[ -n ${MUTATION_TIMEOUT:-} ]]; then run=(timeout --signal=INT --kill-after=60 "$MUTATION_TIMEOUT" "${run[@]}"); fi
   status=0
-  TMPDIR=$work_tmp "${run[@]}" || status=$?
+  TMPDIR=$work_tmp "${run[@]}" "${names[@]}" || status=$?
   echo
   echo "mutmut exited with $status after $(( ($(date +%s) - start) / 60 )) min"
   keep_mutants back  # before the report, which reads every module's mutants (the EXIT trap would be too late)

@@ -32,11 +32,12 @@ async def serve(config: RouterConfig) -> None:
 @click.option("--default-timeout", default=10.0, show_default=True, help="Deadline when the caller sets none (s).")
 @click.option("--max-queued-searches", default=RouterConfig.max_queued_searches, show_default=True, help="Searches waiting for the shards; past it, searches are refused with RESOURCE_EXHAUSTED.")
 @click.option("--max-concurrent-rpcs", default=RouterConfig.max_concurrent_rpcs, show_default=True, help="RPCs handled at once; past it, gRPC refuses with RESOURCE_EXHAUSTED before any work.")
-@click.option("--deadline-admission/--no-deadline-admission", default=False, show_default=True, help="Refuse a search at once when the queue ahead of it would outlast its deadline.")
+@click.option("--deadline-admission/--no-deadline-admission", default=RouterConfig.deadline_admission, show_default=True, help="Refuse a search at once when the queue ahead of it would outlast its deadline.")
+@click.option("--max-queued-write-bytes", default=RouterConfig.max_queued_write_bytes, show_default=True, help="Bytes of upserts waiting for the shards; past it, upserts are refused with RESOURCE_EXHAUSTED.")
 @click.option("--log-level", default="INFO", show_default=True)
 def main(
     etcd_endpoints: str, etcd_root: str, host: str, port: int, default_timeout: float, max_queued_searches: int,
-    max_concurrent_rpcs: int, deadline_admission: bool, log_level: str,
+    max_concurrent_rpcs: int, deadline_admission: bool, max_queued_write_bytes: int, log_level: str,
 ) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = RouterConfig(
@@ -48,6 +49,7 @@ def main(
         max_queued_searches=max_queued_searches,
         max_concurrent_rpcs=max_concurrent_rpcs,
         deadline_admission=deadline_admission,
+        max_queued_write_bytes=max_queued_write_bytes,
     )
     uvloop.run(serve(config))
 

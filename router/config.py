@@ -26,8 +26,14 @@ class RouterConfig:
     # RESOURCE_EXHAUSTED and this retry pushback.
     max_queued_searches: int = 1024
     max_batch_queries: int = 256  # queries one coalesced shard request carries at most (a lone request: any)
-    # Refuse a search at once when the queue ahead of it would take past its deadline (by the recent batch
-    # times); off by default: a stale estimate after a burst could refuse searches a quiet cluster would serve.
-    deadline_admission: bool = False
+    # Refuse a search at once when the queue ahead of it would take past its deadline, by the recent batch
+    # times. Only while a batch is in flight with others queued behind it, and only on an estimate sampled
+    # within `batch_estimate_max_age_s` (one from before a quiet spell could refuse what the shards now serve).
+    deadline_admission: bool = True
+    batch_estimate_max_age_s: float = 5.0
     max_concurrent_rpcs: int = 4096  # RPCs being handled at once; past it gRPC answers RESOURCE_EXHAUSTED
     retry_after_s: float = 0.1
+    # Bytes of upserts accepted but not yet answered by the shards; past it an upsert is refused at once.
+    max_queued_write_bytes: int = 256 * 2**20
+    # A shard server's retry pushback after it refused a write is honoured at most this long (backpressure).
+    max_pushback_hold_s: float = 1.0

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from quiver.admission import InFlightBudget
 from quiver.control_plane.watcher import ClusterWatcher
 from quiver.errors import DeadlineExceeded, InvalidArgument, QuiverError, ResourceExhausted
 from quiver.rpc_guard import rpc_guard
@@ -25,6 +26,7 @@ from quiver.validation import check_ids, check_k, check_vectors
 from quiver.wire.filters import filter_from_proto
 from quiver.wire.points import metadata_list_from_proto, vectors_from_bytes
 from router.admin import Admin, Budget
+from router.backpressure import Backpressure
 from router.collection_view import CollectionView, check_model, collection_view
 from router.coalescer import Coalescer
 from router.config import RouterConfig
@@ -43,7 +45,10 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._admin = admin
         self.replica_reads = ReplicaReads()
         self._coalescer: Coalescer[_SearchJob] = Coalescer(self._search_batch, fits=self._batch_fits)
-        self._batch_seconds: dict[str, float] = {}  # per collection: an EWMA of a batch's time to its shards' answers
+        self._write_bytes = InFlightBudget(config.max_queued_write_bytes)
+        self.backpressure = Backpressure(config.max_pushback_hold_s)
+        # Per collection: an EWMA of a batch's time to its shards' answers, and when it last took a sample.
+        self._batch_seconds: dict[str, tuple[float, float]] = {}
         # CPU work of large requests (checking and splitting a big upsert, merging a big search batch) runs
         # here, not on the event loop, so one large request cannot stall every other RPC of the router.
         self._cpu = ThreadPoolExecutor(self._config.cpu_threads, thread_name_prefix="router-cpu")
@@ -108,21 +113,50 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     async def Upsert(self, request, context):  # type: ignore[no-untyped-def]
         view = self._view(request.collection)
         check_model(view, request.model)
+        if request.partition_key or len(request.ids) > self._config.offload_points:
+            # Before the costly split: a keyed batch goes to one known shard, and a large one to every shard
+            # (or so nearly every one that refusing it whole costs less than splitting it first).
+            self._refuse_if_pushed_back(view, self._target_shards(view, request.partition_key))
+        size = request.ByteSize()
+        with self._write_bytes.hold(size, lambda: (
+            f"the router is overloaded with writes: {self._write_bytes.used} bytes of upserts wait for the shards "
+            f"and this one ({size} bytes) would pass the budget of {self._write_bytes.budget}; retry after a "
+            "pause, or send smaller batches"), self._config.retry_after_s):
+            return await self._upsert(request, context, view)
+
+    async def _upsert(self, request: Any, context: Any, view: CollectionView) -> router_pb2.RouterUpsertResponse:
         # Checking, normalising-to-check and splitting a large batch is CPU work: off the event loop.
         split = functools.partial(_split_upsert, request, view, self._ref)
         if len(request.ids) > self._config.offload_points:
             by_shard = await asyncio.get_running_loop().run_in_executor(self._cpu, split)
         else:
             by_shard = split()
+        self._refuse_if_pushed_back(view, by_shard)
         calls: dict[int, Any] = {}
+        addresses: dict[int, str] = {}
         timeout = self._timeout(context)
         for shard, sub in by_shard.items():
             for address in view.all_replicas(shard):
+                addresses[len(calls)] = address
                 calls[len(calls)] = self._bind(address, "Upsert", sub, timeout)
         outcomes = await fan_out(calls, timeout)
+        for outcome in outcomes:
+            if outcome.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                self.backpressure.refused(addresses[outcome.shard], outcome.retry_after_s)
         raise_caller_errors(outcomes)
         require_coverage(outcomes, False, f"upsert into {view.record.name!r} (safe to retry: upserts are idempotent)")
         return router_pb2.RouterUpsertResponse(upserted=len(request.ids))
+
+    def _refuse_if_pushed_back(self, view: CollectionView, shards: Any) -> None:
+        """Refuses a write at once when a server it would go to refused one for overload moments ago."""
+        held = self.backpressure.holding(a for shard in shards for a in view.all_replicas(shard))
+        if held is not None:
+            address, left_s = held
+            raise ResourceExhausted(
+                f"shard server {address} of collection {view.record.name!r} is overloaded with writes: it refused one "
+                f"and asked for a pause, {left_s * 1e3:.0f} ms more; nothing of this upsert was applied; retry after it",
+                retry_after_s=left_s,
+            )
 
     def _bind(self, address: str, method: str, message: Any, timeout: float) -> Any:
         stub = self._pool.stub(address)
@@ -225,8 +259,12 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     def _expected_answer_s(self, key: Any, collection: str, n_queries: int) -> float | None:
         """When a search of `key` sent now would be answered: the batches ahead of it (one in flight, the
         queued ones) and its own, each taking what this collection's recent batches took."""
-        per_batch = self._batch_seconds.get(collection)
-        if per_batch is None:
+        estimate = self._batch_seconds.get(collection)
+        if estimate is None:
+            return None
+        per_batch, sampled_at = estimate
+        if asyncio.get_running_loop().time() - sampled_at > self._config.batch_estimate_max_age_s:
+            # Measured before a quiet spell: the shards may be far faster now; admit, and measure again.
             return None
         busy, queued = self._coalescer.backlog(key)
         if not busy or not queued:
@@ -237,7 +275,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     def _record_batch_time(self, collection: str, seconds: float) -> None:
         previous = self._batch_seconds.get(collection)
-        self._batch_seconds[collection] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
+        smoothed = seconds if previous is None else 0.8 * previous[0] + 0.2 * seconds
+        self._batch_seconds[collection] = (smoothed, asyncio.get_running_loop().time())
 
     def _batch_fits(self, jobs: list["_SearchJob"]) -> bool:
         """Whether one shard request may carry these searches: within the per-batch query cap (a lone

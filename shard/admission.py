@@ -7,16 +7,14 @@ Two budgets, per server, set in `AdmissionBudgets` (flags of `quiver-shard`):
   large upserts would otherwise pile up in memory;
 - queries in flight: searches accepted but not yet answered, counted by query vectors, since a batch of
   1,000 queries costs a thousand times one.
-A request is admitted when it fits in what is left, or when nothing of its kind is in flight (so one
-request larger than the whole budget still runs, alone; message size limits bound it anyway).
+A request is admitted as `quiver.admission.InFlightBudget` says.
 """
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from quiver.errors import ResourceExhausted
+from quiver.admission import InFlightBudget
 
 
 @dataclass(frozen=True)
@@ -26,34 +24,14 @@ class AdmissionBudgets:
     retry_after_s: float = 0.1  # the retry pushback sent with a refusal
 
 
-class _InFlight:
-    """One budget: what is held now, and how many requests it refused."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.used = 0
-        self.refused = 0
-
-    @contextlib.contextmanager
-    def hold(self, amount: int, refusal: Callable[[], str], retry_after_s: float) -> Iterator[None]:
-        if self.used and self.used + amount > self.budget:
-            self.refused += 1
-            raise ResourceExhausted(refusal(), retry_after_s=retry_after_s)
-        self.used += amount
-        try:
-            yield
-        finally:
-            self.used -= amount
-
-
 class Admission:
     """Counts what is in flight; used from the event loop only (no locking needed)."""
 
     def __init__(self, budgets: AdmissionBudgets, server: str = "this shard server") -> None:
         self.budgets = budgets
         self._server = server
-        self._writes = _InFlight(budgets.queued_write_bytes)
-        self._searches = _InFlight(budgets.queries_in_flight)
+        self._writes = InFlightBudget(budgets.queued_write_bytes)
+        self._searches = InFlightBudget(budgets.queries_in_flight)
 
     @property
     def write_bytes(self) -> int:

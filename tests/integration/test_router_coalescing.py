@@ -254,3 +254,24 @@ async def test_with_deadline_admission_a_search_the_queue_would_make_late_is_ref
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "answered in about" in refused.value.details()
         assert all(r.results[0].ids for r in await asyncio.gather(first, behind))
+
+
+async def test_deadline_admission_ignores_a_batch_time_measured_before_a_quiet_spell(etcd, etcd_root):
+    async with fake_cluster(etcd.endpoint, etcd_root, servers=1, batch_estimate_max_age_s=0.5) as cluster:
+        await cluster.client.create_collection("docs", DIM, index="flat", shards=1)
+        await cluster.client.upsert("docs", ["a", "b"], np.eye(2, DIM, dtype=np.float32))
+        request = router_pb2.RouterSearchRequest(collection="docs", queries=np.ones(DIM, "<f4").tobytes(), k=1)
+        cluster.fakes[0].delay("Search", 1.0)
+        await cluster.stub.Search(request, timeout=5)  # measured: a batch took ~1 s
+        cluster.fakes[0].heal()
+        await asyncio.sleep(0.6)  # quiet for longer than the estimate is trusted
+        cluster.fakes[0].freeze("Search")
+        first = asyncio.ensure_future(cluster.stub.Search(request, timeout=5))
+        await assert_eventually_async(lambda: len(cluster.fakes[0].requests("Search")) == 2)
+        behind = asyncio.ensure_future(cluster.stub.Search(request, timeout=5))
+        await assert_eventually_async(lambda: cluster.router.servicer.queued_searches == 1)
+        # On the old 1 s estimate this one (third in line, 1.5 s left) would be refused; it is queued.
+        third = asyncio.ensure_future(cluster.stub.Search(request, timeout=1.5))
+        await assert_eventually_async(lambda: cluster.router.servicer.queued_searches == 2)
+        cluster.fakes[0].release("Search")
+        assert all(r.results[0].ids for r in await asyncio.gather(first, behind, third))

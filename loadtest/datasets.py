@@ -27,6 +27,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from quiver.vector_files import load_vectors_file  # noqa: F401 - part of this module's API
+
 METRICS = ("cosine", "ip", "l2")
 
 GLOVE_ROWS = 400_000
@@ -128,31 +130,6 @@ def recall_at_k(found_ids: np.ndarray, ground_truth: np.ndarray, k: int) -> floa
         in_found = (t[:, :, None] == f[:, None, :]).any(axis=2) & (t >= 0)
         hits += int(in_found.sum())
     return hits / (len(found) * k)
-
-
-def load_vectors_file(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a vector file into RAM: .npy, .fvecs, .bvecs (as float32) or .ivecs (as int64).
-
-    The *vecs formats are the TEXMEX ones (SIFT, GIST): per row an int32 dimension, then the
-    values. They are memory-mapped and copied once, so peak RAM is the result's size.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        array = np.load(path, mmap_mode="r")
-        if array.ndim != 2:
-            raise ValueError(f"{path}: expected a 2-D array, got shape {array.shape}")
-        return np.ascontiguousarray(array, dtype=np.float32)
-    if suffix in (".fvecs", ".ivecs"):
-        rows = _vecs_rows(path, np.dtype("<i4"), 1)
-        values = np.ascontiguousarray(rows[:, 1:])
-        if suffix == ".fvecs":
-            return values.view(np.float32)
-        return values.astype(np.int64)
-    if suffix == ".bvecs":
-        rows = _vecs_rows(path, np.dtype(np.uint8), 4)
-        return rows[:, 4:].astype(np.float32)
-    raise ValueError(f"{path}: unsupported vector file type {suffix!r} (.npy, .fvecs, .bvecs, .ivecs)")
 
 
 def load_glove50(
@@ -313,21 +290,6 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def _vecs_rows(path: Path, dtype: np.dtype, header_items: int) -> np.ndarray:
-    raw = np.memmap(path, dtype=dtype, mode="r")
-    if raw.size == 0:
-        raise ValueError(f"{path}: empty file")
-    dim = int(np.frombuffer(raw[:header_items].tobytes(), dtype="<i4")[0])
-    row_items = header_items + dim
-    if dim < 1 or raw.size % row_items:
-        raise ValueError(f"{path}: size {raw.size} is not a whole number of {dim}-d rows")
-    rows = raw.reshape(-1, row_items)
-    dims = np.ascontiguousarray(rows[:, :header_items]).view("<i4").ravel()
-    if not np.all(dims == dim):
-        raise ValueError(f"{path}: rows of differing dimension")
-    return rows
 
 
 def _as_float32(array: np.ndarray, *, copy: bool) -> np.ndarray:

@@ -167,9 +167,9 @@ EOF
   if (( sample > 0 )); then
     # mutmut names its mutants only once it has generated them: generate them here (what `mutmut run` does
     # first, and then finds done), and draw the sample from each selected module's list.
-    mapfile -t names < <(TMPDIR=$work_tmp "$PY" "$repo/scripts/mutation_sample.py" "$sample" "${MUTATION_SEED:-1}")
-    echo "testing a sample of ${#names[@]} mutants (at most $sample per module, seed ${MUTATION_SEED:-1})"
-    printf '%s\n' "${names[@]}" > mutants/.sample
+    TMPDIR=$work_tmp "$PY" "$repo/scripts/mutation_sample.py" "$sample" "${MUTATION_SEED:-1}" > "$work_tmp/names"
+    mapfile -t names < "$work_tmp/names"
+    echo "testing ${#names[@]} mutants of a sample of at most $sample per module (seed ${MUTATION_SEED:-1})"
   else
     rm -f mutants/.sample
   fi
@@ -178,7 +178,11 @@ EOF
   run=("$repo/.venv/bin/mutmut" run --max-children "${MUTATION_CHILDREN:-1}")
   if [[ -n ${MUTATION_TIMEOUT:-} ]]; then run=(timeout --signal=INT --kill-after=60 "$MUTATION_TIMEOUT" "${run[@]}"); fi
   status=0
-  TMPDIR=$work_tmp "${run[@]}" "${names[@]}" || status=$?
+  if (( sample > 0 && ${#names[@]} == 0 )); then
+    echo "every sampled mutant has its verdict"
+  else
+    TMPDIR=$work_tmp "${run[@]}" "${names[@]}" || status=$?
+  fi
   echo
   echo "mutmut exited with $status after $(( ($(date +%s) - start) / 60 )) min"
   keep_mutants back  # before the report, which reads every module's mutants (the EXIT trap would be too late)

@@ -1,7 +1,9 @@
-"""Print a seeded random sample of each configured module's mutant names (scripts/mutation.sh --sample N).
+"""A seeded random sample of each configured module's mutants (scripts/mutation.sh --sample N).
 
 mutmut names its mutants only once it has generated them, so this generates them first (the step `mutmut run`
-starts with, and then finds done), in the mutation copy it is run in. Usage: mutation_sample.py N SEED.
+starts with, and then finds done), in the mutation copy it is run in. It writes the whole sample to
+mutants/.sample (the report scores only those) and prints the names that have no verdict yet: mutmut tests
+every mutant it is given by name again, so a resumed run passes only the rest. Usage: mutation_sample.py N SEED.
 """
 from __future__ import annotations
 
@@ -41,6 +43,19 @@ def sample_names(size: int, seed: int) -> list[str]:
     return names
 
 
+def undecided(names: list[str]) -> list[str]:
+    verdicts: dict[str, int | None] = {}
+    for meta in Path("mutants").rglob("*.py.meta"):
+        verdicts.update(json.loads(meta.read_text())["exit_code_by_key"])
+    return [name for name in names if verdicts.get(name) is None]
+
+
 if __name__ == "__main__":
     generate_mutants()
-    print("\n".join(sample_names(int(sys.argv[1]), int(sys.argv[2]))))
+    sample = sample_names(int(sys.argv[1]), int(sys.argv[2]))
+    if not sample:
+        sys.exit("no mutants to sample: mutant generation found nothing (see above)")
+    Path("mutants/.sample").write_text("\n".join(sample) + "\n")
+    left = undecided(sample)
+    print(f"sample of {len(sample)} mutants, {len(left)} without a verdict", file=sys.stderr)
+    print("\n".join(left))

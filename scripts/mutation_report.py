@@ -17,6 +17,7 @@ import argparse
 import ast
 import difflib
 import json
+import math
 import sys
 import tomllib
 from collections import Counter
@@ -25,6 +26,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 EQUIVALENT_FILE = Path(__file__).parent / "mutation_equivalent.txt"
+SAMPLE_FILE = Path("mutants/.sample")  # written by mutation_sample.py: the mutants a sampled run tests
 
 # mutmut 3's exit-code meanings (mutmut/stats.py), folded into the table's columns.
 _STATUS_BY_EXIT_CODE = {
@@ -125,17 +127,30 @@ def load_equivalents() -> dict[str, str]:
     return equivalents
 
 
+def wilson_interval(caught: int, tested: int, z: float = 1.96) -> tuple[float, float]:
+    """95% interval of a module's score estimated from a random sample of its mutants (Wilson's)."""
+    p = caught / tested
+    centre = (p + z * z / (2 * tested)) / (1 + z * z / tested)
+    half = z * math.sqrt(p * (1 - p) / tested + z * z / (4 * tested * tested)) / (1 + z * z / tested)
+    return 100 * max(centre - half, 0.0), 100 * min(centre + half, 1.0)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--survivors", action="store_true", help="list surviving mutants of modules below --below")
     parser.add_argument("--below", type=float, default=80.0, help="score (percent) under which survivors are listed")
     parser.add_argument("--pyproject", type=Path, default=Path("pyproject.toml"), help="whose only_mutate to report")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for the README)")
     args = parser.parse_args()
+    sample = set(SAMPLE_FILE.read_text().split()) if SAMPLE_FILE.exists() else None
 
     equivalents = load_equivalents()
     rows, totals, survivors_by_path = [], Counter(), {}
     for path in configured_files(args.pyproject):
         mutants = load_mutants(path)
+        in_module = len(mutants)
+        if sample is not None:
+            mutants = [m for m in mutants if m.name in sample]
         if all(m.status == "not checked" for m in mutants):
             continue
         counts = Counter(m.status for m in mutants)
@@ -162,6 +177,7 @@ def main() -> int:
         counts["equivalent"] = equivalent
         counts["survived"] -= equivalent + log_only
         counts["mutants"] = len(mutants)
+        counts["in module"] = in_module
         totals.update(counts)
         rows.append((str(path), counts))
         survivors_by_path[path] = [(m, defs) for m in mutants if m.status == "survived"]
@@ -174,17 +190,34 @@ def main() -> int:
         tested = c["mutants"] - c["skipped"] - c["equivalent"] - c["log only"] - c["not checked"]
         return 100.0 * sum(c[k] for k in caught) / tested if tested else None
 
-    columns = ["mutants", "killed", "survived", "timeout", "no tests", "equivalent", "log only", "other", "not checked"]
+    def interval(c: Counter) -> str:
+        tested = c["mutants"] - c["skipped"] - c["equivalent"] - c["log only"] - c["not checked"]
+        if not tested or c["mutants"] == c["in module"]:
+            return "whole"  # every mutant of the module tested: no sampling error
+        low, high = wilson_interval(c["killed"], tested)
+        return f"{low:.0f}-{high:.0f}%"
+
+    columns = ["in module", "mutants", "killed", "survived", "timeout", "no tests", "equivalent", "log only", "other",
+               "not checked"]
     width = max(len(name) for name, _ in rows + [("total", totals)])
-    print(f"{'module':<{width}}  " + "  ".join(f"{c:>8}" for c in columns) + "     score  +timeout")
+    if args.markdown:
+        print("| module | " + " | ".join(columns) + " | score | 95% interval | +timeout |")
+        print("|---" * (len(columns) + 4) + "|")
+    else:
+        print(f"{'module':<{width}}  " + "  ".join(f"{c:>8}" for c in columns) + "     score  interval  +timeout")
     for name, c in rows + [("total", totals)]:
         s = score(c)
+        if args.markdown:
+            print(f"| {name} | " + " | ".join(str(c[col]) for col in columns)
+                  + (f" | {s:.1f}% | {interval(c)} | {score(c, ('killed', 'timeout')):.1f}% |" if s is not None else " | - | - | - |"))
+            continue
         print(f"{name:<{width}}  " + "  ".join(f"{c[col]:>8}" for col in columns)
-              + (f"  {s:7.1f}%  {score(c, ('killed', 'timeout')):7.1f}%" if s is not None else "        -")
+              + (f"  {s:7.1f}%  {interval(c):>8}  {score(c, ('killed', 'timeout')):7.1f}%" if s is not None else "        -")
               + (" (partial)" if c["not checked"] else ""))
     print("score = killed / (mutants - skipped - equivalent - log only - not checked); +timeout counts a mutant that made the"
           " tests hang as caught too.\nA partial score comes from the mutants with the fastest tests, which mutmut"
-          " runs first.")
+          " runs first." + (f"\nSampled: {len(sample)} mutants drawn at random (mutants/.sample); the interval is the 95% Wilson"
+          " interval of the module's score, 'whole' where every mutant of it was tested." if sample is not None else ""))
 
     if args.survivors:
         for name, c in rows:

@@ -10,13 +10,15 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 from quiver.errors import ResourceExhausted
+from quiver.metrics import refused
 
 
 class InFlightBudget:
     """One budget: what is held now, and how many requests it refused. Used from one event loop only."""
 
-    def __init__(self, budget: int) -> None:
+    def __init__(self, budget: int, name: str = "") -> None:
         self.budget = budget
+        self.name = name  # the metric label of its refusals (quiver_admission_refusals_total{budget=...})
         self.used = 0
         self.refused = 0
 
@@ -24,6 +26,7 @@ class InFlightBudget:
     def hold(self, amount: int, refusal: Callable[[], str], retry_after_s: float) -> Iterator[None]:
         if self.used and self.used + amount > self.budget:
             self.refused += 1
+            refused(self.name)
             raise ResourceExhausted(refusal(), retry_after_s=retry_after_s)
         self.used += amount
         try:

@@ -18,6 +18,7 @@ from quiver.child_process import command_dying_with_this_process
 from quiver.etcd_process import EtcdProcess
 
 SERVING = re.compile(r"serving on (\S+)")
+METRICS = re.compile(r"metrics on (\S+)")  # printed before SERVING when --metrics-port is given
 RESTART_MARK = "\n--- restart ---\n"
 
 
@@ -35,6 +36,7 @@ class ServerProcess:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.address = ""
+        self.metrics_address = ""
 
     def start(self, timeout: float = 60.0) -> "ServerProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,9 +49,12 @@ class ServerProcess:
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            match = SERVING.search(self.log_path.read_text(errors="replace").rsplit(RESTART_MARK, 1)[-1])
+            log = self.log_path.read_text(errors="replace").rsplit(RESTART_MARK, 1)[-1]
+            match = SERVING.search(log)
             if match:
                 self.address = match.group(1)
+                metrics = METRICS.search(log)
+                self.metrics_address = metrics.group(1) if metrics else ""
                 return self
             if self.process.poll() is not None:
                 raise RuntimeError(f"{' '.join(self.args)} exited with {self.process.returncode}; log {self.log_path}:\n{self.log_tail()}")

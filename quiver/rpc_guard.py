@@ -1,18 +1,22 @@
 """Applies the error table in one place: every servicer method is wrapped by `rpc_guard`.
 
 Domain errors become their gRPC status with the error's message; anything else is logged with its
-traceback and answered INTERNAL, so the server stays up and the caller gets a status, not a hang.
+traceback and answered INTERNAL, so the server stays up and the caller gets a status, not a hang. Every
+RPC is counted and timed here too (quiver.metrics), by the servicer's `SERVICE` name, method and code.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import time
 from typing import Any, Awaitable, Callable, TypeVar
 
 import grpc
 
 from quiver.errors import QuiverError, grpc_status_for, trailing_metadata_for
 from quiver.grpc_server import Undecodable
+from quiver.metrics import observe_rpc
 
 _log = logging.getLogger(__name__)
 
@@ -20,18 +24,39 @@ Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
 def rpc_guard(method: Handler) -> Handler:
+    name = method.__name__
+
     @functools.wraps(method)
     async def guarded(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if isinstance(request, Undecodable):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        service = getattr(self, "SERVICE", type(self).__name__)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
         try:
-            return await method(self, request, context)
-        except grpc.aio.AbortError:
+            if isinstance(request, Undecodable):
+                code = grpc.StatusCode.INVALID_ARGUMENT
+                await context.abort(code, request.message)
+            try:
+                return await method(self, request, context)
+            except grpc.aio.AbortError:
+                code = _code_of(context)
+                raise
+            except QuiverError as error:
+                code = grpc_status_for(error)
+                await context.abort(code, str(error), trailing_metadata_for(error))
+            except Exception as error:  # noqa: BLE001 - the one place unexpected errors are turned into INTERNAL
+                _log.exception("%s failed", name)
+                code = grpc.StatusCode.INTERNAL
+                await context.abort(code, f"internal error in {name}: {type(error).__name__}: {error}")
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED  # the caller went away (or its deadline passed)
             raise
-        except QuiverError as error:
-            await context.abort(grpc_status_for(error), str(error), trailing_metadata_for(error))
-        except Exception as error:  # noqa: BLE001 - the one place unexpected errors are turned into INTERNAL
-            _log.exception("%s failed", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}: {type(error).__name__}: {error}")
+        finally:
+            observe_rpc(service, name, code.name, time.perf_counter() - started)
 
     return guarded  # type: ignore[return-value]
+
+
+def _code_of(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """The code a handler aborted with itself (grpc.aio keeps it on the context)."""
+    code = context.code() if hasattr(context, "code") else None
+    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN

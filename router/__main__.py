@@ -15,6 +15,8 @@ from router.server import RouterServer
 async def serve(config: RouterConfig) -> None:
     server = RouterServer(config)
     await server.start()
+    if server.metrics.port is not None:
+        print(f"quiver-router metrics on {config.metrics_host}:{server.metrics.port}", flush=True)
     print(f"quiver-router serving on {server.address}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -34,10 +36,12 @@ async def serve(config: RouterConfig) -> None:
 @click.option("--max-concurrent-rpcs", default=RouterConfig.max_concurrent_rpcs, show_default=True, help="RPCs handled at once; past it, gRPC refuses with RESOURCE_EXHAUSTED before any work.")
 @click.option("--deadline-admission/--no-deadline-admission", default=RouterConfig.deadline_admission, show_default=True, help="Refuse a search at once when the queue ahead of it would outlast its deadline.")
 @click.option("--max-queued-write-bytes", default=RouterConfig.max_queued_write_bytes, show_default=True, help="Bytes of upserts waiting for the shards; past it, upserts are refused with RESOURCE_EXHAUSTED.")
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus /metrics over HTTP on this port (default: off).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address /metrics listens on (0.0.0.0 in a container).")
 @click.option("--log-level", default="INFO", show_default=True)
 def main(
     etcd_endpoints: str, etcd_root: str, host: str, port: int, default_timeout: float, max_queued_searches: int,
-    max_concurrent_rpcs: int, deadline_admission: bool, max_queued_write_bytes: int, log_level: str,
+    max_concurrent_rpcs: int, deadline_admission: bool, max_queued_write_bytes: int, metrics_port: int | None, metrics_host: str, log_level: str,
 ) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = RouterConfig(
@@ -50,6 +54,8 @@ def main(
         max_concurrent_rpcs=max_concurrent_rpcs,
         deadline_admission=deadline_admission,
         max_queued_write_bytes=max_queued_write_bytes,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     )
     uvloop.run(serve(config))
 

@@ -33,6 +33,8 @@ class RouterConfig:
     batch_estimate_max_age_s: float = 5.0
     max_concurrent_rpcs: int = 4096  # RPCs being handled at once; past it gRPC answers RESOURCE_EXHAUSTED
     retry_after_s: float = 0.1
+    metrics_port: int | None = None  # Prometheus /metrics over HTTP on this port (0: a free one); None: off
+    metrics_host: str = "127.0.0.1"
     # Bytes of upserts accepted but not yet answered by the shards; past it an upsert is refused at once.
     max_queued_write_bytes: int = 256 * 2**20
     # A shard server's retry pushback after it refused a write is honoured at most this long (backpressure).

@@ -25,6 +25,8 @@ from typing import Awaitable, Callable, TypeVar
 
 import grpc
 
+from quiver.metrics import HEDGED_READS
+
 T = TypeVar("T")
 
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -154,6 +156,7 @@ class ReplicaReads:
                 if now >= hedge_at:
                     self._tokens -= 1.0
                     self.hedges += 1
+                    HEDGED_READS.inc()
                 else:  # the newest attempt used its share: give up on what runs, ask the next
                     for task in list(running):
                         task.cancel()

@@ -8,6 +8,7 @@ from quiver.control_plane.store import ClusterStore
 from quiver.control_plane.watcher import ClusterWatcher
 from quiver.grpc_server import add_health_and_reflection, add_service, bind, server_options, set_health
 from quiver.v1 import router_pb2
+from quiver.metrics import MetricsEndpoint
 from router.admin import Admin
 from router.config import RouterConfig
 from router.servicer import RouterServicer
@@ -31,6 +32,7 @@ class RouterServer:
         add_service(self.server, self.servicer, router_pb2.DESCRIPTOR.services_by_name["Router"])
         self.health = add_health_and_reflection(self.server, SERVICE_NAME)
         self.port = bind(self.server, config.host, config.port)
+        self.metrics = MetricsEndpoint(config.metrics_port, config.metrics_host)
 
     @property
     def address(self) -> str:
@@ -41,6 +43,7 @@ class RouterServer:
 
     async def start(self) -> None:
         await self.watcher.start()
+        self.metrics.start()
         await self.server.start()
         await set_health(self.health, [SERVICE_NAME], serving=True)
 
@@ -50,6 +53,7 @@ class RouterServer:
         await self.watcher.stop()
         await self.pool.close()
         self.servicer.close()
+        self.metrics.stop()
         self.etcd.close()
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from quiver.admission import InFlightBudget
 from quiver.control_plane.watcher import ClusterWatcher
 from quiver.errors import DeadlineExceeded, InvalidArgument, QuiverError, ResourceExhausted
+from quiver.metrics import PARTIAL_RESULTS, SHARD_CALL_SECONDS, refused, timed_call
 from quiver.rpc_guard import rpc_guard
 from quiver.v1 import router_pb2, router_pb2_grpc, shard_pb2, types_pb2
 from quiver.validation import check_ids, check_k, check_vectors
@@ -38,6 +39,8 @@ from router.shard_pool import ShardPool
 
 
 class RouterServicer(router_pb2_grpc.RouterServicer):
+    SERVICE = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
+
     def __init__(self, config: RouterConfig, watcher: ClusterWatcher, pool: ShardPool, admin: Admin) -> None:
         self._config = config
         self._watcher = watcher
@@ -45,7 +48,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._admin = admin
         self.replica_reads = ReplicaReads()
         self._coalescer: Coalescer[_SearchJob] = Coalescer(self._search_batch, fits=self._batch_fits)
-        self._write_bytes = InFlightBudget(config.max_queued_write_bytes)
+        self._write_bytes = InFlightBudget(config.max_queued_write_bytes, "router_queued_write_bytes")
         self.backpressure = Backpressure(config.max_pushback_hold_s)
         # Per collection: an EWMA of a batch's time to its shards' answers, and when it last took a sample.
         self._batch_seconds: dict[str, tuple[float, float]] = {}
@@ -152,6 +155,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         held = self.backpressure.holding(a for shard in shards for a in view.all_replicas(shard))
         if held is not None:
             address, left_s = held
+            refused("router_shard_backpressure")
             raise ResourceExhausted(
                 f"shard server {address} of collection {view.record.name!r} is overloaded with writes: it refused one "
                 f"and asked for a pause, {left_s * 1e3:.0f} ms more; nothing of this upsert was applied; retry after it",
@@ -160,13 +164,14 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     def _bind(self, address: str, method: str, message: Any, timeout: float) -> Any:
         stub = self._pool.stub(address)
-        return lambda: getattr(stub, method)(message, timeout=timeout)
+        return lambda: timed_call(SHARD_CALL_SECONDS, method, lambda: getattr(stub, method)(message, timeout=timeout))
 
     def _replicated(self, view: CollectionView, shard: int, method: str, message: Any, timeout: float) -> Any:
         """A read sent to the replica expected to answer first, hedged and failed over (see replica_reads)."""
-        return lambda: self.replica_reads.call(
-            view.replicas(shard), lambda a, budget: getattr(self._pool.stub(a), method)(message, timeout=budget), timeout
-        )
+        def ask(address: str, budget: float) -> Any:
+            return timed_call(SHARD_CALL_SECONDS, method, lambda: getattr(self._pool.stub(address), method)(message, timeout=budget))
+
+        return lambda: self.replica_reads.call(view.replicas(shard), ask, timeout)
 
     @rpc_guard
     async def Delete(self, request, context):  # type: ignore[no-untyped-def]
@@ -241,6 +246,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         if expected is not None and expected > budget:
             # Deadline-aware admission: behind this queue the answer would come after the caller stopped
             # waiting, so the work would be wasted and would push every later search past its deadline too.
+            refused("router_search_deadline")
             raise ResourceExhausted(
                 f"the router is overloaded: searches of {view.record.name!r} are answered in about "
                 f"{expected * 1e3:.0f} ms now, past this search's deadline ({budget * 1e3:.0f} ms left); retry "
@@ -249,6 +255,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             )
         if self._coalescer.queued >= self._config.max_queued_searches:
             # Overloaded: a queue this long only grows until every caller's deadline passes; say so now.
+            refused("router_queued_searches")
             raise ResourceExhausted(
                 f"the router is overloaded: {self._coalescer.queued} searches are queued for the shards (the "
                 f"budget is {self._config.max_queued_searches}); retry after a pause or on another router",
@@ -354,6 +361,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             return error
         answered = [o.value for o in outcomes if o.ok]
         coverage = router_pb2.Coverage(shards_asked=n_shards, shards_answered=len(answered), partial=len(answered) < n_shards)
+        if coverage.partial:
+            PARTIAL_RESULTS.inc()
         if len(answered) == 1:
             return list(answered[0].results), coverage
         merge = functools.partial(_merge_batch, answered, n_queries, request.k, view.record.dim)

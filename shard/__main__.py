@@ -31,6 +31,8 @@ async def serve(config: ShardConfig) -> None:
 
         store = ClusterStore(EtcdClient(list(config.etcd_endpoints), timeout=5.0))
         registration = await store.register_server(config.server_id, server.address, config.lease_ttl_s)
+    if server.metrics.port is not None:
+        print(f"quiver-shard metrics on {config.metrics_host}:{server.metrics.port}", flush=True)
     # The line launchers and tests wait for; keep its shape.
     print(f"quiver-shard serving on {server.address} id={config.server_id}", flush=True)
     stop = asyncio.Event()
@@ -62,12 +64,14 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--max-concurrent-rpcs", default=4096, show_default=True, help="RPCs handled at once; past it, gRPC refuses with RESOURCE_EXHAUSTED before any work.")
 @click.option("--search-threads", default=0, show_default=True, help="Threads for searches (0: one per core).")
 @click.option("--index-build-threads", default=ExecutorSizes.index_builds, show_default=True, help="Threads for IVF-PQ training.")
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus /metrics over HTTP on this port (default: off).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address /metrics listens on (0.0.0.0 in a container).")
 @click.option("--log-level", default="INFO", show_default=True)
 def main(
     data_dir: Path, host: str, port: int, etcd_endpoints: str, server_id: str, advertise: str, lease_ttl: float,
     exact_filter_fraction: float, exact_filter_min_points: int, max_k: int, min_free_bytes: int, fault_retry_s: float,
     queued_write_bytes: int, queries_in_flight: int, max_concurrent_rpcs: int, search_threads: int, index_build_threads: int,
-    log_level: str,
+    metrics_port: int | None, metrics_host: str, log_level: str,
 ) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if port == 0:
@@ -93,6 +97,8 @@ def main(
         admission=AdmissionBudgets(queued_write_bytes=queued_write_bytes, queries_in_flight=queries_in_flight),
         executors=ExecutorSizes(searches=search_threads, index_builds=index_build_threads),
         search=SearchPolicy(exact_filter_fraction, exact_filter_min_points),
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     )
     uvloop.run(serve(config))
 

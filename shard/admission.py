@@ -30,8 +30,8 @@ class Admission:
     def __init__(self, budgets: AdmissionBudgets, server: str = "this shard server") -> None:
         self.budgets = budgets
         self._server = server
-        self._writes = InFlightBudget(budgets.queued_write_bytes)
-        self._searches = InFlightBudget(budgets.queries_in_flight)
+        self._writes = InFlightBudget(budgets.queued_write_bytes, "shard_queued_write_bytes")
+        self._searches = InFlightBudget(budgets.queries_in_flight, "shard_queries_in_flight")
 
     @property
     def write_bytes(self) -> int:

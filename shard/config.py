@@ -19,6 +19,8 @@ class ShardConfig:
     max_message_bytes: int = 64 * 2**20
     max_queries_per_request: int = 10_000
     max_concurrent_rpcs: int = 4096  # RPCs handled at once; past it gRPC answers RESOURCE_EXHAUSTED itself
+    metrics_port: int | None = None  # Prometheus /metrics over HTTP on this port (0: a free one); None: off
+    metrics_host: str = "127.0.0.1"
     offload_points: int = 1024  # requests with more points or queries are decoded off the event loop
     durability: DurabilityPolicy = field(default_factory=DurabilityPolicy)
     search: SearchPolicy = field(default_factory=SearchPolicy)

@@ -11,6 +11,8 @@ from quiver.v1 import shard_pb2
 from shard.admission import Admission
 from shard.config import ShardConfig
 from shard.executors import ShardExecutors
+from quiver.metrics import MetricsEndpoint
+from shard import partition_metrics
 from shard.partition_registry import PartitionRegistry
 from shard.servicer import ShardServicer
 
@@ -37,6 +39,7 @@ class ShardServer:
         add_service(self.server, ShardServicer(self.registry, config, self.admission, self.executors), shard_pb2.DESCRIPTOR.services_by_name["Shard"])
         self.health = add_health_and_reflection(self.server, SERVICE_NAME)
         self.port = bind(self.server, config.host, config.port)
+        self.metrics = MetricsEndpoint(config.metrics_port, config.metrics_host)
 
     @property
     def address(self) -> str:
@@ -45,6 +48,8 @@ class ShardServer:
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await self.registry.open_all()
+        partition_metrics.watch(self.registry, self.config.server_id)
+        self.metrics.start()
         await self.server.start()
         self._serving = True
         await set_health(self.health, [SERVICE_NAME], serving=True)
@@ -65,6 +70,8 @@ class ShardServer:
         await set_health(self.health, [SERVICE_NAME, WRITES_HEALTH_NAME], serving=False)
         await self.server.stop(grace)
         await self.registry.close_all(snapshot=True)
+        partition_metrics.unwatch(self.registry)
+        self.metrics.stop()
         self.executors.shutdown()
 
 

@@ -37,6 +37,8 @@ T = TypeVar("T")
 
 
 class ShardServicer(shard_pb2_grpc.ShardServicer):
+    SERVICE = shard_pb2.DESCRIPTOR.services_by_name["Shard"].full_name
+
     def __init__(self, registry: PartitionRegistry, config: ShardConfig, admission: Admission, executors: ShardExecutors) -> None:
         self._executors = executors
         self._registry = registry

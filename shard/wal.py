@@ -25,12 +25,14 @@ from __future__ import annotations
 import logging
 import re
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from quiver.metrics import WAL_FSYNC_SECONDS
 from shard.storage import OS_STORAGE, Storage, WritableFile
 
 _log = logging.getLogger(__name__)
@@ -196,7 +198,9 @@ class WriteAheadLog:
         assert self._file is not None
         try:
             self._file.write(data)
+            synced = time.perf_counter()
             self._file.fsync()
+            WAL_FSYNC_SECONDS.observe(time.perf_counter() - synced)
         except OSError as error:
             # After a failed write or fsync the kernel may have dropped dirty pages, so what is on disk is
             # unknown; refuse further appends until `recover` cuts the tail back to what was synced.

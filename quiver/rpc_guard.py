@@ -2,7 +2,9 @@
 
 Domain errors become their gRPC status with the error's message; anything else is logged with its
 traceback and answered INTERNAL, so the server stays up and the caller gets a status, not a hang. Every
-RPC is counted and timed here too (quiver.metrics), by the servicer's `SERVICE` name, method and code.
+RPC is counted and timed here too (quiver.metrics), by the servicer's `SERVICE` name, method and code,
+and logged with its request id (quiver.logs): at DEBUG, or at WARNING when slower than the servicer's
+`slow_rpc_s`.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import grpc
 
 from quiver.errors import QuiverError, grpc_status_for, trailing_metadata_for
 from quiver.grpc_server import Undecodable
+from quiver.logs import REQUEST_ID, REQUEST_ID_KEY, incoming_request_id
 from quiver.metrics import observe_rpc
 
 _log = logging.getLogger(__name__)
@@ -31,7 +34,10 @@ def rpc_guard(method: Handler) -> Handler:
         service = getattr(self, "SERVICE", type(self).__name__)
         started = time.perf_counter()
         code = grpc.StatusCode.OK
+        request_id = incoming_request_id(context.invocation_metadata())
+        REQUEST_ID.set(request_id)  # this handler's task only: asyncio gives each RPC its own context
         try:
+            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
             if isinstance(request, Undecodable):
                 code = grpc.StatusCode.INVALID_ARGUMENT
                 await context.abort(code, request.message)
@@ -51,7 +57,12 @@ def rpc_guard(method: Handler) -> Handler:
             code = grpc.StatusCode.CANCELLED  # the caller went away (or its deadline passed)
             raise
         finally:
-            observe_rpc(service, name, code.name, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            observe_rpc(service, name, code.name, seconds)
+            slow = seconds >= getattr(self, "slow_rpc_s", float("inf"))
+            if slow or _log.isEnabledFor(logging.DEBUG):
+                _log.log(logging.WARNING if slow else logging.DEBUG, "slow rpc" if slow else "rpc",
+                         extra={"method": f"{service}/{name}", "code": code.name, "ms": round(seconds * 1e3, 3)})
 
     return guarded  # type: ignore[return-value]
 

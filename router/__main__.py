@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
 import click
 import uvloop
+
+from quiver.logs import configure_logging
 
 from router.config import RouterConfig
 from router.server import RouterServer
@@ -38,12 +39,14 @@ async def serve(config: RouterConfig) -> None:
 @click.option("--max-queued-write-bytes", default=RouterConfig.max_queued_write_bytes, show_default=True, help="Bytes of upserts waiting for the shards; past it, upserts are refused with RESOURCE_EXHAUSTED.")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus /metrics over HTTP on this port (default: off).")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address /metrics listens on (0.0.0.0 in a container).")
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log-level", default="INFO", show_default=True, help="DEBUG logs every RPC with its request id and time.")
+@click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True, help="JSON lines (one event per line) or plain text.")
+@click.option("--slow-rpc-ms", default=1000.0, show_default=True, help="RPCs slower than this are logged at WARNING (the slow-query log).")
 def main(
     etcd_endpoints: str, etcd_root: str, host: str, port: int, default_timeout: float, max_queued_searches: int,
-    max_concurrent_rpcs: int, deadline_admission: bool, max_queued_write_bytes: int, metrics_port: int | None, metrics_host: str, log_level: str,
+    max_concurrent_rpcs: int, deadline_admission: bool, max_queued_write_bytes: int, metrics_port: int | None, metrics_host: str, log_level: str, log_format: str, slow_rpc_ms: float,
 ) -> None:
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(log_level, log_format)
     config = RouterConfig(
         etcd_endpoints=tuple(e for e in etcd_endpoints.split(",") if e),
         etcd_root=etcd_root,
@@ -56,6 +59,7 @@ def main(
         max_queued_write_bytes=max_queued_write_bytes,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
+        slow_rpc_s=slow_rpc_ms / 1e3,
     )
     uvloop.run(serve(config))
 

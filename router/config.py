@@ -35,6 +35,7 @@ class RouterConfig:
     retry_after_s: float = 0.1
     metrics_port: int | None = None  # Prometheus /metrics over HTTP on this port (0: a free one); None: off
     metrics_host: str = "127.0.0.1"
+    slow_rpc_s: float = 1.0  # RPCs slower than this are logged at WARNING (the slow-query log)
     # Bytes of upserts accepted but not yet answered by the shards; past it an upsert is refused at once.
     max_queued_write_bytes: int = 256 * 2**20
     # A shard server's retry pushback after it refused a write is honoured at most this long (backpressure).

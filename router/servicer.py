@@ -20,6 +20,7 @@ import numpy as np
 from quiver.admission import InFlightBudget
 from quiver.control_plane.watcher import ClusterWatcher
 from quiver.errors import DeadlineExceeded, InvalidArgument, QuiverError, ResourceExhausted
+from quiver.logs import REQUEST_ID, outgoing_metadata
 from quiver.metrics import PARTIAL_RESULTS, SHARD_CALL_SECONDS, refused, timed_call
 from quiver.rpc_guard import rpc_guard
 from quiver.v1 import router_pb2, router_pb2_grpc, shard_pb2, types_pb2
@@ -43,6 +44,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     def __init__(self, config: RouterConfig, watcher: ClusterWatcher, pool: ShardPool, admin: Admin) -> None:
         self._config = config
+        self.slow_rpc_s = config.slow_rpc_s  # read by rpc_guard
         self._watcher = watcher
         self._pool = pool
         self._admin = admin
@@ -164,12 +166,19 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     def _bind(self, address: str, method: str, message: Any, timeout: float) -> Any:
         stub = self._pool.stub(address)
-        return lambda: timed_call(SHARD_CALL_SECONDS, method, lambda: getattr(stub, method)(message, timeout=timeout))
+        metadata = outgoing_metadata()  # this request's id, passed on to the shard
+        return lambda: timed_call(SHARD_CALL_SECONDS, method, lambda: getattr(stub, method)(message, timeout=timeout, metadata=metadata))
 
-    def _replicated(self, view: CollectionView, shard: int, method: str, message: Any, timeout: float) -> Any:
+    def _replicated(
+        self, view: CollectionView, shard: int, method: str, message: Any, timeout: float, request_ids: list[str] | None = None
+    ) -> Any:
         """A read sent to the replica expected to answer first, hedged and failed over (see replica_reads)."""
+        metadata = outgoing_metadata(request_ids)
+
         def ask(address: str, budget: float) -> Any:
-            return timed_call(SHARD_CALL_SECONDS, method, lambda: getattr(self._pool.stub(address), method)(message, timeout=budget))
+            return timed_call(
+                SHARD_CALL_SECONDS, method, lambda: getattr(self._pool.stub(address), method)(message, timeout=budget, metadata=metadata)
+            )
 
         return lambda: self.replica_reads.call(view.replicas(shard), ask, timeout)
 
@@ -261,7 +270,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 f"budget is {self._config.max_queued_searches}); retry after a pause or on another router",
                 retry_after_s=self._config.retry_after_s,
             )
-        return await self._coalescer.submit(key, _SearchJob(view, request, len(queries), deadline))
+        return await self._coalescer.submit(key, _SearchJob(view, request, len(queries), deadline, REQUEST_ID.get()))
 
     def _expected_answer_s(self, key: Any, collection: str, n_queries: int) -> float | None:
         """When a search of `key` sent now would be answered: the batches ahead of it (one in flight, the
@@ -328,7 +337,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 include_metadata=request.include_metadata,
                 include_vectors=request.include_vectors,
             )
-            calls[shard] = self._replicated(view, shard, "Search", sub, timeout)
+            # A coalesced batch runs in its first member's task: name every member's request id explicitly.
+            calls[shard] = self._replicated(view, shard, "Search", sub, timeout, [j.request_id for j in batch])
         offsets = np.cumsum([0] + [j.n_queries for j in batch]).tolist()
         sent = loop.time()
         gather = Gather(calls)
@@ -403,6 +413,7 @@ class _SearchJob:
     request: router_pb2.RouterSearchRequest
     n_queries: int
     deadline: float  # the event loop's clock
+    request_id: str = ""
 
 
 def _merge_batch(answers: list[shard_pb2.SearchResponse], n_queries: int, k: int, dim: int) -> list[types_pb2.QueryResult]:

@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 import uvloop
 
+from quiver.logs import configure_logging
+
 from shard.config import ShardConfig
 from shard.admission import AdmissionBudgets
 from shard.durable_partition import DurabilityPolicy
@@ -66,14 +68,16 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--index-build-threads", default=ExecutorSizes.index_builds, show_default=True, help="Threads for IVF-PQ training.")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus /metrics over HTTP on this port (default: off).")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address /metrics listens on (0.0.0.0 in a container).")
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log-level", default="INFO", show_default=True, help="DEBUG logs every RPC with its request id and time.")
+@click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True, help="JSON lines (one event per line) or plain text.")
+@click.option("--slow-rpc-ms", default=1000.0, show_default=True, help="RPCs slower than this are logged at WARNING (the slow-query log).")
 def main(
     data_dir: Path, host: str, port: int, etcd_endpoints: str, server_id: str, advertise: str, lease_ttl: float,
     exact_filter_fraction: float, exact_filter_min_points: int, max_k: int, min_free_bytes: int, fault_retry_s: float,
     queued_write_bytes: int, queries_in_flight: int, max_concurrent_rpcs: int, search_threads: int, index_build_threads: int,
-    metrics_port: int | None, metrics_host: str, log_level: str,
+    metrics_port: int | None, metrics_host: str, log_level: str, log_format: str, slow_rpc_ms: float,
 ) -> None:
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(log_level, log_format)
     if port == 0:
         # Pick the port here so the server id and advertised address can name it.
         with socket.socket() as sock:
@@ -99,6 +103,7 @@ def main(
         search=SearchPolicy(exact_filter_fraction, exact_filter_min_points),
         metrics_port=metrics_port,
         metrics_host=metrics_host,
+        slow_rpc_s=slow_rpc_ms / 1e3,
     )
     uvloop.run(serve(config))
 

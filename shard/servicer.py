@@ -44,6 +44,7 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
         self._registry = registry
         self._config = config
         self._admission = admission
+        self.slow_rpc_s = config.slow_rpc_s  # read by rpc_guard
 
     async def _off_loop(self, points: int, work: Callable[[], T]) -> T:
         """Decoding and normalising a large request is CPU work: done on a search thread, not the loop."""

@@ -8,7 +8,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 
 def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -26,11 +26,26 @@ async def set_health(servicer: health.aio.HealthServicer, services: Iterable[str
         await servicer.set(name, status)
 
 
+# grpcio-reflection serves only v1alpha. v1 is the same service under a new package name, with messages
+# identical field for field, so v1alpha's servicer answers v1 too, registered under v1's method path.
+# Tools have moved to v1 (grpcurl tries it first); older ones still ask v1alpha.
+REFLECTION_V1_NAME = "grpc.reflection.v1.ServerReflection"
+
+
 def add_health_and_reflection(server: grpc.aio.Server, service_name: str) -> health.aio.HealthServicer:
-    """The standard health service (returned, to be set) and reflection for `service_name`."""
+    """The standard health service (returned, to be set) and reflection (v1 and v1alpha) for `service_name`."""
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    reflection.enable_server_reflection((service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    names = (service_name, health.SERVICE_NAME, REFLECTION_V1_NAME, reflection.SERVICE_NAME)
+    reflector = reflection.aio.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflector, server)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1_NAME, {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            reflector.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+        ),
+    }),))
     return servicer
 
 

@@ -40,10 +40,15 @@ class _PartitionCollector(Collector):
         read_only = GaugeMetricFamily(
             "quiver_shard_partition_read_only", "1 while the partition refuses writes (disk full, WAL I/O error).", labels=_LABELS
         )
+        failed = GaugeMetricFamily(
+            "quiver_shard_failed_partitions", "Partitions found on disk that could not be opened (not served).", labels=["server"]
+        )
         for registry, server_id in list(self.served.values()):
             self._add(registry, server_id, families, read_only)
+            failed.add_metric([server_id], float(len(registry.failed)))
         yield from families.values()
         yield read_only
+        yield failed
 
     @staticmethod
     def _add(registry: PartitionRegistry, server_id: str, families: dict[str, GaugeMetricFamily], read_only: GaugeMetricFamily) -> None:

@@ -55,6 +55,8 @@ class PartitionRegistry:
         # Called when a partition starts or stops refusing writes (disk full, read-only), and on a drop.
         self._on_fault_change = on_fault_change
         self._partitions: dict[PartitionKey, DurablePartition] = {}
+        # Partitions found on disk that could not be opened: directory -> why (health and metrics show them).
+        self.failed: dict[Path, str] = {}
         self._lock = asyncio.Lock()
 
     def _directory(self, key: PartitionKey) -> Path:
@@ -67,8 +69,9 @@ class PartitionRegistry:
                 partition = await asyncio.to_thread(
                     functools.partial(DurablePartition.open, spec_file.parent, self._durability, self._search_policy,
                                       server_id=self._server_id, executors=self._executors))
-            except Exception:  # noqa: BLE001 - one damaged partition must not keep the others offline
+            except Exception as error:  # noqa: BLE001 - one damaged partition must not keep the others offline
                 _log.exception("partition in %s could not be recovered; it is not served (its files are kept)", spec_file.parent)
+                self.failed[spec_file.parent] = f"{type(error).__name__}: {error}"
                 continue
             self._serve(partition)
 

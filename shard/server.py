@@ -20,6 +20,9 @@ SERVICE_NAME = shard_pb2.DESCRIPTOR.services_by_name["Shard"].full_name
 # Health of this name is NOT_SERVING while any partition refuses writes (disk full, read-only log); the
 # Shard service itself stays SERVING, since reads go on. Stats names the partitions and why.
 WRITES_HEALTH_NAME = SERVICE_NAME + ".Writes"
+# NOT_SERVING while a partition found on disk could not be opened at start-up (its files are kept, its data
+# is not served; the log says why): the server answers for the others, but an operator must look.
+PARTITIONS_HEALTH_NAME = SERVICE_NAME + ".Partitions"
 
 
 class ShardServer:
@@ -53,6 +56,10 @@ class ShardServer:
         await self.server.start()
         self._serving = True
         await set_health(self.health, [SERVICE_NAME], serving=True)
+        await self.health.set(
+            PARTITIONS_HEALTH_NAME,
+            health_pb2.HealthCheckResponse.NOT_SERVING if self.registry.failed else health_pb2.HealthCheckResponse.SERVING,
+        )
         await self._update_writes_health()
 
     def _fault_changed(self) -> None:
@@ -67,7 +74,7 @@ class ShardServer:
 
     async def stop(self, grace: float = 5.0) -> None:
         self._serving = False
-        await set_health(self.health, [SERVICE_NAME, WRITES_HEALTH_NAME], serving=False)
+        await set_health(self.health, [SERVICE_NAME, WRITES_HEALTH_NAME, PARTITIONS_HEALTH_NAME], serving=False)
         await self.server.stop(grace)
         await self.registry.close_all(snapshot=True)
         partition_metrics.unwatch(self.registry)

@@ -122,7 +122,7 @@ def sizing(vectors: float, dim: int, index: str, hnsw_m: int, nlist: int, pq_m: 
 @click.argument("name")
 @click.argument("words", nargs=-1, required=True)
 @click.option("-k", "--k", "k", default=10, show_default=True)
-@click.option("--filter", "filter_json", default=None, help="Filter as proto3 JSON of quiver.v1.Filter.")
+@click.option("--filter", "filter_json", default=None, help='Filter, e.g. \'length == 5\' (or proto3 JSON of quiver.v1.Filter).')
 @click.option("--ef-search", default=0)
 @click.option("--router", default=DEFAULT_ROUTER, show_default=True, envvar="QUIVER_ROUTER")
 @one_line_errors

@@ -26,8 +26,9 @@ import grpc
 import numpy as np
 from google.protobuf import json_format
 
-from quiver.errors import QuiverError
+from quiver.errors import QuiverError, Unavailable
 from quiver.vector_files import load_vectors_file, read_ids_and_metadata, read_vectors
+from quiver.filter_expressions import parse_filter_expression
 from quiver.filters import Filter
 from quiver.v1 import types_pb2
 from quiver.wire.filters import filter_from_proto
@@ -40,6 +41,14 @@ def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except Unavailable as error:
+            router = click.get_current_context().params.get("router")
+            if router and ("connect" in str(error).lower() or "connection" in str(error).lower()):
+                raise click.ClickException(
+                    f"no cluster at {router}: start one with `quiver up`, or point --router (or QUIVER_ROUTER) at a "
+                    f"running router ({error})"
+                ) from None
+            raise click.ClickException(f"Unavailable: {error}") from None
         except QuiverError as error:
             raise click.ClickException(f"{type(error).__name__}: {error}") from None
         except grpc.RpcError as error:
@@ -56,10 +65,13 @@ def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def parse_filter(text: str | None) -> Filter | None:
-    """A filter in the proto3 JSON form of quiver.v1.Filter, e.g. '{"eq": {"field": "lang", "value": {"stringValue": "en"}}}'."""
-    if not text:
+    """A filter expression (`lang == "en" and year >= 2020`, see quiver/filter_expressions.py), or the proto3
+    JSON form of quiver.v1.Filter when it starts with '{'."""
+    if not text or not text.strip():
         return None
-    return filter_from_proto(json_format.Parse(text, types_pb2.Filter()))
+    if text.lstrip().startswith("{"):
+        return filter_from_proto(json_format.Parse(text, types_pb2.Filter()))
+    return parse_filter_expression(text)
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, int]:
@@ -174,18 +186,31 @@ def create_collection(name: str, dim: int, metric: str, index: str, params: tupl
 @main.command()
 @click.argument("name")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--ids-column", default=None, help="Parquet column holding point ids (default: row numbers).")
+@click.option("--ids-column", default=None, help="Parquet column holding point ids (default: new unique ids per row).")
+@click.option("--overwrite", is_flag=True, help="Replace points whose ids already exist (default: refuse the load).")
 @click.option("--batch-size", default=2000, show_default=True)
 @click.option("--router", default=DEFAULT_ROUTER, show_default=True, envvar="QUIVER_ROUTER", help="Router address (env QUIVER_ROUTER).")
 @one_line_errors
-def load(name: str, path: Path, ids_column: str | None, batch_size: int, router: str) -> None:
-    """Bulk-load vectors (.npy, .fvecs, or .parquet with a 'vector' column and metadata columns)."""
+def load(name: str, path: Path, ids_column: str | None, overwrite: bool, batch_size: int, router: str) -> None:
+    """Bulk-load vectors (.npy, .fvecs, or .parquet with a 'vector' column and metadata columns).
+
+    Rows get new unique ids unless --ids-column names them; ids that already exist in the collection are
+    refused unless --overwrite (an upsert would silently replace those points)."""
     from quiver.client import Client
 
     vectors = read_vectors(path)
-    ids, metadata = read_ids_and_metadata(path, len(vectors), ids_column)
+    ids, metadata, named = read_ids_and_metadata(path, len(vectors), ids_column)
+    if len(set(ids)) != len(ids):
+        raise click.ClickException(f"{path.name}: column {ids_column!r} repeats ids; each row needs its own")
     started = time.perf_counter()
     with Client(router, timeout=120) as client:
+        if named and not overwrite:
+            existing = [p.id for start in range(0, len(ids), 1000) for p in client.get(name, ids[start : start + 1000])]
+            if existing:
+                raise click.ClickException(
+                    f"{len(existing)} of these ids already exist in {name} (e.g. {', '.join(existing[:3])}); "
+                    "load with --overwrite to replace them, or give the rows other ids"
+                )
         _load_with_progress(client, name, ids, vectors, metadata, batch=batch_size)
     elapsed = time.perf_counter() - started
     click.echo(f"loaded {len(ids)} vectors into {name} in {elapsed:.1f}s ({len(ids) / elapsed:,.0f} vectors/s)")
@@ -196,7 +221,7 @@ def load(name: str, path: Path, ids_column: str | None, batch_size: int, router:
 @click.option("--vectors", "vector_file", type=click.Path(exists=True, path_type=Path), required=True, help="File of query vectors (.npy/.fvecs; for a GloVe word: `quiver search-word`).")
 @click.option("--row", "rows", multiple=True, type=int, help="Row(s) of --vectors to use as queries (default 0).")
 @click.option("-k", "--k", "k", default=10, show_default=True)
-@click.option("--filter", "filter_json", default=None, help="Filter as proto3 JSON of quiver.v1.Filter.")
+@click.option("--filter", "filter_json", default=None, help='Filter, e.g. \'lang == "en" and year >= 2020\' (or proto3 JSON of quiver.v1.Filter).')
 @click.option("--ef-search", default=0)
 @click.option("--nprobe", default=0)
 @click.option("--partition-key", default="")
@@ -237,6 +262,8 @@ def _load_with_progress(client: Any, name: str, ids: list[str], vectors: np.ndar
         for sent in pool.map(send, range(0, len(ids), batch)):
             bar.update(sent)
 
+
+from quiver import cli_verbs  # noqa: E402 - registers list, describe, drop, count, get, delete on `main`
 
 if __name__ == "__main__":
     main()

@@ -6,6 +6,7 @@ which the base install leaves out.
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +21,29 @@ def _parquet() -> Any:
     return pq
 
 
-def read_ids_and_metadata(path: Path, n: int, ids_column: str | None) -> tuple[list[str], list[dict[str, Any]] | None]:
+def generated_ids(n: int) -> list[str]:
+    """Ids for rows of a file that names none: unique across loads (a random prefix), ordered by row."""
+    prefix = uuid.uuid4().hex[:12]
+    return [f"{prefix}-{row}" for row in range(n)]
+
+
+def read_ids_and_metadata(path: Path, n: int, ids_column: str | None) -> tuple[list[str], list[dict[str, Any]] | None, bool]:
+    """(ids, metadata, whether the ids came from the file): generated ids unless `ids_column` names them."""
     if path.suffix != ".parquet":
-        return [str(i) for i in range(n)], None
+        if ids_column:
+            raise ValueError(f"--ids-column needs a .parquet file; {path.name} has only vectors")
+        return generated_ids(n), None, False
     pq = _parquet()
 
     table = pq.read_table(path)
+    if ids_column and ids_column not in table.column_names:
+        raise ValueError(f"{path.name} has no column {ids_column!r} (its columns: {', '.join(table.column_names)})")
     columns = [c for c in table.column_names if c not in ("vector", ids_column)]
-    ids = [str(v) for v in table.column(ids_column).to_pylist()] if ids_column else [str(i) for i in range(n)]
+    ids = [str(v) for v in table.column(ids_column).to_pylist()] if ids_column else generated_ids(n)
     metadata = table.select(columns).to_pylist() if columns else None
     if metadata:
         metadata = [{k: (tuple(v) if isinstance(v, list) else v) for k, v in row.items() if v is not None} for row in metadata]
-    return ids, metadata
+    return ids, metadata, bool(ids_column)
 
 
 def read_vectors(path: Path) -> np.ndarray:

@@ -1,0 +1,121 @@
+"""Every `quiver` verb end to end against real processes (a LocalCluster), run as a user runs it: the
+installed console script in a subprocess, the router named by QUIVER_ROUTER; each verb's errors too."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from quiver.local_cluster import LocalCluster, free_port
+
+QUIVER = str(Path(sys.executable).parent / "quiver")
+DIM = 8
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    with LocalCluster(Path(tmp_path_factory.mktemp("cli")), shards=2) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli-files")
+    vectors = np.random.default_rng(0).standard_normal((30, DIM)).astype(np.float32)
+    np.save(root / "v.npy", vectors)
+    table = pa.table({
+        "doc": [f"d{i}" for i in range(30)],
+        "vector": [row.tolist() for row in vectors],
+        "lang": ["en" if i % 3 else "de" for i in range(30)],
+        "year": [2000 + i for i in range(30)],
+    })
+    pq.write_table(table, root / "docs.parquet")
+    return {"npy": root / "v.npy", "parquet": root / "docs.parquet"}
+
+
+def quiver(cluster: LocalCluster | None, *args: str, stdin: str = "", ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, QUIVER_ROUTER=cluster.router_address if cluster else f"127.0.0.1:{free_port('127.0.0.1')}")
+    result = subprocess.run([QUIVER, *args], capture_output=True, text=True, input=stdin, env=env, timeout=120)
+    if ok:
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+    else:
+        assert result.returncode != 0, (args, result.stdout)
+        assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def test_version():
+    assert quiver(None, "--version").stdout.startswith("quiver, version ")
+
+
+def test_a_cli_without_a_cluster_says_how_to_start_one():
+    result = quiver(None, "list", ok=False)
+    assert "no cluster at 127.0.0.1:" in result.stderr and "quiver up" in result.stderr
+
+
+def test_collection_verbs_create_list_describe_count_and_drop(cluster: LocalCluster, files: dict[str, Path]):
+    quiver(cluster, "create-collection", "docs", "--dim", str(DIM), "--shards", "2", "--index", "flat", "--model", "m1")
+    listed = quiver(cluster, "list").stdout
+    assert "docs" in listed and "flat" in listed and "m1" in listed
+    (row,) = [json.loads(line) for line in quiver(cluster, "list", "--json").stdout.splitlines()]
+    assert row["spec"]["name"] == "docs" and row["spec"]["dim"] == DIM
+    quiver(cluster, "load", "docs", str(files["parquet"]), "--ids-column", "doc")
+    assert quiver(cluster, "count", "docs").stdout.strip() == "30"
+    described = json.loads(quiver(cluster, "describe", "docs").stdout)
+    assert described["points"] == 30 and described["shards_answering"] == "2/2"
+    assert "does not exist" in quiver(cluster, "describe", "nope", ok=False).stderr
+    assert "does not exist" in quiver(cluster, "count", "nope", ok=False).stderr
+
+
+def test_load_refuses_existing_ids_unless_overwrite_and_makes_unique_ids_for_a_file_without_any(cluster: LocalCluster, files: dict[str, Path]):
+    refused = quiver(cluster, "load", "docs", str(files["parquet"]), "--ids-column", "doc", ok=False)
+    assert "30 of these ids already exist in docs" in refused.stderr and "--overwrite" in refused.stderr
+    quiver(cluster, "load", "docs", str(files["parquet"]), "--ids-column", "doc", "--overwrite")
+    assert quiver(cluster, "count", "docs").stdout.strip() == "30"
+    quiver(cluster, "load", "docs", str(files["npy"]))
+    quiver(cluster, "load", "docs", str(files["npy"]))  # a second file (or the same twice) adds, never overwrites
+    assert quiver(cluster, "count", "docs").stdout.strip() == "90"
+    assert "no column 'nope'" in quiver(cluster, "load", "docs", str(files["parquet"]), "--ids-column", "nope", ok=False).stderr
+
+
+def test_get_prints_points_and_names_the_missing(cluster: LocalCluster):
+    result = quiver(cluster, "get", "docs", "d1", "d3", "missing", "--vectors")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["id"] for r in rows] == ["d1", "d3"]
+    assert rows[0]["metadata"] == {"lang": "en", "year": 2001} and len(rows[0]["vector"]) == DIM
+    assert "not found: missing" in result.stderr
+
+
+def test_search_with_a_filter_expression_and_a_bad_one_pointing_at_its_column(cluster: LocalCluster, files: dict[str, Path]):
+    result = quiver(cluster, "search", "docs", "--vectors", str(files["npy"]), "--row", "4", "-k", "30",
+                    "--filter", 'lang == "de" and year >= 2010')
+    hits = [line.split()[1] for line in result.stdout.splitlines()[1:]]
+    assert hits and set(hits) <= {f"d{i}" for i in range(10, 30) if i % 3 == 0}
+    assert set(hits) == {f"d{i}" for i in range(10, 30) if i % 3 == 0}
+    bad = quiver(cluster, "search", "docs", "--vectors", str(files["npy"]), "--filter", "lang = 'de'", ok=False)
+    assert "bad filter at column 6" in bad.stderr
+
+
+def test_delete_by_ids_and_by_filter_after_confirmation(cluster: LocalCluster):
+    assert "deleted 2 points" in quiver(cluster, "delete", "docs", "d0", "d1").stdout
+    declined = quiver(cluster, "delete", "docs", "--filter", "year >= 2020", stdin="n\n", ok=False)
+    assert "Aborted" in declined.stderr
+    assert quiver(cluster, "count", "docs").stdout.strip() == "88"
+    assert "deleted 10 points" in quiver(cluster, "delete", "docs", "--filter", "year >= 2020", "--yes").stdout
+    assert quiver(cluster, "count", "docs").stdout.strip() == "78"
+    assert "name the ids to delete" in quiver(cluster, "delete", "docs", ok=False).stderr
+
+
+def test_drop_asks_first_and_a_no_keeps_the_collection(cluster: LocalCluster):
+    quiver(cluster, "drop", "docs", stdin="n\n", ok=False)
+    assert "docs" in quiver(cluster, "list").stdout
+    quiver(cluster, "drop", "docs", stdin="y\n")
+    assert "no collections" in quiver(cluster, "list").stdout
+    assert "does not exist" in quiver(cluster, "drop", "docs", "--yes", ok=False).stderr

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -159,8 +160,8 @@ def status(router: str) -> None:
         training = "" if replica.trained or replica.state == "unreachable" else " (training: searches are exact)"
         writes = f" WRITES REFUSED ({replica.write_state}: {replica.write_fault})" if replica.write_state not in ("", "ok") else ""
         click.echo(f"  {replica.collection} v{replica.version} shard {replica.shard}: {replica.server_id} at {replica.address or '-'} {replica.state} {replica.point_count} points{training}{writes}")
-    for skipped in reply.skipped_records:
-        click.echo(f"skipped unreadable record {skipped.key}: {skipped.reason}")
+    for key, reason in reply.skipped_records.items():
+        click.echo(f"skipped unreadable record {key}: {reason}")
 
 
 @main.command("create-collection")

@@ -5,11 +5,11 @@ They print for people by default and `--json` for scripts. `drop`, and a `delete
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import click
-from google.protobuf import json_format
 
 from quiver.cli import DEFAULT_ROUTER, main, one_line_errors, parse_filter
 
@@ -25,7 +25,7 @@ def _client(router: str) -> Any:
 
 
 def _info_dict(info: Any) -> dict[str, Any]:
-    return json_format.MessageToDict(info, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    return dataclasses.asdict(info)
 
 
 def _counts(status: Any, name: str) -> tuple[int, int, int]:
@@ -59,10 +59,7 @@ def list_collections(as_json: bool, router: str) -> None:
     click.echo(f"{'name':<24} {'dim':>5} {'metric':<7} {'index':<7} {'shards':>6} {'rf':>3}  model")
     for info in infos:
         spec = info.spec
-        metric = json_format.MessageToDict(info)["spec"].get("metric", "METRIC_COSINE").removeprefix("METRIC_").lower()
-        index = _info_dict(info)["spec"]["index"]
-        kind = next((k for k in ("hnsw", "ivf_pq", "flat") if k in index), "?")
-        click.echo(f"{spec.name:<24} {spec.dim:>5} {metric:<7} {kind:<7} {spec.shards:>6} {spec.replication_factor:>3}  {spec.model or '-'}")
+        click.echo(f"{spec.name:<24} {spec.dim:>5} {spec.metric:<7} {spec.index:<7} {spec.shards:>6} {spec.replication_factor:>3}  {spec.model or '-'}")
 
 
 @main.command()

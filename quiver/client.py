@@ -1,8 +1,12 @@
 """Python client for the Quiver router, sync (`Client`) and asyncio (`AsyncClient`).
 
 Both speak the same protos through the same request builders and result parsers; they differ only in how
-they call. gRPC failures surface as `quiver.errors` exceptions (InvalidArgument, NotFound, Unavailable,
-...), chosen by status code. Large upserts are split into batches.
+they call. Every answer is a dataclass (CollectionInfo, SearchResult, Point, ClusterStatus, ...). Ids may be
+str or int (ints are sent as their decimal text). Every call takes `timeout=` (seconds; the client's default
+otherwise). Idempotent calls (reads, upserts, deletes) that fail UNAVAILABLE are retried by gRPC itself,
+with backoff, under the call's deadline (the retry service config below); creates and drops are not.
+Failures surface as `quiver.errors` exceptions (InvalidArgument, NotFound, Unavailable, ...; the tree is in
+that module's docstring), chosen by status code, each with `.code`. Large upserts are split into batches.
 
     with Client("127.0.0.1:7000") as client:
         client.create_collection("docs", dim=384, shards=3, model="all-MiniLM-L6-v2")
@@ -11,7 +15,8 @@ they call. gRPC failures surface as `quiver.errors` exceptions (InvalidArgument,
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import grpc
@@ -24,7 +29,23 @@ from quiver.wire.filters import filter_to_proto, metadata_from_proto, metadata_t
 from quiver.wire.specs import index_to_proto, metric_to_proto
 
 DEFAULT_BATCH = 1000
-_OPTIONS = [("grpc.max_receive_message_length", 64 * 2**20), ("grpc.max_send_message_length", 64 * 2**20)]
+RETRIED_METHODS = ("Get", "Search", "Upsert", "Delete", "DescribeCollection", "ListCollections", "ClusterStatus")
+# gRPC's own retries (A6): UNAVAILABLE means the router or a shard could not be reached, and these calls
+# are safe to repeat. Attempts share the call's deadline; the server's retry pushback is honoured.
+RETRY_SERVICE_CONFIG = {
+    "methodConfig": [{
+        "name": [{"service": "quiver.v1.Router", "method": m} for m in RETRIED_METHODS],
+        "retryPolicy": {
+            "maxAttempts": 4, "initialBackoff": "0.05s", "maxBackoff": "1s", "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }],
+}
+_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 2**20), ("grpc.max_send_message_length", 64 * 2**20),
+    ("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
+]
+Id = str | int
 
 
 @dataclass(frozen=True)
@@ -55,9 +76,93 @@ class Point:
     vector: np.ndarray | None
 
 
+@dataclass(frozen=True)
+class CollectionSpec:
+    name: str
+    dim: int
+    metric: str  # "cosine", "ip" or "l2"
+    index: str  # "hnsw", "ivf_pq" or "flat"
+    index_params: dict[str, Any]
+    shards: int
+    replication_factor: int
+    model: str
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    spec: CollectionSpec
+    active_version: int
+    created_unix: int
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    server_id: str
+    address: str
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    collection: str
+    version: int
+    shard: int
+    server_id: str
+    address: str  # "" while the server is down
+    state: str  # "serving" or "unreachable"
+    point_count: int
+    trained: bool  # False while an IVF-PQ partition buffers points for training (searches are exact)
+    write_state: str  # "ok", "disk_full", "read_only"; "" when unreachable
+    write_fault: str
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    servers: list[ServerStatus]
+    collections: list[CollectionInfo]
+    replicas: list[ReplicaStatus]
+    skipped_records: dict[str, str] = field(default_factory=dict)  # etcd key -> why this router could not read it
+
+
+_METRIC_NAMES = {v: k.removeprefix("METRIC_").lower() for k, v in types_pb2.Metric.items()}
+
+
+def collection_info(info: router_pb2.CollectionInfo) -> CollectionInfo:
+    spec = info.spec
+    kind = spec.index.WhichOneof("kind") or "hnsw"
+    params = {f.name: v for f, v in getattr(spec.index, kind).ListFields()} if spec.index.HasField(kind) else {}
+    return CollectionInfo(
+        CollectionSpec(spec.name, spec.dim, _METRIC_NAMES.get(spec.metric, "cosine"), kind, params, spec.shards,
+                       spec.replication_factor, spec.model),
+        info.active_version, info.created_unix,
+    )
+
+
+def cluster_status(reply: router_pb2.ClusterStatusResponse) -> ClusterStatus:
+    return ClusterStatus(
+        [ServerStatus(s.server_id, s.address) for s in reply.servers],
+        [collection_info(c) for c in reply.collections],
+        [ReplicaStatus(r.collection, r.version, r.shard, r.server_id, r.address, r.state, r.point_count, r.trained,
+                       r.write_state, r.write_fault) for r in reply.replicas],
+        {r.key: r.reason for r in reply.skipped_records},
+    )
+
+
+def point_ids(ids: Sequence[Id]) -> list[str]:
+    """Ids as the wire carries them: str as given, int as decimal text (bool is not an id)."""
+    out = []
+    for position, point_id in enumerate(ids):
+        if isinstance(point_id, bool) or not isinstance(point_id, (str, int)):
+            raise TypeError(f"point ids are str or int; ids[{position}] is {type(point_id).__name__} {point_id!r}")
+        out.append(point_id if isinstance(point_id, str) else str(point_id))
+    return out
+
+
 def _error(error: grpc.RpcError) -> QuiverError:
     code = error.code() if hasattr(error, "code") else None
-    return ERRORS_BY_CODE.get(code, QuiverError)(error.details() if hasattr(error, "details") else str(error))  # type: ignore[arg-type]
+    failure = ERRORS_BY_CODE.get(code, QuiverError)(error.details() if hasattr(error, "details") else str(error))  # type: ignore[arg-type]
+    if type(failure) is QuiverError:
+        failure.received_code = code  # type: ignore[attr-defined]
+    return failure
 
 
 # -- request builders (shared by both clients) ------------------------------------------------------
@@ -79,7 +184,7 @@ def _as_matrix(vectors: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
 
 
 def upsert_requests(
-    collection: str, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Metadata] | None,
+    collection: str, ids: Sequence[Id], vectors: np.ndarray, metadata: Sequence[Metadata] | None,
     partition_key: str, model: str, batch_size: int,
 ) -> Iterator[router_pb2.RouterUpsertRequest]:
     matrix = _as_matrix(vectors)
@@ -90,7 +195,7 @@ def upsert_requests(
     for start in range(0, len(ids), batch_size):
         end = start + batch_size
         yield router_pb2.RouterUpsertRequest(
-            collection=collection, ids=list(ids[start:end]), vectors=matrix[start:end].tobytes(),
+            collection=collection, ids=point_ids(ids[start:end]), vectors=matrix[start:end].tobytes(),
             metadata=[metadata_to_proto(m) for m in metadata[start:end]] if metadata is not None else [],
             partition_key=partition_key, model=model,
         )
@@ -135,8 +240,8 @@ def get_points(response: router_pb2.RouterGetResponse) -> list[Point]:
     ]
 
 
-def delete_request(collection: str, ids: Sequence[str] | None, filter: Filter | None, partition_key: str) -> router_pb2.RouterDeleteRequest:
-    request = router_pb2.RouterDeleteRequest(collection=collection, ids=list(ids or []), partition_key=partition_key)
+def delete_request(collection: str, ids: Sequence[Id] | None, filter: Filter | None, partition_key: str) -> router_pb2.RouterDeleteRequest:
+    request = router_pb2.RouterDeleteRequest(collection=collection, ids=point_ids(ids or []), partition_key=partition_key)
     if filter is not None:
         request.filter.CopyFrom(filter_to_proto(filter))
     return request
@@ -151,54 +256,67 @@ class Client:
     def __init__(self, address: str, timeout: float = 30.0) -> None:
         self._channel = grpc.insecure_channel(address, options=_OPTIONS)
         self._stub = router_pb2_grpc.RouterStub(self._channel)
-        self.timeout = timeout
+        self.timeout = timeout  # seconds, for calls that give no timeout= of their own
 
-    def _call(self, method: Callable[..., Any], request: Any) -> Any:
+    def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout if timeout is None else timeout)
         except grpc.RpcError as error:
             raise _error(error) from None
 
-    def create_collection(self, name: str, dim: int, **options: Any) -> router_pb2.CollectionInfo:
+    def create_collection(self, name: str, dim: int, *, timeout: float | None = None, **options: Any) -> CollectionInfo:
+        """options: metric, index, index_params, shards, replication_factor, model (see collection_spec)."""
         request = router_pb2.CreateCollectionRequest(spec=collection_spec(name, dim, **options))
-        return self._call(self._stub.CreateCollection, request).collection
+        return collection_info((self._call(self._stub.CreateCollection, request, timeout)).collection)
 
-    def describe_collection(self, name: str) -> router_pb2.CollectionInfo:
-        return self._call(self._stub.DescribeCollection, router_pb2.DescribeCollectionRequest(name=name)).collection
+    def describe_collection(self, name: str, *, timeout: float | None = None) -> CollectionInfo:
+        reply = self._call(self._stub.DescribeCollection, router_pb2.DescribeCollectionRequest(name=name), timeout)
+        return collection_info(reply.collection)
 
-    def list_collections(self) -> list[router_pb2.CollectionInfo]:
-        return list(self._call(self._stub.ListCollections, router_pb2.ListCollectionsRequest()).collections)
+    def list_collections(self, *, timeout: float | None = None) -> list[CollectionInfo]:
+        reply = self._call(self._stub.ListCollections, router_pb2.ListCollectionsRequest(), timeout)
+        return [collection_info(c) for c in reply.collections]
 
-    def drop_collection(self, name: str) -> None:
-        self._call(self._stub.DropCollection, router_pb2.DropCollectionRequest(name=name))
+    def drop_collection(self, name: str, *, timeout: float | None = None) -> None:
+        self._call(self._stub.DropCollection, router_pb2.DropCollectionRequest(name=name), timeout)
 
     def upsert(
-        self, collection: str, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Metadata] | None = None,
-        *, partition_key: str = "", model: str = "", batch_size: int = DEFAULT_BATCH,
+        self, collection: str, ids: Sequence[Id], vectors: np.ndarray, metadata: Sequence[Metadata] | None = None,
+        *, partition_key: str = "", model: str = "", batch_size: int = DEFAULT_BATCH, timeout: float | None = None,
     ) -> int:
-        return sum(
-            self._call(self._stub.Upsert, r).upserted
-            for r in upsert_requests(collection, ids, vectors, metadata, partition_key, model, batch_size)
+        """Inserts or replaces points; `timeout` applies to each batch of `batch_size`."""
+        total = 0
+        for request in upsert_requests(collection, ids, vectors, metadata, partition_key, model, batch_size):
+            total += (self._call(self._stub.Upsert, request, timeout)).upserted
+        return total
+
+    def delete(
+        self, collection: str, ids: Sequence[Id] | None = None, *, filter: Filter | None = None, partition_key: str = "",
+        timeout: float | None = None,
+    ) -> int:
+        reply = self._call(self._stub.Delete, delete_request(collection, ids, filter, partition_key), timeout)
+        return int(reply.deleted)
+
+    def get(
+        self, collection: str, ids: Sequence[Id], *, include_vectors: bool = False, partition_key: str = "",
+        timeout: float | None = None,
+    ) -> list[Point]:
+        request = router_pb2.RouterGetRequest(
+            collection=collection, ids=point_ids(ids), include_vectors=include_vectors, partition_key=partition_key
         )
-
-    def delete(self, collection: str, ids: Sequence[str] | None = None, *, filter: Filter | None = None, partition_key: str = "") -> int:
-        return int(self._call(self._stub.Delete, delete_request(collection, ids, filter, partition_key)).deleted)
-
-    def get(self, collection: str, ids: Sequence[str], *, include_vectors: bool = False, partition_key: str = "") -> list[Point]:
-        request = router_pb2.RouterGetRequest(collection=collection, ids=list(ids), include_vectors=include_vectors, partition_key=partition_key)
-        return get_points(self._call(self._stub.Get, request))
+        return get_points(self._call(self._stub.Get, request, timeout))
 
     def search(
         self, collection: str, queries: np.ndarray, k: int = 10, *, filter: Filter | None = None, ef_search: int = 0,
         nprobe: int = 0, exact: bool = False, include_metadata: bool = False, include_vectors: bool = False,
-        partition_key: str = "", allow_partial: bool = False, model: str = "",
+        partition_key: str = "", allow_partial: bool = False, model: str = "", timeout: float | None = None,
     ) -> list[SearchResult]:
         """One result per query row (a single vector is one query)."""
         request = search_request(collection, queries, k, filter, ef_search, nprobe, exact, include_metadata, include_vectors, partition_key, allow_partial, model)
-        return search_results(self._call(self._stub.Search, request))
+        return search_results(self._call(self._stub.Search, request, timeout))
 
-    def status(self) -> router_pb2.ClusterStatusResponse:
-        return self._call(self._stub.ClusterStatus, router_pb2.ClusterStatusRequest())
+    def status(self, *, timeout: float | None = None) -> ClusterStatus:
+        return cluster_status(self._call(self._stub.ClusterStatus, router_pb2.ClusterStatusRequest(), timeout))
 
     def close(self) -> None:
         self._channel.close()
@@ -216,53 +334,67 @@ class AsyncClient:
     def __init__(self, address: str, timeout: float = 30.0) -> None:
         self._channel = grpc.aio.insecure_channel(address, options=_OPTIONS)
         self._stub = router_pb2_grpc.RouterStub(self._channel)
-        self.timeout = timeout
+        self.timeout = timeout  # seconds, for calls that give no timeout= of their own
 
-    async def _call(self, method: Callable[..., Any], request: Any) -> Any:
+    async def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
         try:
-            return await method(request, timeout=self.timeout)
+            return await method(request, timeout=self.timeout if timeout is None else timeout)
         except grpc.aio.AioRpcError as error:
             raise _error(error) from None
 
-    async def create_collection(self, name: str, dim: int, **options: Any) -> router_pb2.CollectionInfo:
+    async def create_collection(self, name: str, dim: int, *, timeout: float | None = None, **options: Any) -> CollectionInfo:
+        """options: metric, index, index_params, shards, replication_factor, model (see collection_spec)."""
         request = router_pb2.CreateCollectionRequest(spec=collection_spec(name, dim, **options))
-        return (await self._call(self._stub.CreateCollection, request)).collection
+        return collection_info((await self._call(self._stub.CreateCollection, request, timeout)).collection)
 
-    async def describe_collection(self, name: str) -> router_pb2.CollectionInfo:
-        return (await self._call(self._stub.DescribeCollection, router_pb2.DescribeCollectionRequest(name=name))).collection
+    async def describe_collection(self, name: str, *, timeout: float | None = None) -> CollectionInfo:
+        reply = await self._call(self._stub.DescribeCollection, router_pb2.DescribeCollectionRequest(name=name), timeout)
+        return collection_info(reply.collection)
 
-    async def list_collections(self) -> list[router_pb2.CollectionInfo]:
-        return list((await self._call(self._stub.ListCollections, router_pb2.ListCollectionsRequest())).collections)
+    async def list_collections(self, *, timeout: float | None = None) -> list[CollectionInfo]:
+        reply = await self._call(self._stub.ListCollections, router_pb2.ListCollectionsRequest(), timeout)
+        return [collection_info(c) for c in reply.collections]
 
-    async def drop_collection(self, name: str) -> None:
-        await self._call(self._stub.DropCollection, router_pb2.DropCollectionRequest(name=name))
+    async def drop_collection(self, name: str, *, timeout: float | None = None) -> None:
+        await self._call(self._stub.DropCollection, router_pb2.DropCollectionRequest(name=name), timeout)
 
     async def upsert(
-        self, collection: str, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Metadata] | None = None,
-        *, partition_key: str = "", model: str = "", batch_size: int = DEFAULT_BATCH,
+        self, collection: str, ids: Sequence[Id], vectors: np.ndarray, metadata: Sequence[Metadata] | None = None,
+        *, partition_key: str = "", model: str = "", batch_size: int = DEFAULT_BATCH, timeout: float | None = None,
     ) -> int:
+        """Inserts or replaces points; `timeout` applies to each batch of `batch_size`."""
         total = 0
         for request in upsert_requests(collection, ids, vectors, metadata, partition_key, model, batch_size):
-            total += (await self._call(self._stub.Upsert, request)).upserted
+            total += (await self._call(self._stub.Upsert, request, timeout)).upserted
         return total
 
-    async def delete(self, collection: str, ids: Sequence[str] | None = None, *, filter: Filter | None = None, partition_key: str = "") -> int:
-        return int((await self._call(self._stub.Delete, delete_request(collection, ids, filter, partition_key))).deleted)
+    async def delete(
+        self, collection: str, ids: Sequence[Id] | None = None, *, filter: Filter | None = None, partition_key: str = "",
+        timeout: float | None = None,
+    ) -> int:
+        reply = await self._call(self._stub.Delete, delete_request(collection, ids, filter, partition_key), timeout)
+        return int(reply.deleted)
 
-    async def get(self, collection: str, ids: Sequence[str], *, include_vectors: bool = False, partition_key: str = "") -> list[Point]:
-        request = router_pb2.RouterGetRequest(collection=collection, ids=list(ids), include_vectors=include_vectors, partition_key=partition_key)
-        return get_points(await self._call(self._stub.Get, request))
+    async def get(
+        self, collection: str, ids: Sequence[Id], *, include_vectors: bool = False, partition_key: str = "",
+        timeout: float | None = None,
+    ) -> list[Point]:
+        request = router_pb2.RouterGetRequest(
+            collection=collection, ids=point_ids(ids), include_vectors=include_vectors, partition_key=partition_key
+        )
+        return get_points(await self._call(self._stub.Get, request, timeout))
 
     async def search(
         self, collection: str, queries: np.ndarray, k: int = 10, *, filter: Filter | None = None, ef_search: int = 0,
         nprobe: int = 0, exact: bool = False, include_metadata: bool = False, include_vectors: bool = False,
-        partition_key: str = "", allow_partial: bool = False, model: str = "",
+        partition_key: str = "", allow_partial: bool = False, model: str = "", timeout: float | None = None,
     ) -> list[SearchResult]:
+        """One result per query row (a single vector is one query)."""
         request = search_request(collection, queries, k, filter, ef_search, nprobe, exact, include_metadata, include_vectors, partition_key, allow_partial, model)
-        return search_results(await self._call(self._stub.Search, request))
+        return search_results(await self._call(self._stub.Search, request, timeout))
 
-    async def status(self) -> router_pb2.ClusterStatusResponse:
-        return await self._call(self._stub.ClusterStatus, router_pb2.ClusterStatusRequest())
+    async def status(self, *, timeout: float | None = None) -> ClusterStatus:
+        return cluster_status(await self._call(self._stub.ClusterStatus, router_pb2.ClusterStatusRequest(), timeout))
 
     async def close(self) -> None:
         await self._channel.close()

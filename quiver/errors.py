@@ -2,7 +2,18 @@
 
 Code below the servicers raises these; `grpc_status_for` is applied in one place (the servicer guard) so
 every RPC answers a person-readable message with the right code. Anything not in the table is INTERNAL
-and logged with its traceback.
+and logged with its traceback. The client raises the same classes for the codes it receives; every error
+has `.code` (its grpc.StatusCode):
+
+    QuiverError                  (any other code, e.g. INTERNAL or UNKNOWN: a bug, please report it)
+    ├── InvalidArgument          INVALID_ARGUMENT     the request is wrong; fix it, do not retry
+    ├── NotFound                 NOT_FOUND            no such collection (or partition)
+    ├── AlreadyExists            ALREADY_EXISTS       the name is taken by a different definition
+    ├── FailedPrecondition       FAILED_PRECONDITION  not now: model mismatch, collection being created
+    ├── Unavailable              UNAVAILABLE          a shard or etcd is unreachable; safe to retry
+    ├── Aborted                  ABORTED              a concurrent change won; retry from a fresh read
+    ├── ResourceExhausted        RESOURCE_EXHAUSTED   overloaded or over a limit; retry after `retry_after_s`
+    └── DeadlineExceeded         DEADLINE_EXCEEDED    the deadline passed first
 """
 from __future__ import annotations
 
@@ -11,6 +22,11 @@ import grpc
 
 class QuiverError(Exception):
     """Base of every error Quiver reports to a caller."""
+
+    @property
+    def code(self) -> grpc.StatusCode:
+        received = getattr(self, "received_code", None)  # set by the client for a code outside the table
+        return received if received is not None else grpc_status_for(self)
 
 
 class InvalidArgument(QuiverError):

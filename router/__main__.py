@@ -8,6 +8,7 @@ import click
 import uvloop
 
 from quiver.logs import configure_logging
+from quiver.server_options import config_file_option, log_effective_options, with_environment
 
 from router.config import RouterConfig
 from router.server import RouterServer
@@ -27,7 +28,8 @@ async def serve(config: RouterConfig) -> None:
     await server.stop(grace=5.0)
 
 
-@click.command()
+@click.command(context_settings={"show_default": True})
+@config_file_option
 @click.option("--etcd", "etcd_endpoints", required=True, help="Comma-separated etcd endpoints (host:port).")
 @click.option("--etcd-root", default="/quiver/", show_default=True, help="Key prefix of this cluster in etcd.")
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -47,6 +49,7 @@ def main(
     max_concurrent_rpcs: int, deadline_admission: bool, max_queued_write_bytes: int, metrics_port: int | None, metrics_host: str, log_level: str, log_format: str, slow_rpc_ms: float,
 ) -> None:
     configure_logging(log_level, log_format)
+    log_effective_options(click.get_current_context())
     config = RouterConfig(
         etcd_endpoints=tuple(e for e in etcd_endpoints.split(",") if e),
         etcd_root=etcd_root,
@@ -63,6 +66,8 @@ def main(
     )
     uvloop.run(serve(config))
 
+
+with_environment(main, "QUIVER_ROUTER")
 
 if __name__ == "__main__":
     main()

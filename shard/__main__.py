@@ -11,6 +11,7 @@ import click
 import uvloop
 
 from quiver.logs import configure_logging
+from quiver.server_options import config_file_option, log_effective_options, with_environment
 
 from shard.config import ShardConfig
 from shard.admission import AdmissionBudgets
@@ -48,7 +49,8 @@ async def serve(config: ShardConfig) -> None:
     await server.stop(grace=5.0)
 
 
-@click.command()
+@click.command(context_settings={"show_default": True})
+@config_file_option
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True, help="Where partitions, WAL and snapshots live.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=0, show_default=True, help="0 picks a free port.")
@@ -78,6 +80,7 @@ def main(
     metrics_port: int | None, metrics_host: str, log_level: str, log_format: str, slow_rpc_ms: float,
 ) -> None:
     configure_logging(log_level, log_format)
+    log_effective_options(click.get_current_context())
     if port == 0:
         # Pick the port here so the server id and advertised address can name it.
         with socket.socket() as sock:
@@ -107,6 +110,8 @@ def main(
     )
     uvloop.run(serve(config))
 
+
+with_environment(main, "QUIVER_SHARD")
 
 if __name__ == "__main__":
     main()

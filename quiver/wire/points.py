@@ -17,14 +17,23 @@ def vectors_from_bytes(data: bytes, dim: int, expected_rows: int | None, what: s
     """n x dim float32 view of packed bytes; refuses a length that is not a whole number of rows."""
     row_bytes = 4 * dim
     if len(data) % row_bytes:
-        raise InvalidArgument(
-            f"{what}: {len(data)} bytes is not a whole number of {dim}-dimensional float32 vectors "
-            f"({row_bytes} bytes each); check the dimension"
-        )
+        raise InvalidArgument(f"{what}: {_dimension_mismatch(len(data), dim, expected_rows)}")
     rows = len(data) // row_bytes
     if expected_rows is not None and rows != expected_rows:
         raise InvalidArgument(f"{what}: got {rows} vectors of dimension {dim} for {expected_rows} ids")
     return np.frombuffer(data, dtype=_F32).reshape(rows, dim)
+
+
+def _dimension_mismatch(n_bytes: int, dim: int, expected_rows: int | None) -> str:
+    """Why packed float32 bytes are not rows of `dim`, in dimensions where the bytes allow it."""
+    if n_bytes % 4:
+        return f"{n_bytes} bytes is not a whole number of float32 values (4 bytes each); pack vectors as little-endian float32"
+    values = n_bytes // 4
+    if expected_rows and values % expected_rows == 0:
+        return (f"got {expected_rows} vector(s) of dimension {values // expected_rows}, but the collection's dimension "
+                f"is {dim}; embed with the collection's model, or use a collection of that dimension")
+    return (f"got {values} float32 values, not a whole number of vectors of the collection's dimension {dim} "
+            f"(a single vector of dimension {values}?)")
 
 
 def vectors_to_bytes(vectors: np.ndarray) -> bytes:

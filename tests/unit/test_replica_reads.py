@@ -47,6 +47,8 @@ async def test_an_unavailable_replica_fails_over_at_once_and_a_caller_error_is_n
     reads = ReplicaReads()
     replicas = Replicas({"a": 0.0, "b": 0.0}, {"a": grpc.StatusCode.UNAVAILABLE})
     assert await reads.call(["a", "b"], replicas, 5.0) == "b"
+    stopping = Replicas({"a": 0.0, "b": 0.0}, {"a": grpc.StatusCode.CANCELLED})  # a server mid-shutdown
+    assert await reads.call(["a", "b"], stopping, 5.0) == "b"
     refusing = Replicas({"a": 0.0, "b": 0.0}, {"a": grpc.StatusCode.INVALID_ARGUMENT})
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await ReplicaReads().call(["a", "b"], refusing, 5.0)

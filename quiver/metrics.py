@@ -30,6 +30,17 @@ SHARD_CALL_SECONDS = Histogram(
 )
 PARTIAL_RESULTS = Counter("quiver_router_partial_results", "Searches answered from fewer shards than were asked (allow_partial).")
 HEDGED_READS = Counter("quiver_router_hedged_reads", "Reads sent to a second replica because the first was slow.")
+REPLICA_FAILOVERS = Counter("quiver_router_replica_failovers", "Reads asked again of another replica after one failed or gave no answer in time.")
+REPLICA_WRITE_SPREAD_SECONDS = Histogram(
+    "quiver_router_replica_write_spread_seconds",
+    "Per shard of a replicated write, how long after the first replica's answer the last one answered (replica lag).",
+    buckets=LATENCY_BUCKETS,
+)
+WRITE_VISIBLE_SECONDS = Histogram(
+    "quiver_shard_write_visible_seconds",
+    "From a write reaching its partition to its points being searchable (logged and applied; the ack follows).",
+    buckets=LATENCY_BUCKETS,
+)
 WAL_FSYNC_SECONDS = Histogram(
     "quiver_shard_wal_fsync_duration_seconds", "fsync of a WAL batch (one per group commit).",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),

@@ -25,7 +25,7 @@ from typing import Awaitable, Callable, TypeVar
 
 import grpc
 
-from quiver.metrics import HEDGED_READS
+from quiver.metrics import HEDGED_READS, REPLICA_FAILOVERS
 
 T = TypeVar("T")
 
@@ -151,6 +151,7 @@ class ReplicaReads:
                 now = loop.time()
                 if done:
                     if not running and order:
+                        REPLICA_FAILOVERS.inc()
                         launch()  # failover at once
                     continue
                 if now >= deadline or not order:
@@ -160,6 +161,7 @@ class ReplicaReads:
                     self.hedges += 1
                     HEDGED_READS.inc()
                 else:  # the newest attempt used its share: give up on what runs, ask the next
+                    REPLICA_FAILOVERS.inc()
                     for task in list(running):
                         task.cancel()
                         settle(task, answered=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from quiver.admission import InFlightBudget
 from quiver.control_plane.watcher import ClusterWatcher
 from quiver.errors import DeadlineExceeded, InvalidArgument, QuiverError, ResourceExhausted
 from quiver.logs import REQUEST_ID, outgoing_metadata
-from quiver.metrics import PARTIAL_RESULTS, SHARD_CALL_SECONDS, refused, timed_call
+from quiver.metrics import PARTIAL_RESULTS, REPLICA_WRITE_SPREAD_SECONDS, SHARD_CALL_SECONDS, refused, timed_call
 from quiver.rpc_guard import rpc_guard
 from quiver.v1 import router_pb2, router_pb2_grpc, shard_pb2, types_pb2
 from quiver.validation import check_ids, check_k, check_vectors
@@ -139,12 +140,16 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._refuse_if_pushed_back(view, by_shard)
         calls: dict[int, Any] = {}
         addresses: dict[int, str] = {}
+        shard_of_call: dict[int, int] = {}
+        answered_at: dict[int, float] = {}  # when each replica answered: the spread is the replicas' lag
         timeout = self._timeout(context)
         for shard, sub in by_shard.items():
             for address in view.all_replicas(shard):
-                addresses[len(calls)] = address
-                calls[len(calls)] = self._bind(address, "Upsert", sub, timeout)
+                number = len(calls)
+                addresses[number], shard_of_call[number] = address, shard
+                calls[number] = functools.partial(_noting_answer_time, self._bind(address, "Upsert", sub, timeout), answered_at, number)
         outcomes = await fan_out(calls, timeout)
+        _observe_replica_spread(answered_at, shard_of_call)
         for outcome in outcomes:
             if outcome.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 self.backpressure.refused(addresses[outcome.shard], outcome.retry_after_s)
@@ -379,6 +384,22 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         if n_queries * request.k > self._config.offload_points:
             return await asyncio.get_running_loop().run_in_executor(self._cpu, merge), coverage
         return merge(), coverage
+
+
+async def _noting_answer_time(call: Any, answered_at: dict[int, float], number: int) -> Any:
+    result = await call()
+    answered_at[number] = time.monotonic()
+    return result
+
+
+def _observe_replica_spread(answered_at: dict[int, float], shard_of_call: dict[int, int]) -> None:
+    """How far the slowest replica of each shard trailed the fastest, for shards with two or more answers."""
+    by_shard: dict[int, list[float]] = {}
+    for number, at in answered_at.items():
+        by_shard.setdefault(shard_of_call[number], []).append(at)
+    for times in by_shard.values():
+        if len(times) > 1:
+            REPLICA_WRITE_SPREAD_SECONDS.observe(max(times) - min(times))
 
 
 def _split_upsert(request: router_pb2.RouterUpsertRequest, view: CollectionView, ref: Any) -> dict[int, shard_pb2.UpsertRequest]:

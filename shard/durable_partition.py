@@ -25,7 +25,7 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -33,6 +33,7 @@ import numpy as np
 
 from quiver.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 from quiver.filters import Filter, Metadata
+from quiver.metrics import WRITE_VISIBLE_SECONDS
 from quiver.specs import PartitionSpec
 from shard.executors import ShardExecutors, default_executors, run_in
 from shard.indexes import QueryKnobs
@@ -93,6 +94,7 @@ class _Write:
     reads_state: bool  # must see every earlier write applied before it runs
     deadline: float | None = None  # monotonic; a write still queued then is dropped, never started
     abandoned: bool = False  # its caller went away before it started: dropped too
+    queued_at: float = field(default_factory=time.monotonic)
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline
@@ -260,6 +262,7 @@ class DurablePartition:
                 if write.future.done():
                     continue
                 if ok:
+                    WRITE_VISIBLE_SECONDS.observe(time.monotonic() - write.queued_at)
                     write.future.set_result(value)
                 else:
                     write.future.set_exception(value)

@@ -73,3 +73,5 @@ def test_request_counters_latency_histograms_and_partition_gauges_move_with_the_
     shard_searches = sum(value(s, "quiver_rpc_requests_total", service="quiver.v1.Shard", method="Search", code="OK") for s in per_shard)
     assert shard_searches == 2 * SEARCHES
     assert all(value(s, "quiver_shard_partition_read_only", collection="m") == 0 for s in per_shard)
+    # The upsert made each shard's points searchable once (one write per shard).
+    assert all(value(s, "quiver_shard_write_visible_seconds_count") >= 1 for s in per_shard)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 T = TypeVar("T")
 
@@ -41,6 +41,12 @@ WRITE_VISIBLE_SECONDS = Histogram(
     "From a write reaching its partition to its points being searchable (logged and applied; the ack follows).",
     buckets=LATENCY_BUCKETS,
 )
+WATCH_APPLY_SECONDS = Histogram(
+    "quiver_cluster_watch_apply_seconds",
+    "From an etcd watch event reaching this process to the new cluster snapshot being served (watch lag here).",
+    buckets=LATENCY_BUCKETS,
+)
+CLUSTER_REVISION = Gauge("quiver_cluster_state_revision", "etcd revision of the cluster snapshot this process serves from.")
 WAL_FSYNC_SECONDS = Histogram(
     "quiver_shard_wal_fsync_duration_seconds", "fsync of a WAL batch (one per group commit).",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),

@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 from collections.abc import Callable
 
 from quiver.control_plane.store import ClusterSnapshot, ClusterStore
 from quiver.errors import QuiverError
+from quiver.metrics import CLUSTER_REVISION, WATCH_APPLY_SECONDS
 
 _log = logging.getLogger(__name__)
 
@@ -70,7 +72,9 @@ class ClusterWatcher:
             try:
                 async for event in self._store.watch(self.current.revision + 1, max_backoff=self._max_backoff):
                     if event.revision > self.current.revision:
+                        received = time.monotonic()
                         await self._reload()
+                        WATCH_APPLY_SECONDS.observe(time.monotonic() - received)
                     delay = 0.05
             except Exception:
                 # The watch itself rides out outages; this is for the unexpected. Start over from current.
@@ -91,6 +95,7 @@ class ClusterWatcher:
         if snapshot.revision <= self.current.revision:
             return
         self._current = snapshot
+        CLUSTER_REVISION.set(snapshot.revision)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
         if self._on_change is not None:

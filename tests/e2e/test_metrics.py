@@ -63,6 +63,9 @@ def test_request_counters_latency_histograms_and_partition_gauges_move_with_the_
             with pytest.raises(Exception):
                 await client.search("no-such-collection", vectors[0], 5)
             assert value(scrape(router), "quiver_rpc_requests_total", code="NOT_FOUND", **search) == 1
+            # Creating the collection changed the cluster state: the router's watch applied it.
+            assert value(after, "quiver_cluster_watch_apply_seconds_count") >= 1
+            assert value(after, "quiver_cluster_state_revision") > 0
 
     asyncio.run(load())
     per_shard = [scrape(address) for address in shards]

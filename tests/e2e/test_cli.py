@@ -119,3 +119,28 @@ def test_drop_asks_first_and_a_no_keeps_the_collection(cluster: LocalCluster):
     quiver(cluster, "drop", "docs", stdin="y\n")
     assert "no collections" in quiver(cluster, "list").stdout
     assert "does not exist" in quiver(cluster, "drop", "docs", "--yes", ok=False).stderr
+
+
+def test_status_lists_servers_collections_and_replicas(cluster: LocalCluster):
+    quiver(cluster, "create-collection", "st", "--dim", str(DIM), "--shards", "2", "--index", "flat")
+    out = quiver(cluster, "status").stdout
+    assert "2 shard servers" in out and "collection st: dim=8 shards=2" in out
+    assert out.count("st v1 shard") == 2 and "serving" in out
+
+
+def test_create_collection_refuses_a_bad_parameter_and_a_taken_name(cluster: LocalCluster):
+    assert "expected NAME=INTEGER" in quiver(cluster, "create-collection", "x", "--dim", "8", "--param", "m=big", ok=False).stderr
+    assert quiver(cluster, "create-collection", "st", "--dim", "16", ok=False).stderr.startswith("Error: AlreadyExists")
+
+
+def test_search_word_queries_a_glove_collection_with_a_words_vector(cluster: LocalCluster):
+    from loadtest.datasets import glove_words, load_glove_matrix
+    from quiver.client import Client
+
+    words, matrix = glove_words()[:2000], load_glove_matrix()[:2000]
+    with Client(cluster.router_address) as client:
+        client.create_collection("glove", 50, index="flat", shards=2)
+        client.upsert("glove", words, matrix)
+    out = quiver(cluster, "search-word", "glove", "king", "-k", "3").stdout.splitlines()
+    assert out[0].startswith("king:") and out[1].split()[1] == "king"  # a word is its own nearest neighbour
+    assert "not in the GloVe vocabulary: qqqxqq" in quiver(cluster, "search-word", "glove", "qqqxqq", ok=False).stderr

@@ -25,8 +25,8 @@ ADMISSION_REFUSALS = Counter(
     "quiver_admission_refusals", "Requests refused at once with RESOURCE_EXHAUSTED, by the budget they would pass.", ["budget"]
 )
 SHARD_CALL_SECONDS = Histogram(
-    "quiver_router_shard_call_duration_seconds", "The router's calls to shard servers, by method (each replica asked).",
-    ["method"], buckets=LATENCY_BUCKETS,
+    "quiver_router_shard_call_duration_seconds", "The router's calls to shard servers, by method and server address (each replica asked).",
+    ["method", "server"], buckets=LATENCY_BUCKETS,
 )
 PARTIAL_RESULTS = Counter("quiver_router_partial_results", "Searches answered from fewer shards than were asked (allow_partial).")
 HEDGED_READS = Counter("quiver_router_hedged_reads", "Reads sent to a second replica because the first was slow.")
@@ -75,12 +75,12 @@ class MetricsEndpoint:
             self._server = None
 
 
-async def timed_call(histogram: Histogram, label: str, call: Callable[[], Awaitable[T]]) -> T:
+async def timed_call(histogram: Histogram, labels: tuple[str, ...], call: Callable[[], Awaitable[T]]) -> T:
     started = time.perf_counter()
     try:
         return await call()
     finally:
-        histogram.labels(label).observe(time.perf_counter() - started)
+        histogram.labels(*labels).observe(time.perf_counter() - started)
 
 
 def observe_rpc(service: str, method: str, code: str, seconds: float) -> None:

@@ -172,7 +172,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     def _bind(self, address: str, method: str, message: Any, timeout: float) -> Any:
         stub = self._pool.stub(address)
         metadata = outgoing_metadata()  # this request's id, passed on to the shard
-        return lambda: timed_call(SHARD_CALL_SECONDS, method, lambda: getattr(stub, method)(message, timeout=timeout, metadata=metadata))
+        return lambda: timed_call(SHARD_CALL_SECONDS, (method, address), lambda: getattr(stub, method)(message, timeout=timeout, metadata=metadata))
 
     def _replicated(
         self, view: CollectionView, shard: int, method: str, message: Any, timeout: float, request_ids: list[str] | None = None
@@ -182,7 +182,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
         def ask(address: str, budget: float) -> Any:
             return timed_call(
-                SHARD_CALL_SECONDS, method, lambda: getattr(self._pool.stub(address), method)(message, timeout=budget, metadata=metadata)
+                SHARD_CALL_SECONDS, (method, address), lambda: getattr(self._pool.stub(address), method)(message, timeout=budget, metadata=metadata)
             )
 
         return lambda: self.replica_reads.call(view.replicas(shard), ask, timeout)

@@ -60,6 +60,10 @@ def test_request_counters_latency_histograms_and_partition_gauges_move_with_the_
             calls = value(after, "quiver_router_shard_call_duration_seconds_count", method="Search") - value(
                 before, "quiver_router_shard_call_duration_seconds_count", method="Search")
             assert calls == 2 * SEARCHES
+            # ... one per shard server, each under its own address.
+            for shard in cluster.shard_servers:
+                assert value(after, "quiver_router_shard_call_duration_seconds_count", method="Search", server=shard.address) - value(
+                    before, "quiver_router_shard_call_duration_seconds_count", method="Search", server=shard.address) == SEARCHES
             with pytest.raises(Exception):
                 await client.search("no-such-collection", vectors[0], 5)
             assert value(scrape(router), "quiver_rpc_requests_total", code="NOT_FOUND", **search) == 1

@@ -352,3 +352,37 @@ def test_memory_estimate_counts_each_part_and_returns_to_its_start_when_points_g
         index.remove(label)
     after = index.memory_bytes()
     assert start <= after < start + (grown - start) // 4  # the strings and postings are released (columns may stay)
+
+
+def test_memory_accounting_after_removals_matches_an_index_rebuilt_from_its_snapshot():
+    """Incremental bookkeeping (postings added and dropped one by one) agrees with a from-scratch count."""
+    index = FieldIndex()
+    index.set(0, {"tags": ("a", "b"), "lang": "en", "n": 3})
+    index.set(1, {"tags": ("c", "a"), "lang": "de", "n": 1.5})
+    index.set(2, {"tags": ("d",)})
+    index.set(3, {"tags": ("a", "e", "f")})
+    index.remove(1)
+    index.remove(3)
+    assert index.memory_bytes() == FieldIndex.from_bytes(index.to_bytes()).memory_bytes()
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda arrays: arrays.update({"1.kind": arrays["1.kind"][:-1]}), "field index snapshot is corrupt: bad kind column"),
+    (lambda arrays: arrays.update({"0.list_lengths": arrays["0.list_lengths"][:-1]}),
+     "field index snapshot is corrupt: string lists do not match the kind column"),
+    (lambda arrays: arrays.update({"labels": arrays["labels"][:-1]}), "field index snapshot is corrupt: a column has an unknown label"),
+])
+def test_a_damaged_field_index_snapshot_is_refused_with_what_is_wrong(damage, message):
+    import io
+
+    index = FieldIndex()
+    index.set(0, {"tags": ("a", "b"), "lang": "en"})
+    index.set(1, {"tags": ("c",), "lang": "de"})
+    with np.load(io.BytesIO(index.to_bytes()), allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    damage(arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **arrays)
+    with pytest.raises(ValueError) as refused:
+        FieldIndex.from_bytes(buffer.getvalue())
+    assert str(refused.value) == message

@@ -35,6 +35,9 @@ async def serve(config: RouterConfig) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=0, show_default=True, help="0 picks a free port.")
 @click.option("--default-timeout", default=10.0, show_default=True, help="Deadline when the caller sets none (s).")
+@click.option("--max-k", default=RouterConfig.max_k, show_default=True, help="Largest k a search may ask for.")
+@click.option("--max-queries-per-request", default=RouterConfig.max_queries_per_request, show_default=True, help="Query vectors one search request may carry.")
+@click.option("--max-message-bytes", default=RouterConfig.max_message_bytes, show_default=True, help="Largest gRPC message received or sent (callers and shards).")
 @click.option("--max-queued-searches", default=RouterConfig.max_queued_searches, show_default=True, help="Searches waiting for the shards; past it, searches are refused with RESOURCE_EXHAUSTED.")
 @click.option("--max-concurrent-rpcs", default=RouterConfig.max_concurrent_rpcs, show_default=True, help="RPCs handled at once; past it, gRPC refuses with RESOURCE_EXHAUSTED before any work.")
 @click.option("--deadline-admission/--no-deadline-admission", default=RouterConfig.deadline_admission, show_default=True, help="Refuse a search at once when the queue ahead of it would outlast its deadline.")
@@ -45,7 +48,8 @@ async def serve(config: RouterConfig) -> None:
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True, help="JSON lines (one event per line) or plain text.")
 @click.option("--slow-rpc-ms", default=1000.0, show_default=True, help="RPCs slower than this are logged at WARNING (the slow-query log).")
 def main(
-    etcd_endpoints: str, etcd_root: str, host: str, port: int, default_timeout: float, max_queued_searches: int,
+    etcd_endpoints: str, etcd_root: str, host: str, port: int, default_timeout: float, max_k: int,
+    max_queries_per_request: int, max_message_bytes: int, max_queued_searches: int,
     max_concurrent_rpcs: int, deadline_admission: bool, max_queued_write_bytes: int, metrics_port: int | None, metrics_host: str, log_level: str, log_format: str, slow_rpc_ms: float,
 ) -> None:
     configure_logging(log_level, log_format)
@@ -56,6 +60,9 @@ def main(
         host=host,
         port=port,
         default_timeout_s=default_timeout,
+        max_k=max_k,
+        max_queries_per_request=max_queries_per_request,
+        max_message_bytes=max_message_bytes,
         max_queued_searches=max_queued_searches,
         max_concurrent_rpcs=max_concurrent_rpcs,
         deadline_admission=deadline_admission,

@@ -64,7 +64,14 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--lease-ttl", default=5.0, show_default=True, help="Seconds until a dead server drops out of etcd.")
 @click.option("--exact-filter-fraction", default=0.02, show_default=True, help="Filters selecting at most this share of points are searched exactly.")
 @click.option("--exact-filter-min-points", default=1024, show_default=True, help="...and so are filters selecting at most this many points.")
-@click.option("--max-k", default=10_000, show_default=True)
+@click.option("--max-k", default=ShardConfig.max_k, show_default=True, help="Largest k a search may ask for.")
+@click.option("--max-queries-per-request", default=ShardConfig.max_queries_per_request, show_default=True, help="Query vectors one search request may carry.")
+@click.option("--max-message-bytes", default=ShardConfig.max_message_bytes, show_default=True, help="Largest gRPC message received or sent.")
+@click.option("--wal-segment-bytes", default=DurabilityPolicy.wal_segment_bytes, show_default=True, help="A WAL segment is rolled past this size.")
+@click.option("--snapshot-after-wal-bytes", default=DurabilityPolicy.snapshot_after_wal_bytes, show_default=True, help="Snapshot a partition once its WAL grew this much since the last snapshot.")
+@click.option("--snapshot-interval-s", default=DurabilityPolicy.snapshot_interval_s, show_default=True, help="...or this long after it, if it changed.")
+@click.option("--snapshots-kept", default=DurabilityPolicy.snapshots_kept, show_default=True, help="Snapshots kept per partition (the older ones are the fallback when the newest is damaged).")
+@click.option("--max-batch-writes", default=DurabilityPolicy.max_batch_writes, show_default=True, help="Writes grouped into one WAL fsync at most (group commit).")
 @click.option("--min-free-bytes", default=DurabilityPolicy.min_free_bytes, show_default=True, help="Writes are refused (RESOURCE_EXHAUSTED) unless this much stays free on the data volume after them.")
 @click.option("--fault-retry-s", default=DurabilityPolicy.fault_retry_s, show_default=True, help="How often a partition made read-only by a log I/O error tries to recover (on a write).")
 @click.option("--queued-write-bytes", default=AdmissionBudgets.queued_write_bytes, show_default=True, help="Budget of writes accepted but not yet answered; past it, writes are refused with RESOURCE_EXHAUSTED.")
@@ -80,7 +87,9 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--slow-rpc-ms", default=1000.0, show_default=True, help="RPCs slower than this are logged at WARNING (the slow-query log).")
 def main(
     data_dir: Path, host: str, port: int, etcd_endpoints: str, server_id: str, advertise: str, lease_ttl: float,
-    exact_filter_fraction: float, exact_filter_min_points: int, max_k: int, min_free_bytes: int, fault_retry_s: float,
+    exact_filter_fraction: float, exact_filter_min_points: int, max_k: int, max_queries_per_request: int,
+    max_message_bytes: int, wal_segment_bytes: int, snapshot_after_wal_bytes: int, snapshot_interval_s: float,
+    snapshots_kept: int, max_batch_writes: int, min_free_bytes: int, fault_retry_s: float,
     queued_write_bytes: int, queries_in_flight: int, max_concurrent_rpcs: int, search_threads: int, index_build_threads: int,
     drain_delay: float, metrics_port: int | None, metrics_host: str, log_level: str, log_format: str, slow_rpc_ms: float,
 ) -> None:
@@ -104,7 +113,13 @@ def main(
         advertise_address=advertise,
         lease_ttl_s=lease_ttl,
         max_k=max_k,
-        durability=DurabilityPolicy(min_free_bytes=min_free_bytes, fault_retry_s=fault_retry_s),
+        max_queries_per_request=max_queries_per_request,
+        max_message_bytes=max_message_bytes,
+        durability=DurabilityPolicy(
+            wal_segment_bytes=wal_segment_bytes, snapshot_after_wal_bytes=snapshot_after_wal_bytes,
+            snapshot_interval_s=snapshot_interval_s, snapshots_kept=snapshots_kept, max_batch_writes=max_batch_writes,
+            min_free_bytes=min_free_bytes, fault_retry_s=fault_retry_s,
+        ),
         max_concurrent_rpcs=max_concurrent_rpcs,
         admission=AdmissionBudgets(queued_write_bytes=queued_write_bytes, queries_in_flight=queries_in_flight),
         executors=ExecutorSizes(searches=search_threads, index_builds=index_build_threads),

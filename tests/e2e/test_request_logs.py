@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from quiver.client import Client
+from quiver.errors import InvalidArgument
 from quiver.local_cluster import LocalCluster, ServerProcess
 from quiver.v1 import router_pb2, router_pb2_grpc
 from tests.eventually import assert_eventually
@@ -30,7 +31,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     with LocalCluster(
         Path(tmp_path_factory.mktemp("logs")), shards=2,
         shard_args=("--log-level", "DEBUG"),     # every RPC logged, at DEBUG
-        router_args=("--slow-rpc-ms", "0"),      # every RPC is "slow": the slow-query log, at WARNING
+        router_args=("--slow-rpc-ms", "0", "--max-k", "5"),  # every RPC is "slow": the slow-query log, at WARNING
     ) as running:
         yield running
 
@@ -72,3 +73,13 @@ def test_every_log_line_of_every_process_is_one_json_event(cluster: LocalCluster
         for line in text.splitlines():
             if line.startswith("{"):
                 assert {"ts", "level", "logger", "event"} <= set(json.loads(line))
+
+
+def test_a_limit_set_by_flag_is_the_one_enforced_and_the_start_up_log_says_where_it_came_from(cluster: LocalCluster):
+    with Client(cluster.router_address) as client:
+        client.create_collection("limits", DIM, index="flat")
+        with pytest.raises(InvalidArgument, match="5"):
+            client.search("limits", np.ones(DIM, np.float32), 6)
+    (options,) = [e["options"] for e in json_lines(cluster.router) if e["event"] == "effective options"]  # type: ignore[arg-type]
+    assert options["max_k"] == {"value": 5, "from": "commandline"}
+    assert options["max_queued_searches"]["from"] == "default"

@@ -1,7 +1,7 @@
 """Logs as JSON lines (the standard library's logging, one event per line), with the request id in each.
 
 A request id names one caller's request across processes: the router takes the caller's `x-request-id`
-metadata or makes one, returns it in the response's initial metadata, and passes it to every shard it asks
+metadata or makes one, returns it in the response's trailing metadata, and passes it to every shard it asks
 (a coalesced batch carries its members' ids, comma-separated). `rpc_guard` sets it for the handler's task,
 so every line logged while serving that request carries it. Each RPC is logged at DEBUG (method, code,
 milliseconds) and, past the process's slow threshold, at WARNING: the slow-query log.

@@ -37,10 +37,12 @@ def rpc_guard(method: Handler) -> Handler:
         request_id = incoming_request_id(context.invocation_metadata())
         REQUEST_ID.set(request_id)  # this handler's task only: asyncio gives each RPC its own context
         try:
-            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            # In the trailers: they go out with the status anyway, so returning the id costs no extra write.
+            tagged = ((REQUEST_ID_KEY, request_id),)
+            context.set_trailing_metadata(tagged)
             if isinstance(request, Undecodable):
                 code = grpc.StatusCode.INVALID_ARGUMENT
-                await context.abort(code, request.message)
+                await context.abort(code, request.message, tagged)
             try:
                 return await method(self, request, context)
             except grpc.aio.AbortError:
@@ -48,11 +50,11 @@ def rpc_guard(method: Handler) -> Handler:
                 raise
             except QuiverError as error:
                 code = grpc_status_for(error)
-                await context.abort(code, str(error), trailing_metadata_for(error))
+                await context.abort(code, str(error), trailing_metadata_for(error) + tagged)
             except Exception as error:  # noqa: BLE001 - the one place unexpected errors are turned into INTERNAL
                 _log.exception("%s failed", name)
                 code = grpc.StatusCode.INTERNAL
-                await context.abort(code, f"internal error in {name}: {type(error).__name__}: {error}")
+                await context.abort(code, f"internal error in {name}: {type(error).__name__}: {error}", tagged)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED  # the caller went away (or its deadline passed)
             raise

@@ -46,7 +46,7 @@ def test_a_callers_request_id_is_returned_and_logged_by_the_router_and_every_ask
         call = router_pb2_grpc.RouterStub(channel).Search.with_call(request, metadata=(("x-request-id", "req-7f3a"),), timeout=10)
     response, rpc = call
     assert response.results[0].ids
-    assert ("x-request-id", "req-7f3a") in tuple(rpc.initial_metadata())
+    assert ("x-request-id", "req-7f3a") in tuple(rpc.trailing_metadata())
 
     def logged() -> None:
         (router_line,) = [e for e in json_lines(cluster.router) if e.get("request_id") == "req-7f3a"]  # type: ignore[arg-type]
@@ -62,7 +62,7 @@ def test_a_callers_request_id_is_returned_and_logged_by_the_router_and_every_ask
 def test_a_request_without_an_id_gets_one(cluster: LocalCluster):
     with grpc.insecure_channel(cluster.router_address) as channel:
         _, rpc = router_pb2_grpc.RouterStub(channel).ListCollections.with_call(router_pb2.ListCollectionsRequest(), timeout=10)
-    (request_id,) = [v for k, v in rpc.initial_metadata() if k == "x-request-id"]
+    (request_id,) = [v for k, v in rpc.trailing_metadata() if k == "x-request-id"]
     assert len(request_id) == 16
     assert_eventually(lambda: any(e.get("request_id") == request_id for e in json_lines(cluster.router)), timeout=5)
 

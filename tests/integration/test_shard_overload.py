@@ -113,6 +113,9 @@ async def test_a_write_whose_deadline_passes_while_queued_is_never_applied(tmp_p
             with pytest.raises(grpc.aio.AioRpcError) as expired:
                 await stub.Upsert(upsert(["late"]), timeout=0.3)
             assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            # The server's deadline is the caller's timeout counted from when the request arrived, a little
+            # after the caller's own: hold the commit thread until that one has surely passed too.
+            await asyncio.sleep(0.5)
         await stub.Upsert(upsert(["next"], seed=3), timeout=TIMEOUT_S)
         got = await stub.Get(shard_pb2.GetRequest(ref=ref(), ids=["late", "next"]), timeout=TIMEOUT_S)
         assert [p.id for p in got.points] == ["next"]

@@ -58,6 +58,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--queries-in-flight", type=int, default=32, help="each shard server's search budget")
     parser.add_argument("--queued-write-bytes", type=int, default=65536, help="each shard server's write budget")
     parser.add_argument("--max-queued-searches", type=int, default=16, help="the router's search budget")
+    parser.add_argument("--router-queued-write-bytes", type=int, default=3 * 65536, help="the router's write budget (bytes)")
     parser.add_argument("--max-concurrent-rpcs", type=int, default=128, help="the router's (and each shard's) RPC budget")
     return parser.parse_args()
 
@@ -195,7 +196,7 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
     return {
         "benchmark": "soak",
         "machine": machine(),
-        "settings": {k: getattr(args, k) for k in ("duration", "overload", "n_base", "queries_per_search", "ef_search", "write_batch", "queries_in_flight", "queued_write_bytes", "max_queued_searches", "max_concurrent_rpcs")},
+        "settings": {k: getattr(args, k) for k in ("duration", "overload", "n_base", "queries_per_search", "ef_search", "write_batch", "queries_in_flight", "queued_write_bytes", "router_queued_write_bytes", "max_queued_searches", "max_concurrent_rpcs")},
         "capacity_rps": round(capacity, 1),
         "goodput_by_concurrency": {c: round(r, 1) for c, r in goodput.items()},
         "offered_rps": round(rate, 1),
@@ -223,7 +224,7 @@ def main() -> None:
     shard_args = ("--queries-in-flight", str(args.queries_in_flight), "--queued-write-bytes", str(args.queued_write_bytes),
                   "--max-concurrent-rpcs", str(args.max_concurrent_rpcs))
     router_args = ("--max-queued-searches", str(args.max_queued_searches), "--max-concurrent-rpcs", str(args.max_concurrent_rpcs),
-                   "--deadline-admission")
+                   "--deadline-admission", "--max-queued-write-bytes", str(args.router_queued_write_bytes))
     with tempfile.TemporaryDirectory(prefix="quiver-soak-") as tmp, LocalCluster(Path(tmp), shards=3, shard_args=shard_args, router_args=router_args) as cluster:
         report = uvloop.run(soak(cluster, args))
     emit_json(report)

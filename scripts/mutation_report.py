@@ -18,6 +18,7 @@ import ast
 import difflib
 import json
 import math
+import re
 import sys
 import tomllib
 from collections import Counter
@@ -127,6 +128,16 @@ def load_equivalents() -> dict[str, str]:
     return equivalents
 
 
+def is_literal_only(original: str, mutated: str) -> bool:
+    """A survivor that changes only a string literal (cased, wrapped in XX, or replaced by None): in these
+    modules that is a message's words or the label a message names, which the report counts apart so
+    that the reviewer checks them as a group (a literal that is a key would be a behaviour survivor)."""
+    def strings_out(text: str) -> str:
+        return re.sub(r'f?"(?:[^"\\]|\\.)*"|f?\'(?:[^\'\\]|\\.)*\'', "S", text)
+    before, after = strings_out(original), strings_out(mutated)
+    return before == after or before.replace("S", "None", 1) == after
+
+
 def wilson_interval(caught: int, tested: int, z: float = 1.96) -> tuple[float, float]:
     """95% interval of a module's score estimated from a random sample of its mutants (Wilson's)."""
     p = caught / tested
@@ -225,12 +236,16 @@ def main() -> int:
             path = Path(name)
             if s is None or s >= args.below or not survivors_by_path[path]:
                 continue
-            print(f"\n## {name}: {s:.1f}%, surviving mutants")
+            described = []
             for m, defs in survivors_by_path[path]:
                 cls, func = function_key(m.name)
                 line, original, mutated = describe(m, defs.get((cls, func)))
-                where = f"{cls}.{func}" if cls else func
-                print(f"{m.name}  [{where}, line {line}]\n    - {original}\n    + {mutated}")
+                described.append((m, f"{cls}.{func}" if cls else func, line, original, mutated))
+            wording = [d for d in described if is_literal_only(d[3], d[4])]
+            print(f"\n## {name}: {s:.1f}%, {len(described)} surviving mutants, {len(wording)} of them only in a string literal")
+            for m, where, line, original, mutated in described:
+                tag = "  (string literal)" if (m, where, line, original, mutated) in wording else ""
+                print(f"{m.name}  [{where}, line {line}]{tag}\n    - {original}\n    + {mutated}")
     return 0
 
 

@@ -263,3 +263,21 @@ async def test_dropping_one_collection_leaves_another_ones_partitions_and_points
     assert len(await cluster.client.get("other", [f"o{i}" for i in range(12)])) == 12
     with pytest.raises(NotFound):
         await cluster.client.drop_collection("docs")  # gone: a second drop says so
+
+
+async def test_describe_and_list_return_the_whole_definition_the_create_gave(cluster):
+    await cluster.client.create_collection(
+        "full", DIM, metric="l2", index="hnsw", index_params={"m": 8, "ef_search": 40}, shards=2, replication_factor=2, model="m-7"
+    )
+    for info in [await cluster.client.describe_collection("full"), *(await cluster.client.list_collections())]:
+        spec = info.spec
+        assert (spec.name, spec.dim, spec.metric, spec.index, spec.shards, spec.replication_factor, spec.model) == (
+            "full", DIM, "l2", "hnsw", 2, 2, "m-7")
+        assert spec.index_params["m"] == 8 and spec.index_params["ef_search"] == 40
+    # ... and every partition on the shards was made with that definition.
+    specs = [p.spec for fake in cluster.fakes for p in fake.partitions.values()]
+    assert len(specs) == 4  # 2 shards x 2 replicas
+    assert {(s.dim, s.metric, s.index.hnsw.m, s.model) for s in specs} == {(DIM, specs[0].metric, 8, "m-7")}
+    from quiver.wire.specs import metric_from_proto
+
+    assert metric_from_proto(specs[0].metric) == "l2"

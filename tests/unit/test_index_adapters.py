@@ -98,3 +98,14 @@ def test_ivf_pq_memory_estimate_matches_its_serialized_index_with_the_direct_map
     serialized = len(faiss.serialize_index(index._ivf))
     # In memory that map is a hashtable of ~32 B an entry: the estimate is the serialized size plus 16 B each.
     assert abs(index.memory_bytes() - (serialized + 16 * n)) <= 2048, (index.memory_bytes(), serialized)
+
+
+def test_ivf_pq_defaults_follow_faiss_guidance_for_training():
+    """Unset IVF-PQ parameters: 1024 lists, 39 training points per list (faiss warns below that), at least
+    10,000 points, m the largest divisor of the dimension up to 64 and dim/2, 8 bits, nprobe 16."""
+    from shard.indexes.ivf_pq import resolve_params
+
+    assert resolve_params(128, {}) == {"nlist": 1024, "m": 64, "nbits": 8, "nprobe": 16, "train_size": 39 * 1024, "refine": 0}
+    assert resolve_params(50, {"nlist": 100})["train_size"] == 10_000
+    assert resolve_params(50, {"nlist": 300})["train_size"] == 39 * 300
+    assert resolve_params(50, {})["m"] == 25

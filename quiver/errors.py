@@ -48,6 +48,12 @@ class FailedPrecondition(QuiverError):
 class Unavailable(QuiverError):
     """A shard or etcd could not be reached; safe to retry idempotent calls."""
 
+    def __init__(self, message: str, *, retry_now: bool = True) -> None:
+        super().__init__(message)
+        # False when a retry within the same deadline cannot help (a shard already had the whole deadline
+        # and did not answer): sent as a negative retry pushback, which tells gRPC's retry policy not to.
+        self.retry_now = retry_now
+
 
 class Aborted(QuiverError):
     """A concurrent change won (an etcd transaction's compare failed); retry from a fresh read."""
@@ -85,6 +91,8 @@ RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 
 def trailing_metadata_for(error: BaseException) -> tuple[tuple[str, str], ...]:
+    if getattr(error, "retry_now", True) is False:
+        return ((RETRY_PUSHBACK_KEY, "-1"),)  # gRPC A6: a negative pushback means "do not retry"
     retry_after_s = getattr(error, "retry_after_s", None)
     if retry_after_s is None:
         return ()

@@ -90,7 +90,9 @@ def require_coverage(outcomes: list[Outcome[Any]], allow_partial: bool, what: st
     if allow_partial and len(failed) < len(outcomes):
         return
     detail = "; ".join(f"shard {o.shard}: {o.code.name if o.code else '?'} {o.message}" for o in failed)
-    raise Unavailable(f"{what}: {len(failed)} of {len(outcomes)} shards did not answer ({detail})")
+    # A shard that used the whole deadline without answering would do so again on a retry in this deadline.
+    timed_out = any(o.code == grpc.StatusCode.DEADLINE_EXCEEDED for o in failed)
+    raise Unavailable(f"{what}: {len(failed)} of {len(outcomes)} shards did not answer ({detail})", retry_now=not timed_out)
 
 
 # Codes that mean "the request is wrong", not "a shard is missing": passed through to the caller as is.

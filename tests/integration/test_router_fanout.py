@@ -97,6 +97,9 @@ async def test_a_frozen_shard_gives_the_routers_partial_answer_or_unavailable_be
     assert [[int(i[1:]) for i in r.ids] for r in partial] == [exact_top(vectors, q, 5, answering) for q in queries]
     assert isinstance(refused, Unavailable), refused
     assert "shard 2" in str(refused)
+    # The router told the client's retry policy not to retry (negative pushback): the frozen shard had the
+    # whole deadline already, so the caller gets this UNAVAILABLE, not a second wait ending in DEADLINE_EXCEEDED.
+    assert len(cluster.fakes[2].requests("Search")) == 2
 
 
 async def test_a_shard_answering_unavailable_gives_a_partial_answer_only_when_allowed(cluster):

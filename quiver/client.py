@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 import grpc
 import numpy as np
 
-from quiver.errors import ERRORS_BY_CODE, QuiverError
+from quiver.errors import ERRORS_BY_CODE, RETRY_PUSHBACK_KEY, QuiverError, ResourceExhausted
 from quiver.filters import Filter, Metadata
 from quiver.v1 import router_pb2, router_pb2_grpc, types_pb2
 from quiver.wire.filters import filter_to_proto, metadata_from_proto, metadata_to_proto
@@ -162,7 +162,21 @@ def _error(error: grpc.RpcError) -> QuiverError:
     failure = ERRORS_BY_CODE.get(code, QuiverError)(error.details() if hasattr(error, "details") else str(error))  # type: ignore[arg-type]
     if type(failure) is QuiverError:
         failure.received_code = code  # type: ignore[attr-defined]
+    if isinstance(failure, ResourceExhausted):
+        failure.retry_after_s = _pushback_s(error)  # the server's "retry after", when it gave one
     return failure
+
+
+def _pushback_s(error: grpc.RpcError) -> float | None:
+    metadata = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    for key, value in metadata or ():
+        if key == RETRY_PUSHBACK_KEY:
+            try:
+                millis = int(value)
+            except (TypeError, ValueError):
+                return None
+            return millis / 1000 if millis >= 0 else None
+    return None
 
 
 # -- request builders (shared by both clients) ------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from quiver.client import AsyncClient, CollectionInfo, collection_spec
-from quiver.errors import DeadlineExceeded, InvalidArgument, QuiverError, Unavailable
+from quiver.errors import DeadlineExceeded, InvalidArgument, QuiverError, ResourceExhausted, Unavailable
 from quiver.v1 import router_pb2, router_pb2_grpc
 
 
@@ -27,7 +27,9 @@ class ScriptedRouter(router_pb2_grpc.RouterServicer):
         self.requests.append(request)
         queued = self.failures.get(method)
         if queued:
-            await context.abort(queued.pop(0), f"scripted failure of {method}")
+            code = queued.pop(0)
+            pushback = (("grpc-retry-pushback-ms", "250"),) if code == grpc.StatusCode.RESOURCE_EXHAUSTED else ()
+            await context.abort(code, f"scripted failure of {method}", pushback)
         await asyncio.sleep(self.delay)
         return reply
 
@@ -126,3 +128,11 @@ async def test_admin_answers_are_dataclasses(router):
     assert (info.spec.name, info.spec.dim, info.spec.metric, info.spec.index, info.spec.shards, info.spec.model) == (
         "docs", 8, "cosine", "hnsw", 3, "m1")
     assert info.spec.index_params == {"m": 16, "ef_search": 64} and info.active_version == 2
+
+
+async def test_an_overload_refusal_carries_the_servers_retry_after(router):
+    scripted, client = router
+    scripted.failures["CreateCollection"] = [grpc.StatusCode.RESOURCE_EXHAUSTED]
+    with pytest.raises(ResourceExhausted) as refused:
+        await client.create_collection("docs", 8)
+    assert refused.value.retry_after_s == 0.25 and refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -63,6 +63,12 @@ NAMES = ["a", "ab", "docs-2024_v1.x", "é文字", "x" * 255]
 VERSIONS = [0, 1, 9, 10, 11, 100, 12_345_678, 99_999_999]
 
 
+@pytest.mark.parametrize("root", ["quiver/", "/quiver//", "/a//b/", "//"])
+def test_a_root_prefix_that_is_not_one_absolute_path_is_refused(root: str) -> None:
+    with pytest.raises(InvalidArgument, match="must look like '/quiver/'"):
+        KeyLayout(root)
+
+
 @pytest.mark.parametrize("root", ["/quiver/", "/quiver", "/tenants/blue/"])
 def test_every_key_kind_round_trips_through_parse(root: str) -> None:
     keys = KeyLayout(root)

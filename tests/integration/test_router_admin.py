@@ -281,3 +281,13 @@ async def test_describe_and_list_return_the_whole_definition_the_create_gave(clu
     from quiver.wire.specs import metric_from_proto
 
     assert metric_from_proto(specs[0].metric) == "l2"
+
+
+async def test_admin_calls_without_any_deadline_are_served(cluster):
+    from quiver.client import collection_spec
+
+    spec = collection_spec("nodeadline", DIM, index="flat", shards=3)
+    created = await cluster.stub.CreateCollection(router_pb2.CreateCollectionRequest(spec=spec))  # no timeout at all
+    assert created.collection.spec.name == "nodeadline"
+    await cluster.stub.DropCollection(router_pb2.DropCollectionRequest(name="nodeadline"))
+    await assert_gone_from_etcd(cluster, "nodeadline")

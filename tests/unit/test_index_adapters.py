@@ -109,3 +109,20 @@ def test_ivf_pq_defaults_follow_faiss_guidance_for_training():
     assert resolve_params(50, {"nlist": 100})["train_size"] == 10_000
     assert resolve_params(50, {"nlist": 300})["train_size"] == 39 * 300
     assert resolve_params(50, {})["m"] == 25
+
+
+@pytest.mark.parametrize("space", ["l2", "ip"])
+def test_hnsw_scores_are_the_exact_scores_of_the_points_found(space):
+    """Scores on one scale for every index: l2 is minus the squared distance, ip the inner product, so the
+    router can merge HNSW shards with exact ones."""
+    index = create_index(IndexConfig("hnsw", 16, space, {}))
+    vectors = unit_rows(300, 16, 5) * 3.0  # not unit length: l2 and ip differ
+    index.add(np.arange(300), vectors)
+    queries = unit_rows(5, 16, 6)
+    hits = index.search(queries, 4, QueryKnobs(ef_search=200), None)
+    found = vectors[hits.labels]
+    if space == "l2":
+        expected = -((found - queries[:, None, :]) ** 2).sum(axis=2)
+    else:
+        expected = (found * queries[:, None, :]).sum(axis=2)
+    np.testing.assert_allclose(hits.scores, expected, rtol=1e-4, atol=1e-4)

@@ -126,3 +126,20 @@ def test_hnsw_scores_are_the_exact_scores_of_the_points_found(space):
     else:
         expected = (found * queries[:, None, :]).sum(axis=2)
     np.testing.assert_allclose(hits.scores, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_an_untrained_ivf_pq_exact_search_under_a_mask_is_the_exact_l2_top_k_of_the_masked_points():
+    """Before training, IVF-PQ holds the raw vectors: its exact search is exact, in the index's own space."""
+    index = create_index(IndexConfig("ivf_pq", 16, "l2", {"nlist": 8, "m": 4, "nbits": 4, "train_size": 5000}))
+    vectors = unit_rows(600, 16, 3) * 2.0
+    index.add(np.arange(600), vectors)
+    assert not index.trained
+    mask = np.zeros(600, dtype=bool)
+    mask[::3] = True
+    queries = unit_rows(4, 16, 4)
+    hits = index.search_exact(queries, 5, mask)
+    distances = ((vectors[None, :, :] - queries[:, None, :]) ** 2).sum(axis=2)
+    distances[:, ~mask] = np.inf
+    expected = np.argsort(distances, axis=1, kind="stable")[:, :5]
+    assert hits.labels.tolist() == expected.tolist()
+    np.testing.assert_allclose(hits.scores, -np.take_along_axis(distances, expected, axis=1), rtol=1e-4, atol=1e-4)

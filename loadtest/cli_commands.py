@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from quiver.cli import DEFAULT_ROUTER, _load_with_progress, one_line_errors, parse_filter, print_results
+from quiver.cli import _load_with_progress, one_line_errors, parse_filter, print_results, router_option
 
 
 @click.command()
@@ -124,7 +124,7 @@ def sizing(vectors: float, dim: int, index: str, hnsw_m: int, nlist: int, pq_m: 
 @click.option("-k", "--k", "k", default=10, show_default=True)
 @click.option("--filter", "filter_json", default=None, help='Filter, e.g. \'length == 5\' (or proto3 JSON of quiver.v1.Filter).')
 @click.option("--ef-search", default=0)
-@click.option("--router", default=DEFAULT_ROUTER, show_default=True, envvar="QUIVER_ROUTER")
+@router_option
 @one_line_errors
 def search_word(name: str, words: tuple[str, ...], k: int, filter_json: str | None, ef_search: int, router: str) -> None:
     """Search a collection of GloVe-50 vectors (the demo's) with the vectors of these words."""

@@ -35,6 +35,9 @@ from quiver.v1 import types_pb2
 from quiver.wire.filters import filter_from_proto
 
 DEFAULT_ROUTER = "127.0.0.1:7000"
+router_option = click.option(
+    "--router", default=DEFAULT_ROUTER, show_default=True, envvar="QUIVER_ROUTER", help="Router address (env QUIVER_ROUTER)."
+)
 
 
 def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,7 +47,7 @@ def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except Unavailable as error:
             router = click.get_current_context().params.get("router")
-            if router and ("connect" in str(error).lower() or "connection" in str(error).lower()):
+            if router and "connect" in str(error).lower():  # "failed to connect", "connection refused"
                 raise click.ClickException(
                     f"no cluster at {router}: start one with `quiver up`, or point --router (or QUIVER_ROUTER) at a "
                     f"running router ({error})"
@@ -142,7 +145,7 @@ def up(data_dir: Path, shard_servers: int, port: int) -> None:
 
 
 @main.command()
-@click.option("--router", default=DEFAULT_ROUTER, show_default=True, envvar="QUIVER_ROUTER", help="Router address (env QUIVER_ROUTER).")
+@router_option
 @one_line_errors
 def status(router: str) -> None:
     """Servers, collections and replicas with point counts."""
@@ -173,7 +176,7 @@ def status(router: str) -> None:
 @click.option("--shards", default=1, show_default=True)
 @click.option("--replication-factor", default=1, show_default=True)
 @click.option("--model", default="", help="Embedding model tag; requests naming another model are refused.")
-@click.option("--router", default=DEFAULT_ROUTER, show_default=True, envvar="QUIVER_ROUTER", help="Router address (env QUIVER_ROUTER).")
+@router_option
 @one_line_errors
 def create_collection(name: str, dim: int, metric: str, index: str, params: tuple[str, ...], shards: int, replication_factor: int, model: str, router: str) -> None:
     """Create a collection and place its shards on the live shard servers."""
@@ -190,7 +193,7 @@ def create_collection(name: str, dim: int, metric: str, index: str, params: tupl
 @click.option("--ids-column", default=None, help="Parquet column holding point ids (default: new unique ids per row).")
 @click.option("--overwrite", is_flag=True, help="Replace points whose ids already exist (default: refuse the load).")
 @click.option("--batch-size", default=2000, show_default=True)
-@click.option("--router", default=DEFAULT_ROUTER, show_default=True, envvar="QUIVER_ROUTER", help="Router address (env QUIVER_ROUTER).")
+@router_option
 @one_line_errors
 def load(name: str, path: Path, ids_column: str | None, overwrite: bool, batch_size: int, router: str) -> None:
     """Bulk-load vectors (.npy, .fvecs, or .parquet with a 'vector' column and metadata columns).
@@ -226,7 +229,7 @@ def load(name: str, path: Path, ids_column: str | None, overwrite: bool, batch_s
 @click.option("--ef-search", default=0)
 @click.option("--nprobe", default=0)
 @click.option("--partition-key", default="")
-@click.option("--router", default=DEFAULT_ROUTER, show_default=True, envvar="QUIVER_ROUTER", help="Router address (env QUIVER_ROUTER).")
+@router_option
 @one_line_errors
 def search(name: str, vector_file: Path, rows: tuple[int, ...], k: int, filter_json: str | None, ef_search: int, nprobe: int, partition_key: str, router: str) -> None:
     """Search a collection and print ids and scores."""

@@ -11,11 +11,7 @@ from typing import Any
 
 import click
 
-from quiver.cli import DEFAULT_ROUTER, main, one_line_errors, parse_filter
-
-router_option = click.option(
-    "--router", default=DEFAULT_ROUTER, show_default=True, envvar="QUIVER_ROUTER", help="Router address (env QUIVER_ROUTER)."
-)
+from quiver.cli import main, one_line_errors, parse_filter, router_option
 
 
 def _client(router: str) -> Any:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 import grpc
 import numpy as np
 
-from quiver.errors import ERRORS_BY_CODE, RETRY_PUSHBACK_KEY, QuiverError, ResourceExhausted
+from quiver.errors import ERRORS_BY_CODE, QuiverError, ResourceExhausted, retry_pushback_s
 from quiver.filters import Filter, Metadata
 from quiver.v1 import router_pb2, router_pb2_grpc, types_pb2
 from quiver.wire.filters import filter_to_proto, metadata_from_proto, metadata_to_proto
@@ -163,20 +163,9 @@ def _error(error: grpc.RpcError) -> QuiverError:
     if type(failure) is QuiverError:
         failure.received_code = code  # type: ignore[attr-defined]
     if isinstance(failure, ResourceExhausted):
-        failure.retry_after_s = _pushback_s(error)  # the server's "retry after", when it gave one
+        pushback = retry_pushback_s(error.trailing_metadata() if hasattr(error, "trailing_metadata") else None)
+        failure.retry_after_s = pushback if pushback is not None and pushback >= 0 else None  # the server's "retry after"
     return failure
-
-
-def _pushback_s(error: grpc.RpcError) -> float | None:
-    metadata = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
-    for key, value in metadata or ():
-        if key == RETRY_PUSHBACK_KEY:
-            try:
-                millis = int(value)
-            except (TypeError, ValueError):
-                return None
-            return millis / 1000 if millis >= 0 else None
-    return None
 
 
 # -- request builders (shared by both clients) ------------------------------------------------------

@@ -90,6 +90,18 @@ ERRORS_BY_CODE: dict[grpc.StatusCode, type[QuiverError]] = {code: exc for exc, c
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 
+def retry_pushback_s(trailing_metadata: object) -> float | None:
+    """The retry pushback in a call's trailing metadata, in seconds as sent (negative: "do not retry"); None
+    when there is none or it does not parse."""
+    for key, value in trailing_metadata or ():  # type: ignore[attr-defined]
+        if key == RETRY_PUSHBACK_KEY:
+            try:
+                return int(value) / 1000
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
 def trailing_metadata_for(error: BaseException) -> tuple[tuple[str, str], ...]:
     if getattr(error, "retry_now", True) is False:
         return ((RETRY_PUSHBACK_KEY, "-1"),)  # gRPC A6: a negative pushback means "do not retry"

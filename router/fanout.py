@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 import grpc
 
-from quiver.errors import ERRORS_BY_CODE, RETRY_PUSHBACK_KEY, ResourceExhausted, Unavailable
+from quiver.errors import ERRORS_BY_CODE, ResourceExhausted, Unavailable, retry_pushback_s
 
 T = TypeVar("T")
 
@@ -60,7 +60,7 @@ class Gather(Generic[T]):
             return Outcome(shard, code=grpc.StatusCode.CANCELLED, message="the call was cancelled")
         error = task.exception()
         if isinstance(error, grpc.aio.AioRpcError):
-            return Outcome(shard, code=error.code(), message=error.details() or "", retry_after_s=_pushback(error))
+            return Outcome(shard, code=error.code(), message=error.details() or "", retry_after_s=retry_pushback_s(error.trailing_metadata()))
         if error is not None:
             raise error  # a bug, not a shard's answer: the caller's guard reports it
         return Outcome(shard, value=task.result())
@@ -103,16 +103,6 @@ _CALLER_CODES = {
     grpc.StatusCode.ALREADY_EXISTS,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
-
-
-def _pushback(error: grpc.aio.AioRpcError) -> float | None:
-    for key, value in error.trailing_metadata() or ():
-        if key == RETRY_PUSHBACK_KEY:
-            try:
-                return int(value) / 1000
-            except (TypeError, ValueError):
-                return None
-    return None
 
 
 def raise_caller_errors(outcomes: list[Outcome[Any]]) -> None:

@@ -169,23 +169,23 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 retry_after_s=left_s,
             )
 
-    def _bind(self, address: str, method: str, message: Any, timeout: float) -> Any:
+    def _ask_shard(self, address: str, method: str, message: Any, timeout: float, metadata: Any) -> Any:
+        """One timed call to one shard server (the per-server latency histogram), carrying the request ids."""
         stub = self._pool.stub(address)
+        return timed_call(SHARD_CALL_SECONDS, (method, address), lambda: getattr(stub, method)(message, timeout=timeout, metadata=metadata))
+
+    def _bind(self, address: str, method: str, message: Any, timeout: float) -> Any:
         metadata = outgoing_metadata()  # this request's id, passed on to the shard
-        return lambda: timed_call(SHARD_CALL_SECONDS, (method, address), lambda: getattr(stub, method)(message, timeout=timeout, metadata=metadata))
+        return lambda: self._ask_shard(address, method, message, timeout, metadata)
 
     def _replicated(
         self, view: CollectionView, shard: int, method: str, message: Any, timeout: float, request_ids: list[str] | None = None
     ) -> Any:
         """A read sent to the replica expected to answer first, hedged and failed over (see replica_reads)."""
         metadata = outgoing_metadata(request_ids)
-
-        def ask(address: str, budget: float) -> Any:
-            return timed_call(
-                SHARD_CALL_SECONDS, (method, address), lambda: getattr(self._pool.stub(address), method)(message, timeout=budget, metadata=metadata)
-            )
-
-        return lambda: self.replica_reads.call(view.replicas(shard), ask, timeout)
+        return lambda: self.replica_reads.call(
+            view.replicas(shard), lambda address, budget: self._ask_shard(address, method, message, budget, metadata), timeout
+        )
 
     @rpc_guard
     async def Delete(self, request, context):  # type: ignore[no-untyped-def]

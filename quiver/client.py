@@ -86,6 +86,7 @@ class CollectionSpec:
     shards: int
     replication_factor: int
     model: str
+    min_in_sync: int = 1
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,10 @@ class ReplicaStatus:
     trained: bool  # False while an IVF-PQ partition buffers points for training (searches are exact)
     write_state: str  # "ok", "disk_full", "read_only"; "" when unreachable
     write_fault: str
+    role: str = ""  # "primary", "in_sync" (reads may use it) or "catching_up" (no reads)
+    term: int = 0  # the shard's primary term
+    last_lsn: int = 0
+    lag: int = 0  # LSNs behind the primary
 
 
 @dataclass(frozen=True)
@@ -132,7 +137,7 @@ def collection_info(info: router_pb2.CollectionInfo) -> CollectionInfo:
     params = {f.name: v for f, v in getattr(spec.index, kind).ListFields()} if spec.index.HasField(kind) else {}
     return CollectionInfo(
         CollectionSpec(spec.name, spec.dim, _METRIC_NAMES.get(spec.metric, "cosine"), kind, params, spec.shards,
-                       spec.replication_factor, spec.model),
+                       spec.replication_factor, spec.model, spec.min_in_sync or 1),
         info.active_version, info.created_unix,
     )
 
@@ -142,7 +147,7 @@ def cluster_status(reply: router_pb2.ClusterStatusResponse) -> ClusterStatus:
         [ServerStatus(s.server_id, s.address) for s in reply.servers],
         [collection_info(c) for c in reply.collections],
         [ReplicaStatus(r.collection, r.version, r.shard, r.server_id, r.address, r.state, r.point_count, r.trained,
-                       r.write_state, r.write_fault) for r in reply.replicas],
+                       r.write_state, r.write_fault, r.role, r.term, r.last_lsn, r.lag) for r in reply.replicas],
         {r.key: r.reason for r in reply.skipped_records},
     )
 
@@ -173,11 +178,11 @@ def _error(error: grpc.RpcError) -> QuiverError:
 
 def collection_spec(
     name: str, dim: int, metric: str = "cosine", index: str = "hnsw", index_params: dict[str, Any] | None = None,
-    shards: int = 1, replication_factor: int = 1, model: str = "",
+    shards: int = 1, replication_factor: int = 1, model: str = "", min_in_sync: int = 1,
 ) -> router_pb2.CollectionSpec:
     return router_pb2.CollectionSpec(
         name=name, dim=dim, metric=metric_to_proto(metric), index=index_to_proto(index, index_params or {}),
-        shards=shards, replication_factor=replication_factor, model=model,
+        shards=shards, replication_factor=replication_factor, model=model, min_in_sync=min_in_sync,
     )
 
 
@@ -268,7 +273,7 @@ class Client:
             raise _error(error) from None
 
     def create_collection(self, name: str, dim: int, *, timeout: float | None = None, **options: Any) -> CollectionInfo:
-        """options: metric, index, index_params, shards, replication_factor, model (see collection_spec)."""
+        """options: metric, index, index_params, shards, replication_factor, model, min_in_sync (see collection_spec)."""
         request = router_pb2.CreateCollectionRequest(spec=collection_spec(name, dim, **options))
         return collection_info((self._call(self._stub.CreateCollection, request, timeout)).collection)
 
@@ -346,7 +351,7 @@ class AsyncClient:
             raise _error(error) from None
 
     async def create_collection(self, name: str, dim: int, *, timeout: float | None = None, **options: Any) -> CollectionInfo:
-        """options: metric, index, index_params, shards, replication_factor, model (see collection_spec)."""
+        """options: metric, index, index_params, shards, replication_factor, model, min_in_sync (see collection_spec)."""
         request = router_pb2.CreateCollectionRequest(spec=collection_spec(name, dim, **options))
         return collection_info((await self._call(self._stub.CreateCollection, request, timeout)).collection)
 

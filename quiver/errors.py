@@ -73,6 +73,10 @@ class DeadlineExceeded(QuiverError):
     """The caller's deadline passed before the work finished."""
 
 
+class OutOfRange(QuiverError):
+    """A position past what exists (replicated log records that do not continue the replica's log)."""
+
+
 GRPC_CODES: dict[type[QuiverError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
@@ -82,6 +86,7 @@ GRPC_CODES: dict[type[QuiverError], grpc.StatusCode] = {
     Aborted: grpc.StatusCode.ABORTED,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
 }
 
 ERRORS_BY_CODE: dict[grpc.StatusCode, type[QuiverError]] = {code: exc for exc, code in GRPC_CODES.items()}

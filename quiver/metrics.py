@@ -31,10 +31,14 @@ SHARD_CALL_SECONDS = Histogram(
 PARTIAL_RESULTS = Counter("quiver_router_partial_results", "Searches answered from fewer shards than were asked (allow_partial).")
 HEDGED_READS = Counter("quiver_router_hedged_reads", "Reads sent to a second replica because the first was slow.")
 REPLICA_FAILOVERS = Counter("quiver_router_replica_failovers", "Reads asked again of another replica after one failed or gave no answer in time.")
-REPLICA_WRITE_SPREAD_SECONDS = Histogram(
-    "quiver_router_replica_write_spread_seconds",
-    "Per shard of a replicated write, how long after the first replica's answer the last one answered (replica lag).",
+REPLICA_ACK_SECONDS = Histogram(
+    "quiver_shard_replica_ack_seconds",
+    "On a primary: from a write being durable locally until every in-sync replica holds it (replica lag).",
     buckets=LATENCY_BUCKETS,
+)
+PROMOTIONS = Counter("quiver_controller_promotions", "In-sync replicas promoted to primary (in a new term) after their primary was gone.")
+IN_SYNC_CHANGES = Counter(
+    "quiver_shard_in_sync_changes", "On a primary: replicas dropped from or added back to a shard's in-sync set.", ["change"]
 )
 WRITE_VISIBLE_SECONDS = Histogram(
     "quiver_shard_write_visible_seconds",

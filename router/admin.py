@@ -27,7 +27,7 @@ from quiver.v1 import router_pb2, shard_pb2
 from quiver.wire.specs import index_from_proto, index_to_proto, metric_from_proto, metric_to_proto
 from router.config import RouterConfig
 from router.fanout import fan_out, raise_caller_errors, require_coverage
-from router.shard_pool import ShardPool
+from quiver.shard_channels import ShardPool
 
 _log = logging.getLogger(__name__)
 
@@ -41,6 +41,12 @@ def place_shards(name: str, shards: int, replication: int, server_ids: list[str]
         chosen = [server_ids[(shard + r) % len(server_ids)] for r in range(replication)]
         placements.append(ShardPlacement(shard, tuple(Replica(s, state) for s in chosen)))
     return ShardMap(name, 1, tuple(placements))
+
+
+def _role(placement: ShardPlacement, server_id: str) -> str:
+    if server_id == placement.primary:
+        return "primary"
+    return "in_sync" if server_id in placement.in_sync_ids else "catching_up"
 
 
 class Budget:
@@ -84,6 +90,7 @@ class Admin:
                 shards=record.shards,
                 replication_factor=record.replication_factor,
                 model=record.model,
+                min_in_sync=record.min_in_sync,
             ),
             active_version=record.active_version,
             created_unix=int(record.created_unix),
@@ -98,6 +105,7 @@ class Admin:
         kind, params = index_from_proto(spec.index)
         shards = spec.shards or 1
         replication = spec.replication_factor or 1
+        min_in_sync = spec.min_in_sync or 1
         if shards > MAX_SHARDS:
             raise InvalidArgument(f"shards={shards} exceeds the maximum of {MAX_SHARDS}")
         record = CollectionRecord(
@@ -112,6 +120,7 @@ class Admin:
             active_version=1,
             previous_version=None,
             created_unix=time.time(),
+            min_in_sync=min_in_sync,
         )
         servers = await self._store.list_servers()
         if len(servers) < replication:
@@ -227,6 +236,7 @@ class Admin:
         stats = dict(zip(held, await asyncio.gather(*(self._stats(snapshot.servers[s].address) for s in held))))
         for (name, version), shard_map in sorted(snapshot.shard_maps.items()):
             for placement in shard_map.shards:
+                primary_stats = (stats.get(placement.primary) or {}).get((name, placement.shard, version))
                 for replica in placement.replicas:
                     counts = stats.get(replica.server_id)
                     live = snapshot.servers.get(replica.server_id)
@@ -245,6 +255,10 @@ class Admin:
                             trained=stats_of.trained if stats_of else False,
                             write_state=stats_of.write_state if stats_of else "",
                             write_fault=stats_of.write_fault if stats_of else "",
+                            role=_role(placement, replica.server_id),
+                            term=placement.term,
+                            last_lsn=stats_of.last_lsn if stats_of else 0,
+                            lag=max(primary_stats.last_lsn - stats_of.last_lsn, 0) if stats_of and primary_stats else 0,
                         )
                     )
         return response

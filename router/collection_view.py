@@ -20,18 +20,22 @@ class CollectionView:
         return self.shard_map.version
 
     def replicas(self, shard: int) -> list[str]:
-        """Addresses of the shard's replicas whose servers are live now, in placement order."""
-        return [self.servers[r.server_id].address for r in self.shard_map.shards[shard].replicas if r.server_id in self.servers]
+        """Addresses of the shard's in-sync replicas whose servers are live now, in placement order: the
+        ones reads may use (a replica that is catching up may lack acknowledged writes)."""
+        placement = self.shard_map.shards[shard]
+        return [self.servers[s].address for s in placement.server_ids if s in placement.in_sync_ids and s in self.servers]
 
-    def all_replicas(self, shard: int) -> list[str]:
-        """Every replica's address (writes need them all); Unavailable naming the servers that are down."""
-        down = [r.server_id for r in self.shard_map.shards[shard].replicas if r.server_id not in self.servers]
-        if down:
+    def primary(self, shard: int) -> tuple[str, int]:
+        """The address and term of the shard's primary, where every write goes; Unavailable while its server
+        is down (until a controller promotes an in-sync replica in a new term)."""
+        placement = self.shard_map.shards[shard]
+        server = self.servers.get(placement.primary)
+        if server is None:
             raise Unavailable(
-                f"shard {shard} of {self.record.name!r}: server(s) {', '.join(down)} holding its replicas are not "
-                "registered (down or restarting); retry once they are back"
+                f"shard {shard} of {self.record.name!r}: its primary, server {placement.primary} (term {placement.term}), "
+                "is not registered (down or restarting); nothing was applied; retry once it is back or a replica is promoted"
             )
-        return self.replicas(shard)
+        return server.address, placement.term
 
 
 def collection_view(snapshot: ClusterSnapshot, name: str) -> CollectionView:

@@ -40,3 +40,6 @@ class RouterConfig:
     max_queued_write_bytes: int = 256 * 2**20
     # A shard server's retry pushback after it refused a write is honoured at most this long (backpressure).
     max_pushback_hold_s: float = 1.0
+    # Run for the controller role (one router at a time holds it): promotes a replica when a primary is gone.
+    controller: bool = True
+    router_id: str = ""  # this router's name as a controller candidate; "" = host:port

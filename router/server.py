@@ -11,8 +11,9 @@ from quiver.v1 import router_pb2
 from quiver.metrics import MetricsEndpoint
 from router.admin import Admin
 from router.config import RouterConfig
+from router.controller import Controller
 from router.servicer import RouterServicer
-from router.shard_pool import ShardPool
+from quiver.shard_channels import ShardPool
 
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
 
@@ -33,6 +34,7 @@ class RouterServer:
         self.health = add_health_and_reflection(self.server, SERVICE_NAME)
         self.port = bind(self.server, config.host, config.port)
         self.metrics = MetricsEndpoint(config.metrics_port, config.metrics_host)
+        self.controller = Controller(config.router_id or self.address, self.store, self.watcher, self.pool) if config.controller else None
 
     @property
     def address(self) -> str:
@@ -45,10 +47,14 @@ class RouterServer:
         await self.watcher.start()
         self.metrics.start()
         await self.server.start()
+        if self.controller is not None:
+            self.controller.start()
         await set_health(self.health, [SERVICE_NAME], serving=True)
 
     async def stop(self, grace: float = 5.0) -> None:
         await set_health(self.health, [SERVICE_NAME], serving=False)
+        if self.controller is not None:
+            await self.controller.stop()
         await self.server.stop(grace)
         await self.watcher.stop()
         await self.pool.close()

@@ -1,7 +1,7 @@
 """The Router gRPC service: Quiver's public data plane and admin API.
 
 Writes are checked whole at the router, then split by shard (jump hash of the point id, or of the
-partition_key) and sent to every replica of each shard. Searches pass the caller's packed query bytes and
+partition_key) and sent to each shard's primary, which replicates them (shard/replication.py). Searches pass the caller's packed query bytes and
 filter through untouched to the shards (one shard with a partition_key, else all), under the caller's
 deadline, and merge the per-shard top-k. Get and delete by id ask every shard (or the key's shard): ids
 are found wherever an earlier partition-keyed write put them.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ from quiver.admission import InFlightBudget
 from quiver.control_plane.watcher import ClusterWatcher
 from quiver.errors import DeadlineExceeded, InvalidArgument, QuiverError, ResourceExhausted
 from quiver.logs import REQUEST_ID, outgoing_metadata
-from quiver.metrics import PARTIAL_RESULTS, REPLICA_WRITE_SPREAD_SECONDS, SHARD_CALL_SECONDS, refused, timed_call
+from quiver.metrics import PARTIAL_RESULTS, SHARD_CALL_SECONDS, refused, timed_call
 from quiver.rpc_guard import rpc_guard
 from quiver.v1 import router_pb2, router_pb2_grpc, shard_pb2, types_pb2
 from quiver.validation import check_ids, check_k, check_vectors
@@ -37,7 +36,7 @@ from router.fanout import Gather, Outcome, fan_out, raise_caller_errors, require
 from router.hashring import shard_for_key, shards_for_keys
 from router.merge import merge_topk_batch
 from router.replica_reads import ReplicaReads
-from router.shard_pool import ShardPool
+from quiver.shard_channels import ShardPool
 
 
 class RouterServicer(router_pb2_grpc.RouterServicer):
@@ -138,18 +137,16 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         else:
             by_shard = split()
         self._refuse_if_pushed_back(view, by_shard)
+        # Each shard's primary orders the write, replicates it to the in-sync replicas and answers once they
+        # all hold it; the term is the primary's as this router's map has it (a deposed one refuses).
         calls: dict[int, Any] = {}
         addresses: dict[int, str] = {}
-        shard_of_call: dict[int, int] = {}
-        answered_at: dict[int, float] = {}  # when each replica answered: the spread is the replicas' lag
         timeout = self._timeout(context)
         for shard, sub in by_shard.items():
-            for address in view.all_replicas(shard):
-                number = len(calls)
-                addresses[number], shard_of_call[number] = address, shard
-                calls[number] = functools.partial(_noting_answer_time, self._bind(address, "Upsert", sub, timeout), answered_at, number)
+            address, sub.term = view.primary(shard)
+            addresses[shard] = address
+            calls[shard] = self._bind(address, "Upsert", sub, timeout)
         outcomes = await fan_out(calls, timeout)
-        _observe_replica_spread(answered_at, shard_of_call)
         for outcome in outcomes:
             if outcome.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 self.backpressure.refused(addresses[outcome.shard], outcome.retry_after_s)
@@ -159,7 +156,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     def _refuse_if_pushed_back(self, view: CollectionView, shards: Any) -> None:
         """Refuses a write at once when a server it would go to refused one for overload moments ago."""
-        held = self.backpressure.holding(a for shard in shards for a in view.all_replicas(shard))
+        held = self.backpressure.holding(view.primary(shard)[0] for shard in shards)
         if held is not None:
             address, left_s = held
             refused("router_shard_backpressure")
@@ -196,19 +193,14 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             raise InvalidArgument("delete names no ids and no filter; give at least one")
         timeout = self._timeout(context)
         calls: dict[int, Any] = {}
-        replica_of: dict[int, int] = {}
         for shard in self._target_shards(view, request.partition_key):
-            sub = shard_pb2.DeleteRequest(ref=self._ref(view, shard), ids=ids, filter=request.filter)
-            for address in view.all_replicas(shard):
-                replica_of[len(calls)] = shard
-                calls[len(calls)] = self._bind(address, "Delete", sub, timeout)
+            address, term = view.primary(shard)
+            sub = shard_pb2.DeleteRequest(ref=self._ref(view, shard), ids=ids, filter=request.filter, term=term)
+            calls[shard] = self._bind(address, "Delete", sub, timeout)
         outcomes = await fan_out(calls, timeout)
         raise_caller_errors(outcomes)
         require_coverage(outcomes, False, f"delete from {view.record.name!r} (safe to retry)")
-        # Every replica of a shard reports the same count; count each shard once.
-        counted: dict[int, int] = {}
-        for outcome in outcomes:
-            counted.setdefault(replica_of[outcome.shard], outcome.value.deleted)  # type: ignore[union-attr]
+        counted = {outcome.shard: outcome.value.deleted for outcome in outcomes}  # type: ignore[union-attr]
         return router_pb2.RouterDeleteResponse(deleted=sum(counted.values()))
 
     # -- reads --------------------------------------------------------------------------------------
@@ -384,22 +376,6 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         if n_queries * request.k > self._config.offload_points:
             return await asyncio.get_running_loop().run_in_executor(self._cpu, merge), coverage
         return merge(), coverage
-
-
-async def _noting_answer_time(call: Any, answered_at: dict[int, float], number: int) -> Any:
-    result = await call()
-    answered_at[number] = time.monotonic()
-    return result
-
-
-def _observe_replica_spread(answered_at: dict[int, float], shard_of_call: dict[int, int]) -> None:
-    """How far the slowest replica of each shard trailed the fastest, for shards with two or more answers."""
-    by_shard: dict[int, list[float]] = {}
-    for number, at in answered_at.items():
-        by_shard.setdefault(shard_of_call[number], []).append(at)
-    for times in by_shard.values():
-        if len(times) > 1:
-            REPLICA_WRITE_SPREAD_SECONDS.observe(max(times) - min(times))
 
 
 def _split_upsert(request: router_pb2.RouterUpsertRequest, view: CollectionView, ref: Any) -> dict[int, shard_pb2.UpsertRequest]:

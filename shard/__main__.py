@@ -19,6 +19,7 @@ from shard.durable_partition import DurabilityPolicy
 from shard.executors import ExecutorSizes
 from shard.identity import ServerIdMismatch, resolve_server_id
 from shard.partition_state import SearchPolicy
+from shard.replication import ReplicationPolicy
 from shard.server import ShardServer
 
 _log = logging.getLogger("shard")
@@ -27,13 +28,6 @@ _log = logging.getLogger("shard")
 async def serve(config: ShardConfig) -> None:
     server = ShardServer(config)
     await server.start()
-    registration = None
-    if config.etcd_endpoints:
-        from quiver.control_plane.etcd_client import EtcdClient
-        from quiver.control_plane.store import ClusterStore
-
-        store = ClusterStore(EtcdClient(list(config.etcd_endpoints), timeout=5.0))
-        registration = await store.register_server(config.server_id, server.address, config.lease_ttl_s)
     if server.metrics.port is not None:
         print(f"quiver-shard metrics on {config.metrics_host}:{server.metrics.port}", flush=True)
     # The line launchers and tests wait for; keep its shape.
@@ -45,8 +39,8 @@ async def serve(config: ShardConfig) -> None:
     await stop.wait()
     _log.info("shutting down: NOT_SERVING, out of etcd, draining, snapshotting")
     await server.begin_drain()
-    if registration is not None:
-        await registration.close()
+    if config.etcd_endpoints:
+        await server.leave_cluster()
         # Routers stop sending here once their watch sees the lease go; until then, keep answering what
         # arrives (a call refused mid-shutdown would fail a read that another replica could have served).
         await asyncio.sleep(config.drain_delay_s)
@@ -59,6 +53,8 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=0, show_default=True, help="0 picks a free port.")
 @click.option("--etcd", "etcd_endpoints", default="", help="Comma-separated etcd endpoints (host:port); empty = standalone.")
+@click.option("--etcd-root", default="/quiver/", show_default=True, help="Key prefix of this cluster's state in etcd.")
+@click.option("--replica-ack-timeout-s", default=ReplicationPolicy.ack_timeout_s, show_default=True, help="As a primary: an in-sync replica that has not acknowledged a write this long is dropped from the in-sync set (and catches up later).")
 @click.option("--server-id", default="", help="Id in the cluster, kept in the data directory on first start (default: hostname + random); a later start must name the same id or none.")
 @click.option("--advertise", default="", help="Address the router dials, if not host:port.")
 @click.option("--lease-ttl", default=5.0, show_default=True, help="Seconds until a dead server drops out of etcd.")
@@ -86,7 +82,7 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True, help="JSON lines (one event per line) or plain text.")
 @click.option("--slow-rpc-ms", default=1000.0, show_default=True, help="RPCs slower than this are logged at WARNING (the slow-query log).")
 def main(
-    data_dir: Path, host: str, port: int, etcd_endpoints: str, server_id: str, advertise: str, lease_ttl: float,
+    data_dir: Path, host: str, port: int, etcd_endpoints: str, etcd_root: str, replica_ack_timeout_s: float, server_id: str, advertise: str, lease_ttl: float,
     exact_filter_fraction: float, exact_filter_min_points: int, max_k: int, max_queries_per_request: int,
     max_message_bytes: int, wal_segment_bytes: int, snapshot_after_wal_bytes: int, snapshot_interval_s: float,
     snapshots_kept: int, max_batch_writes: int, min_free_bytes: int, fault_retry_s: float,
@@ -109,6 +105,8 @@ def main(
         host=host,
         port=port,
         etcd_endpoints=tuple(e for e in etcd_endpoints.split(",") if e),
+        etcd_root=etcd_root,
+        replication=ReplicationPolicy(ack_timeout_s=replica_ack_timeout_s),
         server_id=server_id,
         advertise_address=advertise,
         lease_ttl_s=lease_ttl,

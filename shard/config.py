@@ -8,6 +8,7 @@ from shard.admission import AdmissionBudgets
 from shard.durable_partition import DurabilityPolicy
 from shard.executors import ExecutorSizes
 from shard.partition_state import SearchPolicy
+from shard.replication import ReplicationPolicy
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class ShardConfig:
     executors: ExecutorSizes = field(default_factory=ExecutorSizes)
     admission: AdmissionBudgets = field(default_factory=AdmissionBudgets)
     etcd_endpoints: tuple[str, ...] = ()  # empty: run standalone, not registered in a cluster
+    etcd_root: str = "/quiver/"
+    replication: ReplicationPolicy = field(default_factory=ReplicationPolicy)
     server_id: str = ""
     lease_ttl_s: float = 5.0
     advertise_address: str = ""  # address the router dials; defaults to host:port

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from quiver.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+from quiver.errors import DeadlineExceeded, FailedPrecondition, OutOfRange, ResourceExhausted, Unavailable
 from quiver.filters import Filter, Metadata
 from quiver.metrics import WRITE_VISIBLE_SECONDS
 from quiver.specs import PartitionSpec
@@ -42,14 +42,32 @@ from shard.rwlock import ReadWriteLock
 from shard.snapshot_store import SnapshotStore
 from shard.storage import OS_STORAGE, Storage, write_file_atomically
 from shard.wal import CorruptLog, LogFailed, WriteAheadLog
-from shard.wal_codec import DeleteRecord, UpsertRecord, WalRecord, decode, encode
+from shard.wal_codec import DeleteRecord, UpsertRecord, WalRecord, decode, encode, term_of
 
 _log = logging.getLogger(__name__)
 
 SPEC_FILE = "spec.json"
+TERM_FILE = "term"  # the newest replication term this replica has seen, so a restart still refuses older ones
+LOG_POSITION_SECTION = "log_position"  # snapshot section: the term of the record at the snapshot's LSN
 INLINE_MAX_QUERIES = 2
 INLINE_MAX_EF = 128
 APPLY_SLICE_POINTS = 32
+
+
+class StaleTerm(FailedPrecondition):
+    """A write from a primary whose term is older than one this replica has seen: it was deposed."""
+
+
+class LogGap(OutOfRange):
+    """Replicated records that do not continue this replica's log; `last_lsn` is where it ends."""
+
+    def __init__(self, last_lsn: int, first: int) -> None:
+        super().__init__(f"replicated records start at lsn {first}, but this replica's log ends at lsn {last_lsn}")
+        self.last_lsn = last_lsn
+
+
+class LogTrimmed(Exception):
+    """The records asked for were dropped from the log after a snapshot: a follower needs the snapshot."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +136,7 @@ class DurablePartition:
         storage: Storage,
         server_id: str = "",
         executors: ShardExecutors | None = None,
+        last_term: int = 0,
     ) -> None:
         self.directory = directory
         self._storage = storage
@@ -146,6 +165,13 @@ class DurablePartition:
         self._train_not_before = 0.0  # monotonic; after a failed training, backs off
         self.training_failures = 0
         self._train_backoff_s = 1.0
+        # Replication: the newest term seen (persisted in TERM_FILE), the term of the last logged record, and
+        # who hears of every record logged (the primary's follower streams), in LSN order, before its writer
+        # is answered.
+        self.term = _read_term(directory, storage)
+        self.last_term = last_term
+        self.on_logged: Callable[[list[tuple[int, bytes]]], None] | None = None
+        self._just_logged: list[tuple[int, bytes]] = []
 
     @property
     def spec(self) -> PartitionSpec:
@@ -176,8 +202,9 @@ class DurablePartition:
         if loaded is not None:
             state = PartitionState.from_sections(loaded.sections)
             after, written = loaded.lsn, loaded.written_unix
+            last_term = json.loads(loaded.sections[LOG_POSITION_SECTION])["term"] if LOG_POSITION_SECTION in loaded.sections else 0
         else:
-            state, after, written = PartitionState(read_spec(directory, storage)), 0, 0.0
+            state, after, written, last_term = PartitionState(read_spec(directory, storage)), 0, 0.0, 0
         wal = WriteAheadLog.open(directory / "wal", policy.wal_segment_bytes, start_lsn=after, storage=storage)
         replayed = 0
         for lsn, payload in wal.replay(after):
@@ -187,10 +214,12 @@ class DurablePartition:
                     f"partition {state.spec.key}: snapshot is at lsn {after} but the WAL resumes at lsn {lsn}; "
                     "records in between are missing"
                 )
-            _apply(state, decode(payload))
+            record = decode(payload)
+            _apply(state, record)
+            last_term = record.term
             replayed += 1
         _log.info("partition %s recovered: snapshot lsn %d, %d WAL records replayed, %d points", state.spec.key, after, replayed, state.count)
-        return cls(directory, state, wal, snapshots, policy, search_policy, written, storage, server_id, executors)
+        return cls(directory, state, wal, snapshots, policy, search_policy, written, storage, server_id, executors, last_term)
 
     def start(self) -> None:
         self._commit_thread = ShardExecutors.commit_thread(str(self.spec.key))
@@ -256,6 +285,12 @@ class DurablePartition:
             except Exception as error:  # noqa: BLE001 - a bug must fail these writes, not stall the partition
                 _log.exception("commit of %d writes to %s failed", len(batch), self.spec.key)
                 outcomes = [(False, error)] * len(batch)
+            logged, self._just_logged = self._just_logged, []
+            if logged and self.on_logged is not None:
+                try:
+                    self.on_logged(logged)
+                except Exception:  # noqa: BLE001 - a follower stream's bug must not fail the local writes
+                    _log.exception("handing logged records of %s to its followers failed", self.spec.key)
             for write, (ok, value) in zip(batch, outcomes):
                 if write.abandoned:
                     write.future.cancel()  # nobody waits for its answer
@@ -299,13 +334,15 @@ class DurablePartition:
             outcomes.append((True, value))
             if isinstance(value, _Logged):
                 pending.append((position, value))
+            elif isinstance(value, _LoggedBatch):
+                pending.extend((position, logged) for logged in value.records)
         if pending:
             self._flush(pending, outcomes)
         self._maybe_snapshot()
         return outcomes
 
     def _flush(self, pending: list[tuple[int, "_Logged"]], outcomes: list[tuple[bool, Any]]) -> None:
-        payloads = [encode(logged.record) for _, logged in pending]
+        payloads = [logged.payload if logged.payload is not None else encode(logged.record) for _, logged in pending]
         refusal = self._refusal(sum(map(len, payloads)))
         if refusal is not None:
             for position, _ in pending:
@@ -324,6 +361,8 @@ class DurablePartition:
         if self.fault is not None:
             _log.warning("partition %s takes writes again (was %s: %s)", self.spec.key, self.fault.state, self.fault.detail)
             self.fault = None
+        self._just_logged.extend(zip(lsns, payloads))
+        self.last_term = pending[-1][1].record.term
         # Applied in slices of about APPLY_SLICE_POINTS points, each under the write lock on its own: a batch
         # of thousands of HNSW inserts held under one lock would stall every search of the partition for as
         # long. Searches between slices may see part of a batch: all of it is logged, none acknowledged yet.
@@ -401,6 +440,7 @@ class DurablePartition:
             raise Unavailable(self._read_only_message() if self.fault else f"partition {self.spec.key}: its log has failed")
         with self._lock.read():
             sections = self.state.to_sections()
+        sections[LOG_POSITION_SECTION] = json.dumps({"term": self.last_term}).encode("utf-8")
         lsn = self._wal.last_lsn
         self._wal.rotate()
         self._snapshots.write(lsn, sections)
@@ -418,22 +458,123 @@ class DurablePartition:
 
     async def upsert(
         self, ids: list[str], vectors: np.ndarray, metadata: list[Metadata] | None, *, deadline: float | None = None,
+        term: int = 0,
     ) -> int:
         """`vectors` must already be validated and prepared (normalised under cosine). `deadline` (monotonic):
-        if the write is still queued then, it is dropped and DeadlineExceeded raised; nothing is applied."""
-        record = UpsertRecord(ids, vectors, metadata)
-        return int(await self._submit(lambda: _Logged(record, lambda lsn: lsn), reads_state=False, deadline=deadline))
+        if the write is still queued then, it is dropped and DeadlineExceeded raised; nothing is applied.
+        `term`: the primary term the write is logged in (0 outside replication); StaleTerm, nothing applied,
+        if this replica has seen a newer one."""
+        record = UpsertRecord(ids, vectors, metadata, term)
 
-    async def delete(self, ids: Sequence[str], flt: Filter | None, *, deadline: float | None = None) -> tuple[int, int]:
         def action() -> Any:
+            self._check_term(term)
+            return _Logged(record, lambda lsn: lsn)
+
+        return int(await self._submit(action, reads_state=False, deadline=deadline))
+
+    async def delete(
+        self, ids: Sequence[str], flt: Filter | None, *, deadline: float | None = None, term: int = 0,
+    ) -> tuple[int, int]:
+        def action() -> Any:
+            self._check_term(term)
             targets = dict.fromkeys(i for i in ids if i in self.state.id_to_label)
             if flt is not None:
                 targets.update(dict.fromkeys(self.state.ids_matching(flt)))
             if not targets:
                 return (0, self._wal.last_lsn)
-            return _Logged(DeleteRecord(list(targets)), lambda lsn: (len(targets), lsn))
+            return _Logged(DeleteRecord(list(targets), term), lambda lsn: (len(targets), lsn))
 
         return await self._submit(action, deadline=deadline)  # type: ignore[no-any-return]
+
+    # -- replication --------------------------------------------------------------------------------
+
+    def _check_term(self, term: int) -> None:
+        """Commit thread: refuse a write of an older term than seen; remember a newer one, durably first."""
+        if term and term < self.term:
+            raise StaleTerm(f"partition {self.spec.key}: a write of term {term} arrived, but term {self.term} has begun")
+        if term > self.term:
+            write_file_atomically(self._storage, self.directory / TERM_FILE, str(term).encode())
+            self.term = term
+
+    async def observe_term(self, term: int) -> int:
+        """Refuse writes of terms older than `term` from now on (a new primary announced itself); returns the
+        newest term seen. Raises nothing for an older `term`: the caller compares."""
+        if term <= self.term:
+            return self.term
+
+        def action() -> int:
+            self._check_term(term)
+            return self.term
+
+        return int(await self._submit(action))
+
+    async def log_position(self, term: int = 0) -> tuple[int, int, int]:
+        """(newest term seen, last LSN, term of the last record), read between commits so the three agree;
+        a `term` newer than seen is observed first, as `observe_term` does."""
+
+        def action() -> tuple[int, int, int]:
+            self._check_term(term)
+            return self.term, self._wal.last_lsn, self.last_term
+
+        return await self._submit(action)  # type: ignore[no-any-return]
+
+    async def append_replicated(self, entries: list[tuple[int, bytes]], term: int, *, deadline: float | None = None) -> int:
+        """A follower's side of replication: log and apply the primary's records as they are, at the LSNs
+        the primary gave them; returns the last durable LSN. Records this log already holds are skipped (a
+        resend after a lost answer); records that do not continue it raise LogGap; StaleTerm when the
+        sender's term is older than one seen here."""
+
+        def action() -> Any:
+            self._check_term(term)
+            last = self._wal.last_lsn
+            fresh = [(lsn, payload) for lsn, payload in entries if lsn > last]
+            if not fresh:
+                return last
+            if fresh[0][0] != last + 1 or any(b[0] != a[0] + 1 for a, b in zip(fresh, fresh[1:])):
+                raise LogGap(last, fresh[0][0])
+            return _LoggedBatch([_Logged(decode(payload), lambda lsn: lsn, payload) for _, payload in fresh])
+
+        return int(await self._submit(action, deadline=deadline))
+
+    @property
+    def last_lsn(self) -> int:
+        return self._wal.last_lsn
+
+    @property
+    def first_logged_lsn(self) -> int:
+        """The oldest LSN the log can still hand out (older ones live only in snapshots)."""
+        return self._wal.first_lsn
+
+    def read_log(self, after: int, max_bytes: int) -> list[tuple[int, bytes]]:
+        """Any thread: logged records after LSN `after`, in order, up to about `max_bytes`; LogTrimmed when
+        the log no longer reaches back that far."""
+        if after + 1 < self._wal.first_lsn:
+            raise LogTrimmed(f"partition {self.spec.key}: the log starts at lsn {self._wal.first_lsn}, after {after + 1}")
+        found: list[tuple[int, bytes]] = []
+        size = 0
+        try:
+            for lsn, payload in self._wal.replay(after):
+                if found and size + len(payload) > max_bytes:
+                    break
+                found.append((lsn, payload))
+                size += len(payload)
+        except FileNotFoundError as error:  # a snapshot dropped the segment while it was read
+            raise LogTrimmed(f"partition {self.spec.key}: {error}") from None
+        if found and found[0][0] != after + 1:
+            raise LogTrimmed(f"partition {self.spec.key}: the log resumes at lsn {found[0][0]}, after {after + 1}")
+        return found
+
+    def term_at(self, lsn: int) -> int | None:
+        """Any thread: the term of the record at `lsn` (0 for lsn 0), or None when the log no longer has it."""
+        if lsn == 0:
+            return 0
+        if lsn == self._wal.last_lsn:
+            return self.last_term
+        try:
+            entries = self.read_log(lsn - 1, 1)
+        except LogTrimmed:
+            return None
+        return term_of(entries[0][1]) if entries and entries[0][0] == lsn else None
 
     async def train(self, sample: np.ndarray | None) -> int:
         """Train IVF-PQ without stalling writes or searches: the build snapshot is taken in the commit
@@ -562,6 +703,22 @@ class _Logged:
 
     record: WalRecord
     result: Callable[[int], Any]
+    payload: bytes | None = None  # already encoded (a replicated record, logged byte for byte as received)
+
+
+@dataclass(frozen=True)
+class _LoggedBatch:
+    """An action's answer: several records, logged and applied in order; the caller gets the last's result."""
+
+    records: list[_Logged]
+
+
+def _read_term(directory: Path, storage: Storage) -> int:
+    try:
+        with storage.open_read(directory / TERM_FILE) as f:
+            return int(f.read().decode() or 0)
+    except FileNotFoundError:
+        return 0
 
 
 def _slices(items: list[tuple[tuple[int, _Logged], int]]) -> list[list[tuple[tuple[int, _Logged], int]]]:

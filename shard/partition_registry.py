@@ -11,7 +11,7 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 from quiver.errors import AlreadyExists, InvalidArgument, NotFound
 from quiver.specs import INDEX_KINDS, MAX_DIM, METRICS, PartitionKey, PartitionSpec
@@ -55,6 +55,7 @@ class PartitionRegistry:
         # Called when a partition starts or stops refusing writes (disk full, read-only), and on a drop.
         self._on_fault_change = on_fault_change
         self._partitions: dict[PartitionKey, DurablePartition] = {}
+        self.on_created: Callable[[], Awaitable[None]] | None = None  # e.g. start replicating a new partition
         # Partitions found on disk that could not be opened: directory -> why (health and metrics show them).
         self.failed: dict[Path, str] = {}
         self._lock = asyncio.Lock()
@@ -92,7 +93,9 @@ class PartitionRegistry:
                 functools.partial(DurablePartition.create, directory, spec, self._durability, self._search_policy,
                                   server_id=self._server_id, executors=self._executors))
             self._serve(partition)
-            return True
+        if self.on_created is not None:
+            await self.on_created()
+        return True
 
     def _serve(self, partition: DurablePartition) -> None:
         partition.on_fault_change = lambda _: self._fault_changed()

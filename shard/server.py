@@ -14,7 +14,11 @@ from shard.executors import ShardExecutors
 from quiver.metrics import MetricsEndpoint
 from shard import partition_metrics
 from shard.partition_registry import PartitionRegistry
+from shard.replication import Replication
 from shard.servicer import ShardServicer
+from quiver.control_plane.store import ClusterSnapshot, ClusterStore, Registration
+from quiver.control_plane.watcher import ClusterWatcher
+from quiver.shard_channels import ShardPool
 
 SERVICE_NAME = shard_pb2.DESCRIPTOR.services_by_name["Shard"].full_name
 # Health of this name is NOT_SERVING while any partition refuses writes (disk full, read-only log); the
@@ -39,7 +43,12 @@ class ShardServer:
         self._health_update: asyncio.Task[None] | None = None
         self.server = grpc.aio.server(options=server_options(config.max_message_bytes), maximum_concurrent_rpcs=config.max_concurrent_rpcs)
         self.admission = Admission(config.admission, f"shard server {config.server_id}" if config.server_id else "this shard server")
-        add_service(self.server, ShardServicer(self.registry, config, self.admission, self.executors), shard_pb2.DESCRIPTOR.services_by_name["Shard"])
+        self.servicer = ShardServicer(self.registry, config, self.admission, self.executors)
+        add_service(self.server, self.servicer, shard_pb2.DESCRIPTOR.services_by_name["Shard"])
+        self.registration: Registration | None = None
+        self.replication: Replication | None = None
+        self._watcher: ClusterWatcher | None = None
+        self._peers: ShardPool | None = None
         self.health = add_health_and_reflection(self.server, SERVICE_NAME)
         self.port = bind(self.server, config.host, config.port)
         self.metrics = MetricsEndpoint(config.metrics_port, config.metrics_host)
@@ -54,6 +63,8 @@ class ShardServer:
         partition_metrics.watch(self.registry, self.config.server_id)
         self.metrics.start()
         await self.server.start()
+        if self.config.etcd_endpoints:
+            await self._join_cluster()
         self._serving = True
         await set_health(self.health, [SERVICE_NAME], serving=True)
         await self.health.set(
@@ -61,6 +72,43 @@ class ShardServer:
             health_pb2.HealthCheckResponse.NOT_SERVING if self.registry.failed else health_pb2.HealthCheckResponse.SERVING,
         )
         await self._update_writes_health()
+
+    async def _join_cluster(self) -> None:
+        """Register under a lease and follow the cluster state: which partitions this server leads."""
+        from quiver.control_plane.etcd_client import EtcdClient  # the etcd client is a cluster-only dependency
+
+        store = ClusterStore(EtcdClient(list(self.config.etcd_endpoints), timeout=5.0), self.config.etcd_root)
+        self._peers = ShardPool(self.config.max_message_bytes)
+        self._watcher = ClusterWatcher(store, on_change=self._cluster_changed)
+        await self._watcher.start()
+        self.replication = Replication(self.config.server_id, store, self._watcher, self.registry, self._peers, self.config.replication)
+        self.servicer.replication = self.replication
+        self.registry.on_created = self._partition_created
+        self.registration = await store.register_server(self.config.server_id, self.address, self.config.lease_ttl_s)
+        await self.replication.sync()
+
+    async def _cluster_changed(self, snapshot: ClusterSnapshot) -> None:
+        if self.replication is not None:
+            await self.replication.sync(snapshot)
+
+    async def _partition_created(self) -> None:
+        if self.replication is not None:
+            await self.replication.sync()
+
+    async def leave_cluster(self) -> None:
+        """Out of etcd: routers stop sending here once their watch sees it. Replication goes on until `stop`,
+        so writes that still arrive meanwhile are replicated as ever."""
+        if self.registration is not None:
+            await self.registration.close()
+            self.registration = None
+
+    async def _stop_replication(self) -> None:
+        if self.replication is not None:
+            await self.replication.close()
+        if self._watcher is not None:
+            await self._watcher.stop()
+        if self._peers is not None:
+            await self._peers.close()
 
     def _fault_changed(self) -> None:
         self._health_update = asyncio.get_running_loop().create_task(self._update_writes_health())
@@ -79,7 +127,9 @@ class ShardServer:
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.begin_drain()
+        await self.leave_cluster()
         await self.server.stop(grace)
+        await self._stop_replication()
         await self.registry.close_all(snapshot=True)
         partition_metrics.unwatch(self.registry)
         self.metrics.stop()

@@ -7,11 +7,11 @@ from __future__ import annotations
 import functools
 import json
 import time
-from typing import Callable, TypeVar
+from typing import Awaitable, Callable, TypeVar
 
 import numpy as np
 
-from quiver.errors import DeadlineExceeded, InvalidArgument
+from quiver.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from quiver.rpc_guard import rpc_guard
 from quiver.v1 import shard_pb2, shard_pb2_grpc
 from quiver.wire.filters import filter_from_proto
@@ -30,6 +30,7 @@ from shard.config import ShardConfig
 from shard.durable_partition import DurablePartition
 from shard.indexes import QueryKnobs
 from shard.partition_registry import PartitionRegistry
+from shard.replication import Replication
 from quiver.validation import check_ids, check_k, prepare_vectors
 
 
@@ -40,6 +41,7 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
     SERVICE = shard_pb2.DESCRIPTOR.services_by_name["Shard"].full_name
 
     def __init__(self, registry: PartitionRegistry, config: ShardConfig, admission: Admission, executors: ShardExecutors) -> None:
+        self.replication: Replication | None = None  # set by ShardServer once it is in a cluster
         self._executors = executors
         self._registry = registry
         self._config = config
@@ -75,8 +77,22 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
         with self._admission.write(request.ByteSize()):
             decode = functools.partial(_decode_upsert, request, partition.spec)
             ids, prepared, metadata = await self._off_loop(len(request.ids), decode)
-            lsn = await partition.upsert(ids, prepared, metadata, deadline=_deadline(context))
+            deadline = _deadline(context)
+
+            async def apply(term: int) -> tuple[int, int]:
+                lsn = await partition.upsert(ids, prepared, metadata, deadline=deadline, term=term)
+                return lsn, lsn
+
+            lsn = await self._write(partition, request.term, deadline, apply)
         return shard_pb2.UpsertResponse(upserted=len(ids), lsn=lsn)
+
+    async def _write(self, partition: DurablePartition, term: int, deadline: float | None, apply: Callable[[int], Awaitable[tuple[T, int]]]) -> T:
+        """A write, through this server's replica group when the partition belongs to one."""
+        if self.replication is None:
+            if term:
+                raise Unavailable(f"partition {partition.spec.key}: this shard server is not in a cluster, so it leads no replica group; retry")
+            return (await apply(0))[0]
+        return await self.replication.write(partition, term, deadline, apply)
 
     @rpc_guard
     async def Delete(self, request, context):  # type: ignore[no-untyped-def]
@@ -87,8 +103,28 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
         if not ids and flt is None:
             raise InvalidArgument("delete names no ids and no filter; give at least one")
         with self._admission.write(request.ByteSize()):
-            deleted, lsn = await partition.delete(ids, flt, deadline=_deadline(context))
+            deadline = _deadline(context)
+
+            async def apply(term: int) -> tuple[tuple[int, int], int]:
+                deleted, lsn = await partition.delete(ids, flt, deadline=deadline, term=term)
+                return (deleted, lsn), lsn
+
+            deleted, lsn = await self._write(partition, request.term, deadline, apply)
         return shard_pb2.DeleteResponse(deleted=deleted, lsn=lsn)
+
+    @rpc_guard
+    async def Replicate(self, request, context):  # type: ignore[no-untyped-def]
+        partition = self._partition(request.ref)
+        entries = [(entry.lsn, entry.payload) for entry in request.entries]
+        with self._admission.write(request.ByteSize()):
+            last = await partition.append_replicated(entries, request.term, deadline=_deadline(context))
+        return shard_pb2.ReplicateResponse(last_lsn=last)
+
+    @rpc_guard
+    async def ReplicaStatus(self, request, context):  # type: ignore[no-untyped-def]
+        partition = self._partition(request.ref)
+        term, last_lsn, last_term = await partition.log_position(request.term)
+        return shard_pb2.ReplicaStatusResponse(term=term, last_lsn=last_lsn, last_term=last_term)
 
     @rpc_guard
     async def Get(self, request, context):  # type: ignore[no-untyped-def]

@@ -178,6 +178,11 @@ class WriteAheadLog:
         return self._last_lsn
 
     @property
+    def first_lsn(self) -> int:
+        """The LSN of the oldest record the log still holds (or of the next record, when it holds none)."""
+        return self._segments[0].first_lsn
+
+    @property
     def size_bytes(self) -> int:
         return sum(seg.size for seg in self._segments)
 

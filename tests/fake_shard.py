@@ -55,6 +55,7 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
         self.max_queries_per_request = max_queries_per_request
         self.max_k = max_k
         self.partitions: dict[PartitionKey, FakePartition] = {}
+        self.peers: list[FakeShard] = []  # the other fakes of the cluster, which a write with a term reaches too
         self.log: list[tuple[str, Any]] = []
         self._delays: dict[str, float] = {}
         self._gates: dict[str, asyncio.Event] = {}
@@ -154,7 +155,16 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
         del self.partitions[key_of(request.ref)]
         return shard_pb2.DropPartitionResponse()
 
+    def _replicate(self, request: Any, apply: Any) -> None:
+        """A write with a term comes to a primary: apply it to the peers holding the partition too, as a real
+        primary's replication would before answering (the fake does it at once, in-process)."""
+        if request.term:
+            for peer in self.peers:
+                if peer is not self and key_of(request.ref) in peer.partitions:
+                    apply(peer, request)
+
     def _upsert(self, request: shard_pb2.UpsertRequest) -> shard_pb2.UpsertResponse:
+        self._replicate(request, lambda peer, r: peer._upsert(shard_pb2.UpsertRequest(ref=r.ref, ids=r.ids, vectors=r.vectors, metadata=r.metadata)))
         partition = self._partition(request.ref)
         vectors = prepare_vectors(vectors_from_bytes(request.vectors, partition.spec.dim, len(request.ids), "vectors"), partition.metric)
         metadata = [metadata_from_proto(m) for m in request.metadata] or [{} for _ in request.ids]
@@ -163,6 +173,7 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
         return shard_pb2.UpsertResponse(upserted=len(request.ids))
 
     def _delete(self, request: shard_pb2.DeleteRequest) -> shard_pb2.DeleteResponse:
+        self._replicate(request, lambda peer, r: peer._delete(shard_pb2.DeleteRequest(ref=r.ref, ids=r.ids, filter=r.filter)))
         partition = self._partition(request.ref)
         flt = filter_from_proto(request.filter)
         doomed = {i for i in request.ids if i in partition.points}
@@ -282,6 +293,8 @@ async def fake_cluster(etcd_endpoint: str, etcd_root: str, servers: int = 3, **r
             stack.push_async_callback(_close_once, registration)
             fakes.append(fake)
             registrations.append(registration)
+        for fake in fakes:
+            fake.peers = fakes
         router = RouterServer(RouterConfig(etcd_endpoints=(etcd_endpoint,), etcd_root=etcd_root, port=0, **router_options))
         await router.start()
         stack.push_async_callback(router.stop, 0)

@@ -203,10 +203,11 @@ class EtcdClient:
         return response.header.revision
 
     async def create_if_absent(
-        self, key: str, value: bytes, *, also_put: Mapping[str, bytes] | None = None
+        self, key: str, value: bytes, *, also_put: Mapping[str, bytes] | None = None, lease: int | None = None,
     ) -> int:
-        """Write `key` (and `also_put`) in one transaction only if `key` does not exist; else Aborted."""
-        return await self.swap({key: 0}, put={key: value, **(also_put or {})})
+        """Write `key` (and `also_put`) in one transaction only if `key` does not exist; else Aborted. With
+        `lease`, `key` is attached to it (and vanishes when the lease expires)."""
+        return await self.swap({key: 0}, put={key: value, **(also_put or {})}, lease_of={key: lease} if lease else None)
 
     async def swap(
         self,
@@ -215,12 +216,14 @@ class EtcdClient:
         put: Mapping[str, bytes] | None = None,
         delete: Iterable[str] = (),
         delete_prefixes: Iterable[str] = (),
+        lease_of: Mapping[str, int] | None = None,
     ) -> int:
         """One transaction: if every key's mod_revision equals the expected one (0 = key absent), apply the
-        puts, deletes and prefix deletes; else raise Aborted. Returns the revision of the transaction."""
+        puts (a key in `lease_of` attached to that lease), deletes and prefix deletes; else raise Aborted.
+        Returns the revision of the transaction."""
         t = self._client.transactions
         compare = [t.mod(key) == revision for key, revision in expected_mod_revisions.items()]
-        success: list[Any] = [t.put(key, value) for key, value in (put or {}).items()]
+        success: list[Any] = [t.put(key, value, lease=(lease_of or {}).get(key)) for key, value in (put or {}).items()]
         success += [t.delete(key) for key in delete]
         success += [
             t.delete(prefix, range_end=etcd_utils.prefix_range_end(prefix.encode()))

@@ -8,6 +8,8 @@ each its own root so one etcd can hold several):
                                              named by server id, never by address
     {root}servers/{server_id}                ServerRecord, JSON, attached to the server's lease, so it
                                              disappears when the server stops renewing it
+    {root}controller                         the id of the router holding the controller role, under its
+                                             lease (see election.py)
 
 Versions are zero-padded to 8 digits so etcd's lexical key order is numeric order, and the collection's
 shard-map prefix ends in "/" so collection "a" never matches the maps of collection "ab". Collection
@@ -83,6 +85,10 @@ class KeyLayout:
 
     def server(self, server_id: str) -> str:
         return self.servers_prefix + check_segment("server id", server_id)
+
+    @property
+    def controller(self) -> str:
+        return f"{self.root}controller"
 
     def parse(self, key: str) -> ParsedKey | None:
         """What `key` holds, or None for a key outside this layout (ignored by readers)."""

@@ -69,6 +69,8 @@ class CollectionRecord:
     active_version: int  # the shard-map version that serves
     previous_version: int | None  # the version it replaced, kept for rollback
     created_unix: float
+    # Writes are refused (UNAVAILABLE) while fewer in-sync replicas of their shard are live than this.
+    min_in_sync: int = 1
 
     def __post_init__(self) -> None:
         check_segment("collection name", self.name)
@@ -83,6 +85,11 @@ class CollectionRecord:
             raise InvalidArgument(f"index_params must be a JSON object, got {self.index_params!r}")
         _version("active_version", self.active_version)
         _version("previous_version", self.previous_version)
+        _positive("min_in_sync", self.min_in_sync)
+        if self.min_in_sync > self.replication_factor:
+            raise InvalidArgument(
+                f"min_in_sync {self.min_in_sync} exceeds replication_factor {self.replication_factor}: no write could ever be accepted"
+            )
 
     def to_json(self) -> bytes:
         return _dumps(asdict(self))
@@ -90,7 +97,8 @@ class CollectionRecord:
     @classmethod
     def from_json(cls, data: bytes | str) -> Self:
         body = _loads("collection", data)
-        return cls(**_pick("collection", body, _FIELDS[cls]))
+        optional = {name: body[name] for name in _OPTIONAL[cls] if name in body}
+        return cls(**_pick("collection", body, _REQUIRED[cls]), **optional)
 
 
 @dataclass(frozen=True)
@@ -104,8 +112,51 @@ class Replica:
 
 @dataclass(frozen=True)
 class ShardPlacement:
+    """A shard's replica group configuration (PacificA's "configuration", Elasticsearch's in-sync set).
+
+    Writes go to `primary`, which orders them (LSNs) and forwards them to the other members of `in_sync`;
+    a write is acknowledged once every member of `in_sync` has it durably. Reads go to `in_sync` only.
+    `term` grows by one on every change of primary, so a deposed primary's writes can be told apart and
+    refused. Replicas outside `in_sync` are catching up from the primary. Only a transaction comparing the
+    shard map's revision changes any of this (ClusterStore.update_placement).
+    """
+
     shard: int
     replicas: tuple[Replica, ...]
+    primary: str = ""  # server id; "" (records from before replication) means the first replica
+    term: int = 1
+    in_sync: tuple[str, ...] | None = None  # None (records from before replication) means every replica
+
+    def __post_init__(self) -> None:
+        ids = [r.server_id for r in self.replicas]
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument(f"shard {self.shard} places two replicas on one server: {ids}")
+        if not ids:
+            return
+        if not self.primary:
+            object.__setattr__(self, "primary", ids[0])
+        if self.in_sync is None:
+            object.__setattr__(self, "in_sync", tuple(ids))
+        else:
+            object.__setattr__(self, "in_sync", tuple(self.in_sync))
+        _positive("term", self.term)
+        unknown = [s for s in self.in_sync_ids if s not in ids]
+        if unknown:
+            raise InvalidArgument(f"shard {self.shard}: in-sync server(s) {unknown} hold no replica of it")
+        if self.primary not in self.in_sync_ids:
+            raise InvalidArgument(f"shard {self.shard}: primary {self.primary!r} is not in its in-sync set {list(self.in_sync_ids)}")
+
+    @property
+    def in_sync_ids(self) -> tuple[str, ...]:
+        return self.in_sync or ()
+
+    @property
+    def server_ids(self) -> tuple[str, ...]:
+        return tuple(r.server_id for r in self.replicas)
+
+    def catching_up(self) -> tuple[str, ...]:
+        """Replicas outside the in-sync set: they serve no reads until they rejoin it."""
+        return tuple(s for s in self.server_ids if s not in self.in_sync_ids)
 
 
 @dataclass(frozen=True)
@@ -139,6 +190,9 @@ class ShardMap:
                     replicas=tuple(
                         Replica(r["server_id"], r["state"]) for r in p["replicas"]
                     ),
+                    primary=p.get("primary", ""),
+                    term=p.get("term", 1),
+                    in_sync=tuple(p["in_sync"]) if p.get("in_sync") is not None else None,
                 )
                 for p in body["shards"]
             )
@@ -167,4 +221,9 @@ class ServerRecord:
 _FIELDS: dict[type, tuple[str, ...]] = {
     CollectionRecord: tuple(CollectionRecord.__dataclass_fields__),
     ServerRecord: tuple(ServerRecord.__dataclass_fields__),
+}
+# Fields added after schema 1 was first written: optional on read, so older records still load.
+_OPTIONAL: dict[type, tuple[str, ...]] = {CollectionRecord: ("min_in_sync",)}
+_REQUIRED: dict[type, tuple[str, ...]] = {
+    kind: tuple(n for n in names if n not in _OPTIONAL.get(kind, ())) for kind, names in _FIELDS.items()
 }

@@ -17,12 +17,12 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from quiver.control_plane.etcd_client import EtcdClient, KeyValue, WatchEvent
 from quiver.control_plane.keys import DEFAULT_ROOT, KeyLayout
-from quiver.control_plane.records import CollectionRecord, ServerRecord, ShardMap
+from quiver.control_plane.records import CollectionRecord, ServerRecord, ShardMap, ShardPlacement
 from quiver.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, QuiverError, Unavailable
 
 _log = logging.getLogger(__name__)
@@ -57,12 +57,21 @@ class Registration:
         self.lease_id = 0
         self.granted_ttl = 0
         self.keepalive_task: asyncio.Task[None] | None = None
+        # Monotonic time until which the lease is surely alive in etcd: the send time of the last renewal
+        # etcd confirmed, plus the TTL. etcd expires the lease no sooner, so a primary that stops
+        # acknowledging writes at this time has stopped before any controller can have replaced it.
+        self.valid_until = 0.0
+
+    @property
+    def lease_alive(self) -> bool:
+        return time.monotonic() < self.valid_until
 
     @property
     def server_id(self) -> str:
         return self.record.server_id
 
     async def _register(self) -> None:
+        sent = time.monotonic()
         lease = await self._client.grant_lease(self._ttl)
         try:
             await self._client.put(self.key, self.record.to_json(), lease=lease.id)
@@ -71,6 +80,7 @@ class Registration:
                 await self._client.revoke_lease(lease.id)
             raise
         self.lease_id, self.granted_ttl = lease.id, lease.ttl
+        self.valid_until = sent + lease.ttl
 
     async def _keep_alive(self) -> None:
         # Renew at a third of the TTL so two renewals can fail before the record expires.
@@ -78,9 +88,13 @@ class Registration:
         while True:
             await asyncio.sleep(interval)
             try:
-                if await self._client.keepalive_lease(self.lease_id) <= 0:
+                sent = time.monotonic()
+                ttl = await self._client.keepalive_lease(self.lease_id)
+                if ttl <= 0:
                     _log.warning("lease of server %s expired; registering it again", self.server_id)
                     await self._register()
+                else:
+                    self.valid_until = sent + ttl
             except Unavailable as exc:
                 _log.warning("cannot renew the lease of server %s: %s", self.server_id, exc)
             except Exception:
@@ -231,6 +245,35 @@ class ClusterStore:
             except Aborted:
                 await _pause()
         raise Aborted(f"collection {name!r} kept changing while its shard map was being stored; try again")
+
+    async def update_placement(
+        self, name: str, version: int, shard: int, mutate: Callable[[ShardPlacement], ShardPlacement | None],
+    ) -> ShardPlacement:
+        """Change one shard's replica group configuration: `mutate` gets the current placement and returns
+        the new one (None: no change needed), or raises (e.g. Aborted when the term it expected is gone).
+        Written by one transaction comparing the shard map's mod_revision, so a controller or primary acting
+        on a stale configuration can never overwrite a newer one; a conflict re-reads and calls `mutate`
+        again. Returns the placement now stored."""
+        key = self.keys.shard_map(name, version)
+        for _ in range(_MAX_ATTEMPTS):
+            kv = await self.client.get(key)
+            if kv is None:
+                raise NotFound(f"collection {name!r} has no shard map version {version}")
+            shard_map = ShardMap.from_json(kv.value)
+            if not 0 <= shard < len(shard_map.shards):
+                raise NotFound(f"collection {name!r} v{version} has no shard {shard}")
+            current = shard_map.shards[shard]
+            updated = mutate(current)
+            if updated is None or updated == current:
+                return current
+            shards = list(shard_map.shards)
+            shards[shard] = updated
+            try:
+                await self.client.swap({key: kv.mod_revision}, put={key: replace(shard_map, shards=tuple(shards)).to_json()})
+                return updated
+            except Aborted:
+                await _pause()
+        raise Aborted(f"the shard map of {name!r} v{version} kept changing while shard {shard} was being updated; try again")
 
     async def get_shard_map(self, name: str, version: int) -> ShardMap:
         kv = await self.client.get(self.keys.shard_map(name, version))

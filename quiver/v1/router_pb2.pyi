@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CollectionSpec(_message.Message):
-    __slots__ = ("name", "dim", "metric", "index", "shards", "replication_factor", "model")
+    __slots__ = ("name", "dim", "metric", "index", "shards", "replication_factor", "model", "min_in_sync")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class CollectionSpec(_message.Message):
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    MIN_IN_SYNC_FIELD_NUMBER: _ClassVar[int]
     name: str
     dim: int
     metric: _types_pb2.Metric
@@ -23,7 +24,8 @@ class CollectionSpec(_message.Message):
     shards: int
     replication_factor: int
     model: str
-    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[_Union[_types_pb2.Metric, str]] = ..., index: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ..., shards: _Optional[int] = ..., replication_factor: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
+    min_in_sync: int
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[_Union[_types_pb2.Metric, str]] = ..., index: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ..., shards: _Optional[int] = ..., replication_factor: _Optional[int] = ..., model: _Optional[str] = ..., min_in_sync: _Optional[int] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
     __slots__ = ("spec", "active_version", "created_unix")
@@ -184,7 +186,7 @@ class ClusterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ShardReplicaStatus(_message.Message):
-    __slots__ = ("collection", "version", "shard", "address", "state", "point_count", "trained", "server_id", "write_state", "write_fault")
+    __slots__ = ("collection", "version", "shard", "address", "state", "point_count", "trained", "server_id", "write_state", "write_fault", "role", "term", "last_lsn", "lag")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +197,10 @@ class ShardReplicaStatus(_message.Message):
     SERVER_ID_FIELD_NUMBER: _ClassVar[int]
     WRITE_STATE_FIELD_NUMBER: _ClassVar[int]
     WRITE_FAULT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    LAST_LSN_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
     collection: str
     version: int
     shard: int
@@ -205,7 +211,11 @@ class ShardReplicaStatus(_message.Message):
     server_id: str
     write_state: str
     write_fault: str
-    def __init__(self, collection: _Optional[str] = ..., version: _Optional[int] = ..., shard: _Optional[int] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., point_count: _Optional[int] = ..., trained: _Optional[bool] = ..., server_id: _Optional[str] = ..., write_state: _Optional[str] = ..., write_fault: _Optional[str] = ...) -> None: ...
+    role: str
+    term: int
+    last_lsn: int
+    lag: int
+    def __init__(self, collection: _Optional[str] = ..., version: _Optional[int] = ..., shard: _Optional[int] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., point_count: _Optional[int] = ..., trained: _Optional[bool] = ..., server_id: _Optional[str] = ..., write_state: _Optional[str] = ..., write_fault: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., last_lsn: _Optional[int] = ..., lag: _Optional[int] = ...) -> None: ...
 
 class ShardServerStatus(_message.Message):
     __slots__ = ("server_id", "address")

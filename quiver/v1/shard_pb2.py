@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from quiver.v1 import types_pb2 as quiver_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15quiver/v1/shard.proto\x12\tquiver.v1\x1a\x15quiver/v1/types.proto\"B\n\x0cPartitionRef\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\r\x12\x0f\n\x07version\x18\x03 \x01(\r\"\x99\x01\n\rPartitionSpec\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12!\n\x06metric\x18\x03 \x01(\x0e\x32\x11.quiver.v1.Metric\x12#\n\x05index\x18\x04 \x01(\x0b\x32\x14.quiver.v1.IndexSpec\x12\r\n\x05model\x18\x05 \x01(\t\"@\n\x16\x43reatePartitionRequest\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x18.quiver.v1.PartitionSpec\"*\n\x17\x43reatePartitionResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"<\n\x14\x44ropPartitionRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\"\x17\n\x15\x44ropPartitionResponse\"\x17\n\x15ListPartitionsRequest\"F\n\x16ListPartitionsResponse\x12,\n\npartitions\x18\x01 \x03(\x0b\x32\x18.quiver.v1.PartitionSpec\"z\n\rUpsertRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x0f\n\x07vectors\x18\x03 \x01(\x0c\x12%\n\x08metadata\x18\x04 \x03(\x0b\x32\x13.quiver.v1.Metadata\"/\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\r\x12\x0b\n\x03lsn\x18\x02 \x01(\x04\"e\n\rDeleteRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12!\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x11.quiver.v1.Filter\".\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x0b\n\x03lsn\x18\x02 \x01(\x04\"X\n\nGetRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x17\n\x0finclude_vectors\x18\x03 \x01(\x08\"/\n\x0bGetResponse\x12 \n\x06points\x18\x01 \x03(\x0b\x32\x10.quiver.v1.Point\"\xd0\x01\n\rSearchRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\x12\x0f\n\x07queries\x18\x02 \x01(\x0c\x12\t\n\x01k\x18\x03 \x01(\r\x12!\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x11.quiver.v1.Filter\x12\'\n\x06params\x18\x05 \x01(\x0b\x32\x17.quiver.v1.SearchParams\x12\x18\n\x10include_metadata\x18\x06 \x01(\x08\x12\x17\n\x0finclude_vectors\x18\x07 \x01(\x08\"9\n\x0eSearchResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.quiver.v1.QueryResult\"E\n\x0cTrainRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\x12\x0f\n\x07vectors\x18\x02 \x01(\x0c\"#\n\rTrainResponse\x12\x12\n\ntrained_on\x18\x01 \x01(\r\"7\n\x0fSnapshotRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\"\x1f\n\x10SnapshotResponse\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\"4\n\x0cStatsRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\"\xcf\x02\n\x0ePartitionStats\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x18.quiver.v1.PartitionSpec\x12\x13\n\x0bpoint_count\x18\x02 \x01(\x04\x12\x15\n\rdeleted_count\x18\x03 \x01(\x04\x12\x1a\n\x12index_memory_bytes\x18\x04 \x01(\x04\x12\x1d\n\x15metadata_memory_bytes\x18\x05 \x01(\x04\x12\x11\n\twal_bytes\x18\x06 \x01(\x04\x12\x1a\n\x12last_snapshot_unix\x18\x07 \x01(\x01\x12\x10\n\x08last_lsn\x18\x08 \x01(\x04\x12\x0f\n\x07trained\x18\t \x01(\x08\x12\x19\n\x11index_params_json\x18\n \x01(\t\x12\x17\n\x0fsearches_served\x18\x0b \x01(\x04\x12\x13\n\x0bwrite_state\x18\x0c \x01(\t\x12\x13\n\x0bwrite_fault\x18\r \x01(\t\">\n\rStatsResponse\x12-\n\npartitions\x18\x01 \x03(\x0b\x32\x19.quiver.v1.PartitionStats2\xbc\x05\n\x05Shard\x12X\n\x0f\x43reatePartition\x12!.quiver.v1.CreatePartitionRequest\x1a\".quiver.v1.CreatePartitionResponse\x12R\n\rDropPartition\x12\x1f.quiver.v1.DropPartitionRequest\x1a .quiver.v1.DropPartitionResponse\x12U\n\x0eListPartitions\x12 .quiver.v1.ListPartitionsRequest\x1a!.quiver.v1.ListPartitionsResponse\x12=\n\x06Upsert\x12\x18.quiver.v1.UpsertRequest\x1a\x19.quiver.v1.UpsertResponse\x12=\n\x06\x44\x65lete\x12\x18.quiver.v1.DeleteRequest\x1a\x19.quiver.v1.DeleteResponse\x12\x34\n\x03Get\x12\x15.quiver.v1.GetRequest\x1a\x16.quiver.v1.GetResponse\x12=\n\x06Search\x12\x18.quiver.v1.SearchRequest\x1a\x19.quiver.v1.SearchResponse\x12:\n\x05Train\x12\x17.quiver.v1.TrainRequest\x1a\x18.quiver.v1.TrainResponse\x12\x43\n\x08Snapshot\x12\x1a.quiver.v1.SnapshotRequest\x1a\x1b.quiver.v1.SnapshotResponse\x12:\n\x05Stats\x12\x17.quiver.v1.StatsRequest\x1a\x18.quiver.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15quiver/v1/shard.proto\x12\tquiver.v1\x1a\x15quiver/v1/types.proto\"B\n\x0cPartitionRef\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\r\x12\x0f\n\x07version\x18\x03 \x01(\r\"\x99\x01\n\rPartitionSpec\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12!\n\x06metric\x18\x03 \x01(\x0e\x32\x11.quiver.v1.Metric\x12#\n\x05index\x18\x04 \x01(\x0b\x32\x14.quiver.v1.IndexSpec\x12\r\n\x05model\x18\x05 \x01(\t\"@\n\x16\x43reatePartitionRequest\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x18.quiver.v1.PartitionSpec\"*\n\x17\x43reatePartitionResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"<\n\x14\x44ropPartitionRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\"\x17\n\x15\x44ropPartitionResponse\"\x17\n\x15ListPartitionsRequest\"F\n\x16ListPartitionsResponse\x12,\n\npartitions\x18\x01 \x03(\x0b\x32\x18.quiver.v1.PartitionSpec\"\x88\x01\n\rUpsertRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x0f\n\x07vectors\x18\x03 \x01(\x0c\x12%\n\x08metadata\x18\x04 \x03(\x0b\x32\x13.quiver.v1.Metadata\x12\x0c\n\x04term\x18\x05 \x01(\x04\"/\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\r\x12\x0b\n\x03lsn\x18\x02 \x01(\x04\"s\n\rDeleteRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12!\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x11.quiver.v1.Filter\x12\x0c\n\x04term\x18\x04 \x01(\x04\".\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x0b\n\x03lsn\x18\x02 \x01(\x04\"X\n\nGetRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x17\n\x0finclude_vectors\x18\x03 \x01(\x08\"/\n\x0bGetResponse\x12 \n\x06points\x18\x01 \x03(\x0b\x32\x10.quiver.v1.Point\"\xd0\x01\n\rSearchRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\x12\x0f\n\x07queries\x18\x02 \x01(\x0c\x12\t\n\x01k\x18\x03 \x01(\r\x12!\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x11.quiver.v1.Filter\x12\'\n\x06params\x18\x05 \x01(\x0b\x32\x17.quiver.v1.SearchParams\x12\x18\n\x10include_metadata\x18\x06 \x01(\x08\x12\x17\n\x0finclude_vectors\x18\x07 \x01(\x08\"9\n\x0eSearchResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.quiver.v1.QueryResult\"E\n\x0cTrainRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\x12\x0f\n\x07vectors\x18\x02 \x01(\x0c\"#\n\rTrainResponse\x12\x12\n\ntrained_on\x18\x01 \x01(\r\"7\n\x0fSnapshotRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\"\x1f\n\x10SnapshotResponse\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\"4\n\x0cStatsRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\"\xcf\x02\n\x0ePartitionStats\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x18.quiver.v1.PartitionSpec\x12\x13\n\x0bpoint_count\x18\x02 \x01(\x04\x12\x15\n\rdeleted_count\x18\x03 \x01(\x04\x12\x1a\n\x12index_memory_bytes\x18\x04 \x01(\x04\x12\x1d\n\x15metadata_memory_bytes\x18\x05 \x01(\x04\x12\x11\n\twal_bytes\x18\x06 \x01(\x04\x12\x1a\n\x12last_snapshot_unix\x18\x07 \x01(\x01\x12\x10\n\x08last_lsn\x18\x08 \x01(\x04\x12\x0f\n\x07trained\x18\t \x01(\x08\x12\x19\n\x11index_params_json\x18\n \x01(\t\x12\x17\n\x0fsearches_served\x18\x0b \x01(\x04\x12\x13\n\x0bwrite_state\x18\x0c \x01(\t\x12\x13\n\x0bwrite_fault\x18\r \x01(\t\">\n\rStatsResponse\x12-\n\npartitions\x18\x01 \x03(\x0b\x32\x19.quiver.v1.PartitionStats\"(\n\x08LogEntry\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"}\n\x10ReplicateRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0f\n\x07primary\x18\x03 \x01(\t\x12$\n\x07\x65ntries\x18\x04 \x03(\x0b\x32\x13.quiver.v1.LogEntry\"%\n\x11ReplicateResponse\x12\x10\n\x08last_lsn\x18\x01 \x01(\x04\"J\n\x14ReplicaStatusRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.quiver.v1.PartitionRef\x12\x0c\n\x04term\x18\x02 \x01(\x04\"J\n\x15ReplicaStatusResponse\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x10\n\x08last_lsn\x18\x02 \x01(\x04\x12\x11\n\tlast_term\x18\x03 \x01(\x04\x32\xd8\x06\n\x05Shard\x12X\n\x0f\x43reatePartition\x12!.quiver.v1.CreatePartitionRequest\x1a\".quiver.v1.CreatePartitionResponse\x12R\n\rDropPartition\x12\x1f.quiver.v1.DropPartitionRequest\x1a .quiver.v1.DropPartitionResponse\x12U\n\x0eListPartitions\x12 .quiver.v1.ListPartitionsRequest\x1a!.quiver.v1.ListPartitionsResponse\x12=\n\x06Upsert\x12\x18.quiver.v1.UpsertRequest\x1a\x19.quiver.v1.UpsertResponse\x12=\n\x06\x44\x65lete\x12\x18.quiver.v1.DeleteRequest\x1a\x19.quiver.v1.DeleteResponse\x12\x34\n\x03Get\x12\x15.quiver.v1.GetRequest\x1a\x16.quiver.v1.GetResponse\x12=\n\x06Search\x12\x18.quiver.v1.SearchRequest\x1a\x19.quiver.v1.SearchResponse\x12:\n\x05Train\x12\x17.quiver.v1.TrainRequest\x1a\x18.quiver.v1.TrainResponse\x12\x43\n\x08Snapshot\x12\x1a.quiver.v1.SnapshotRequest\x1a\x1b.quiver.v1.SnapshotResponse\x12:\n\x05Stats\x12\x17.quiver.v1.StatsRequest\x1a\x18.quiver.v1.StatsResponse\x12\x46\n\tReplicate\x12\x1b.quiver.v1.ReplicateRequest\x1a\x1c.quiver.v1.ReplicateResponse\x12R\n\rReplicaStatus\x12\x1f.quiver.v1.ReplicaStatusRequest\x1a .quiver.v1.ReplicaStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,36 +48,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTPARTITIONSREQUEST']._serialized_end=503
   _globals['_LISTPARTITIONSRESPONSE']._serialized_start=505
   _globals['_LISTPARTITIONSRESPONSE']._serialized_end=575
-  _globals['_UPSERTREQUEST']._serialized_start=577
-  _globals['_UPSERTREQUEST']._serialized_end=699
-  _globals['_UPSERTRESPONSE']._serialized_start=701
-  _globals['_UPSERTRESPONSE']._serialized_end=748
-  _globals['_DELETEREQUEST']._serialized_start=750
-  _globals['_DELETEREQUEST']._serialized_end=851
-  _globals['_DELETERESPONSE']._serialized_start=853
-  _globals['_DELETERESPONSE']._serialized_end=899
-  _globals['_GETREQUEST']._serialized_start=901
-  _globals['_GETREQUEST']._serialized_end=989
-  _globals['_GETRESPONSE']._serialized_start=991
-  _globals['_GETRESPONSE']._serialized_end=1038
-  _globals['_SEARCHREQUEST']._serialized_start=1041
-  _globals['_SEARCHREQUEST']._serialized_end=1249
-  _globals['_SEARCHRESPONSE']._serialized_start=1251
-  _globals['_SEARCHRESPONSE']._serialized_end=1308
-  _globals['_TRAINREQUEST']._serialized_start=1310
-  _globals['_TRAINREQUEST']._serialized_end=1379
-  _globals['_TRAINRESPONSE']._serialized_start=1381
-  _globals['_TRAINRESPONSE']._serialized_end=1416
-  _globals['_SNAPSHOTREQUEST']._serialized_start=1418
-  _globals['_SNAPSHOTREQUEST']._serialized_end=1473
-  _globals['_SNAPSHOTRESPONSE']._serialized_start=1475
-  _globals['_SNAPSHOTRESPONSE']._serialized_end=1506
-  _globals['_STATSREQUEST']._serialized_start=1508
-  _globals['_STATSREQUEST']._serialized_end=1560
-  _globals['_PARTITIONSTATS']._serialized_start=1563
-  _globals['_PARTITIONSTATS']._serialized_end=1898
-  _globals['_STATSRESPONSE']._serialized_start=1900
-  _globals['_STATSRESPONSE']._serialized_end=1962
-  _globals['_SHARD']._serialized_start=1965
-  _globals['_SHARD']._serialized_end=2665
+  _globals['_UPSERTREQUEST']._serialized_start=578
+  _globals['_UPSERTREQUEST']._serialized_end=714
+  _globals['_UPSERTRESPONSE']._serialized_start=716
+  _globals['_UPSERTRESPONSE']._serialized_end=763
+  _globals['_DELETEREQUEST']._serialized_start=765
+  _globals['_DELETEREQUEST']._serialized_end=880
+  _globals['_DELETERESPONSE']._serialized_start=882
+  _globals['_DELETERESPONSE']._serialized_end=928
+  _globals['_GETREQUEST']._serialized_start=930
+  _globals['_GETREQUEST']._serialized_end=1018
+  _globals['_GETRESPONSE']._serialized_start=1020
+  _globals['_GETRESPONSE']._serialized_end=1067
+  _globals['_SEARCHREQUEST']._serialized_start=1070
+  _globals['_SEARCHREQUEST']._serialized_end=1278
+  _globals['_SEARCHRESPONSE']._serialized_start=1280
+  _globals['_SEARCHRESPONSE']._serialized_end=1337
+  _globals['_TRAINREQUEST']._serialized_start=1339
+  _globals['_TRAINREQUEST']._serialized_end=1408
+  _globals['_TRAINRESPONSE']._serialized_start=1410
+  _globals['_TRAINRESPONSE']._serialized_end=1445
+  _globals['_SNAPSHOTREQUEST']._serialized_start=1447
+  _globals['_SNAPSHOTREQUEST']._serialized_end=1502
+  _globals['_SNAPSHOTRESPONSE']._serialized_start=1504
+  _globals['_SNAPSHOTRESPONSE']._serialized_end=1535
+  _globals['_STATSREQUEST']._serialized_start=1537
+  _globals['_STATSREQUEST']._serialized_end=1589
+  _globals['_PARTITIONSTATS']._serialized_start=1592
+  _globals['_PARTITIONSTATS']._serialized_end=1927
+  _globals['_STATSRESPONSE']._serialized_start=1929
+  _globals['_STATSRESPONSE']._serialized_end=1991
+  _globals['_LOGENTRY']._serialized_start=1993
+  _globals['_LOGENTRY']._serialized_end=2033
+  _globals['_REPLICATEREQUEST']._serialized_start=2035
+  _globals['_REPLICATEREQUEST']._serialized_end=2160
+  _globals['_REPLICATERESPONSE']._serialized_start=2162
+  _globals['_REPLICATERESPONSE']._serialized_end=2199
+  _globals['_REPLICASTATUSREQUEST']._serialized_start=2201
+  _globals['_REPLICASTATUSREQUEST']._serialized_end=2275
+  _globals['_REPLICASTATUSRESPONSE']._serialized_start=2277
+  _globals['_REPLICASTATUSRESPONSE']._serialized_end=2351
+  _globals['_SHARD']._serialized_start=2354
+  _globals['_SHARD']._serialized_end=3210
 # @@protoc_insertion_point(module_scope)

@@ -64,16 +64,18 @@ class ListPartitionsResponse(_message.Message):
     def __init__(self, partitions: _Optional[_Iterable[_Union[PartitionSpec, _Mapping]]] = ...) -> None: ...
 
 class UpsertRequest(_message.Message):
-    __slots__ = ("ref", "ids", "vectors", "metadata")
+    __slots__ = ("ref", "ids", "vectors", "metadata", "term")
     REF_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
     ref: PartitionRef
     ids: _containers.RepeatedScalarFieldContainer[str]
     vectors: bytes
     metadata: _containers.RepeatedCompositeFieldContainer[_types_pb2.Metadata]
-    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ..., vectors: _Optional[bytes] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ...) -> None: ...
+    term: int
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ..., vectors: _Optional[bytes] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ..., term: _Optional[int] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
     __slots__ = ("upserted", "lsn")
@@ -84,14 +86,16 @@ class UpsertResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ..., lsn: _Optional[int] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("ref", "ids", "filter")
+    __slots__ = ("ref", "ids", "filter", "term")
     REF_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
     ref: PartitionRef
     ids: _containers.RepeatedScalarFieldContainer[str]
     filter: _types_pb2.Filter
-    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ...) -> None: ...
+    term: int
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., term: _Optional[int] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
     __slots__ = ("deleted", "lsn")
@@ -208,3 +212,47 @@ class StatsResponse(_message.Message):
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     partitions: _containers.RepeatedCompositeFieldContainer[PartitionStats]
     def __init__(self, partitions: _Optional[_Iterable[_Union[PartitionStats, _Mapping]]] = ...) -> None: ...
+
+class LogEntry(_message.Message):
+    __slots__ = ("lsn", "payload")
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    lsn: int
+    payload: bytes
+    def __init__(self, lsn: _Optional[int] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class ReplicateRequest(_message.Message):
+    __slots__ = ("ref", "term", "primary", "entries")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    ref: PartitionRef
+    term: int
+    primary: str
+    entries: _containers.RepeatedCompositeFieldContainer[LogEntry]
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., term: _Optional[int] = ..., primary: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ...) -> None: ...
+
+class ReplicateResponse(_message.Message):
+    __slots__ = ("last_lsn",)
+    LAST_LSN_FIELD_NUMBER: _ClassVar[int]
+    last_lsn: int
+    def __init__(self, last_lsn: _Optional[int] = ...) -> None: ...
+
+class ReplicaStatusRequest(_message.Message):
+    __slots__ = ("ref", "term")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    ref: PartitionRef
+    term: int
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., term: _Optional[int] = ...) -> None: ...
+
+class ReplicaStatusResponse(_message.Message):
+    __slots__ = ("term", "last_lsn", "last_term")
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    LAST_LSN_FIELD_NUMBER: _ClassVar[int]
+    LAST_TERM_FIELD_NUMBER: _ClassVar[int]
+    term: int
+    last_lsn: int
+    last_term: int
+    def __init__(self, term: _Optional[int] = ..., last_lsn: _Optional[int] = ..., last_term: _Optional[int] = ...) -> None: ...

@@ -84,6 +84,16 @@ class ShardStub:
                 request_serializer=quiver_dot_v1_dot_shard__pb2.StatsRequest.SerializeToString,
                 response_deserializer=quiver_dot_v1_dot_shard__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.Replicate = channel.unary_unary(
+                '/quiver.v1.Shard/Replicate',
+                request_serializer=quiver_dot_v1_dot_shard__pb2.ReplicateRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_shard__pb2.ReplicateResponse.FromString,
+                _registered_method=True)
+        self.ReplicaStatus = channel.unary_unary(
+                '/quiver.v1.Shard/ReplicaStatus',
+                request_serializer=quiver_dot_v1_dot_shard__pb2.ReplicaStatusRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_shard__pb2.ReplicaStatusResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServicer:
@@ -149,6 +159,18 @@ class ShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Replicate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplicaStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +223,16 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=quiver_dot_v1_dot_shard__pb2.StatsRequest.FromString,
                     response_serializer=quiver_dot_v1_dot_shard__pb2.StatsResponse.SerializeToString,
+            ),
+            'Replicate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Replicate,
+                    request_deserializer=quiver_dot_v1_dot_shard__pb2.ReplicateRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_shard__pb2.ReplicateResponse.SerializeToString,
+            ),
+            'ReplicaStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplicaStatus,
+                    request_deserializer=quiver_dot_v1_dot_shard__pb2.ReplicaStatusRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_shard__pb2.ReplicaStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -473,6 +505,60 @@ class Shard:
             '/quiver.v1.Shard/Stats',
             quiver_dot_v1_dot_shard__pb2.StatsRequest.SerializeToString,
             quiver_dot_v1_dot_shard__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Replicate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Shard/Replicate',
+            quiver_dot_v1_dot_shard__pb2.ReplicateRequest.SerializeToString,
+            quiver_dot_v1_dot_shard__pb2.ReplicateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplicaStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Shard/ReplicaStatus',
+            quiver_dot_v1_dot_shard__pb2.ReplicaStatusRequest.SerializeToString,
+            quiver_dot_v1_dot_shard__pb2.ReplicaStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

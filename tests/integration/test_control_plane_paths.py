@@ -208,10 +208,38 @@ def test_a_record_that_is_not_a_json_object_is_refused_as_failed_precondition(da
 @pytest.mark.parametrize("record", RECORDS[::2] + RECORDS[-1:], ids=lambda r: type(r).__name__)
 def test_a_record_missing_any_field_is_refused_naming_it(record: object) -> None:
     for name in json.loads(record.to_json()):  # type: ignore[attr-defined]
-        if name == "schema":
+        if name in ("schema", *OPTIONAL_FIELDS):
             continue
         with pytest.raises(FailedPrecondition, match=name):
             type(record).from_json(_with(record, **{name: _DROP}))  # type: ignore[attr-defined]
+
+
+OPTIONAL_FIELDS = ("min_in_sync",)  # added to schema 1 later, with a default
+
+
+def test_a_collection_record_written_before_min_in_sync_existed_reads_with_min_in_sync_one() -> None:
+    record = collection("docs", replication_factor=3, min_in_sync=2)
+    assert CollectionRecord.from_json(record.to_json()).min_in_sync == 2
+    assert CollectionRecord.from_json(_with(record, min_in_sync=_DROP)).min_in_sync == 1
+
+
+def test_a_shard_map_written_before_replication_reads_with_the_first_replica_primary_and_all_in_sync() -> None:
+    old = {"schema": 1, "collection": "docs", "version": 1, "shards": [
+        {"shard": 0, "replicas": [{"server_id": "a", "state": "serving"}, {"server_id": "b", "state": "serving"}]}]}
+    (placement,) = ShardMap.from_json(json.dumps(old)).shards
+    assert (placement.primary, placement.term, placement.in_sync_ids) == ("a", 1, ("a", "b"))
+
+
+@pytest.mark.parametrize("broken", [
+    {"primary": "c"},  # primary holds no replica
+    {"in_sync": ["b"]},  # primary outside the in-sync set
+    {"in_sync": ["a", "z"]},  # in-sync member holds no replica
+    {"term": 0},
+])
+def test_a_placement_that_breaks_the_replica_group_invariants_is_refused(broken: dict[str, object]) -> None:
+    shard = {"shard": 0, "replicas": [{"server_id": "a", "state": "serving"}, {"server_id": "b", "state": "serving"}], **broken}
+    with pytest.raises(InvalidArgument):
+        ShardMap.from_json(json.dumps({"schema": 1, "collection": "docs", "version": 1, "shards": [shard]}))
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Replicated collections (replication_factor 2 on three fake shards): reads fail over to the other replica
-when one is down, refused or frozen; a caller error is not retried; writes go to every replica and need all;
-a delete counts each shard once although both replicas answer.
+when one is down, refused or frozen; a caller error is not retried; writes go to each shard's primary
+alone, with its term (the fakes emulate the primary's replication to their peers).
 
 Placement is round-robin over the sorted server ids, so shard i lives on fake-i (asked first) and fake-(i+1).
 """
@@ -15,6 +15,8 @@ import pytest
 from quiver.client import RETRY_SERVICE_CONFIG
 from quiver.errors import InvalidArgument, Unavailable
 from quiver.filters import Range
+from router.hashring import shard_for_key
+from tests.eventually import assert_eventually_async as eventually
 from tests.fake_shard import FakeCluster, exact_top, fake_cluster
 
 DIM = 8
@@ -39,11 +41,26 @@ def shards_asked(cluster: FakeCluster, fake: int, method: str) -> list[int]:
     return sorted(r.ref.shard for r in cluster.fakes[fake].requests(method))
 
 
-async def test_every_write_reaches_both_replicas_of_its_shard(cluster):
-    await load(cluster)
-    for shard in range(3):
-        first, second = cluster.fakes[shard], cluster.fakes[(shard + 1) % 3]
-        assert first.point_ids("docs", shard) == second.point_ids("docs", shard) != set()
+async def test_every_write_goes_to_its_shards_primary_alone_carrying_the_primarys_term(cluster):
+    await cluster.client.upsert("docs", [f"p{i}" for i in range(N)], np.ones((N, DIM), np.float32))
+    await cluster.client.delete("docs", ["p1", "p2", "p3"])
+    for fake in range(3):  # fake-i is the primary of shard i (round-robin placement over sorted ids)
+        for method in ("Upsert", "Delete"):
+            requests = cluster.fakes[fake].requests(method)
+            assert {r.ref.shard for r in requests} == {fake} and {r.term for r in requests} == {1}, (fake, method)
+
+
+async def test_with_a_shards_primary_down_its_writes_are_refused_naming_it_and_its_reads_still_answer(cluster):
+    vectors = await load(cluster)
+    await cluster.registrations[0].close()  # fake-0, the primary of shard 0, leaves the cluster
+    cluster.registrations[0].closed_by_test = True
+    await eventually(lambda: "fake-0" not in cluster.router.watcher.current.servers, timeout=5)
+    shard0 = next(f"p{i}" for i in range(N) if shard_for_key(f"p{i}", 3) == 0)
+    with pytest.raises(Unavailable, match="primary, server fake-0"):
+        await cluster.client.upsert("docs", [shard0], vectors[:1])
+    assert not any(r.ref.shard == 0 for r in cluster.fakes[1].requests("Upsert"))  # never to a follower
+    points = await cluster.client.get("docs", [f"p{i}" for i in range(N)])
+    assert sorted(int(p.id[1:]) for p in points) == list(range(N))
 
 
 async def down(cluster: FakeCluster, how: str) -> None:
@@ -80,17 +97,18 @@ async def test_a_replicas_caller_error_is_returned_not_retried_on_the_other_repl
     assert shards_asked(cluster, 1, "Search") == [1]
 
 
-async def test_an_upsert_with_one_replica_unavailable_is_answered_unavailable(cluster):
+async def test_an_upsert_whose_primary_answers_unavailable_is_answered_unavailable_and_retried(cluster):
     vectors = await load(cluster)
     cluster.fakes[1].fail("Upsert", grpc.StatusCode.UNAVAILABLE)
     with pytest.raises(Unavailable, match="safe to retry"):
         await cluster.client.upsert("docs", [f"p{i}" for i in range(N)], vectors)
-    # Both replicas of shard 1 were asked on every attempt: the client's retry policy made four.
+    # Shard 1's primary was asked on every attempt (the client's retry policy made four); its follower never.
     attempts = RETRY_SERVICE_CONFIG["methodConfig"][0]["retryPolicy"]["maxAttempts"]
-    assert shards_asked(cluster, 1, "Upsert") == [0] * attempts + [1] * attempts
+    assert shards_asked(cluster, 1, "Upsert") == [1] * attempts
+    assert 1 not in shards_asked(cluster, 2, "Upsert")
 
 
-async def test_a_delete_counts_each_shard_once_although_both_replicas_answer(cluster):
+async def test_a_delete_counts_what_each_shards_primary_deleted(cluster):
     await load(cluster)
     doomed = [f"p{i}" for i in range(10)]
     assert await cluster.client.delete("docs", doomed + ["p-missing"]) == 10

@@ -1,5 +1,5 @@
-"""The router's replica metrics, in process against fake shards: the write spread between replicas (replica
-lag) and failovers of reads to another replica move by what the faults cause."""
+"""The router's replica metrics, in process against fake shards: failovers of reads to another replica move
+by what the faults cause. (Replica lag is measured by the primary: tests/integration/test_replication.py.)"""
 from __future__ import annotations
 
 import grpc
@@ -15,16 +15,10 @@ def sample(name: str) -> float:
     return REGISTRY.get_sample_value(name) or 0.0
 
 
-async def test_a_slow_replica_shows_in_the_write_spread_and_a_failed_one_in_failovers(etcd, etcd_root):
+async def test_a_read_from_a_failed_replica_shows_in_failovers(etcd, etcd_root):
     async with fake_cluster(etcd.endpoint, etcd_root, servers=2) as cluster:
         await cluster.client.create_collection("docs", DIM, index="flat", shards=1, replication_factor=2)
-        spread_count = sample("quiver_router_replica_write_spread_seconds_count")
-        spread_sum = sample("quiver_router_replica_write_spread_seconds_sum")
-        cluster.fakes[1].delay("Upsert", 0.3)
         await cluster.client.upsert("docs", ["a"], np.ones((1, DIM), np.float32))
-        assert sample("quiver_router_replica_write_spread_seconds_count") == spread_count + 1
-        assert sample("quiver_router_replica_write_spread_seconds_sum") - spread_sum >= 0.25
-
         failovers = sample("quiver_router_replica_failovers_total")
         for fake in cluster.fakes:
             fake.heal()

@@ -76,13 +76,15 @@ def _tolerant_parser(cls: Any) -> Callable[[bytes], Any]:
 
 
 def add_service(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor) -> None:
-    """Like the generated add_<Service>Servicer_to_server (every method unary-unary), but a request that
-    does not parse reaches the handler as `Undecodable`, so the caller hears INVALID_ARGUMENT."""
+    """Like the generated add_<Service>Servicer_to_server (unary-unary methods, and client-streaming ones),
+    but a request that does not parse reaches the handler as `Undecodable`, so the caller hears
+    INVALID_ARGUMENT."""
     handlers = {}
     for method in service.methods:
         request_cls = message_factory.GetMessageClass(method.input_type)
         response_cls = message_factory.GetMessageClass(method.output_type)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+        kind = grpc.stream_unary_rpc_method_handler if method.client_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = kind(
             getattr(servicer, method.name),
             request_deserializer=_tolerant_parser(request_cls),
             response_serializer=response_cls.SerializeToString,

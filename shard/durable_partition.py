@@ -21,6 +21,7 @@ recover the log (`WriteAheadLog.recover`) and, if that works, goes on.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -220,6 +221,31 @@ class DurablePartition:
             replayed += 1
         _log.info("partition %s recovered: snapshot lsn %d, %d WAL records replayed, %d points", state.spec.key, after, replayed, state.count)
         return cls(directory, state, wal, snapshots, policy, search_policy, written, storage, server_id, executors, last_term)
+
+    @staticmethod
+    def truncate_files_after(directory: Path, lsn: int, policy: DurabilityPolicy, *, storage: Storage = OS_STORAGE) -> int:
+        """On a closed partition's files: drop every record after `lsn`, from the log and from the snapshots
+        taken after it, so the next `open` recovers the state as of `lsn`. Returns the records removed."""
+        SnapshotStore(directory / "snapshots", policy.snapshots_kept, storage=storage).discard_after(lsn)
+        return WriteAheadLog.truncate_after(directory / "wal", lsn, storage=storage)
+
+    @staticmethod
+    def replace_files_with_snapshot(directory: Path, staged: Path, lsn: int, policy: DurabilityPolicy, *, storage: Storage = OS_STORAGE) -> None:
+        """On a closed partition's files: make the verified snapshot file `staged` (at `lsn`) the whole state,
+        log and older snapshots removed, so the next `open` starts from it."""
+        snapshots = SnapshotStore(directory / "snapshots", policy.snapshots_kept, storage=storage)
+        snapshots.discard_after(-1)
+        wal_dir = directory / "wal"
+        for name in storage.list_dir(wal_dir):
+            storage.unlink(wal_dir / name)
+        storage.fsync_dir(wal_dir)
+        storage.replace(staged, snapshots.path_of(lsn))
+        storage.fsync_dir(directory / "snapshots")
+
+    def newest_snapshot(self) -> tuple[int, Path] | None:
+        """The newest snapshot file's LSN and path (a primary sends it to a follower its log cannot catch up)."""
+        kept = self._snapshots.kept_lsns()
+        return (kept[-1], self._snapshots.path_of(kept[-1])) if kept else None
 
     def start(self) -> None:
         self._commit_thread = ShardExecutors.commit_thread(str(self.spec.key))
@@ -564,6 +590,25 @@ class DurablePartition:
             raise LogTrimmed(f"partition {self.spec.key}: the log resumes at lsn {found[0][0]}, after {after + 1}")
         return found
 
+    def last_lsn_of_terms_through(self, term: int, upto: int) -> int | None:
+        """Any thread: the last LSN (at most `upto`) whose record's term is `term` or older: where a replica
+        whose last term is `term` stops agreeing with this log. Terms only grow along a log, so that is a
+        prefix. None when the log no longer reaches back far enough to tell."""
+        first = self._wal.first_lsn
+        if upto < first:
+            return upto if upto == 0 else None
+        best: int | None = None
+        try:
+            for lsn, payload in self._wal.replay(first - 1):
+                if lsn > upto or term_of(payload) > term:
+                    break
+                best = lsn
+        except FileNotFoundError:
+            return None
+        if best is None:
+            return first - 1 if first == 1 else None
+        return best
+
     def term_at(self, lsn: int) -> int | None:
         """Any thread: the term of the record at `lsn` (0 for lsn 0), or None when the log no longer has it."""
         if lsn == 0:
@@ -674,6 +719,23 @@ class DurablePartition:
                 return [(i, md, vectors[n] if vectors is not None else None) for n, (i, _, md) in enumerate(found)]
 
         return await run_in(self._executors.searches, run)
+
+    async def digest(self) -> tuple[int, int, int]:
+        """(point count, order-independent content digest, last LSN), read under the read lock at one point."""
+
+        def run() -> tuple[int, int, int]:
+            with self._lock.read():
+                live = [(label, point_id) for label, point_id in enumerate(self.state.label_ids) if point_id is not None]
+                vectors = self.state.vectors_of(np.array([label for label, _ in live], dtype=np.int64))
+                total = 0
+                for (label, point_id), vector in zip(live, vectors):
+                    metadata = json.dumps(self.state.fields.get(label), sort_keys=True, default=list).encode()
+                    point = hashlib.blake2b(point_id.encode(), digest_size=8)
+                    point.update(b"\0" + np.ascontiguousarray(vector, dtype="<f4").tobytes() + metadata)
+                    total = (total + int.from_bytes(point.digest(), "little")) % 2**64
+                return len(live), total, self._wal.last_lsn
+
+        return await run_in(self._executors.stats, run)
 
     async def stats(self) -> dict[str, Any]:
         # Off the event loop: the read lock can wait behind a long write (IVF training).

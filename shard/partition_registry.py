@@ -97,6 +97,27 @@ class PartitionRegistry:
             await self.on_created()
         return True
 
+    async def rebuild(self, key: PartitionKey, change_files: Callable[[Path], object]) -> DurablePartition:
+        """Close a partition, change its files with `change_files(directory)` (in a thread), and open it again
+        from them: how a replica drops a log tail its primary lacks, or takes its primary's snapshot."""
+        async with self._lock:
+            old = self.get(key)
+            del self._partitions[key]
+            await old.close()
+            directory = old.directory
+            try:
+                await asyncio.to_thread(change_files, directory)
+            finally:
+                partition = await asyncio.to_thread(
+                    functools.partial(DurablePartition.open, directory, self._durability, self._search_policy,
+                                      server_id=self._server_id, executors=self._executors))
+                self._serve(partition)
+        return partition
+
+    @property
+    def durability(self) -> DurabilityPolicy:
+        return self._durability
+
     def _serve(self, partition: DurablePartition) -> None:
         partition.on_fault_change = lambda _: self._fault_changed()
         partition.start()

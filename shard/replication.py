@@ -25,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Awaitable, Callable, TypeVar
 
@@ -133,19 +135,16 @@ class Replication:
         LSN), then acknowledged once every in-sync replica has it durably."""
         key = partition.spec.key
         found = self.placement(key)
-        if found is None:
-            if term:
-                raise Unavailable(f"shard server {self.server_id} does not know partition {key} as part of a replica group yet; retry")
-            return (await apply(0))[0]
-        placement, record = found
-        if term > placement.term:
+        if term and (found is None or term > found[0].term):
             # The caller's shard map is newer than this server's view: wait a little for the watch.
             with contextlib.suppress(TimeoutError):
                 await self.watcher.wait_for(lambda s: (p := self.placement(key, s)) is not None and p[0].term >= term, self.policy.term_wait_s)
             found = self.placement(key)
-            if found is None:
-                raise Unavailable(f"partition {key} left shard server {self.server_id}; retry")
-            placement, record = found
+        if found is None:
+            if term:
+                raise Unavailable(f"shard server {self.server_id} does not know partition {key} as part of a replica group yet; nothing was applied; retry")
+            return (await apply(0))[0]
+        placement, record = found
         if placement.primary != self.server_id or (term and term != placement.term):
             primary = placement.primary
             raise Unavailable(
@@ -249,7 +248,12 @@ class ReplicaGroup:
             if not waiting:
                 break
             now = time.monotonic()
-            late = [s for s in waiting if s.broken or now >= ack_by]
+            # A follower that failed is asked again at once; it is dropped when that fails too (a failure
+            # from before this write, e.g. a probe that ran before its partition existed, is not enough).
+            for stream in waiting:
+                if stream.broken and stream.failed_at <= started:
+                    stream.kick()
+            late = [s for s in waiting if (s.broken and s.failed_at > started) or now >= ack_by]
             if late:
                 await self._drop(late)
                 continue
@@ -343,6 +347,31 @@ class ReplicaGroup:
         self.update(placement, self.record)
 
 
+_SNAPSHOT_CHUNK = 1 << 20
+_SLOWEST_TRANSFER_BYTES_S = 10 * 2**20  # a snapshot transfer's timeout assumes at least this rate
+
+
+def _plan_catch_up(partition: DurablePartition, last_lsn: int, last_term: int) -> tuple[str, int, str]:
+    """How to bring a follower whose log ends at (`last_lsn`, `last_term`) level with our log (any thread):
+    ("send", next LSN, ""), ("truncate", LSN to keep through, why) or ("snapshot", 0, why).
+
+    Records with one term at one LSN are the same record (one primary per term). If the follower's last
+    record is ours, it continues from there (when our log still holds what follows). Otherwise its tail
+    diverged: as Kafka's leader epochs do, keep it through the end of its last term in our log (never past
+    its own end), and ask again."""
+    if last_lsn + 1 < partition.first_logged_lsn:
+        return "snapshot", 0, f"it ends at lsn {last_lsn}, and this primary's log now starts at lsn {partition.first_logged_lsn}"
+    ours = partition.term_at(last_lsn) if last_lsn <= partition.last_lsn else None
+    if ours is not None and ours == last_term:
+        return "send", last_lsn + 1, ""
+    why = (f"its last record, lsn {last_lsn} of term {last_term}, is "
+           + (f"of term {ours} here" if ours is not None else "not in this primary's log"))
+    keep = partition.last_lsn_of_terms_through(last_term, min(last_lsn - 1, partition.last_lsn))
+    if keep is None or keep + 1 < partition.first_logged_lsn:
+        return "snapshot", 0, why + "; the log here cannot tell where they agree"
+    return "truncate", keep, why
+
+
 class FollowerStream:
     """Sends one follower the primary's log records in LSN order; catches it up from the WAL when behind."""
 
@@ -353,6 +382,7 @@ class FollowerStream:
         self.joining = False  # rejoining: writes wait for it already
         self.acked = 0  # the follower's last durable LSN, as last reported
         self.broken = False  # its last call failed; it is retried after a pause
+        self.failed_at = 0.0  # monotonic time of its last failure
         self.needs_snapshot = ""  # why the log cannot catch it up ("" while it can)
         self._next: int | None = None  # the next LSN to send; None until probed
         self._queue: deque[tuple[int, bytes]] = deque()
@@ -372,6 +402,15 @@ class FollowerStream:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+
+    def kick(self) -> None:
+        """Retry now, instead of after the pause that follows a failure."""
+        self._wake.set()
+
+    async def _pause(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
 
     def offer(self, entries: list[tuple[int, bytes]]) -> None:
         if self._queued_bytes > self.group.replication.policy.max_queued_bytes:
@@ -394,26 +433,66 @@ class FollowerStream:
         return self.group.replication.pool.stub(address)
 
     async def _probe(self) -> None:
-        """Where the follower's log ends, and whether it continues ours: sets the next LSN to send."""
+        """Where the follower's log ends, and whether it continues ours: sets the next LSN to send, after
+        cutting off a tail of records we lack or sending our snapshot when our log cannot catch it up."""
         group = self.group
-        reply = await self._stub().ReplicaStatus(
-            shard_pb2.ReplicaStatusRequest(ref=self._ref(), term=group.term), timeout=group.replication.policy.call_timeout_s
-        )
-        if reply.term > group.term:
-            group.deposed = f"replica {self.server_id} has seen term {reply.term}"
-            group.notify()
-            return
-        ours = await asyncio.to_thread(group.partition.term_at, reply.last_lsn) if reply.last_lsn <= group.partition.last_lsn else None
-        if ours is None or ours != reply.last_term:
-            self.needs_snapshot = (
-                f"its log ends at lsn {reply.last_lsn} (term {reply.last_term}), which the primary's log "
-                + ("no longer holds" if reply.last_lsn <= group.partition.last_lsn else f"does not reach (lsn {group.partition.last_lsn})")
-                + (f" or holds in term {ours}" if ours is not None else "")
+        policy = group.replication.policy
+        for _ in range(8):  # each truncation shortens the follower's log; a few rounds always settle it
+            reply = await self._stub().ReplicaStatus(
+                shard_pb2.ReplicaStatusRequest(ref=self._ref(), term=group.term), timeout=policy.call_timeout_s
             )
-            return
-        self.needs_snapshot = ""
-        self.acked = reply.last_lsn
-        self._next = reply.last_lsn + 1
+            if reply.term > group.term:
+                group.deposed = f"replica {self.server_id} has seen term {reply.term}"
+                group.notify()
+                return
+            action, lsn, why = await asyncio.to_thread(_plan_catch_up, group.partition, reply.last_lsn, reply.last_term)
+            if action == "send":
+                self.needs_snapshot = ""
+                self.acked, self._next = lsn - 1, lsn
+                return
+            if action == "truncate":
+                _log.warning("partition %s: %s holds records after lsn %d that this primary lacks (%s); cutting them off",
+                             group.key, self.server_id, lsn, why)
+                await self._stub().TruncateLog(
+                    shard_pb2.TruncateLogRequest(ref=self._ref(), term=group.term, after_lsn=lsn), timeout=policy.call_timeout_s * 6
+                )
+                continue
+            self.needs_snapshot = why
+            _log.warning("partition %s: sending %s a snapshot: %s", group.key, self.server_id, why)
+            await self._send_snapshot()
+            self.needs_snapshot = ""
+        return
+
+    async def _send_snapshot(self) -> None:
+        """Stream our newest snapshot that the log continues from (taking one if needed) to the follower."""
+        partition = self.group.partition
+        newest = partition.newest_snapshot()
+        if newest is None or newest[0] + 1 < partition.first_logged_lsn:
+            await partition.snapshot()
+            newest = partition.newest_snapshot()
+        assert newest is not None
+        lsn, path = newest
+        handle = await asyncio.to_thread(open, path, "rb")  # held open: a later prune cannot take it from us
+        size = os.fstat(handle.fileno()).st_size
+        ref, term = self._ref(), self.group.term
+
+        async def chunks() -> AsyncIterator[shard_pb2.SnapshotChunk]:
+            try:
+                first = True
+                while True:
+                    data = await asyncio.to_thread(handle.read, _SNAPSHOT_CHUNK)
+                    if not data and not first:
+                        return
+                    yield shard_pb2.SnapshotChunk(ref=ref, term=term, lsn=lsn, data=data) if first else shard_pb2.SnapshotChunk(data=data)
+                    first = False
+                    if not data:
+                        return
+            finally:
+                handle.close()
+
+        timeout = self.group.replication.policy.call_timeout_s * 6 + size / _SLOWEST_TRANSFER_BYTES_S
+        reply = await self._stub().InstallSnapshot(chunks(), timeout=timeout)
+        _log.info("partition %s: %s installed the snapshot at lsn %d (%d bytes)", self.group.key, self.server_id, reply.last_lsn, size)
 
     async def _next_entries(self) -> list[tuple[int, bytes]]:
         assert self._next is not None
@@ -440,9 +519,8 @@ class FollowerStream:
                 if self._next is None:
                     await self._probe()
                     if self._next is None:
-                        self.broken = True
-                        group.notify()
-                        await asyncio.sleep(policy.retry_s * 4)
+                        self._failed("its log could not be brought level with the primary's yet")
+                        await self._pause(policy.retry_s * 4)
                         continue
                 entries = await self._next_entries()
                 if not entries:
@@ -476,14 +554,15 @@ class FollowerStream:
                     group.notify()
                     return
                 self._failed(f"{error.code().name}: {error.details()}")
-                await asyncio.sleep(policy.retry_s)
+                await self._pause(policy.retry_s)
             except Exception as error:  # noqa: BLE001 - e.g. the follower is not registered; retried
                 self._failed(str(error))
-                await asyncio.sleep(policy.retry_s)
+                await self._pause(policy.retry_s)
 
     def _failed(self, why: str) -> None:
         if not self.broken:
             _log.warning("partition %s: replicating to %s failed: %s", self.group.key, self.server_id, why)
         self.broken = True
+        self.failed_at = time.monotonic()
         self._next = None  # probe again: the follower may have restarted with less
         self.group.notify()

@@ -4,9 +4,13 @@ Only this module and quiver.wire touch the generated protobuf classes on the sha
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
+import os
 import time
+from pathlib import Path
 from typing import Awaitable, Callable, TypeVar
 
 import numpy as np
@@ -27,7 +31,9 @@ from quiver.specs import PartitionSpec
 from shard.admission import Admission
 from shard.executors import ShardExecutors, run_in
 from shard.config import ShardConfig
-from shard.durable_partition import DurablePartition
+from shard.durable_partition import DurablePartition, StaleTerm
+from shard.snapshot_store import InvalidSnapshot, verify_snapshot_file
+from quiver.grpc_server import Undecodable
 from shard.indexes import QueryKnobs
 from shard.partition_registry import PartitionRegistry
 from shard.replication import Replication
@@ -121,6 +127,69 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
         return shard_pb2.ReplicateResponse(last_lsn=last)
 
     @rpc_guard
+    async def TruncateLog(self, request, context):  # type: ignore[no-untyped-def]
+        partition = self._partition(request.ref)
+        await partition.observe_term(request.term)
+        if partition.term > request.term:
+            raise StaleTerm(f"partition {partition.spec.key}: truncation asked in term {request.term}, but term {partition.term} has begun")
+        if request.after_lsn < partition.last_lsn:
+            policy = self._registry.durability
+            partition = await self._registry.rebuild(
+                partition.spec.key, lambda directory: DurablePartition.truncate_files_after(directory, request.after_lsn, policy))
+            await self._replication_changed()
+        term, last_lsn, last_term = await partition.log_position()
+        return shard_pb2.ReplicaStatusResponse(term=term, last_lsn=last_lsn, last_term=last_term)
+
+    @rpc_guard
+    async def InstallSnapshot(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        """A primary's snapshot file, received whole into a staging file, verified, then made this replica's
+        whole state (its log and older snapshots go)."""
+        partition: DurablePartition | None = None
+        staged: Path | None = None
+        lsn = 0
+        try:
+            async for chunk in request_iterator:
+                if isinstance(chunk, Undecodable):
+                    raise InvalidArgument(chunk.message)
+                if partition is None:
+                    partition = self._partition(chunk.ref)
+                    await partition.observe_term(chunk.term)
+                    if partition.term > chunk.term:
+                        raise StaleTerm(f"partition {partition.spec.key}: a snapshot of term {chunk.term} arrived, but term {partition.term} has begun")
+                    lsn = chunk.lsn
+                    staged = partition.directory / "snapshots" / f"snapshot-{lsn:020d}.qsnap.tmp"
+                    handle = await asyncio.to_thread(open, staged, "wb")
+                await asyncio.to_thread(handle.write, chunk.data)
+            if partition is None or staged is None:
+                raise InvalidArgument("InstallSnapshot received no chunks")
+            await asyncio.to_thread(_close_synced, handle)
+            try:
+                await asyncio.to_thread(verify_snapshot_file, staged, lsn)
+            except InvalidSnapshot as error:
+                raise InvalidArgument(f"the snapshot received for {partition.spec.key} is damaged: {error}") from None
+            policy = self._registry.durability
+            partition = await self._registry.rebuild(
+                partition.spec.key, lambda directory: DurablePartition.replace_files_with_snapshot(directory, staged, lsn, policy))
+            staged = None
+            await self._replication_changed()
+        finally:
+            if staged is not None:
+                with contextlib.suppress(OSError, UnboundLocalError):
+                    handle.close()
+                staged.unlink(missing_ok=True)
+        term, last_lsn, last_term = await partition.log_position()
+        return shard_pb2.ReplicaStatusResponse(term=term, last_lsn=last_lsn, last_term=last_term)
+
+    @rpc_guard
+    async def Digest(self, request, context):  # type: ignore[no-untyped-def]
+        count, digest, last_lsn = await self._partition(request.ref).digest()
+        return shard_pb2.DigestResponse(point_count=count, digest=digest, last_lsn=last_lsn)
+
+    async def _replication_changed(self) -> None:
+        if self.replication is not None:
+            await self.replication.sync()
+
+    @rpc_guard
     async def ReplicaStatus(self, request, context):  # type: ignore[no-untyped-def]
         partition = self._partition(request.ref)
         term, last_lsn, last_term = await partition.log_position(request.term)
@@ -180,6 +249,12 @@ def _decode_upsert(request: shard_pb2.UpsertRequest, spec: PartitionSpec) -> tup
     vectors = vectors_from_bytes(request.vectors, spec.dim, len(ids), "vectors")
     prepared = prepare_vectors(vectors, spec.metric)
     return ids, prepared, metadata_list_from_proto(request.metadata, len(ids))
+
+
+def _close_synced(handle) -> None:  # type: ignore[no-untyped-def]
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()
 
 
 def _deadline(context) -> float | None:  # type: ignore[no-untyped-def]

@@ -113,6 +113,18 @@ class SnapshotStore:
                 self._storage.fsync_dir(self._dir)
         return None
 
+    def discard_after(self, lsn: int) -> list[int]:
+        """Delete the snapshots taken after `lsn` (they hold records being reconciled away); their LSNs."""
+        gone = [kept for kept in self.kept_lsns() if kept > lsn]
+        for kept in gone:
+            self._storage.unlink(self._path(kept))
+        if gone:
+            self._storage.fsync_dir(self._dir)
+        return gone
+
+    def path_of(self, lsn: int) -> Path:
+        return self._path(lsn)
+
     def kept_lsns(self) -> list[int]:
         """LSNs of the snapshot files present, ascending (judged by name, not yet verified)."""
         matches = (_NAME.fullmatch(name) for name in self._storage.list_dir(self._dir))
@@ -127,6 +139,19 @@ class SnapshotStore:
             self._storage.unlink(self._path(lsn))
         if old:
             self._storage.fsync_dir(self._dir)
+
+
+class InvalidSnapshot(Exception):
+    """A snapshot file (e.g. one received from a peer) fails a check; the message says which."""
+
+
+def verify_snapshot_file(path: Path, lsn: int, storage: Storage = OS_STORAGE) -> None:
+    """Every check a load makes (magic, header, sizes, each section's crc32, the sha256 trailer), without
+    keeping the sections; InvalidSnapshot naming the first that fails."""
+    try:
+        _read(storage, path, lsn)
+    except _Invalid as error:
+        raise InvalidSnapshot(f"{path.name}: {error}") from None
 
 
 def _read(storage: Storage, path: Path, lsn: int) -> LoadedSnapshot:

@@ -135,6 +135,30 @@ class WriteAheadLog:
             segments = [cls._create_segment(storage, directory, last_lsn + 1)]
         return cls(storage, directory, segment_bytes, segments, last_lsn)
 
+    @classmethod
+    def truncate_after(cls, directory: Path, lsn: int, *, storage: Storage = OS_STORAGE) -> int:
+        """Cut a closed log back so that `lsn` is its last record (a replica reconciling a tail that its new
+        primary does not have); returns how many records were removed. Durable before it returns."""
+        removed = 0
+        for seg in reversed(cls._scan(storage, directory)):
+            if seg.first_lsn > lsn:
+                with storage.open_read(seg.path) as f:
+                    removed += sum(1 for _ in _records(f, seg.first_lsn, seg.size))
+                storage.unlink(seg.path)
+                continue
+            with storage.open_read(seg.path) as f:
+                cut = None
+                for offset, record_lsn, _ in _records(f, seg.first_lsn, seg.size):
+                    if record_lsn == lsn + 1:
+                        cut = offset
+                    if record_lsn > lsn:
+                        removed += 1
+            if cut is not None:
+                storage.truncate(seg.path, cut)
+            break
+        storage.fsync_dir(directory)
+        return removed
+
     @staticmethod
     def _scan(storage: Storage, directory: Path) -> list[_Segment]:
         found = []

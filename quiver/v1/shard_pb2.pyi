@@ -256,3 +256,41 @@ class ReplicaStatusResponse(_message.Message):
     last_lsn: int
     last_term: int
     def __init__(self, term: _Optional[int] = ..., last_lsn: _Optional[int] = ..., last_term: _Optional[int] = ...) -> None: ...
+
+class TruncateLogRequest(_message.Message):
+    __slots__ = ("ref", "term", "after_lsn")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    AFTER_LSN_FIELD_NUMBER: _ClassVar[int]
+    ref: PartitionRef
+    term: int
+    after_lsn: int
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., term: _Optional[int] = ..., after_lsn: _Optional[int] = ...) -> None: ...
+
+class SnapshotChunk(_message.Message):
+    __slots__ = ("ref", "term", "lsn", "data")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ref: PartitionRef
+    term: int
+    lsn: int
+    data: bytes
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., term: _Optional[int] = ..., lsn: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class DigestRequest(_message.Message):
+    __slots__ = ("ref",)
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ref: PartitionRef
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ...) -> None: ...
+
+class DigestResponse(_message.Message):
+    __slots__ = ("point_count", "digest", "last_lsn")
+    POINT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    LAST_LSN_FIELD_NUMBER: _ClassVar[int]
+    point_count: int
+    digest: int
+    last_lsn: int
+    def __init__(self, point_count: _Optional[int] = ..., digest: _Optional[int] = ..., last_lsn: _Optional[int] = ...) -> None: ...

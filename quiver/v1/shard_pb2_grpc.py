@@ -94,6 +94,21 @@ class ShardStub:
                 request_serializer=quiver_dot_v1_dot_shard__pb2.ReplicaStatusRequest.SerializeToString,
                 response_deserializer=quiver_dot_v1_dot_shard__pb2.ReplicaStatusResponse.FromString,
                 _registered_method=True)
+        self.TruncateLog = channel.unary_unary(
+                '/quiver.v1.Shard/TruncateLog',
+                request_serializer=quiver_dot_v1_dot_shard__pb2.TruncateLogRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_shard__pb2.ReplicaStatusResponse.FromString,
+                _registered_method=True)
+        self.InstallSnapshot = channel.stream_unary(
+                '/quiver.v1.Shard/InstallSnapshot',
+                request_serializer=quiver_dot_v1_dot_shard__pb2.SnapshotChunk.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_shard__pb2.ReplicaStatusResponse.FromString,
+                _registered_method=True)
+        self.Digest = channel.unary_unary(
+                '/quiver.v1.Shard/Digest',
+                request_serializer=quiver_dot_v1_dot_shard__pb2.DigestRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_shard__pb2.DigestResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServicer:
@@ -171,6 +186,24 @@ class ShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TruncateLog(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InstallSnapshot(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Digest(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -233,6 +266,21 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.ReplicaStatus,
                     request_deserializer=quiver_dot_v1_dot_shard__pb2.ReplicaStatusRequest.FromString,
                     response_serializer=quiver_dot_v1_dot_shard__pb2.ReplicaStatusResponse.SerializeToString,
+            ),
+            'TruncateLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.TruncateLog,
+                    request_deserializer=quiver_dot_v1_dot_shard__pb2.TruncateLogRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_shard__pb2.ReplicaStatusResponse.SerializeToString,
+            ),
+            'InstallSnapshot': grpc.stream_unary_rpc_method_handler(
+                    servicer.InstallSnapshot,
+                    request_deserializer=quiver_dot_v1_dot_shard__pb2.SnapshotChunk.FromString,
+                    response_serializer=quiver_dot_v1_dot_shard__pb2.ReplicaStatusResponse.SerializeToString,
+            ),
+            'Digest': grpc.unary_unary_rpc_method_handler(
+                    servicer.Digest,
+                    request_deserializer=quiver_dot_v1_dot_shard__pb2.DigestRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_shard__pb2.DigestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -559,6 +607,87 @@ class Shard:
             '/quiver.v1.Shard/ReplicaStatus',
             quiver_dot_v1_dot_shard__pb2.ReplicaStatusRequest.SerializeToString,
             quiver_dot_v1_dot_shard__pb2.ReplicaStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TruncateLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Shard/TruncateLog',
+            quiver_dot_v1_dot_shard__pb2.TruncateLogRequest.SerializeToString,
+            quiver_dot_v1_dot_shard__pb2.ReplicaStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InstallSnapshot(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/quiver.v1.Shard/InstallSnapshot',
+            quiver_dot_v1_dot_shard__pb2.SnapshotChunk.SerializeToString,
+            quiver_dot_v1_dot_shard__pb2.ReplicaStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Digest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Shard/Digest',
+            quiver_dot_v1_dot_shard__pb2.DigestRequest.SerializeToString,
+            quiver_dot_v1_dot_shard__pb2.DigestResponse.FromString,
             options,
             channel_credentials,
             insecure,

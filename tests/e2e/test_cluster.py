@@ -22,6 +22,7 @@ from quiver.client import AsyncClient
 from quiver.errors import AlreadyExists, FailedPrecondition, Unavailable
 from quiver.filters import And, Eq, Filter, matches
 from quiver.local_cluster import LocalCluster
+from tests.eventually import assert_eventually_async
 from shard.indexes import IndexConfig, QueryKnobs, create_index
 
 N_BASE = 50_000
@@ -226,6 +227,15 @@ async def test_a_frozen_shard_costs_at_most_the_deadline(loaded, data):
                 await asyncio.wait_for(client.search("glove", data.queries[:3], 10), 10)
     finally:
         os.kill(frozen.pid, signal.SIGCONT)
+    await all_servers_registered(loaded)  # frozen past its lease, it registers again on its next renewal
+
+
+async def all_servers_registered(cluster: LocalCluster) -> None:
+    async with AsyncClient(cluster.router_address, timeout=5.0) as client:
+        async def registered() -> bool:
+            return len((await client.status()).servers) == len(cluster.shard_servers)
+
+        await assert_eventually_async(registered, timeout=15)
 
 
 async def test_a_killed_shard_gives_partial_results_when_allowed_and_unavailable_otherwise(loaded, data):

@@ -93,6 +93,11 @@ async def contents(cluster: Cluster, server_id: str, collection: str, ids: list[
     return {p.id: (p.vector, str(p.metadata)) for p in reply.points}
 
 
+async def digest(cluster: Cluster, server_id: str, collection: str) -> tuple[int, int]:
+    reply = await cluster.stub(server_id).Digest(shard_pb2.DigestRequest(ref=ref(collection)))
+    return reply.point_count, reply.digest
+
+
 def sample(name: str, labels: dict[str, str] | None = None) -> float:
     return REGISTRY.get_sample_value(name, labels or {}) or 0.0
 
@@ -110,12 +115,16 @@ async def test_an_acknowledged_write_is_on_every_replica_and_status_shows_roles_
     held = [await contents(cluster, s, "docs", ids) for s in ("s0", "s1", "s2")]
     assert sorted(held[0]) == sorted(ids[5:])
     assert held[0] == held[1] == held[2]
+    digests = [await digest(cluster, s, "docs") for s in ("s0", "s1", "s2")]
+    assert digests[0] == digests[1] == digests[2] and digests[0][0] == 35
 
     status = await cluster.client.status()
     replicas = {r.server_id: r for r in status.replicas if r.collection == "docs"}
     assert {s: r.role for s, r in replicas.items()} == {"s0": "primary", "s1": "in_sync", "s2": "in_sync"}
     assert {r.term for r in replicas.values()} == {1}
     assert {r.last_lsn for r in replicas.values()} == {5} and {r.lag for r in replicas.values()} == {0}
+    await cluster.shards["s2"].registry.all()[0].delete(["p7"], None)  # behind the primary's back
+    assert await digest(cluster, "s2", "docs") != digests[0]
 
 
 async def test_a_dead_follower_is_dropped_from_the_in_sync_set_before_the_write_is_acknowledged(cluster):
@@ -228,3 +237,51 @@ async def test_when_the_primary_dies_the_controller_promotes_an_in_sync_replica_
     await eventually(rejoined, timeout=15)
     assert await contents(cluster, "s0", "docs", ids) == survivors[0]
     assert cluster.router.controller is not None and cluster.router.controller.promotions == 1
+
+
+async def test_a_returning_primarys_unacknowledged_tail_is_cut_off_and_it_converges_on_the_new_primary(cluster):
+    await cluster.client.create_collection("docs", DIM, index="flat", replication_factor=2)
+    await cluster.client.upsert("docs", ["a", "b"], rows(2))
+    old_primary = cluster.shards["s0"].registry.all()[0]
+    old_primary.on_logged = None  # as if s0 died right after logging this write, before forwarding it
+    await old_primary.upsert(["ghost"], rows(1, 5), None, term=1)
+    await cluster.stop_shard("s0")
+
+    async def promoted() -> bool:
+        return (await cluster.placement("docs")).primary == "s1"
+
+    await eventually(promoted, timeout=10)
+    await eventually(lambda: cluster.router.watcher.current.shard_maps[("docs", 1)].shards[0].primary == "s1", timeout=5)
+    await cluster.client.upsert("docs", ["c"], rows(1, 6))  # lsn 2 in term 2: where s0 holds "ghost" in term 1
+    await cluster.start_shard("s0")
+
+    async def rejoined() -> bool:
+        return "s0" in (await cluster.placement("docs")).in_sync_ids
+
+    await eventually(rejoined, timeout=15)
+    ids = ["a", "b", "c", "ghost"]
+    assert sorted(await contents(cluster, "s0", "docs", ids)) == ["a", "b", "c"]
+    assert await contents(cluster, "s0", "docs", ids) == await contents(cluster, "s1", "docs", ids)
+
+
+async def test_a_follower_the_primarys_log_no_longer_reaches_back_to_gets_the_primarys_snapshot(cluster):
+    await cluster.client.create_collection("docs", DIM, index="hnsw", replication_factor=2)
+    ids = [f"p{i}" for i in range(60)]
+    await cluster.client.upsert("docs", ids[:20], rows(20))
+    await cluster.stop_shard("s1")
+    primary = cluster.shards["s0"].registry.all()[0]
+    for start in (20, 40):  # two snapshots while s1 is away: the log before the older one is dropped
+        await cluster.client.upsert("docs", ids[start:start + 20], rows(20, start), [{"n": i} for i in range(start, start + 20)])
+        await primary.snapshot()
+    assert primary.first_logged_lsn > 2  # s1 stopped at lsn 1
+    await cluster.start_shard("s1")
+
+    async def rejoined() -> bool:
+        return "s1" in (await cluster.placement("docs")).in_sync_ids
+
+    await eventually(rejoined, timeout=20)
+    assert await contents(cluster, "s1", "docs", ids) == await contents(cluster, "s0", "docs", ids)
+    assert len(await contents(cluster, "s1", "docs", ids)) == 60
+    # And it searches what it received: the primary's own HNSW graph, loaded from the snapshot's sections.
+    reply = await cluster.stub("s1").Search(shard_pb2.SearchRequest(ref=ref("docs"), queries=rows(1, 40).tobytes(), k=1))
+    assert list(reply.results[0].ids) == ["p40"]

@@ -148,7 +148,7 @@ def up(data_dir: Path, shard_servers: int, port: int) -> None:
 @router_option
 @one_line_errors
 def status(router: str) -> None:
-    """Servers, collections and replicas with point counts."""
+    """Servers, collections, and every replica: role (primary, in_sync, catching_up), term, LSN, lag, points."""
     from quiver.client import Client
 
     with Client(router) as client:
@@ -158,11 +158,12 @@ def status(router: str) -> None:
         click.echo(f"  {server.server_id:<20} {server.address}")
     for info in reply.collections:
         spec = info.spec
-        click.echo(f"collection {spec.name}: dim={spec.dim} shards={spec.shards} rf={spec.replication_factor} model={spec.model or '-'} version={info.active_version}")
+        click.echo(f"collection {spec.name}: dim={spec.dim} shards={spec.shards} rf={spec.replication_factor} min_in_sync={spec.min_in_sync} model={spec.model or '-'} version={info.active_version}")
     for replica in reply.replicas:
         training = "" if replica.trained or replica.state == "unreachable" else " (training: searches are exact)"
         writes = f" WRITES REFUSED ({replica.write_state}: {replica.write_fault})" if replica.write_state not in ("", "ok") else ""
-        click.echo(f"  {replica.collection} v{replica.version} shard {replica.shard}: {replica.server_id} at {replica.address or '-'} {replica.state} {replica.point_count} points{training}{writes}")
+        role = f"{replica.role} term {replica.term} lsn {replica.last_lsn} lag {replica.lag}"
+        click.echo(f"  {replica.collection} v{replica.version} shard {replica.shard}: {replica.server_id} at {replica.address or '-'} {replica.state} {role} {replica.point_count} points{training}{writes}")
     for key, reason in reply.skipped_records.items():
         click.echo(f"skipped unreadable record {key}: {reason}")
 
@@ -175,15 +176,17 @@ def status(router: str) -> None:
 @click.option("--param", "params", multiple=True, help="Index parameter NAME=VALUE (hnsw: m, ef_construction, ef_search; ivf_pq: nlist, m, nbits, nprobe, train_size, refine).")
 @click.option("--shards", default=1, show_default=True)
 @click.option("--replication-factor", default=1, show_default=True)
+@click.option("--min-in-sync", default=1, show_default=True, help="Writes need this many live in-sync replicas of their shard (and are acknowledged once that many hold them).")
 @click.option("--model", default="", help="Embedding model tag; requests naming another model are refused.")
 @router_option
 @one_line_errors
-def create_collection(name: str, dim: int, metric: str, index: str, params: tuple[str, ...], shards: int, replication_factor: int, model: str, router: str) -> None:
+def create_collection(name: str, dim: int, metric: str, index: str, params: tuple[str, ...], shards: int, replication_factor: int, min_in_sync: int, model: str, router: str) -> None:
     """Create a collection and place its shards on the live shard servers."""
     from quiver.client import Client
 
     with Client(router) as client:
-        client.create_collection(name, dim, metric=metric, index=index, index_params=parse_params(params), shards=shards, replication_factor=replication_factor, model=model)
+        client.create_collection(name, dim, metric=metric, index=index, index_params=parse_params(params), shards=shards,
+                                 replication_factor=replication_factor, min_in_sync=min_in_sync, model=model)
     click.echo(f"created collection {name} ({shards} shards, {index}, {metric}, dim {dim})")
 
 

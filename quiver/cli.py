@@ -155,7 +155,7 @@ def status(router: str) -> None:
         reply = client.status()
     click.echo(f"{len(reply.servers)} shard servers")
     for server in reply.servers:
-        click.echo(f"  {server.server_id:<20} {server.address}")
+        click.echo(f"  {server.server_id:<20} {server.address}{'  DRAINING' if server.draining else ''}")
     for info in reply.collections:
         spec = info.spec
         click.echo(f"collection {spec.name}: dim={spec.dim} shards={spec.shards} rf={spec.replication_factor} min_in_sync={spec.min_in_sync} model={spec.model or '-'} version={info.active_version}")
@@ -166,6 +166,37 @@ def status(router: str) -> None:
         click.echo(f"  {replica.collection} v{replica.version} shard {replica.shard}: {replica.server_id} at {replica.address or '-'} {replica.state} {role} {replica.point_count} points{training}{writes}")
     for key, reason in reply.skipped_records.items():
         click.echo(f"skipped unreadable record {key}: {reason}")
+
+
+@main.command()
+@click.argument("server_id")
+@click.option("--cancel", is_flag=True, help="Stop draining it (replicas already moved stay where they are).")
+@click.option("--wait/--no-wait", default=False, show_default=True, help="Wait until no replica is left on it.")
+@click.option("--wait-timeout", default=600.0, show_default=True, help="Seconds --wait waits at most.")
+@router_option
+@one_line_errors
+def drain(server_id: str, cancel: bool, wait: bool, wait_timeout: float, router: str) -> None:
+    """Move every replica off SERVER_ID (before maintenance): the controller places a new replica elsewhere,
+    waits until it is in sync, hands a primary over, then removes the old one. `quiver status` shows progress."""
+    import time
+
+    from quiver.client import Client
+
+    with Client(router) as client:
+        held = client.drain(server_id, cancel=cancel)
+        if cancel:
+            click.echo(f"stopped draining {server_id} ({held} replicas on it)")
+            return
+        click.echo(f"draining {server_id}: {held} replicas to move")
+        deadline = time.monotonic() + wait_timeout
+        while wait and held:
+            time.sleep(1.0)
+            held = sum(1 for r in client.status().replicas if r.server_id == server_id)
+            click.echo(f"  {held} replicas left on {server_id}")
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"{held} replicas still on {server_id} after {wait_timeout:g} s; see `quiver status`")
+        if wait:
+            click.echo(f"{server_id} holds no replica: safe to stop")
 
 
 @main.command("create-collection")

@@ -100,6 +100,7 @@ class CollectionInfo:
 class ServerStatus:
     server_id: str
     address: str
+    draining: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def collection_info(info: router_pb2.CollectionInfo) -> CollectionInfo:
 
 def cluster_status(reply: router_pb2.ClusterStatusResponse) -> ClusterStatus:
     return ClusterStatus(
-        [ServerStatus(s.server_id, s.address) for s in reply.servers],
+        [ServerStatus(s.server_id, s.address, s.draining) for s in reply.servers],
         [collection_info(c) for c in reply.collections],
         [ReplicaStatus(r.collection, r.version, r.shard, r.server_id, r.address, r.state, r.point_count, r.trained,
                        r.write_state, r.write_fault, r.role, r.term, r.last_lsn, r.lag) for r in reply.replicas],
@@ -326,6 +327,11 @@ class Client:
     def status(self, *, timeout: float | None = None) -> ClusterStatus:
         return cluster_status(self._call(self._stub.ClusterStatus, router_pb2.ClusterStatusRequest(), timeout))
 
+    def drain(self, server_id: str, *, cancel: bool = False, timeout: float | None = None) -> int:
+        """Ask the controller to move every replica off a server (before maintenance); the replicas it held."""
+        request = router_pb2.DrainServerRequest(server_id=server_id, cancel=cancel)
+        return int(self._call(self._stub.DrainServer, request, timeout).replicas_left)
+
     def close(self) -> None:
         self._channel.close()
 
@@ -403,6 +409,11 @@ class AsyncClient:
 
     async def status(self, *, timeout: float | None = None) -> ClusterStatus:
         return cluster_status(await self._call(self._stub.ClusterStatus, router_pb2.ClusterStatusRequest(), timeout))
+
+    async def drain(self, server_id: str, *, cancel: bool = False, timeout: float | None = None) -> int:
+        """Ask the controller to move every replica off a server (before maintenance); the replicas it held."""
+        request = router_pb2.DrainServerRequest(server_id=server_id, cancel=cancel)
+        return int((await self._call(self._stub.DrainServer, request, timeout)).replicas_left)
 
     async def close(self) -> None:
         await self._channel.close()

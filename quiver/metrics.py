@@ -37,6 +37,9 @@ REPLICA_ACK_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 PROMOTIONS = Counter("quiver_controller_promotions", "In-sync replicas promoted to primary (in a new term) after their primary was gone.")
+REPLICAS_MOVED = Counter(
+    "quiver_controller_replicas_added", "New replicas the controller placed: in place of a server gone for good, or off a drained one.", ["reason"]
+)
 IN_SYNC_CHANGES = Counter(
     "quiver_shard_in_sync_changes", "On a primary: replicas dropped from or added back to a shard's in-sync set.", ["change"]
 )

@@ -21,7 +21,7 @@ import grpc
 from quiver.control_plane.records import CollectionRecord, Replica, ShardMap, ShardPlacement
 from quiver.control_plane.store import ClusterStore
 from quiver.control_plane.watcher import ClusterWatcher
-from quiver.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument
+from quiver.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from quiver.specs import MAX_DIM
 from quiver.v1 import router_pb2, shard_pb2
 from quiver.wire.specs import index_from_proto, index_to_proto, metric_from_proto, metric_to_proto
@@ -127,7 +127,10 @@ class Admin:
             raise FailedPrecondition(
                 f"replication_factor {replication} needs at least {replication} live shard servers; {len(servers)} registered"
             )
-        server_ids = sorted(s.server_id for s in servers)
+        drained = self._watcher.current.drains
+        undrained = sorted(s.server_id for s in servers if s.server_id not in drained)
+        # Drained servers take new replicas only when the others are too few for the replication factor.
+        server_ids = undrained if len(undrained) >= replication else sorted(s.server_id for s in servers)
         addresses = {s.server_id: s.address for s in servers}
         claim = place_shards(spec.name, shards, replication, server_ids, "creating")
         try:
@@ -225,10 +228,20 @@ class Admin:
         await self._seen(revision, budget)
         await self._drop_partitions(name, maps, {s.server_id: s.address for s in self._watcher.current.servers.values()})
 
+    async def drain_server(self, server_id: str, cancel: bool, budget: Budget = UNLIMITED) -> int:
+        """Record a drain request for the controller (or withdraw it); the replicas the server holds now."""
+        snapshot = self._watcher.current
+        held = sum(1 for m in snapshot.shard_maps.values() for p in m.shards if server_id in p.server_ids)
+        if not cancel and server_id not in snapshot.servers and not held:
+            raise NotFound(f"no shard server {server_id!r} is registered or holds replicas; `quiver status` lists them")
+        await self._seen(await self._store.request_drain(server_id, cancel=cancel), budget)
+        return held
+
     async def cluster_status(self) -> router_pb2.ClusterStatusResponse:
         snapshot = self._watcher.current
         response = router_pb2.ClusterStatusResponse(
-            servers=[router_pb2.ShardServerStatus(server_id=s.server_id, address=s.address) for s in sorted(snapshot.servers.values(), key=lambda s: s.server_id)],
+            servers=[router_pb2.ShardServerStatus(server_id=s.server_id, address=s.address, draining=s.server_id in snapshot.drains)
+                     for s in sorted(snapshot.servers.values(), key=lambda s: s.server_id)],
             collections=[self.info(r) for r in sorted(snapshot.collections.values(), key=lambda r: r.name)],
             skipped_records=[router_pb2.SkippedRecord(key=key, reason=reason) for key, reason in snapshot.skipped],
         )

@@ -43,3 +43,5 @@ class RouterConfig:
     # Run for the controller role (one router at a time holds it): promotes a replica when a primary is gone.
     controller: bool = True
     router_id: str = ""  # this router's name as a controller candidate; "" = host:port
+    # As controller: a replica whose server has been gone this long is rebuilt on another server.
+    replace_after_s: float = 60.0

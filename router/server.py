@@ -11,7 +11,7 @@ from quiver.v1 import router_pb2
 from quiver.metrics import MetricsEndpoint
 from router.admin import Admin
 from router.config import RouterConfig
-from router.controller import Controller
+from router.controller import Controller, ControllerPolicy
 from router.servicer import RouterServicer
 from quiver.shard_channels import ShardPool
 
@@ -34,7 +34,9 @@ class RouterServer:
         self.health = add_health_and_reflection(self.server, SERVICE_NAME)
         self.port = bind(self.server, config.host, config.port)
         self.metrics = MetricsEndpoint(config.metrics_port, config.metrics_host)
-        self.controller = Controller(config.router_id or self.address, self.store, self.watcher, self.pool) if config.controller else None
+        self.controller = Controller(
+            config.router_id or self.address, self.store, self.watcher, self.pool, ControllerPolicy(replace_after_s=config.replace_after_s),
+        ) if config.controller else None
 
     @property
     def address(self) -> str:

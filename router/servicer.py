@@ -112,6 +112,11 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     async def ClusterStatus(self, request, context):  # type: ignore[no-untyped-def]
         return await self._admin.cluster_status()
 
+    @rpc_guard
+    async def DrainServer(self, request, context):  # type: ignore[no-untyped-def]
+        left = await self._admin.drain_server(request.server_id, request.cancel, Budget(context.time_remaining()))
+        return router_pb2.DrainServerResponse(replicas_left=left)
+
     # -- writes -------------------------------------------------------------------------------------
 
     @rpc_guard

@@ -8,6 +8,8 @@ each its own root so one etcd can hold several):
                                              named by server id, never by address
     {root}servers/{server_id}                ServerRecord, JSON, attached to the server's lease, so it
                                              disappears when the server stops renewing it
+    {root}drains/{server_id}                 a drain request (JSON: when it was made): the controller moves
+                                             every replica off that server
     {root}controller                         the id of the router holding the controller role, under its
                                              lease (see election.py)
 
@@ -45,7 +47,7 @@ def _check_version(version: int) -> int:
 
 @dataclass(frozen=True)
 class ParsedKey:
-    kind: Literal["collection", "shard_map", "server"]
+    kind: Literal["collection", "shard_map", "server", "drain"]
     name: str  # collection name, or server id for kind "server"
     version: int | None = None  # shard-map version for kind "shard_map"
 
@@ -87,6 +89,13 @@ class KeyLayout:
         return self.servers_prefix + check_segment("server id", server_id)
 
     @property
+    def drains_prefix(self) -> str:
+        return f"{self.root}drains/"
+
+    def drain(self, server_id: str) -> str:
+        return self.drains_prefix + check_segment("server id", server_id)
+
+    @property
     def controller(self) -> str:
         return f"{self.root}controller"
 
@@ -99,6 +108,8 @@ class KeyLayout:
             return ParsedKey("collection", parts[1])
         if len(parts) == 2 and parts[0] == "servers" and parts[1]:
             return ParsedKey("server", parts[1])
+        if len(parts) == 2 and parts[0] == "drains" and parts[1]:
+            return ParsedKey("drain", parts[1])
         # isdigit() alone also accepts digits int() refuses ("²") or reads as others ("١").
         if len(parts) == 3 and parts[0] == "shardmaps" and parts[1] and parts[2].isascii() and parts[2].isdigit():
             return ParsedKey("shard_map", parts[1], int(parts[2]))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -39,6 +40,7 @@ class ClusterSnapshot:
     # Records under the root that could not be read (key, why): skipped, so one bad or future record
     # never stops a router, and reported by cluster status for an operator.
     skipped: tuple[tuple[str, str], ...] = ()
+    drains: frozenset[str] = frozenset()  # servers being drained (their replicas move away)
 
     def active_shard_map(self, name: str) -> ShardMap | None:
         """The serving shard map of collection `name`, or None if the collection or its map is missing."""
@@ -293,6 +295,14 @@ class ClusterStore:
         )
         return registration
 
+    async def request_drain(self, server_id: str, *, cancel: bool = False) -> int:
+        """Ask the controller to move every replica off `server_id` (or stop asking); returns the revision."""
+        key = self.keys.drain(server_id)
+        if cancel:
+            await self.client.delete(key)
+            return (await self.client.get_prefix(self.keys.drains_prefix)).revision
+        return await self.client.put(key, json.dumps({"schema": 1, "requested_unix": time.time()}).encode())
+
     async def list_servers(self) -> list[ServerRecord]:
         result = await self.client.get_prefix(self.keys.servers_prefix)
         return [ServerRecord.from_json(kv.value) for kv in result.kvs]
@@ -302,6 +312,7 @@ class ClusterStore:
         collections: dict[str, CollectionRecord] = {}
         shard_maps: dict[tuple[str, int], ShardMap] = {}
         servers: dict[str, ServerRecord] = {}
+        drains: set[str] = set()
         skipped: list[tuple[str, str]] = []
         for kv in result.kvs:
             parsed = self.keys.parse(kv.key)
@@ -313,6 +324,8 @@ class ClusterStore:
                 elif parsed.kind == "shard_map":
                     assert parsed.version is not None
                     shard_maps[(parsed.name, parsed.version)] = ShardMap.from_json(kv.value)
+                elif parsed.kind == "drain":
+                    drains.add(parsed.name)
                 else:
                     servers[parsed.name] = ServerRecord.from_json(kv.value)
             except (QuiverError, TypeError, ValueError) as error:
@@ -325,6 +338,7 @@ class ClusterStore:
             MappingProxyType(shard_maps),
             MappingProxyType(servers),
             tuple(skipped),
+            frozenset(drains),
         )
 
     def watch(self, start_revision: int, *, max_backoff: float = 2.0) -> AsyncIterator[WatchEvent]:

@@ -218,12 +218,28 @@ class ShardReplicaStatus(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., version: _Optional[int] = ..., shard: _Optional[int] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., point_count: _Optional[int] = ..., trained: _Optional[bool] = ..., server_id: _Optional[str] = ..., write_state: _Optional[str] = ..., write_fault: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., last_lsn: _Optional[int] = ..., lag: _Optional[int] = ...) -> None: ...
 
 class ShardServerStatus(_message.Message):
-    __slots__ = ("server_id", "address")
+    __slots__ = ("server_id", "address", "draining")
     SERVER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     server_id: str
     address: str
-    def __init__(self, server_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+    draining: bool
+    def __init__(self, server_id: _Optional[str] = ..., address: _Optional[str] = ..., draining: _Optional[bool] = ...) -> None: ...
+
+class DrainServerRequest(_message.Message):
+    __slots__ = ("server_id", "cancel")
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    server_id: str
+    cancel: bool
+    def __init__(self, server_id: _Optional[str] = ..., cancel: _Optional[bool] = ...) -> None: ...
+
+class DrainServerResponse(_message.Message):
+    __slots__ = ("replicas_left",)
+    REPLICAS_LEFT_FIELD_NUMBER: _ClassVar[int]
+    replicas_left: int
+    def __init__(self, replicas_left: _Optional[int] = ...) -> None: ...
 
 class ClusterStatusResponse(_message.Message):
     __slots__ = ("servers", "collections", "replicas", "skipped_records")

@@ -79,6 +79,11 @@ class RouterStub:
                 request_serializer=quiver_dot_v1_dot_router__pb2.ClusterStatusRequest.SerializeToString,
                 response_deserializer=quiver_dot_v1_dot_router__pb2.ClusterStatusResponse.FromString,
                 _registered_method=True)
+        self.DrainServer = channel.unary_unary(
+                '/quiver.v1.Router/DrainServer',
+                request_serializer=quiver_dot_v1_dot_router__pb2.DrainServerRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_router__pb2.DrainServerResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -138,6 +143,12 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainServer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +196,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.ClusterStatus,
                     request_deserializer=quiver_dot_v1_dot_router__pb2.ClusterStatusRequest.FromString,
                     response_serializer=quiver_dot_v1_dot_router__pb2.ClusterStatusResponse.SerializeToString,
+            ),
+            'DrainServer': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainServer,
+                    request_deserializer=quiver_dot_v1_dot_router__pb2.DrainServerRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_router__pb2.DrainServerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -430,6 +446,33 @@ class Router:
             '/quiver.v1.Router/ClusterStatus',
             quiver_dot_v1_dot_router__pb2.ClusterStatusRequest.SerializeToString,
             quiver_dot_v1_dot_router__pb2.ClusterStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainServer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Router/DrainServer',
+            quiver_dot_v1_dot_router__pb2.DrainServerRequest.SerializeToString,
+            quiver_dot_v1_dot_router__pb2.DrainServerResponse.FromString,
             options,
             channel_credentials,
             insecure,

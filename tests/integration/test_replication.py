@@ -285,3 +285,45 @@ async def test_a_follower_the_primarys_log_no_longer_reaches_back_to_gets_the_pr
     # And it searches what it received: the primary's own HNSW graph, loaded from the snapshot's sections.
     reply = await cluster.stub("s1").Search(shard_pb2.SearchRequest(ref=ref("docs"), queries=rows(1, 40).tobytes(), k=1))
     assert list(reply.results[0].ids) == ["p40"]
+
+
+async def test_a_drained_server_hands_its_replicas_to_another_server_without_losing_reads_or_writes(cluster):
+    await cluster.client.create_collection("docs", DIM, index="flat", replication_factor=2)
+    ids = [f"p{i}" for i in range(20)]
+    await cluster.client.upsert("docs", ids[:10], rows(10))
+    assert await cluster.client.drain("s0") == 1  # the primary of the shard's two replicas (s0, s1)
+
+    async def drained() -> bool:
+        placement = await cluster.placement("docs")
+        return "s0" not in placement.server_ids and placement.in_sync_ids == placement.server_ids
+
+    written = 10
+    while not await drained():  # writes and reads go on throughout
+        await cluster.client.upsert("docs", [ids[written % 20]], rows(1, written))
+        assert len(await cluster.client.get("docs", ids[:10])) == 10
+        written += 1
+        assert written < 400, await cluster.placement("docs")
+        await asyncio.sleep(0.02)
+    placement = await cluster.placement("docs")
+    assert sorted(placement.server_ids) == ["s1", "s2"] and placement.term == 2 and placement.primary == "s1"
+    assert await contents(cluster, "s2", "docs", ids) == await contents(cluster, "s1", "docs", ids)
+    status = await cluster.client.status()
+    assert [s.draining for s in status.servers if s.server_id == "s0"] == [True]
+    await eventually(lambda: cluster.shards["s0"].registry.all() == [], timeout=5)  # its partition is dropped
+
+
+async def test_a_replica_whose_server_stays_gone_is_rebuilt_on_another_server(cluster):
+    assert cluster.router.controller is not None
+    cluster.router.controller.policy = replace(cluster.router.controller.policy, replace_after_s=0.5)
+    await cluster.client.create_collection("docs", DIM, index="hnsw", replication_factor=2)
+    ids = [f"p{i}" for i in range(30)]
+    await cluster.client.upsert("docs", ids, rows(30))
+    await cluster.stop_shard("s1")  # the follower, gone for good
+
+    async def rebuilt() -> bool:
+        placement = await cluster.placement("docs")
+        return sorted(placement.server_ids) == ["s0", "s2"] and placement.in_sync_ids == placement.server_ids
+
+    await eventually(rebuilt, timeout=20)
+    assert await contents(cluster, "s2", "docs", ids) == await contents(cluster, "s0", "docs", ids)
+    assert len(await contents(cluster, "s2", "docs", ids)) == 30

@@ -207,17 +207,19 @@ def drain(server_id: str, cancel: bool, wait: bool, wait_timeout: float, router:
 @click.option("--param", "params", multiple=True, help="Index parameter NAME=VALUE (hnsw: m, ef_construction, ef_search; ivf_pq: nlist, m, nbits, nprobe, train_size, refine).")
 @click.option("--shards", default=1, show_default=True)
 @click.option("--replication-factor", default=1, show_default=True)
+@click.option("--partition-key-field", default="", help="Metadata field holding each point's partition key: points are then identified by (key, id), and every write, get and delete names its --partition-key.")
 @click.option("--min-in-sync", default=1, show_default=True, help="Writes need this many live in-sync replicas of their shard (and are acknowledged once that many hold them).")
 @click.option("--model", default="", help="Embedding model tag; requests naming another model are refused.")
 @router_option
 @one_line_errors
-def create_collection(name: str, dim: int, metric: str, index: str, params: tuple[str, ...], shards: int, replication_factor: int, min_in_sync: int, model: str, router: str) -> None:
+def create_collection(name: str, dim: int, metric: str, index: str, params: tuple[str, ...], shards: int, replication_factor: int, partition_key_field: str, min_in_sync: int, model: str, router: str) -> None:
     """Create a collection and place its shards on the live shard servers."""
     from quiver.client import Client
 
     with Client(router) as client:
         client.create_collection(name, dim, metric=metric, index=index, index_params=parse_params(params), shards=shards,
-                                 replication_factor=replication_factor, min_in_sync=min_in_sync, model=model)
+                                 replication_factor=replication_factor, min_in_sync=min_in_sync, model=model,
+                                 partition_key_field=partition_key_field)
     click.echo(f"created collection {name} ({shards} shards, {index}, {metric}, dim {dim})")
 
 

@@ -87,6 +87,7 @@ class CollectionSpec:
     replication_factor: int
     model: str
     min_in_sync: int = 1
+    partition_key_field: str = ""  # "" = not keyed
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def collection_info(info: router_pb2.CollectionInfo) -> CollectionInfo:
     params = {f.name: v for f, v in getattr(spec.index, kind).ListFields()} if spec.index.HasField(kind) else {}
     return CollectionInfo(
         CollectionSpec(spec.name, spec.dim, _METRIC_NAMES.get(spec.metric, "cosine"), kind, params, spec.shards,
-                       spec.replication_factor, spec.model, spec.min_in_sync or 1),
+                       spec.replication_factor, spec.model, spec.min_in_sync or 1, spec.partition_key_field),
         info.active_version, info.created_unix,
     )
 
@@ -179,11 +180,12 @@ def _error(error: grpc.RpcError) -> QuiverError:
 
 def collection_spec(
     name: str, dim: int, metric: str = "cosine", index: str = "hnsw", index_params: dict[str, Any] | None = None,
-    shards: int = 1, replication_factor: int = 1, model: str = "", min_in_sync: int = 1,
+    shards: int = 1, replication_factor: int = 1, model: str = "", min_in_sync: int = 1, partition_key_field: str = "",
 ) -> router_pb2.CollectionSpec:
     return router_pb2.CollectionSpec(
         name=name, dim=dim, metric=metric_to_proto(metric), index=index_to_proto(index, index_params or {}),
         shards=shards, replication_factor=replication_factor, model=model, min_in_sync=min_in_sync,
+        partition_key_field=partition_key_field,
     )
 
 
@@ -274,7 +276,7 @@ class Client:
             raise _error(error) from None
 
     def create_collection(self, name: str, dim: int, *, timeout: float | None = None, **options: Any) -> CollectionInfo:
-        """options: metric, index, index_params, shards, replication_factor, model, min_in_sync (see collection_spec)."""
+        """options: metric, index, index_params, shards, replication_factor, model, min_in_sync, partition_key_field (see collection_spec)."""
         request = router_pb2.CreateCollectionRequest(spec=collection_spec(name, dim, **options))
         return collection_info((self._call(self._stub.CreateCollection, request, timeout)).collection)
 
@@ -357,7 +359,7 @@ class AsyncClient:
             raise _error(error) from None
 
     async def create_collection(self, name: str, dim: int, *, timeout: float | None = None, **options: Any) -> CollectionInfo:
-        """options: metric, index, index_params, shards, replication_factor, model, min_in_sync (see collection_spec)."""
+        """options: metric, index, index_params, shards, replication_factor, model, min_in_sync, partition_key_field (see collection_spec)."""
         request = router_pb2.CreateCollectionRequest(spec=collection_spec(name, dim, **options))
         return collection_info((await self._call(self._stub.CreateCollection, request, timeout)).collection)
 

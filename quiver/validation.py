@@ -9,15 +9,17 @@ import numpy as np
 from quiver.errors import InvalidArgument
 
 MAX_ID_BYTES = 256
+# On the shards, a keyed collection's point is stored under a (partition key, id) pair: room for the key too.
+MAX_STORED_ID_BYTES = MAX_ID_BYTES + 4 * 128 + 8
 
 
-def check_ids(ids: list[str], *, allow_duplicates: bool = False) -> None:
+def check_ids(ids: list[str], *, allow_duplicates: bool = False, max_bytes: int = MAX_ID_BYTES) -> None:
     for position, point_id in enumerate(ids):
         if not point_id:
-            raise InvalidArgument(f"ids[{position}] is empty; point ids must be 1..{MAX_ID_BYTES} bytes of UTF-8")
+            raise InvalidArgument(f"ids[{position}] is empty; point ids must be 1..{max_bytes} bytes of UTF-8")
         size = len(point_id.encode("utf-8"))
-        if size > MAX_ID_BYTES:
-            raise InvalidArgument(f"ids[{position}] is {size} bytes; point ids may be at most {MAX_ID_BYTES} bytes")
+        if size > max_bytes:
+            raise InvalidArgument(f"ids[{position}] is {size} bytes; point ids may be at most {max_bytes} bytes")
     if not allow_duplicates and len(set(ids)) != len(ids):
         seen: set[str] = set()
         dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]

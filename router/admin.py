@@ -24,6 +24,7 @@ from quiver.control_plane.watcher import ClusterWatcher
 from quiver.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from quiver.specs import MAX_DIM
 from quiver.v1 import router_pb2, shard_pb2
+from quiver.wire.filters import check_field_name
 from quiver.wire.specs import index_from_proto, index_to_proto, metric_from_proto, metric_to_proto
 from router.config import RouterConfig
 from router.fanout import fan_out, raise_caller_errors, require_coverage
@@ -91,6 +92,7 @@ class Admin:
                 replication_factor=record.replication_factor,
                 model=record.model,
                 min_in_sync=record.min_in_sync,
+                partition_key_field=record.partition_key_field,
             ),
             active_version=record.active_version,
             created_unix=int(record.created_unix),
@@ -106,6 +108,8 @@ class Admin:
         shards = spec.shards or 1
         replication = spec.replication_factor or 1
         min_in_sync = spec.min_in_sync or 1
+        if spec.partition_key_field:
+            check_field_name(spec.partition_key_field, "partition_key_field")
         if shards > MAX_SHARDS:
             raise InvalidArgument(f"shards={shards} exceeds the maximum of {MAX_SHARDS}")
         record = CollectionRecord(
@@ -121,6 +125,7 @@ class Admin:
             previous_version=None,
             created_unix=time.time(),
             min_in_sync=min_in_sync,
+            partition_key_field=spec.partition_key_field,
         )
         servers = await self._store.list_servers()
         if len(servers) < replication:

@@ -35,6 +35,7 @@ from router.config import RouterConfig
 from router.fanout import Gather, Outcome, fan_out, raise_caller_errors, require_coverage
 from router.hashring import shard_for_key, shards_for_keys
 from router.merge import merge_topk_batch
+from router.partition_keys import caller_id, check_key, key_filter, stored_id, with_key
 from router.replica_reads import ReplicaReads
 from quiver.shard_channels import ShardPool
 
@@ -123,6 +124,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     async def Upsert(self, request, context):  # type: ignore[no-untyped-def]
         view = self._view(request.collection)
         check_model(view, request.model)
+        check_key(view.record.name, view.record.partition_key_field, request.partition_key, "write", required=True)
         if request.partition_key or len(request.ids) > self._config.offload_points:
             # Before the costly split: a keyed batch goes to one known shard, and a large one to every shard
             # (or so nearly every one that refusing it whole costs less than splitting it first).
@@ -196,11 +198,18 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         check_ids(ids, allow_duplicates=True)
         if not ids and filter_from_proto(request.filter) is None:
             raise InvalidArgument("delete names no ids and no filter; give at least one")
+        field, key = view.record.partition_key_field, request.partition_key
+        check_key(view.record.name, field, key, "delete", required=True)
+        flt = request.filter
+        if field:
+            ids = [stored_id(key, i) for i in ids]
+            if flt.WhichOneof("kind") is not None:
+                flt = key_filter(field, key, flt)
         timeout = self._timeout(context)
         calls: dict[int, Any] = {}
         for shard in self._target_shards(view, request.partition_key):
             address, term = view.primary(shard)
-            sub = shard_pb2.DeleteRequest(ref=self._ref(view, shard), ids=ids, filter=request.filter, term=term)
+            sub = shard_pb2.DeleteRequest(ref=self._ref(view, shard), ids=ids, filter=flt, term=term)
             calls[shard] = self._bind(address, "Delete", sub, timeout)
         outcomes = await fan_out(calls, timeout)
         raise_caller_errors(outcomes)
@@ -215,10 +224,13 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         view = self._view(request.collection)
         ids = list(request.ids)
         check_ids(ids, allow_duplicates=True)
+        field, key = view.record.partition_key_field, request.partition_key
+        check_key(view.record.name, field, key, "get", required=True)
+        asked = [stored_id(key, i) for i in ids] if field else ids
         timeout = self._timeout(context)
         calls = {
             shard: self._replicated(
-                view, shard, "Get", shard_pb2.GetRequest(ref=self._ref(view, shard), ids=ids, include_vectors=request.include_vectors), timeout
+                view, shard, "Get", shard_pb2.GetRequest(ref=self._ref(view, shard), ids=asked, include_vectors=request.include_vectors), timeout
             )
             for shard in self._target_shards(view, request.partition_key)
         }
@@ -226,7 +238,11 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         raise_caller_errors(outcomes)
         require_coverage(outcomes, False, f"get from {view.record.name!r}")
         found = {p.id: p for o in outcomes for p in o.value.points}  # type: ignore[union-attr]
-        return router_pb2.RouterGetResponse(points=[found[i] for i in dict.fromkeys(ids) if i in found])
+        points = [found[a] for a in dict.fromkeys(asked) if a in found]
+        if field:
+            for point in points:
+                point.id = caller_id(point.id)
+        return router_pb2.RouterGetResponse(points=points)
 
     @rpc_guard
     async def Search(self, request, context):  # type: ignore[no-untyped-def]
@@ -238,6 +254,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         if len(queries) > self._config.max_queries_per_request:
             raise InvalidArgument(f"{len(queries)} queries in one request; the maximum is {self._config.max_queries_per_request}")
         check_k(request.k, self._config.max_k)
+        check_key(view.record.name, view.record.partition_key_field, request.partition_key, "search", required=False)
         check_vectors(queries, view.record.metric, "queries")
         filter_from_proto(request.filter)  # refuse a malformed filter here, once, not once per shard
         key = (
@@ -328,13 +345,16 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         n_queries = sum(j.n_queries for j in batch)
         timeout = max(j.deadline for j in batch) - loop.time()
         shards = self._target_shards(view, request.partition_key)
+        field = view.record.partition_key_field
+        # A keyed search sees only its key's points: its shard holds other keys' points too.
+        shard_filter = key_filter(field, request.partition_key, request.filter) if field and request.partition_key else request.filter
         calls = {}
         for shard in shards:
             sub = shard_pb2.SearchRequest(
                 ref=self._ref(view, shard),
                 queries=queries,
                 k=request.k,
-                filter=request.filter,
+                filter=shard_filter,
                 params=request.params,
                 include_metadata=request.include_metadata,
                 include_vectors=request.include_vectors,
@@ -344,13 +364,14 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         offsets = np.cumsum([0] + [j.n_queries for j in batch]).tolist()
         sent = loop.time()
         gather = Gather(calls)
+        translated: set[int] = set()
         try:
             waiting = sorted(range(len(batch)), key=lambda member: batch[member].deadline)
             while waiting:
                 outcomes = await gather.wait(batch[waiting[0]].deadline - loop.time())
                 now = loop.time()
                 due = waiting if gather.finished else [m for m in waiting if batch[m].deadline <= now] or waiting[:1]
-                replies = await self._replies(view, request, outcomes, n_queries, len(shards))
+                replies = await self._replies(view, request, outcomes, n_queries, len(shards), translated)
                 for member in due:
                     answers[live[member]] = replies if isinstance(replies, Exception) else router_pb2.RouterSearchResponse(
                         results=replies[0][offsets[member] : offsets[member + 1]], coverage=replies[1]
@@ -363,7 +384,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         return answers
 
     async def _replies(
-        self, view: CollectionView, request: Any, outcomes: list[Outcome[Any]], n_queries: int, n_shards: int
+        self, view: CollectionView, request: Any, outcomes: list[Outcome[Any]], n_queries: int, n_shards: int, translated: set[int],
     ) -> tuple[list[types_pb2.QueryResult], router_pb2.Coverage] | QuiverError:
         """The merged results of a batch from the shards that have answered, or why they are not enough."""
         try:
@@ -372,6 +393,12 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         except QuiverError as error:
             return error
         answered = [o.value for o in outcomes if o.ok]
+        if view.record.partition_key_field:
+            for answer in answered:
+                if id(answer) not in translated:  # a batch's answers are read once per member deadline
+                    translated.add(id(answer))
+                    for result in answer.results:
+                        result.ids[:] = [caller_id(i) for i in result.ids]
         coverage = router_pb2.Coverage(shards_asked=n_shards, shards_answered=len(answered), partial=len(answered) < n_shards)
         if coverage.partial:
             PARTIAL_RESULTS.inc()
@@ -393,10 +420,16 @@ def _split_upsert(request: router_pb2.RouterUpsertRequest, view: CollectionView,
     check_vectors(vectors, view.record.metric)
     metadata_list_from_proto(request.metadata, len(ids))  # validates every entry before any shard sees one
     n_shards = view.record.shards
+    metadata: Any = request.metadata
+    field = view.record.partition_key_field
     if request.partition_key:
         assignment = np.full(len(ids), shard_for_key(request.partition_key, n_shards))
     else:
         assignment = shards_for_keys(ids, n_shards)
+    if field:  # keyed: stored as (key, id), with the key in its field
+        key = request.partition_key
+        ids = [stored_id(key, i) for i in ids]
+        metadata = [with_key(metadata[n] if len(metadata) else types_pb2.Metadata(), field, key, n) for n in range(len(ids))]
     by_shard = {}
     for shard in np.unique(assignment).tolist():
         rows = np.flatnonzero(assignment == shard)
@@ -404,7 +437,7 @@ def _split_upsert(request: router_pb2.RouterUpsertRequest, view: CollectionView,
             ref=ref(view, shard),
             ids=[ids[r] for r in rows.tolist()],
             vectors=vectors[rows].tobytes(),
-            metadata=[request.metadata[r] for r in rows.tolist()] if len(request.metadata) else [],
+            metadata=[metadata[r] for r in rows.tolist()] if len(metadata) else [],
         )
     return by_shard
 

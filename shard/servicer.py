@@ -37,7 +37,7 @@ from quiver.grpc_server import Undecodable
 from shard.indexes import QueryKnobs
 from shard.partition_registry import PartitionRegistry
 from shard.replication import Replication
-from quiver.validation import check_ids, check_k, prepare_vectors
+from quiver.validation import MAX_STORED_ID_BYTES, check_ids, check_k, prepare_vectors
 
 
 T = TypeVar("T")
@@ -104,7 +104,7 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
     async def Delete(self, request, context):  # type: ignore[no-untyped-def]
         partition = self._partition(request.ref)
         ids = list(request.ids)
-        check_ids(ids, allow_duplicates=True)
+        check_ids(ids, allow_duplicates=True, max_bytes=MAX_STORED_ID_BYTES)
         flt = filter_from_proto(request.filter)
         if not ids and flt is None:
             raise InvalidArgument("delete names no ids and no filter; give at least one")
@@ -245,7 +245,7 @@ def _decode_upsert(request: shard_pb2.UpsertRequest, spec: PartitionSpec) -> tup
     ids = list(request.ids)
     if not ids:
         raise InvalidArgument("upsert carries no ids")
-    check_ids(ids)
+    check_ids(ids, max_bytes=MAX_STORED_ID_BYTES)
     vectors = vectors_from_bytes(request.vectors, spec.dim, len(ids), "vectors")
     prepared = prepare_vectors(vectors, spec.metric)
     return ids, prepared, metadata_list_from_proto(request.metadata, len(ids))

@@ -71,6 +71,9 @@ class CollectionRecord:
     created_unix: float
     # Writes are refused (UNAVAILABLE) while fewer in-sync replicas of their shard are live than this.
     min_in_sync: int = 1
+    # The metadata field holding each point's partition key ("" = none): a keyed collection identifies a
+    # point by (key, id) and routes it by the key (router/partition_keys.py).
+    partition_key_field: str = ""
 
     def __post_init__(self) -> None:
         check_segment("collection name", self.name)
@@ -223,7 +226,7 @@ _FIELDS: dict[type, tuple[str, ...]] = {
     ServerRecord: tuple(ServerRecord.__dataclass_fields__),
 }
 # Fields added after schema 1 was first written: optional on read, so older records still load.
-_OPTIONAL: dict[type, tuple[str, ...]] = {CollectionRecord: ("min_in_sync",)}
+_OPTIONAL: dict[type, tuple[str, ...]] = {CollectionRecord: ("min_in_sync", "partition_key_field")}
 _REQUIRED: dict[type, tuple[str, ...]] = {
     kind: tuple(n for n in names if n not in _OPTIONAL.get(kind, ())) for kind, names in _FIELDS.items()
 }

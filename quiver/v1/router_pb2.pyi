@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CollectionSpec(_message.Message):
-    __slots__ = ("name", "dim", "metric", "index", "shards", "replication_factor", "model", "min_in_sync")
+    __slots__ = ("name", "dim", "metric", "index", "shards", "replication_factor", "model", "min_in_sync", "partition_key_field")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class CollectionSpec(_message.Message):
     REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MIN_IN_SYNC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_KEY_FIELD_FIELD_NUMBER: _ClassVar[int]
     name: str
     dim: int
     metric: _types_pb2.Metric
@@ -25,7 +26,8 @@ class CollectionSpec(_message.Message):
     replication_factor: int
     model: str
     min_in_sync: int
-    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[_Union[_types_pb2.Metric, str]] = ..., index: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ..., shards: _Optional[int] = ..., replication_factor: _Optional[int] = ..., model: _Optional[str] = ..., min_in_sync: _Optional[int] = ...) -> None: ...
+    partition_key_field: str
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[_Union[_types_pb2.Metric, str]] = ..., index: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ..., shards: _Optional[int] = ..., replication_factor: _Optional[int] = ..., model: _Optional[str] = ..., min_in_sync: _Optional[int] = ..., partition_key_field: _Optional[str] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
     __slots__ = ("spec", "active_version", "created_unix")

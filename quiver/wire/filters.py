@@ -40,6 +40,11 @@ def _check_field(name: str, where: str) -> None:
         raise InvalidArgument(f"{where}: {problem}")
 
 
+def check_field_name(name: str, where: str) -> None:
+    """InvalidArgument unless `name` can be a metadata field name."""
+    _check_field(name, where)
+
+
 # Values and metadata.
 
 

@@ -92,20 +92,22 @@ async def test_filtered_search_through_the_router_equals_brute_force_filtered_to
 async def test_partition_key_search_asks_one_shard_and_equals_filtered_scatter_gather(loaded, data):
     rng = np.random.default_rng(3)
     async with AsyncClient(loaded.router_address) as client:
+        await client.create_collection("tenants", 50, index="hnsw", shards=3, partition_key_field="tenant")
         for tenant in ("acme", "globex", "initech"):
             vectors = data.base[rng.choice(N_BASE, 300, replace=False)]
             ids = [f"{tenant}-{i}" for i in range(300)]
-            await client.upsert("glove", ids, vectors, [{"tenant": tenant}] * 300, partition_key=tenant)
+            await client.upsert("tenants", ids, vectors, partition_key=tenant)  # the key is stored as "tenant"
         for tenant in ("acme", "globex", "initech"):
-            flt = Eq("tenant", tenant)
-            keyed = await client.search("glove", data.queries[:20], 10, filter=flt, partition_key=tenant)
-            scattered = await client.search("glove", data.queries[:20], 10, filter=flt)
+            keyed = await client.search("tenants", data.queries[:20], 10, partition_key=tenant)
+            scattered = await client.search("tenants", data.queries[:20], 10, filter=Eq("tenant", tenant))
             assert all(r.shards_asked == 1 and r.shards_answered == 1 for r in keyed)
             assert all(r.shards_asked == 3 for r in scattered)
             assert [r.ids for r in keyed] == [r.ids for r in scattered]
             assert all(i.startswith(tenant) for r in keyed for i in r.ids)
-            got = await client.get("glove", [f"{tenant}-0", f"{tenant}-299"])
+            got = await client.get("tenants", [f"{tenant}-0", f"{tenant}-299"], partition_key=tenant)
             assert [p.id for p in got] == [f"{tenant}-0", f"{tenant}-299"]
+            assert all(p.metadata == {"tenant": tenant} for p in got)
+        await client.drop_collection("tenants")
 
 
 async def test_delete_and_reupsert_through_the_router_show_in_the_next_search(loaded, data):

@@ -37,6 +37,7 @@ def upserts_seen(cluster: FakeCluster) -> int:
 async def test_after_a_shard_refuses_a_write_for_overload_the_router_refuses_writes_to_it_at_once_for_its_pushback(etcd, etcd_root):
     async with fake_cluster(etcd.endpoint, etcd_root, servers=3) as cluster:
         await cluster.client.create_collection("docs", DIM, index="flat", shards=3)
+        await cluster.client.create_collection("keyed", DIM, index="flat", shards=3, partition_key_field="tenant")
         busy = holder(cluster, 0)
         busy.fail("Upsert", ResourceExhausted("shard server is overloaded with writes", retry_after_s=30))
         with pytest.raises(ResourceExhausted):
@@ -54,12 +55,14 @@ async def test_after_a_shard_refuses_a_write_for_overload_the_router_refuses_wri
         assert upserts_seen(cluster) == sent  # refused before any part went to any shard
         # A keyed write for the busy server is refused before it is split; one whose points all live on
         # other servers is not held back.
+        # (Collection "keyed" places its shards as "docs" does: shard i on the same fake.)
         with pytest.raises(ResourceExhausted, match="nothing of this upsert was applied"):
-            await cluster.client.upsert("docs", ["s"], rows(1, 3), partition_key=key_for_shard(0, 3))
+            await cluster.client.upsert("keyed", ["s"], rows(1, 3), partition_key=key_for_shard(0, 3))
         assert upserts_seen(cluster) == sent
         other = key_for_shard(1, 3)
-        await cluster.client.upsert("docs", ["r"], rows(1, 2), partition_key=other)
-        assert holder(cluster, 1).point_ids("docs") >= {"r"}
+        await cluster.client.upsert("keyed", ["r"], rows(1, 2), partition_key=other)
+        assert [p.id for p in await cluster.client.get("keyed", ["r"], partition_key=other)] == ["r"]
+        assert len(holder(cluster, 1).point_ids("keyed")) == 1
         # Once the pushback has passed, writes reach the shard again.
         async def accepted() -> None:
             try:

@@ -5,6 +5,7 @@ import grpc
 import numpy as np
 import pytest
 
+from quiver.validation import MAX_STORED_ID_BYTES
 from quiver.v1 import shard_pb2, types_pb2
 from tests.shard_harness import packed, ref, running_shard, spec
 
@@ -29,7 +30,8 @@ BAD_CALLS = {
     "zero vector under cosine": ("Upsert", lambda: shard_pb2.UpsertRequest(ref=ref(), ids=["a"], vectors=packed(np.zeros((1, DIM)))), grpc.StatusCode.INVALID_ARGUMENT),
     "duplicate ids in a batch": ("Upsert", lambda: shard_pb2.UpsertRequest(ref=ref(), ids=["a", "a"], vectors=packed(vecs(2))), grpc.StatusCode.INVALID_ARGUMENT),
     "empty id": ("Upsert", lambda: shard_pb2.UpsertRequest(ref=ref(), ids=[""], vectors=packed(vecs(1))), grpc.StatusCode.INVALID_ARGUMENT),
-    "id over 256 bytes": ("Upsert", lambda: shard_pb2.UpsertRequest(ref=ref(), ids=["é" * 129], vectors=packed(vecs(1))), grpc.StatusCode.INVALID_ARGUMENT),
+    # The shard stores keyed points under (key, id): its limit is the router's id limit plus room for a key.
+    "id over the stored-id limit": ("Upsert", lambda: shard_pb2.UpsertRequest(ref=ref(), ids=["é" * (MAX_STORED_ID_BYTES // 2 + 1)], vectors=packed(vecs(1))), grpc.StatusCode.INVALID_ARGUMENT),
     "metadata count mismatch": ("Upsert", lambda: shard_pb2.UpsertRequest(ref=ref(), ids=["a", "b"], vectors=packed(vecs(2)), metadata=[types_pb2.Metadata()]), grpc.StatusCode.INVALID_ARGUMENT),
     "nan metadata": ("Upsert", lambda: shard_pb2.UpsertRequest(ref=ref(), ids=["a"], vectors=packed(vecs(1)), metadata=[types_pb2.Metadata(fields={"x": types_pb2.Value(float_value=float("nan"))})]), grpc.StatusCode.INVALID_ARGUMENT),
     "k = 0": ("Search", lambda: shard_pb2.SearchRequest(ref=ref(), queries=packed(vecs(1)), k=0), grpc.StatusCode.INVALID_ARGUMENT),

@@ -43,5 +43,6 @@ class RouterConfig:
     # Run for the controller role (one router at a time holds it): promotes a replica when a primary is gone.
     controller: bool = True
     router_id: str = ""  # this router's name as a controller candidate; "" = host:port
+    hedge_reads: bool = True  # send a read to a second replica when the first is slower than its p95
     # As controller: a replica whose server has been gone this long is rebuilt on another server.
     replace_after_s: float = 60.0

@@ -36,7 +36,7 @@ from router.fanout import Gather, Outcome, fan_out, raise_caller_errors, require
 from router.hashring import shard_for_key, shards_for_keys
 from router.merge import merge_topk_batch
 from router.partition_keys import caller_id, check_key, key_filter, stored_id, with_key
-from router.replica_reads import ReplicaReads
+from router.replica_reads import HedgePolicy, ReplicaReads
 from quiver.shard_channels import ShardPool
 
 
@@ -49,7 +49,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._watcher = watcher
         self._pool = pool
         self._admin = admin
-        self.replica_reads = ReplicaReads()
+        self.replica_reads = ReplicaReads(HedgePolicy() if config.hedge_reads else HedgePolicy(hedge_ratio=0.0))
         self._coalescer: Coalescer[_SearchJob] = Coalescer(self._search_batch, fits=self._batch_fits)
         self._write_bytes = InFlightBudget(config.max_queued_write_bytes, "router_queued_write_bytes")
         self.backpressure = Backpressure(config.max_pushback_hold_s)

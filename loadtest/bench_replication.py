@@ -88,6 +88,8 @@ async def stalled_search(cluster: LocalCluster, routers: dict[str, ServerProcess
                 except grpc.aio.AioRpcError as error:
                     failures[0] += 1
                     codes[error.code().name] = codes.get(error.code().name, 0) + 1
+                    if os.environ.get("BENCH_DEBUG"):
+                        log(f"{error.code().name}: {error.details()}")
 
             for stall in (False, True):
                 failures[0] = 0

@@ -113,3 +113,4 @@ async def test_hedges_stay_within_their_share_of_all_reads():
         replicas.delays["b"] = 0.0005
         await reads.call(["a", "b"], replicas, 5.0)
     assert 0 < reads.hedges <= policy.hedge_ratio * reads.reads + policy.max_tokens
+

@@ -246,10 +246,7 @@ class Controller:
                 raise Aborted(f"shard {key} changed meanwhile (term {current.term}, primary {current.primary})")
             return replace(current, primary=chosen, term=current.term + 1, in_sync=tuple(s for s in current.in_sync_ids if s != old.primary))
 
-        try:
-            await self._store.update_placement(collection, version, shard, mutate)
-        except (Aborted, QuiverError) as error:
-            _log.warning("promotion in shard %s not made: %s", key, error)
+        if not await self._change(key, mutate):
             return
         self.promotions += 1
         PROMOTIONS.inc()

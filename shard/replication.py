@@ -103,7 +103,7 @@ class Replication:
                 if found is None:
                     continue
                 placement, record = found
-                if placement.term > partition.term and self.server_id in placement.server_ids:
+                if placement.term > partition.term:
                     with contextlib.suppress(QuiverError):
                         await partition.observe_term(placement.term)  # a deposed primary stops at once
                 if placement.primary == self.server_id:
@@ -275,6 +275,26 @@ class ReplicaGroup:
                 f"collection's min_in_sync of {self.record.min_in_sync}; its outcome is unknown; retry once replicas are back"
             )
 
+    async def _reconfigure(self, edit: Callable[[ShardPlacement], tuple[str, ...] | None]) -> ShardPlacement | None:
+        """Change the in-sync set to `edit(current)` (None: no change) by one transaction that also checks
+        this server is still the primary in this term. Returns the placement now stored, or None when a
+        newer configuration exists (the group is then deposed); other etcd failures are raised."""
+        me, term = self.replication.server_id, self.term
+
+        def mutate(current: ShardPlacement) -> ShardPlacement | None:
+            if current.term != term or current.primary != me:
+                raise Aborted(f"the shard's configuration moved to term {current.term}, primary {current.primary}")
+            in_sync = edit(current)
+            return None if in_sync is None else replace(current, in_sync=in_sync)
+
+        async with self._config_lock:
+            try:
+                return await self.replication.store.update_placement(self.key.collection, self.key.version, self.key.shard, mutate)
+            except Aborted as error:
+                self.deposed = str(error)
+                self.notify()
+                return None
+
     async def _drop(self, streams: list["FollowerStream"]) -> None:
         """Take failed followers out of the in-sync set: in etcd (by transaction, as primary in this term)
         for members, locally for those still joining."""
@@ -284,28 +304,22 @@ class ReplicaGroup:
         if not members:
             self.notify()
             return
-        me, term = self.replication.server_id, self.term
 
-        def mutate(current: ShardPlacement) -> ShardPlacement | None:
-            if current.term != term or current.primary != me:
-                raise Aborted(f"the shard's configuration moved to term {current.term}, primary {current.primary}")
+        def without_members(current: ShardPlacement) -> tuple[str, ...] | None:
             if not members & set(current.in_sync_ids):
                 return None
-            return replace(current, in_sync=tuple(s for s in current.in_sync_ids if s not in members))
+            return tuple(s for s in current.in_sync_ids if s not in members)
 
-        async with self._config_lock:
-            try:
-                placement = await self.replication.store.update_placement(self.key.collection, self.key.version, self.key.shard, mutate)
-            except Aborted as error:
-                self.deposed = str(error)
-                self.notify()
-                return
-            except QuiverError as error:
-                raise Unavailable(
-                    f"partition {self.key}: replica(s) {sorted(members)} stopped answering and could not be taken out "
-                    f"of the in-sync set ({error}); this write's outcome is unknown; retry"
-                ) from error
-        _log.warning("partition %s: dropped %s from the in-sync set (term %d)", self.key, sorted(members), term)
+        try:
+            placement = await self._reconfigure(without_members)
+        except QuiverError as error:
+            raise Unavailable(
+                f"partition {self.key}: replica(s) {sorted(members)} stopped answering and could not be taken out "
+                f"of the in-sync set ({error}); this write's outcome is unknown; retry"
+            ) from error
+        if placement is None:
+            return
+        _log.warning("partition %s: dropped %s from the in-sync set (term %d)", self.key, sorted(members), self.term)
         IN_SYNC_CHANGES.labels("dropped").inc(len(members))
         self.update(placement, self.record)
 
@@ -321,28 +335,23 @@ class ReplicaGroup:
         if not stream.joining or stream.broken:
             stream.joining = False
             return
-        me, term, joiner = self.replication.server_id, self.term, stream.server_id
+        joiner = stream.server_id
 
-        def mutate(current: ShardPlacement) -> ShardPlacement | None:
-            if current.term != term or current.primary != me:
-                raise Aborted(f"the shard's configuration moved to term {current.term}, primary {current.primary}")
+        def with_joiner(current: ShardPlacement) -> tuple[str, ...] | None:
             if joiner in current.in_sync_ids or joiner not in current.server_ids:
                 return None
-            return replace(current, in_sync=(*current.in_sync_ids, joiner))
+            return (*current.in_sync_ids, joiner)
 
-        async with self._config_lock:
-            try:
-                placement = await self.replication.store.update_placement(self.key.collection, self.key.version, self.key.shard, mutate)
-            except Aborted as error:
-                self.deposed = str(error)
-                stream.joining = False
-                self.notify()
-                return
-            except QuiverError as error:
-                stream.joining = False
-                _log.warning("partition %s: %s has caught up but could not rejoin the in-sync set yet: %s", self.key, joiner, error)
-                return
-        _log.info("partition %s: %s caught up at lsn %d and rejoined the in-sync set (term %d)", self.key, joiner, stream.acked, term)
+        try:
+            placement = await self._reconfigure(with_joiner)
+        except QuiverError as error:
+            stream.joining = False
+            _log.warning("partition %s: %s has caught up but could not rejoin the in-sync set yet: %s", self.key, joiner, error)
+            return
+        if placement is None:
+            stream.joining = False
+            return
+        _log.info("partition %s: %s caught up at lsn %d and rejoined the in-sync set (term %d)", self.key, joiner, stream.acked, self.term)
         IN_SYNC_CHANGES.labels("added").inc()
         self.update(placement, self.record)
 

@@ -5,7 +5,6 @@ Only this module and quiver.wire touch the generated protobuf classes on the sha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import os
@@ -128,41 +127,20 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
 
     @rpc_guard
     async def TruncateLog(self, request, context):  # type: ignore[no-untyped-def]
-        partition = self._partition(request.ref)
-        await partition.observe_term(request.term)
-        if partition.term > request.term:
-            raise StaleTerm(f"partition {partition.spec.key}: truncation asked in term {request.term}, but term {partition.term} has begun")
+        partition = await self._from_primary(request.ref, request.term, "truncation")
         if request.after_lsn < partition.last_lsn:
             policy = self._registry.durability
             partition = await self._registry.rebuild(
                 partition.spec.key, lambda directory: DurablePartition.truncate_files_after(directory, request.after_lsn, policy))
             await self._replication_changed()
-        term, last_lsn, last_term = await partition.log_position()
-        return shard_pb2.ReplicaStatusResponse(term=term, last_lsn=last_lsn, last_term=last_term)
+        return await _position(partition)
 
     @rpc_guard
     async def InstallSnapshot(self, request_iterator, context):  # type: ignore[no-untyped-def]
         """A primary's snapshot file, received whole into a staging file, verified, then made this replica's
         whole state (its log and older snapshots go)."""
-        partition: DurablePartition | None = None
-        staged: Path | None = None
-        lsn = 0
+        partition, staged, lsn = await self._receive_snapshot(request_iterator)
         try:
-            async for chunk in request_iterator:
-                if isinstance(chunk, Undecodable):
-                    raise InvalidArgument(chunk.message)
-                if partition is None:
-                    partition = self._partition(chunk.ref)
-                    await partition.observe_term(chunk.term)
-                    if partition.term > chunk.term:
-                        raise StaleTerm(f"partition {partition.spec.key}: a snapshot of term {chunk.term} arrived, but term {partition.term} has begun")
-                    lsn = chunk.lsn
-                    staged = partition.directory / "snapshots" / f"snapshot-{lsn:020d}.qsnap.tmp"
-                    handle = await asyncio.to_thread(open, staged, "wb")
-                await asyncio.to_thread(handle.write, chunk.data)
-            if partition is None or staged is None:
-                raise InvalidArgument("InstallSnapshot received no chunks")
-            await asyncio.to_thread(_close_synced, handle)
             try:
                 await asyncio.to_thread(verify_snapshot_file, staged, lsn)
             except InvalidSnapshot as error:
@@ -170,15 +148,40 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
             policy = self._registry.durability
             partition = await self._registry.rebuild(
                 partition.spec.key, lambda directory: DurablePartition.replace_files_with_snapshot(directory, staged, lsn, policy))
-            staged = None
             await self._replication_changed()
         finally:
-            if staged is not None:
-                with contextlib.suppress(OSError, UnboundLocalError):
-                    handle.close()
-                staged.unlink(missing_ok=True)
-        term, last_lsn, last_term = await partition.log_position()
-        return shard_pb2.ReplicaStatusResponse(term=term, last_lsn=last_lsn, last_term=last_term)
+            staged.unlink(missing_ok=True)  # gone already once installed (moved into place)
+        return await _position(partition)
+
+    async def _receive_snapshot(self, chunks) -> tuple[DurablePartition, Path, int]:  # type: ignore[no-untyped-def]
+        """The streamed file, written to a staging file beside the partition's snapshots (removed on error)."""
+        first = await anext(aiter(chunks), None)
+        if first is None:
+            raise InvalidArgument("InstallSnapshot received no chunks")
+        if isinstance(first, Undecodable):
+            raise InvalidArgument(first.message)
+        partition = await self._from_primary(first.ref, first.term, "a snapshot")
+        staged = partition.directory / "snapshots" / f"snapshot-{first.lsn:020d}.qsnap.tmp"
+        try:
+            with await asyncio.to_thread(open, staged, "wb") as handle:
+                await asyncio.to_thread(handle.write, first.data)
+                async for chunk in chunks:
+                    if isinstance(chunk, Undecodable):
+                        raise InvalidArgument(chunk.message)
+                    await asyncio.to_thread(handle.write, chunk.data)
+                await asyncio.to_thread(_flush_synced, handle)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        return partition, staged, first.lsn
+
+    async def _from_primary(self, ref: shard_pb2.PartitionRef, term: int, what: str) -> DurablePartition:
+        """The partition a (new) primary asks to change, its term observed; StaleTerm if a newer one began."""
+        partition = self._partition(ref)
+        await partition.observe_term(term)
+        if partition.term > term:
+            raise StaleTerm(f"partition {partition.spec.key}: {what} of term {term} arrived, but term {partition.term} has begun")
+        return partition
 
     @rpc_guard
     async def Digest(self, request, context):  # type: ignore[no-untyped-def]
@@ -191,9 +194,7 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
 
     @rpc_guard
     async def ReplicaStatus(self, request, context):  # type: ignore[no-untyped-def]
-        partition = self._partition(request.ref)
-        term, last_lsn, last_term = await partition.log_position(request.term)
-        return shard_pb2.ReplicaStatusResponse(term=term, last_lsn=last_lsn, last_term=last_term)
+        return await _position(self._partition(request.ref), request.term)
 
     @rpc_guard
     async def Get(self, request, context):  # type: ignore[no-untyped-def]
@@ -251,10 +252,14 @@ def _decode_upsert(request: shard_pb2.UpsertRequest, spec: PartitionSpec) -> tup
     return ids, prepared, metadata_list_from_proto(request.metadata, len(ids))
 
 
-def _close_synced(handle) -> None:  # type: ignore[no-untyped-def]
+def _flush_synced(handle) -> None:  # type: ignore[no-untyped-def]
     handle.flush()
     os.fsync(handle.fileno())
-    handle.close()
+
+
+async def _position(partition: DurablePartition, term: int = 0) -> shard_pb2.ReplicaStatusResponse:
+    term, last_lsn, last_term = await partition.log_position(term)
+    return shard_pb2.ReplicaStatusResponse(term=term, last_lsn=last_lsn, last_term=last_term)
 
 
 def _deadline(context) -> float | None:  # type: ignore[no-untyped-def]

@@ -10,8 +10,10 @@ sent to the next replica too; the first answer wins and the other call is cancel
 for from a budget that every read adds `hedge_ratio` to (a token bucket), so they add at most that share
 of extra requests (5% by default) however slow the cluster gets.
 
-Failover: a replica that answers UNAVAILABLE or CANCELLED (or is not answering by its share of the remaining
-deadline, when no hedge could be afforded) is given up on and the next one asked. Any other error is
+Failover: a replica that answers UNAVAILABLE or CANCELLED is given up on and the next one asked at once;
+one that is not answering by its share of the remaining deadline (when no hedge could be afforded) is
+left running and the next one asked too. A replica that misses (fails, or loses the race) has its
+estimate doubled for each miss in a row, so it is left alone for longer each time. Any other error is
 the caller's and is raised as is. Reads are idempotent, so asking twice is safe.
 """
 from __future__ import annotations
@@ -34,6 +36,9 @@ T = TypeVar("T")
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
+_MAX_ESTIMATE_S = 3600.0  # a replica that misses again and again is still tried once its record has aged
+
+
 @dataclass(frozen=True)
 class HedgePolicy:
     hedge_ratio: float = 0.05  # extra requests from hedging, as a share of all reads
@@ -51,6 +56,7 @@ class _ReplicaStats:
     updated: float = 0.0
     recent: deque[float] = field(default_factory=deque)  # bounded by HedgePolicy.window in _of
     p95_s: float | None = None
+    misses: int = 0  # attempts in a row that failed or did not answer in time
 
 
 def _unavailable(details: str) -> grpc.aio.AioRpcError:
@@ -79,12 +85,23 @@ class ReplicaReads:
         age = self._clock() - stats.updated
         return (stats.outstanding + 1) * stats.ewma_s * math.exp(-age / self._policy.decay_s)
 
-    def _record(self, address: str, elapsed: float, answered: bool) -> None:
+    def _record(self, address: str, elapsed: float, answered: bool, missed: bool = False) -> None:
+        """One attempt's end. `missed`: it failed, or had not answered when another replica did or the
+        deadline came; its latency is then unknown but longer than `elapsed` (for a frozen replica, for
+        ever), so its estimate is doubled for each miss in a row: taken at face value, a replica that loses
+        every hedge would look barely slower than the winner, and be asked again within a second."""
         stats = self._of(address)
         now = self._clock()
         decayed = stats.ewma_s * math.exp(-(now - stats.updated) / self._policy.decay_s)
+        if missed:
+            stats.misses += 1
+            sample = max(elapsed, decayed, self._policy.min_delay_s) * 2.0 ** min(stats.misses, 16)
+        else:
+            sample = elapsed
+            if answered:
+                stats.misses = 0
         # Peak-sensitive: a slower sample is taken at once, a faster one blends in.
-        stats.ewma_s = elapsed if elapsed > decayed else decayed + 0.3 * (elapsed - decayed)
+        stats.ewma_s = min(sample if sample > decayed else decayed + 0.3 * (sample - decayed), _MAX_ESTIMATE_S)
         stats.updated = now
         if answered:
             stats.recent.append(elapsed)
@@ -104,14 +121,22 @@ class ReplicaReads:
 
     # -- the read -----------------------------------------------------------------------------------
 
-    async def call(self, addresses: list[str], call: Callable[[str, float], Awaitable[T]], timeout: float) -> T:
-        """`call(address, budget)` on the best replica, hedged and failed over as above."""
+    async def call(
+        self, addresses: list[str], call: Callable[[str, float], Awaitable[T]], timeout: float, first_due: float | None = None
+    ) -> T:
+        """`call(address, budget)` on the best replica, hedged and failed over as above.
+
+        `first_due` (seconds, at most `timeout`): when the read is shared by callers with different
+        deadlines (a coalesced search batch), the soonest of them. Attempts share out the time to it, not
+        to the latest deadline, or a frozen replica could keep the read past the soonest caller's deadline.
+        """
         if not addresses:
             raise _unavailable("no replica of this shard is on a live server")
         self.reads += 1
         self._tokens = min(self._tokens + self._policy.hedge_ratio, self._policy.max_tokens)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        first_deadline = loop.time() + min(first_due, timeout) if first_due is not None else deadline
         order = self.order(addresses)
         running: dict[asyncio.Task[T], tuple[str, float]] = {}  # task -> (address, started)
         last_error: grpc.aio.AioRpcError | None = None
@@ -123,15 +148,17 @@ class ReplicaReads:
             now = loop.time()
             # Each attempt may use an equal share of what is left, so one frozen replica cannot use up
             # the whole deadline before the next is asked.
-            give_up_at = now + (deadline - now) / (len(order) + 1)
+            due = first_deadline if first_deadline > now else deadline
+            give_up_at = now + (due - now) / (len(order) + 1)
             self._of(address).outstanding += 1
             running[asyncio.ensure_future(call(address, max(deadline - now, 0.0)))] = (address, now)
 
-        def settle(task: asyncio.Task[T], answered: bool) -> None:
+        def settle(task: asyncio.Task[T], answered: bool, missed: bool = False) -> None:
             address, started = running.pop(task)
             self._of(address).outstanding -= 1
-            self._record(address, loop.time() - started, answered)
+            self._record(address, loop.time() - started, answered, missed)
 
+        missed_by_running = False  # whether what still runs at the end lost the race or ran out of time
         try:
             launch()
             while running:
@@ -142,8 +169,9 @@ class ReplicaReads:
                 done, _ = await asyncio.wait(list(running), timeout=max(act_at - loop.time(), 0.0), return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     error = task.exception()
-                    settle(task, answered=error is None)
+                    settle(task, answered=error is None, missed=error is not None)
                     if error is None:
+                        missed_by_running = True
                         return task.result()
                     if not isinstance(error, grpc.aio.AioRpcError) or error.code() not in _RETRYABLE:
                         raise error
@@ -155,21 +183,21 @@ class ReplicaReads:
                         launch()  # failover at once
                     continue
                 if now >= deadline or not order:
+                    missed_by_running = True
                     break
                 if now >= hedge_at:
                     self._tokens -= 1.0
                     self.hedges += 1
                     HEDGED_READS.inc()
-                else:  # the newest attempt used its share: give up on what runs, ask the next
+                else:
+                    # The newest attempt used its share: ask the next as well. What runs is left running (it
+                    # was sent already; it may yet answer first), so this costs no more than giving up on it.
                     REPLICA_FAILOVERS.inc()
-                    for task in list(running):
-                        task.cancel()
-                        settle(task, answered=False)
                 launch()
         finally:
             for task in list(running):
                 task.cancel()
-                settle(task, answered=False)
+                settle(task, answered=False, missed=missed_by_running)
         if last_error is not None:
             raise last_error
         raise grpc.aio.AioRpcError(

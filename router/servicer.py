@@ -183,12 +183,19 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         return lambda: self._ask_shard(address, method, message, timeout, metadata)
 
     def _replicated(
-        self, view: CollectionView, shard: int, method: str, message: Any, timeout: float, request_ids: list[str] | None = None
+        self,
+        view: CollectionView,
+        shard: int,
+        method: str,
+        message: Any,
+        timeout: float,
+        request_ids: list[str] | None = None,
+        first_due: float | None = None,
     ) -> Any:
         """A read sent to the replica expected to answer first, hedged and failed over (see replica_reads)."""
         metadata = outgoing_metadata(request_ids)
         return lambda: self.replica_reads.call(
-            view.replicas(shard), lambda address, budget: self._ask_shard(address, method, message, budget, metadata), timeout
+            view.replicas(shard), lambda address, budget: self._ask_shard(address, method, message, budget, metadata), timeout, first_due
         )
 
     @rpc_guard
@@ -344,6 +351,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         queries = request.queries if len(batch) == 1 else b"".join(j.request.queries for j in batch)
         n_queries = sum(j.n_queries for j in batch)
         timeout = max(j.deadline for j in batch) - loop.time()
+        first_due = min(j.deadline for j in batch) - loop.time()
         shards = self._target_shards(view, request.partition_key)
         field = view.record.partition_key_field
         # A keyed search sees only its key's points: its shard holds other keys' points too.
@@ -360,7 +368,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 include_vectors=request.include_vectors,
             )
             # A coalesced batch runs in its first member's task: name every member's request id explicitly.
-            calls[shard] = self._replicated(view, shard, "Search", sub, timeout, [j.request_id for j in batch])
+            calls[shard] = self._replicated(view, shard, "Search", sub, timeout, [j.request_id for j in batch], first_due)
         offsets = np.cumsum([0] + [j.n_queries for j in batch]).tolist()
         sent = loop.time()
         gather = Gather(calls)

@@ -59,6 +59,7 @@ async def test_a_frozen_replica_gets_only_its_share_of_the_deadline_and_is_then_
     reads = ReplicaReads(HedgePolicy(hedge_ratio=0))  # no hedging: the deadline share alone decides
     replicas = Replicas({"a": None, "b": 0.001})
     assert await reads.call(["a", "b"], replicas, 0.4) == "b"
+    await asyncio.sleep(0)  # the frozen call is cancelled once b has answered
     assert replicas.cancelled == ["a"]
     for _ in range(20):
         assert await reads.call(["a", "b"], replicas, 0.4) == "b"
@@ -114,3 +115,37 @@ async def test_hedges_stay_within_their_share_of_all_reads():
         await reads.call(["a", "b"], replicas, 5.0)
     assert 0 < reads.hedges <= policy.hedge_ratio * reads.reads + policy.max_tokens
 
+
+
+async def test_a_coalesced_read_shares_out_the_time_to_its_soonest_callers_deadline():
+    reads = ReplicaReads(HedgePolicy(hedge_ratio=0))
+    replicas = Replicas({"a": None, "b": 0.001})
+    # Callers with deadlines 0.2 s and 4 s share the read: b must be asked in time for the first of them,
+    # not at half of the latest deadline.
+    assert await asyncio.wait_for(reads.call(["a", "b"], replicas, 4.0, first_due=0.2), 1.0) == "b"
+
+
+async def test_a_replica_given_up_on_keeps_running_and_its_late_answer_still_counts():
+    reads = ReplicaReads(HedgePolicy(hedge_ratio=0))
+    replicas = Replicas({"a": 0.15, "b": None})  # a is slow, not frozen; b (asked second) is frozen
+    assert await reads.call(["a", "b"], replicas, 0.2) == "a"  # a passed its 0.1 s share, then answered
+    assert replicas.asked == ["a", "b"]
+
+
+async def test_a_replica_that_keeps_losing_hedges_is_asked_less_and_less():
+    policy = HedgePolicy(min_samples=8, hedge_ratio=0.5, max_tokens=50)  # hedges always affordable here
+    reads = ReplicaReads(policy)
+    replicas = Replicas({"a": 0.005, "b": 0.005})
+    await learn(reads, replicas, "a", 0.005, 40)  # a's p95 is known
+    await learn(reads, replicas, "b", 0.005, 8)
+    replicas.delays["a"] = None  # a stalls; b stays fast
+    replicas.asked.clear()
+
+    async def reader() -> None:
+        for _ in range(50):
+            assert await reads.call(["a", "b"], replicas, 5.0) == "b"
+
+    # Concurrent readers keep b busy, which (taken alone) would make a look worth asking again and again:
+    # without the penalty for a lost race, a is asked about 90 times in these 400 reads.
+    await asyncio.gather(*(reader() for _ in range(8)))
+    assert 0 < replicas.asked.count("a") <= 12, replicas.asked.count("a")

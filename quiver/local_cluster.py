@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from quiver.child_process import command_dying_with_this_process
 from quiver.etcd_process import EtcdProcess
@@ -92,6 +93,7 @@ class LocalCluster:
     def __init__(
         self, data_dir: Path, shards: int = 3, router_port: int = 0, etcd_port: int | None = None, host: str = "127.0.0.1",
         shard_args: tuple[str, ...] = (), router_args: tuple[str, ...] = (),
+        advertise: Callable[[int], str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
@@ -102,6 +104,7 @@ class LocalCluster:
         self._router_port = router_port
         self._shard_args = shard_args  # extra `quiver-shard` flags for every shard server (budgets, say)
         self._router_args = router_args
+        self._advertise = advertise  # shard index -> the address it registers (a proxy in front of it, say)
 
     @property
     def router_address(self) -> str:
@@ -119,6 +122,7 @@ class LocalCluster:
                 "--etcd", self.etcd.endpoint,
                 "--server-id", f"shard-{index}",
                 "--lease-ttl", "3",
+                *(("--advertise", self._advertise(index)) if self._advertise else ()),
                 *self._shard_args,
             ],
             self.data_dir / "logs" / f"shard-{index}.log",

@@ -44,6 +44,14 @@ class Ledger:
     reads_failed: int = 0
     searches: dict[str, list[int]] = field(default_factory=dict)  # fault -> [ok with full coverage, failed]
     faults: list[dict[str, object]] = field(default_factory=list)
+    # Kept as writes are acknowledged, so the reader's check costs O(1) per id, not O(writes) per read.
+    newest_acked: dict[str, int] = field(default_factory=dict)  # id -> newest acknowledged version
+    acked_seqs: set[int] = field(default_factory=set)
+
+    def acknowledge(self, write: Write) -> None:
+        write.outcome = "acked"
+        self.acked_seqs.add(write.seq)
+        self.newest_acked[write.point_id] = max(self.newest_acked.get(write.point_id, 0), write.seq)
 
     def acked(self) -> list[Write]:
         return [w for w in self.writes if w.outcome == "acked"]

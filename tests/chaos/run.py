@@ -23,11 +23,19 @@ from quiver.v1 import router_pb2, router_pb2_grpc, shard_pb2, shard_pb2_grpc
 from quiver.wire.filters import metadata_from_proto
 from tests.chaos.faults import FAULTS, FaultContext
 from tests.chaos.ledger import Ledger, now
+from tests.chaos.network import Network
 from tests.chaos.workload import COLLECTION, DIM, Workload, vector_of
 
 SHARDS = 2
 REPLICATION = 3
+SERVERS = 4  # one more than the replication factor: a lost server's replicas have somewhere to go
 LEASE_TTL_S = "2"
+REPLACE_AFTER_S = "6"  # past a killed server's restart, so only a lost server's replicas are rebuilt
+SHARD_ARGS = (
+    "--lease-ttl", LEASE_TTL_S, "--drain-delay", "0",
+    # Frequent snapshots keep a restart's WAL replay short, and make followers catch up from snapshots too.
+    "--snapshot-interval-s", "20", "--snapshot-after-wal-bytes", str(2 * 2**20),
+)
 RTO_TARGET_S = 5.0
 SEARCH_TARGET = 0.999
 
@@ -100,14 +108,20 @@ async def check(router: router_pb2_grpc.RouterStub, ledger: Ledger) -> dict[str,
 async def run_chaos(data_dir: Path, cycles: int, seed: int = 0, log: Any = print) -> dict[str, Any]:
     rng = random.Random(seed)
     ledger = Ledger()
-    with LocalCluster(data_dir, shards=3, shard_args=("--lease-ttl", LEASE_TTL_S, "--drain-delay", "0")) as cluster:
+    network = Network()
+    cluster = LocalCluster(
+        data_dir, shards=SERVERS, shard_args=SHARD_ARGS, router_args=("--replace-after-s", REPLACE_AFTER_S), advertise=network.address,
+    )
+    with contextlib.closing(network), cluster:
+        for index, server in enumerate(cluster.shard_servers):
+            network.connect(index, server)
         async with AsyncClient(cluster.router_address, timeout=30) as client:
             await client.create_collection(COLLECTION, DIM, index="hnsw", shards=SHARDS, replication_factor=REPLICATION)
         async with grpc.aio.insecure_channel(cluster.router_address) as channel:
             router = router_pb2_grpc.RouterStub(channel)
             workload = Workload(router, ledger, SHARDS)
             load = asyncio.ensure_future(workload.run())
-            ctx = FaultContext(cluster, router, rng)
+            ctx = FaultContext(cluster, router, rng, network, servers_started=SERVERS)
             convergence: list[float] = []
             try:
                 await asyncio.sleep(1.0)

@@ -1,4 +1,4 @@
-"""The short chaos run CI makes: 24 fault cycles (every fault four times) on a real cluster, judged by the
+"""The short chaos run CI makes: 24 fault cycles (every fault three times) on a real cluster, judged by the
 checker: no acknowledged write lost, nothing definitely refused visible, no duplicates, replicas identical
 by digest, reads monotonic, searches during one-replica faults >= 99.9% in full inside 200 ms, and a
 killed primary's shard acknowledging writes again within 5 s."""

@@ -58,7 +58,7 @@ class Workload:
             )
             try:
                 await self.stub.Upsert(request, timeout=1.5)
-                write.outcome = "acked"
+                self.ledger.acknowledge(write)
             except grpc.aio.AioRpcError as error:
                 write.error = f"{error.code().name}: {error.details()}"
                 write.outcome = "refused" if is_definite_refusal(error.code(), error.details() or "") else "uncertain"
@@ -71,15 +71,13 @@ class Workload:
         seen: dict[str, int] = {}  # id -> highest acknowledged version this reader has seen
         rng = random.Random(7)
         while not self._stopped:
-            started = now()
-            acked: dict[str, int] = {}
-            for write in self.ledger.writes:
-                if write.outcome == "acked" and write.done < started:
-                    acked[write.point_id] = max(acked.get(write.point_id, 0), write.seq)
+            # Everything acknowledged so far was acknowledged before this read is sent (no await between).
+            acked = self.ledger.newest_acked
             if not acked:
                 await asyncio.sleep(0.02)
                 continue
-            ids = rng.sample(sorted(acked), min(32, len(acked)))
+            ids = rng.sample(list(acked), min(32, len(acked)))
+            floors = {point_id: acked[point_id] for point_id in ids}
             try:
                 reply = await self.stub.Get(router_pb2.RouterGetRequest(collection=COLLECTION, ids=ids), timeout=1.0)
             except grpc.aio.AioRpcError:
@@ -88,10 +86,10 @@ class Workload:
                 continue
             self.ledger.reads_ok += 1
             versions = {p.id: int(metadata_from_proto(p.metadata)["v"]) for p in reply.points}
-            acked_versions = {w.seq for w in self.ledger.writes if w.outcome == "acked"}
+            acked_versions = self.ledger.acked_seqs
             for point_id in ids:
                 version = versions.get(point_id)
-                floor = max(acked[point_id], seen.get(point_id, 0))
+                floor = max(floors[point_id], seen.get(point_id, 0))
                 if version is None or version < floor:
                     self.ledger.read_violations.append(
                         f"{point_id}: read {version} after version {floor} was acknowledged (fault {self.fault})")

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import random
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -145,9 +146,12 @@ async def run_chaos(data_dir: Path, cycles: int, seed: int = 0, log: Any = print
             await converge(router, len(cluster.shard_servers))
             verdict = await check(router, ledger)
     recoveries = []
+    kills = []
     for shard, killed_at in ctx.kills:
         acked_at = ledger.first_ack_after(shard, killed_at)
         recoveries.append(round(acked_at - killed_at, 2) if acked_at is not None else None)
+        # Wall-clock time of each kill, to find it in the servers' and router's logs.
+        kills.append({"shard": shard, "at": time.strftime("%H:%M:%S", time.gmtime(time.time() - (now() - killed_at))), "recovered_s": recoveries[-1]})
     one_replica = {f.name for f in FAULTS if f.one_replica}
     ok = sum(c[0] for f, c in ledger.searches.items() if f in one_replica)
     failed = sum(c[1] for f, c in ledger.searches.items() if f in one_replica)
@@ -160,6 +164,7 @@ async def run_chaos(data_dir: Path, cycles: int, seed: int = 0, log: Any = print
         "searches_by_fault": {f: {"ok": c[0], "failed": c[1]} for f, c in sorted(ledger.searches.items())},
         "one_replica_search_success": ok / (ok + failed) if ok + failed else 1.0,
         "primary_kill_to_next_ack_s": recoveries,
+        "primary_kills": kills,
         "convergence_s": {"median": round(statistics.median(convergence), 2) if convergence else 0, "max": round(max(convergence, default=0), 2)},
         "fault_log": ledger.faults,
     }

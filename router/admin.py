@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import grpc
 
-from quiver.control_plane.records import CollectionRecord, Replica, ShardMap, ShardPlacement
+from quiver.control_plane.records import CollectionRecord, Replica, ShardMap, ShardPlacement, VersionSpec
 from quiver.control_plane.store import ClusterStore
 from quiver.control_plane.watcher import ClusterWatcher
 from quiver.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -35,13 +35,15 @@ _log = logging.getLogger(__name__)
 MAX_SHARDS = 1024
 
 
-def place_shards(name: str, shards: int, replication: int, server_ids: list[str], state: str) -> ShardMap:
-    """Round-robin placement: shard i's replicas on servers i, i+1, ... (distinct servers per shard)."""
+def place_shards(
+    name: str, shards: int, replication: int, server_ids: list[str], state: str, spec: VersionSpec | None = None,
+) -> ShardMap:
+    """Round-robin placement of version 1: shard i's replicas on servers i, i+1, ... (distinct servers per shard)."""
     placements = []
     for shard in range(shards):
         chosen = [server_ids[(shard + r) % len(server_ids)] for r in range(replication)]
         placements.append(ShardPlacement(shard, tuple(Replica(s, state) for s in chosen)))
-    return ShardMap(name, 1, tuple(placements))
+    return ShardMap(name, 1, tuple(placements), spec=spec, created_unix=time.time())
 
 
 def _role(placement: ShardPlacement, server_id: str) -> str:
@@ -137,14 +139,14 @@ class Admin:
         # Drained servers take new replicas only when the others are too few for the replication factor.
         server_ids = undrained if len(undrained) >= replication else sorted(s.server_id for s in servers)
         addresses = {s.server_id: s.address for s in servers}
-        claim = place_shards(spec.name, shards, replication, server_ids, "creating")
+        claim = place_shards(spec.name, shards, replication, server_ids, "creating", VersionSpec.of(record))
         try:
             claimed_at = await self._store.create_collection(record, claim)
         except AlreadyExists:
             if not await self._store.take_over_stale_claim(spec.name, time.time() - self._config.stale_claim_s):
                 raise
             claimed_at = await self._store.create_collection(record, claim)
-        serving = ShardMap(claim.collection, claim.version, tuple(
+        serving = replace(claim, shards=tuple(
             replace(p, replicas=tuple(replace(r, state="serving") for r in p.replicas)) for p in claim.shards
         ))
         try:

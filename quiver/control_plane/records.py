@@ -17,6 +17,11 @@ from quiver.errors import FailedPrecondition, InvalidArgument
 SCHEMA = 1
 METRICS = ("cosine", "ip", "l2")
 INDEX_KINDS = ("hnsw", "ivf_pq", "flat")
+# An index version's life (../shared/design/control-plane.md, section 4): building -> ready -> active ->
+# previous -> retired, or failed. Writes reach every version that is building, ready, active or previous,
+# so any of them can be switched to without missing a write.
+VERSION_STATES = ("building", "ready", "active", "previous", "retired", "failed")
+WRITABLE_STATES = ("building", "ready", "active", "previous")
 
 
 def _dumps(body: dict[str, Any]) -> bytes:
@@ -163,16 +168,47 @@ class ShardPlacement:
 
 
 @dataclass(frozen=True)
+class VersionSpec:
+    """What one index version of a collection is built as. The shard count is its shard map's length."""
+
+    index_kind: str
+    index_params: dict[str, Any]  # treat as read-only
+    model: str  # embedding model tag; "" = none
+    replication_factor: int
+
+    def __post_init__(self) -> None:
+        if self.index_kind not in INDEX_KINDS:
+            raise InvalidArgument(f"index kind must be one of {', '.join(INDEX_KINDS)}, got {self.index_kind!r}")
+        if not isinstance(self.index_params, dict):
+            raise InvalidArgument(f"index_params must be a JSON object, got {self.index_params!r}")
+        _positive("replication_factor", self.replication_factor)
+
+    @classmethod
+    def of(cls, record: "CollectionRecord") -> "VersionSpec":
+        return cls(record.index_kind, dict(record.index_params), record.model, record.replication_factor)
+
+
+@dataclass(frozen=True)
 class ShardMap:
-    """Which servers hold each shard of one version of a collection; shards[i].shard == i."""
+    """One index version of a collection: its spec, its state, and which servers hold each of its shards
+    (shards[i].shard == i)."""
 
     collection: str
     version: int
     shards: tuple[ShardPlacement, ...] = field(default=())
+    # None: the collection record's (shard maps written before versions existed were all active ones).
+    spec: VersionSpec | None = None
+    state: str = "active"
+    failure: str = ""  # why, when state is "failed"
+    built_from: int | None = None  # the version whose points it was built from
+    created_unix: float = 0.0
 
     def __post_init__(self) -> None:
         check_segment("collection name", self.collection)
         _version("shard map version", self.version)
+        _version("built_from", self.built_from)
+        if self.state not in VERSION_STATES:
+            raise InvalidArgument(f"version state must be one of {', '.join(VERSION_STATES)}, got {self.state!r}")
         for index, placement in enumerate(self.shards):
             if placement.shard != index:
                 raise InvalidArgument(
@@ -185,8 +221,10 @@ class ShardMap:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Self:
-        body = _pick("shard map", _loads("shard map", data), ("collection", "version", "shards"))
+        body = _loads("shard map", data)
+        _pick("shard map", body, ("collection", "version", "shards"))
         try:
+            spec = VersionSpec(**_pick("version spec", body["spec"], tuple(VersionSpec.__dataclass_fields__))) if body.get("spec") else None
             shards = tuple(
                 ShardPlacement(
                     shard=p["shard"],
@@ -201,7 +239,10 @@ class ShardMap:
             )
         except (KeyError, TypeError) as exc:
             raise FailedPrecondition(f"shard map record in etcd is malformed: {exc!r}") from exc
-        return cls(body["collection"], body["version"], shards)
+        return cls(
+            body["collection"], body["version"], shards, spec=spec, state=body.get("state", "active"),
+            failure=body.get("failure", ""), built_from=body.get("built_from"), created_unix=body.get("created_unix", 0.0),
+        )
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,11 @@ class ClusterStore:
             raise NotFound(f"collection {name!r} does not exist")
         return kv, CollectionRecord.from_json(kv.value)
 
+    async def get_collection_at(self, name: str) -> tuple[int, CollectionRecord]:
+        """The collection record and its mod_revision, for a transaction that must see it unchanged."""
+        kv, record = await self._get_collection_kv(name)
+        return kv.mod_revision, record
+
     async def get_collection(self, name: str) -> CollectionRecord:
         return (await self._get_collection_kv(name))[1]
 

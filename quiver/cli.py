@@ -199,6 +199,71 @@ def drain(server_id: str, cancel: bool, wait: bool, wait_timeout: float, router:
             click.echo(f"{server_id} holds no replica: safe to stop")
 
 
+@main.command()
+@click.argument("collection")
+@router_option
+@one_line_errors
+def versions(collection: str, router: str) -> None:
+    """List COLLECTION's index versions: state, index, model, shards, point counts."""
+    from google.protobuf.json_format import MessageToDict
+
+    from quiver.client import Client
+
+    with Client(router) as client:
+        reply = client.versions(collection)
+    click.echo(f"{collection}: active v{reply.active}" + (f", previous v{reply.previous}" if reply.previous else ""))
+    for v in reply.versions:
+        index = MessageToDict(v.index) if v.HasField("index") else {}
+        built = f" built from v{v.built_from}" if v.built_from else ""
+        failure = f" FAILED: {v.failure}" if v.failure else ""
+        click.echo(f"  v{v.version} {v.state:<9} {index} model={v.model or '-'} shards={v.shards} rf={v.replication_factor} "
+                   f"{v.point_count} points{built}{failure}")
+
+
+@main.command()
+@click.argument("collection")
+@click.option("--to", "target", default=0, help="The ready version to switch to (default: the newest ready one).")
+@click.option("--expected-active", default=0, help="Refuse unless this is still the active version (default: whichever is).")
+@click.option("--force", is_flag=True, help="Switch even when the new version's point count differs from the active one's.")
+@router_option
+@one_line_errors
+def cutover(collection: str, target: int, expected_active: int, force: bool, router: str) -> None:
+    """Switch COLLECTION to a ready version in one etcd transaction; the old one stays as previous."""
+    from quiver.client import Client
+
+    with Client(router) as client:
+        active, previous = client.cutover(collection, expected_active=expected_active, target=target, force=force)
+    click.echo(f"{collection}: v{active} is active, v{previous} is previous (`quiver rollback {collection}` goes back)")
+
+
+@main.command()
+@click.argument("collection")
+@click.option("--expected-active", default=0, help="Refuse unless this is still the active version (default: whichever is).")
+@router_option
+@one_line_errors
+def rollback(collection: str, expected_active: int, router: str) -> None:
+    """Switch COLLECTION back to its previous version in one etcd transaction."""
+    from quiver.client import Client
+
+    with Client(router) as client:
+        active, _ = client.rollback(collection, expected_active=expected_active)
+    click.echo(f"{collection}: v{active} is active again")
+
+
+@main.command()
+@click.argument("collection")
+@click.argument("version", type=int)
+@router_option
+@one_line_errors
+def retire(collection: str, version: int, router: str) -> None:
+    """Retire VERSION of COLLECTION (not the active one): it takes no more writes and its partitions are freed."""
+    from quiver.client import Client
+
+    with Client(router) as client:
+        client.retire(collection, version)
+    click.echo(f"{collection}: v{version} retired")
+
+
 @main.command("create-collection")
 @click.argument("name")
 @click.option("--dim", type=int, required=True)

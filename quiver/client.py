@@ -63,6 +63,7 @@ class SearchResult:
     partial: bool
     shards_asked: int
     shards_answered: int
+    version: int = 0  # the index version of the collection that answered
 
     @property
     def ids(self) -> list[str]:
@@ -240,7 +241,9 @@ def search_results(response: router_pb2.RouterSearchResponse) -> list[SearchResu
             Hit(i, s, metadata[n] if metadata else None, vectors[n] if vectors is not None else None)
             for n, (i, s) in enumerate(zip(result.ids, result.scores))
         ]
-        out.append(SearchResult(hits, _STRATEGY_NAMES.get(result.strategy, "?"), coverage.partial, coverage.shards_asked, coverage.shards_answered))
+        out.append(SearchResult(
+            hits, _STRATEGY_NAMES.get(result.strategy, "?"), coverage.partial, coverage.shards_asked, coverage.shards_answered, response.version,
+        ))
     return out
 
 
@@ -334,6 +337,25 @@ class Client:
         request = router_pb2.DrainServerRequest(server_id=server_id, cancel=cancel)
         return int(self._call(self._stub.DrainServer, request, timeout).replicas_left)
 
+    def versions(self, collection: str, *, timeout: float | None = None) -> router_pb2.ListVersionsResponse:
+        """The collection's index versions: state, spec, model, point counts; and which are active and previous."""
+        return self._call(self._stub.ListVersions, router_pb2.ListVersionsRequest(collection=collection), timeout)
+
+    def cutover(self, collection: str, *, expected_active: int = 0, target: int = 0, force: bool = False, timeout: float | None = None) -> tuple[int, int]:
+        """Switch the collection to a ready version (default: the newest) in one transaction; (active, previous)."""
+        request = router_pb2.CutoverRequest(collection=collection, expected_active=expected_active, target=target, force=force)
+        reply = self._call(self._stub.Cutover, request, timeout)
+        return int(reply.active), int(reply.previous)
+
+    def rollback(self, collection: str, *, expected_active: int = 0, timeout: float | None = None) -> tuple[int, int]:
+        """Switch back to the previous version in one transaction; (active, previous)."""
+        reply = self._call(self._stub.Rollback, router_pb2.RollbackRequest(collection=collection, expected_active=expected_active), timeout)
+        return int(reply.active), int(reply.previous)
+
+    def retire(self, collection: str, version: int, *, timeout: float | None = None) -> None:
+        """Retire a version that is not active: it takes no more writes and its partitions are freed."""
+        self._call(self._stub.RetireVersion, router_pb2.RetireVersionRequest(collection=collection, version=version), timeout)
+
     def close(self) -> None:
         self._channel.close()
 
@@ -416,6 +438,27 @@ class AsyncClient:
         """Ask the controller to move every replica off a server (before maintenance); the replicas it held."""
         request = router_pb2.DrainServerRequest(server_id=server_id, cancel=cancel)
         return int((await self._call(self._stub.DrainServer, request, timeout)).replicas_left)
+
+    async def versions(self, collection: str, *, timeout: float | None = None) -> router_pb2.ListVersionsResponse:
+        """The collection's index versions: state, spec, model, point counts; and which are active and previous."""
+        return await self._call(self._stub.ListVersions, router_pb2.ListVersionsRequest(collection=collection), timeout)
+
+    async def cutover(
+        self, collection: str, *, expected_active: int = 0, target: int = 0, force: bool = False, timeout: float | None = None,
+    ) -> tuple[int, int]:
+        """Switch the collection to a ready version (default: the newest) in one transaction; (active, previous)."""
+        request = router_pb2.CutoverRequest(collection=collection, expected_active=expected_active, target=target, force=force)
+        reply = await self._call(self._stub.Cutover, request, timeout)
+        return int(reply.active), int(reply.previous)
+
+    async def rollback(self, collection: str, *, expected_active: int = 0, timeout: float | None = None) -> tuple[int, int]:
+        """Switch back to the previous version in one transaction; (active, previous)."""
+        reply = await self._call(self._stub.Rollback, router_pb2.RollbackRequest(collection=collection, expected_active=expected_active), timeout)
+        return int(reply.active), int(reply.previous)
+
+    async def retire(self, collection: str, version: int, *, timeout: float | None = None) -> None:
+        """Retire a version that is not active: it takes no more writes and its partitions are freed."""
+        await self._call(self._stub.RetireVersion, router_pb2.RetireVersionRequest(collection=collection, version=version), timeout)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -77,7 +77,15 @@ class Admin:
         self._pool = pool
         self._rollbacks: set[asyncio.Future[None]] = set()
 
-    async def _seen(self, revision: int, budget: Budget = UNLIMITED) -> None:
+    @property
+    def store(self) -> ClusterStore:
+        return self._store
+
+    @property
+    def watcher(self) -> ClusterWatcher:
+        return self._watcher
+
+    async def seen(self, revision: int, budget: Budget = UNLIMITED) -> None:
         try:
             await self._watcher.wait_for(lambda snapshot: snapshot.revision >= revision, timeout=budget.cap(5.0))
         except TimeoutError:
@@ -153,7 +161,7 @@ class Admin:
             await self._create_partitions(record, claim, addresses, budget)
             # Only into the record this router claimed: if the name was dropped and made again meanwhile,
             # the new collection is someone else's and this create fails.
-            await self._seen(await self._store.put_shard_map(serving, collection_revision=claimed_at), budget)
+            await self.seen(await self._store.put_shard_map(serving, collection_revision=claimed_at), budget)
         except Aborted:
             # The partitions are named like the new collection's, which may be using them: leave them.
             raise
@@ -171,7 +179,7 @@ class Admin:
         try:
             await self._store.drop_collection_at(name, claimed_at)
         finally:
-            await self._drop_partitions(name, [claim], addresses)
+            await self.drop_partitions(name, [claim], addresses)
 
     async def _create_partitions(
         self, record: CollectionRecord, shard_map: ShardMap, addresses: Mapping[str, str], budget: Budget = UNLIMITED,
@@ -203,12 +211,12 @@ class Admin:
         require_coverage(others, False, f"creating the partitions of {record.name!r}")
         if stale:
             _log.warning("replacing %d stale partitions of %s", len(stale), record.name)
-            await self._drop_partitions(record.name, [shard_map], addresses)
+            await self.drop_partitions(record.name, [shard_map], addresses)
             again = await fan_out(calls, budget.cap(60))
             raise_caller_errors(again)
             require_coverage(again, False, f"creating the partitions of {record.name!r}")
 
-    async def _drop_partitions(self, name: str, shard_maps: list[ShardMap], addresses: Mapping[str, str]) -> None:
+    async def drop_partitions(self, name: str, shard_maps: list[ShardMap], addresses: Mapping[str, str]) -> None:
         calls = {}
         for shard_map in shard_maps:
             for placement in shard_map.shards:
@@ -232,8 +240,8 @@ class Admin:
             record = await self._store.get_collection(name)  # NotFound when absent
             maps = [await self._store.get_shard_map(name, record.active_version)]
         revision = await self._store.drop_collection(name)
-        await self._seen(revision, budget)
-        await self._drop_partitions(name, maps, {s.server_id: s.address for s in self._watcher.current.servers.values()})
+        await self.seen(revision, budget)
+        await self.drop_partitions(name, maps, {s.server_id: s.address for s in self._watcher.current.servers.values()})
 
     async def drain_server(self, server_id: str, cancel: bool, budget: Budget = UNLIMITED) -> int:
         """Record a drain request for the controller (or withdraw it); the replicas the server holds now."""
@@ -241,7 +249,7 @@ class Admin:
         held = sum(1 for m in snapshot.shard_maps.values() for p in m.shards if server_id in p.server_ids)
         if not cancel and server_id not in snapshot.servers and not held:
             raise NotFound(f"no shard server {server_id!r} is registered or holds replicas; `quiver status` lists them")
-        await self._seen(await self._store.request_drain(server_id, cancel=cancel), budget)
+        await self.seen(await self._store.request_drain(server_id, cancel=cancel), budget)
         return held
 
     async def cluster_status(self) -> router_pb2.ClusterStatusResponse:
@@ -253,7 +261,7 @@ class Admin:
             skipped_records=[router_pb2.SkippedRecord(key=key, reason=reason) for key, reason in snapshot.skipped],
         )
         held = sorted({r.server_id for m in snapshot.shard_maps.values() for p in m.shards for r in p.replicas} & set(snapshot.servers))
-        stats = dict(zip(held, await asyncio.gather(*(self._stats(snapshot.servers[s].address) for s in held))))
+        stats = dict(zip(held, await asyncio.gather(*(self.stats_of(snapshot.servers[s].address) for s in held))))
         for (name, version), shard_map in sorted(snapshot.shard_maps.items()):
             for placement in shard_map.shards:
                 primary_stats = (stats.get(placement.primary) or {}).get((name, placement.shard, version))
@@ -283,7 +291,7 @@ class Admin:
                     )
         return response
 
-    async def _stats(self, address: str) -> dict[tuple[str, int, int], shard_pb2.PartitionStats] | None:
+    async def stats_of(self, address: str) -> dict[tuple[str, int, int], shard_pb2.PartitionStats] | None:
         try:
             reply = await self._pool.stub(address).Stats(shard_pb2.StatsRequest(), timeout=self._config.status_timeout_s)
         except Exception:  # noqa: BLE001 - an unreachable server is reported, not raised

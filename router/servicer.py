@@ -37,6 +37,7 @@ from router.hashring import shard_for_key, shards_for_keys
 from router.merge import merge_topk_batch
 from router.partition_keys import caller_id, check_key, key_filter, stored_id, with_key
 from router.replica_reads import HedgePolicy, ReplicaReads
+from router.version_admin import VersionAdmin
 from quiver.shard_channels import ShardPool
 
 
@@ -49,6 +50,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._watcher = watcher
         self._pool = pool
         self._admin = admin
+        self._versions = VersionAdmin(admin)
         self.replica_reads = ReplicaReads(HedgePolicy() if config.hedge_reads else HedgePolicy(hedge_ratio=0.0))
         self._coalescer: Coalescer[_SearchJob] = Coalescer(self._search_batch, fits=self._batch_fits)
         self._write_bytes = InFlightBudget(config.max_queued_write_bytes, "router_queued_write_bytes")
@@ -117,6 +119,29 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     async def DrainServer(self, request, context):  # type: ignore[no-untyped-def]
         left = await self._admin.drain_server(request.server_id, request.cancel, Budget(context.time_remaining()))
         return router_pb2.DrainServerResponse(replicas_left=left)
+
+    # -- index versions -----------------------------------------------------------------------------
+
+    @rpc_guard
+    async def ListVersions(self, request, context):  # type: ignore[no-untyped-def]
+        return await self._versions.list_versions(request.collection)
+
+    @rpc_guard
+    async def Cutover(self, request, context):  # type: ignore[no-untyped-def]
+        record = await self._versions.cutover(
+            request.collection, request.expected_active, request.target, request.force, Budget(context.time_remaining()),
+        )
+        return router_pb2.CutoverResponse(active=record.active_version, previous=record.previous_version or 0)
+
+    @rpc_guard
+    async def Rollback(self, request, context):  # type: ignore[no-untyped-def]
+        record = await self._versions.rollback(request.collection, request.expected_active, Budget(context.time_remaining()))
+        return router_pb2.CutoverResponse(active=record.active_version, previous=record.previous_version or 0)
+
+    @rpc_guard
+    async def RetireVersion(self, request, context):  # type: ignore[no-untyped-def]
+        await self._versions.retire(request.collection, request.version, Budget(context.time_remaining()))
+        return router_pb2.RetireVersionResponse()
 
     # -- writes -------------------------------------------------------------------------------------
 
@@ -382,7 +407,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 replies = await self._replies(view, request, outcomes, n_queries, len(shards), translated)
                 for member in due:
                     answers[live[member]] = replies if isinstance(replies, Exception) else router_pb2.RouterSearchResponse(
-                        results=replies[0][offsets[member] : offsets[member + 1]], coverage=replies[1]
+                        results=replies[0][offsets[member] : offsets[member + 1]], coverage=replies[1], version=view.version
                     )
                 waiting = [m for m in waiting if m not in due]
         finally:

@@ -71,13 +71,13 @@ async def _version_kv(store: ClusterStore, name: str, version: int) -> tuple[int
     return kv.mod_revision, ShardMap.from_json(kv.value)
 
 
-async def set_state(store: ClusterStore, name: str, version: int, state: str, failure: str = "") -> ShardMap:
+async def set_state(store: ClusterStore, name: str, version: int, state: str, failure: str = "") -> tuple[ShardMap, int]:
     """Move a version to `state` (building <-> ready, -> failed, -> retired): one transaction on its shard
     map's revision. FailedPrecondition for a move its state does not allow (an active version is left by
     a cutover or rollback only)."""
     revision, shard_map = await _version_kv(store, name, version)
     if state == shard_map.state:
-        return shard_map
+        return shard_map, revision
     if state not in _TRANSITIONS.get(shard_map.state, ()):
         raise FailedPrecondition(
             f"collection {name!r} v{version} is {shard_map.state}; it cannot become {state}"
@@ -92,10 +92,10 @@ async def set_state(store: ClusterStore, name: str, version: int, state: str, fa
         compares[store.keys.collection(name)] = record_revision
         put[store.keys.collection(name)] = replace(record, previous_version=None).to_json()
     try:
-        await store.client.swap(compares, put=put)
+        written = await store.client.swap(compares, put=put)
     except Aborted:
         raise FailedPrecondition(f"collection {name!r} v{version} changed meanwhile; look again and retry") from None
-    return updated
+    return updated, written
 
 
 def _unready(shard_map: ShardMap) -> list[str]:
@@ -110,7 +110,7 @@ def _unready(shard_map: ShardMap) -> list[str]:
     return problems
 
 
-async def _switch(store: ClusterStore, name: str, expected_active: int, target: int, *, rollback: bool) -> CollectionRecord:
+async def _switch(store: ClusterStore, name: str, expected_active: int, target: int, *, rollback: bool) -> tuple[CollectionRecord, int]:
     what = "rollback" if rollback else "cutover"
     record_revision, record = await store.get_collection_at(name)
     if record.active_version != expected_active:
@@ -152,21 +152,22 @@ async def _switch(store: ClusterStore, name: str, expected_active: int, target: 
         put[store.keys.shard_map(name, record.previous_version)] = replace(old_map, state="retired").to_json()
     put[store.keys.collection(name)] = with_active(record, target_map, previous).to_json()
     try:
-        await store.client.swap(compares, put=put)
+        written = await store.client.swap(compares, put=put)
     except Aborted:
         raise FailedPrecondition(
             f"{what} of {name!r}: the collection or one of its versions changed meanwhile (a concurrent cutover?); look again"
         ) from None
-    return with_active(record, target_map, previous)
+    return with_active(record, target_map, previous), written
 
 
-async def cutover(store: ClusterStore, name: str, expected_active: int, target: int) -> CollectionRecord:
+async def cutover(store: ClusterStore, name: str, expected_active: int, target: int) -> tuple[CollectionRecord, int]:
     """Make `target` (ready, every replica serving and in sync) the active version, if `expected_active`
-    still is; it becomes previous. One transaction; FailedPrecondition otherwise."""
+    still is; it becomes previous. One transaction; FailedPrecondition otherwise. Returns the new record and
+    the transaction's revision."""
     return await _switch(store, name, expected_active, target, rollback=False)
 
 
-async def rollback(store: ClusterStore, name: str, expected_active: int) -> CollectionRecord:
+async def rollback(store: ClusterStore, name: str, expected_active: int) -> tuple[CollectionRecord, int]:
     """Make the previous version active again, if `expected_active` still is; the one left becomes ready."""
     record = await store.get_collection(name)
     if record.previous_version is None:

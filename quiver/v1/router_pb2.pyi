@@ -176,12 +176,94 @@ class RouterSearchRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., queries: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., params: _Optional[_Union[_types_pb2.SearchParams, _Mapping]] = ..., include_metadata: _Optional[bool] = ..., include_vectors: _Optional[bool] = ..., partition_key: _Optional[str] = ..., allow_partial: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
 
 class RouterSearchResponse(_message.Message):
-    __slots__ = ("results", "coverage")
+    __slots__ = ("results", "coverage", "version")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[_types_pb2.QueryResult]
     coverage: Coverage
-    def __init__(self, results: _Optional[_Iterable[_Union[_types_pb2.QueryResult, _Mapping]]] = ..., coverage: _Optional[_Union[Coverage, _Mapping]] = ...) -> None: ...
+    version: int
+    def __init__(self, results: _Optional[_Iterable[_Union[_types_pb2.QueryResult, _Mapping]]] = ..., coverage: _Optional[_Union[Coverage, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class VersionInfo(_message.Message):
+    __slots__ = ("version", "state", "index", "model", "shards", "replication_factor", "failure", "built_from", "created_unix", "point_count")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    BUILT_FROM_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    POINT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    state: str
+    index: _types_pb2.IndexSpec
+    model: str
+    shards: int
+    replication_factor: int
+    failure: str
+    built_from: int
+    created_unix: float
+    point_count: int
+    def __init__(self, version: _Optional[int] = ..., state: _Optional[str] = ..., index: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ..., model: _Optional[str] = ..., shards: _Optional[int] = ..., replication_factor: _Optional[int] = ..., failure: _Optional[str] = ..., built_from: _Optional[int] = ..., created_unix: _Optional[float] = ..., point_count: _Optional[int] = ...) -> None: ...
+
+class ListVersionsRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class ListVersionsResponse(_message.Message):
+    __slots__ = ("versions", "active", "previous")
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[VersionInfo]
+    active: int
+    previous: int
+    def __init__(self, versions: _Optional[_Iterable[_Union[VersionInfo, _Mapping]]] = ..., active: _Optional[int] = ..., previous: _Optional[int] = ...) -> None: ...
+
+class CutoverRequest(_message.Message):
+    __slots__ = ("collection", "expected_active", "target", "force")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    expected_active: int
+    target: int
+    force: bool
+    def __init__(self, collection: _Optional[str] = ..., expected_active: _Optional[int] = ..., target: _Optional[int] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("collection", "expected_active")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    expected_active: int
+    def __init__(self, collection: _Optional[str] = ..., expected_active: _Optional[int] = ...) -> None: ...
+
+class CutoverResponse(_message.Message):
+    __slots__ = ("active", "previous")
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    active: int
+    previous: int
+    def __init__(self, active: _Optional[int] = ..., previous: _Optional[int] = ...) -> None: ...
+
+class RetireVersionRequest(_message.Message):
+    __slots__ = ("collection", "version")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    version: int
+    def __init__(self, collection: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class RetireVersionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class ClusterStatusRequest(_message.Message):
     __slots__ = ()

@@ -84,6 +84,26 @@ class RouterStub:
                 request_serializer=quiver_dot_v1_dot_router__pb2.DrainServerRequest.SerializeToString,
                 response_deserializer=quiver_dot_v1_dot_router__pb2.DrainServerResponse.FromString,
                 _registered_method=True)
+        self.ListVersions = channel.unary_unary(
+                '/quiver.v1.Router/ListVersions',
+                request_serializer=quiver_dot_v1_dot_router__pb2.ListVersionsRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_router__pb2.ListVersionsResponse.FromString,
+                _registered_method=True)
+        self.Cutover = channel.unary_unary(
+                '/quiver.v1.Router/Cutover',
+                request_serializer=quiver_dot_v1_dot_router__pb2.CutoverRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_router__pb2.CutoverResponse.FromString,
+                _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/quiver.v1.Router/Rollback',
+                request_serializer=quiver_dot_v1_dot_router__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_router__pb2.CutoverResponse.FromString,
+                _registered_method=True)
+        self.RetireVersion = channel.unary_unary(
+                '/quiver.v1.Router/RetireVersion',
+                request_serializer=quiver_dot_v1_dot_router__pb2.RetireVersionRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_router__pb2.RetireVersionResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -149,6 +169,30 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListVersions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Cutover(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rollback(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetireVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +245,26 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.DrainServer,
                     request_deserializer=quiver_dot_v1_dot_router__pb2.DrainServerRequest.FromString,
                     response_serializer=quiver_dot_v1_dot_router__pb2.DrainServerResponse.SerializeToString,
+            ),
+            'ListVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVersions,
+                    request_deserializer=quiver_dot_v1_dot_router__pb2.ListVersionsRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_router__pb2.ListVersionsResponse.SerializeToString,
+            ),
+            'Cutover': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cutover,
+                    request_deserializer=quiver_dot_v1_dot_router__pb2.CutoverRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_router__pb2.CutoverResponse.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=quiver_dot_v1_dot_router__pb2.RollbackRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_router__pb2.CutoverResponse.SerializeToString,
+            ),
+            'RetireVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetireVersion,
+                    request_deserializer=quiver_dot_v1_dot_router__pb2.RetireVersionRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_router__pb2.RetireVersionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -473,6 +537,114 @@ class Router:
             '/quiver.v1.Router/DrainServer',
             quiver_dot_v1_dot_router__pb2.DrainServerRequest.SerializeToString,
             quiver_dot_v1_dot_router__pb2.DrainServerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Router/ListVersions',
+            quiver_dot_v1_dot_router__pb2.ListVersionsRequest.SerializeToString,
+            quiver_dot_v1_dot_router__pb2.ListVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cutover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Router/Cutover',
+            quiver_dot_v1_dot_router__pb2.CutoverRequest.SerializeToString,
+            quiver_dot_v1_dot_router__pb2.CutoverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Router/Rollback',
+            quiver_dot_v1_dot_router__pb2.RollbackRequest.SerializeToString,
+            quiver_dot_v1_dot_router__pb2.CutoverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetireVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Router/RetireVersion',
+            quiver_dot_v1_dot_router__pb2.RetireVersionRequest.SerializeToString,
+            quiver_dot_v1_dot_router__pb2.RetireVersionResponse.FromString,
             options,
             channel_credentials,
             insecure,

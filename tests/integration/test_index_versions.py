@@ -55,7 +55,7 @@ async def test_a_new_version_is_numbered_after_every_earlier_one_and_starts_buil
 
 async def test_cutover_switches_the_active_version_and_the_collections_spec_in_one_transaction(store: ClusterStore) -> None:
     await ready_v2(store)
-    record = await versions.cutover(store, "docs", expected_active=1, target=2)
+    record, _ = await versions.cutover(store, "docs", expected_active=1, target=2)
     stored = await store.get_collection("docs")
     assert stored == record
     assert (stored.active_version, stored.previous_version) == (2, 1)
@@ -92,7 +92,7 @@ async def test_of_two_concurrent_cutovers_one_wins_and_the_other_is_refused(stor
 async def test_rollback_restores_the_previous_version_and_leaves_the_other_ready(store: ClusterStore) -> None:
     await ready_v2(store)
     await versions.cutover(store, "docs", 1, 2)
-    record = await versions.rollback(store, "docs", expected_active=2)
+    record, _ = await versions.rollback(store, "docs", expected_active=2)
     assert (record.active_version, record.previous_version, record.index_kind, record.shards) == (1, None, "hnsw", 2)
     assert [(m.version, m.state) for m in await versions.list_versions(store, "docs")] == [(1, "active"), (2, "ready")]
     with pytest.raises(FailedPrecondition, match="no previous version"):
@@ -115,7 +115,7 @@ async def test_state_moves_are_checked_and_retiring_the_previous_version_ends_th
     await ready_v2(store)
     with pytest.raises(FailedPrecondition, match="v1 is active; it cannot become retired; a cutover or rollback"):
         await versions.set_state(store, "docs", 1, "retired")
-    failed = await versions.set_state(store, "docs", 2, "failed", failure="shard 0: out of disk")
+    failed, _ = await versions.set_state(store, "docs", 2, "failed", failure="shard 0: out of disk")
     assert (failed.state, failed.failure) == ("failed", "shard 0: out of disk")
     with pytest.raises(FailedPrecondition, match="v2 is failed; it cannot become ready"):
         await versions.set_state(store, "docs", 2, "ready")

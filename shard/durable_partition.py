@@ -720,6 +720,26 @@ class DurablePartition:
 
         return await run_in(self._executors.searches, run)
 
+    async def export(self, after_slot: int, limit: int) -> tuple[list[tuple[str, Metadata]], np.ndarray, int, bool, int]:
+        """Up to `limit` points in slots after `after_slot`, read under the read lock at one point: (ids with
+        metadata, their stored vectors, the last slot looked at, whether no slot follows it, the count)."""
+
+        def run() -> tuple[list[tuple[str, Metadata]], np.ndarray, int, bool, int]:
+            with self._lock.read():
+                slots = self.state.label_ids
+                chosen: list[int] = []
+                slot = max(after_slot, -1)
+                while slot + 1 < len(slots) and len(chosen) < limit:
+                    slot += 1
+                    if slots[slot] is not None:
+                        chosen.append(slot)
+                points = [(slots[label] or "", self.state.fields.get(label)) for label in chosen]
+                vectors = self.state.vectors_of(np.array(chosen, dtype=np.int64))
+                done = not any(point_id is not None for point_id in slots[slot + 1:])
+                return points, vectors, slot, done, self.state.count
+
+        return await run_in(self._executors.searches, run)
+
     async def digest(self) -> tuple[int, int, int]:
         """(point count, order-independent content digest, last LSN), read under the read lock at one point."""
 

@@ -17,7 +17,7 @@ import numpy as np
 from quiver.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from quiver.rpc_guard import rpc_guard
 from quiver.v1 import shard_pb2, shard_pb2_grpc
-from quiver.wire.filters import filter_from_proto
+from quiver.wire.filters import filter_from_proto, metadata_to_proto
 from quiver.wire.points import (
     metadata_list_from_proto,
     point_to_proto,
@@ -40,6 +40,8 @@ from quiver.validation import MAX_STORED_ID_BYTES, check_ids, check_k, prepare_v
 
 
 T = TypeVar("T")
+_EXPORT_PAGE = 1024  # points per ExportPoints page unless asked otherwise
+_MAX_EXPORT_PAGE = 16384
 
 
 class ShardServicer(shard_pb2_grpc.ShardServicer):
@@ -187,6 +189,22 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
     async def Digest(self, request, context):  # type: ignore[no-untyped-def]
         count, digest, last_lsn = await self._partition(request.ref).digest()
         return shard_pb2.DigestResponse(point_count=count, digest=digest, last_lsn=last_lsn)
+
+    @rpc_guard
+    async def ExportPoints(self, request, context):  # type: ignore[no-untyped-def]
+        partition = self._partition(request.ref)
+        # A page's vectors stay within half the message limit (metadata takes the rest).
+        most = max(min(_MAX_EXPORT_PAGE, self._config.max_message_bytes // (8 * partition.spec.dim)), 1)
+        limit = min(request.limit or _EXPORT_PAGE, most)
+        if request.limit > most:
+            raise InvalidArgument(f"limit {request.limit} exceeds the largest page of {most} points for dimension {partition.spec.dim}")
+        if request.after_slot < -1:
+            raise InvalidArgument(f"after_slot must be -1 (from the start) or a slot a previous page returned, got {request.after_slot}")
+        points, vectors, last_slot, done, total = await partition.export(request.after_slot, limit)
+        return shard_pb2.ExportPointsResponse(
+            ids=[i for i, _ in points], vectors=np.ascontiguousarray(vectors, dtype="<f4").tobytes(),
+            metadata=[metadata_to_proto(md) for _, md in points], last_slot=last_slot, done=done, total=total,
+        )
 
     async def _replication_changed(self) -> None:
         if self.replication is not None:

@@ -279,6 +279,32 @@ class SnapshotChunk(_message.Message):
     data: bytes
     def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., term: _Optional[int] = ..., lsn: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
+class ExportPointsRequest(_message.Message):
+    __slots__ = ("ref", "after_slot", "limit")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SLOT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ref: PartitionRef
+    after_slot: int
+    limit: int
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., after_slot: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ExportPointsResponse(_message.Message):
+    __slots__ = ("ids", "vectors", "metadata", "last_slot", "done", "total")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    LAST_SLOT_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    vectors: bytes
+    metadata: _containers.RepeatedCompositeFieldContainer[_types_pb2.Metadata]
+    last_slot: int
+    done: bool
+    total: int
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., vectors: _Optional[bytes] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ..., last_slot: _Optional[int] = ..., done: _Optional[bool] = ..., total: _Optional[int] = ...) -> None: ...
+
 class DigestRequest(_message.Message):
     __slots__ = ("ref",)
     REF_FIELD_NUMBER: _ClassVar[int]

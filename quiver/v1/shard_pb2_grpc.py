@@ -109,6 +109,11 @@ class ShardStub:
                 request_serializer=quiver_dot_v1_dot_shard__pb2.DigestRequest.SerializeToString,
                 response_deserializer=quiver_dot_v1_dot_shard__pb2.DigestResponse.FromString,
                 _registered_method=True)
+        self.ExportPoints = channel.unary_unary(
+                '/quiver.v1.Shard/ExportPoints',
+                request_serializer=quiver_dot_v1_dot_shard__pb2.ExportPointsRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_shard__pb2.ExportPointsResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServicer:
@@ -204,6 +209,12 @@ class ShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportPoints(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -281,6 +292,11 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.Digest,
                     request_deserializer=quiver_dot_v1_dot_shard__pb2.DigestRequest.FromString,
                     response_serializer=quiver_dot_v1_dot_shard__pb2.DigestResponse.SerializeToString,
+            ),
+            'ExportPoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportPoints,
+                    request_deserializer=quiver_dot_v1_dot_shard__pb2.ExportPointsRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_shard__pb2.ExportPointsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -688,6 +704,33 @@ class Shard:
             '/quiver.v1.Shard/Digest',
             quiver_dot_v1_dot_shard__pb2.DigestRequest.SerializeToString,
             quiver_dot_v1_dot_shard__pb2.DigestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportPoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Shard/ExportPoints',
+            quiver_dot_v1_dot_shard__pb2.ExportPointsRequest.SerializeToString,
+            quiver_dot_v1_dot_shard__pb2.ExportPointsResponse.FromString,
             options,
             channel_credentials,
             insecure,

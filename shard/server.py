@@ -50,7 +50,7 @@ class ShardServer:
         self._watcher: ClusterWatcher | None = None
         self._peers: ShardPool | None = None
         self.health = add_health_and_reflection(self.server, SERVICE_NAME)
-        self.port = bind(self.server, config.host, config.port)
+        self.port = 0  # bound by start()
         self.metrics = MetricsEndpoint(config.metrics_port, config.metrics_host)
 
     @property
@@ -62,6 +62,11 @@ class ShardServer:
         await self.registry.open_all()
         partition_metrics.watch(self.registry, self.config.server_id)
         self.metrics.start()
+        # Bound only once every partition is open: a bound port accepts connections at once, and calls on
+        # them hang until the server starts, so a restarting server would be a black hole to routers and
+        # primaries (which still see its lease) for as long as its WAL replay takes, instead of a refused
+        # connection they fail over from at once.
+        self.port = bind(self.server, self.config.host, self.config.port)
         await self.server.start()
         if self.config.etcd_endpoints:
             await self._join_cluster()

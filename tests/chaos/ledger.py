@@ -43,6 +43,7 @@ class Ledger:
     reads_ok: int = 0
     reads_failed: int = 0
     searches: dict[str, list[int]] = field(default_factory=dict)  # fault -> [ok with full coverage, failed]
+    search_failures: list[dict[str, str]] = field(default_factory=list)  # fault, wall-clock time, why
     faults: list[dict[str, object]] = field(default_factory=list)
     # Kept as writes are acknowledged, so the reader's check costs O(1) per id, not O(writes) per read.
     newest_acked: dict[str, int] = field(default_factory=dict)  # id -> newest acknowledged version
@@ -67,10 +68,20 @@ class Ledger:
         times = [w.done for w in self.writes if w.shard == shard and w.outcome == "acked" and w.sent >= moment]
         return min(times) if times else None
 
-    def note_search(self, fault: str, ok: bool) -> None:
+    def note_search(self, fault: str, failure: str | None) -> None:
+        """One search's outcome: `failure` is None for a full answer in time, else what went wrong."""
         counts = self.searches.setdefault(fault, [0, 0])
-        counts[0 if ok else 1] += 1
+        counts[0 if failure is None else 1] += 1
+        if failure is not None:
+            # Wall-clock time, to find the failure in the servers' and router's logs.
+            self.search_failures.append({"fault": fault, "at": wall_clock(), "why": failure})
 
 
 def now() -> float:
     return time.monotonic()
+
+
+def wall_clock(moment: float | None = None) -> str:
+    """UTC time of day to the millisecond of a monotonic `moment` (default: now), to find it in the logs."""
+    wall = time.time() - (now() - moment) if moment is not None else time.time()
+    return time.strftime("%H:%M:%S", time.gmtime(wall)) + f".{int(wall * 1000) % 1000:03d}"

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import random
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from quiver.local_cluster import LocalCluster
 from quiver.v1 import router_pb2, router_pb2_grpc, shard_pb2, shard_pb2_grpc
 from quiver.wire.filters import metadata_from_proto
 from tests.chaos.faults import FAULTS, FaultContext
-from tests.chaos.ledger import Ledger, now
+from tests.chaos.ledger import Ledger, now, wall_clock
 from tests.chaos.network import Network
 from tests.chaos.workload import COLLECTION, DIM, Workload, vector_of
 
@@ -151,7 +150,7 @@ async def run_chaos(data_dir: Path, cycles: int, seed: int = 0, log: Any = print
         acked_at = ledger.first_ack_after(shard, killed_at)
         recoveries.append(round(acked_at - killed_at, 2) if acked_at is not None else None)
         # Wall-clock time of each kill, to find it in the servers' and router's logs.
-        kills.append({"shard": shard, "at": time.strftime("%H:%M:%S", time.gmtime(time.time() - (now() - killed_at))), "recovered_s": recoveries[-1]})
+        kills.append({"shard": shard, "at": wall_clock(killed_at), "recovered_s": recoveries[-1]})
     one_replica = {f.name for f in FAULTS if f.one_replica}
     ok = sum(c[0] for f, c in ledger.searches.items() if f in one_replica)
     failed = sum(c[1] for f, c in ledger.searches.items() if f in one_replica)
@@ -163,6 +162,8 @@ async def run_chaos(data_dir: Path, cycles: int, seed: int = 0, log: Any = print
         "reads": {"ok": ledger.reads_ok, "failed": ledger.reads_failed},
         "searches_by_fault": {f: {"ok": c[0], "failed": c[1]} for f, c in sorted(ledger.searches.items())},
         "one_replica_search_success": ok / (ok + failed) if ok + failed else 1.0,
+        # Why searches failed during one-replica faults (the others are expected to fail).
+        "search_failures": [f for f in ledger.search_failures if f["fault"] in one_replica][:50],
         "primary_kill_to_next_ack_s": recoveries,
         "primary_kills": kills,
         "convergence_s": {"median": round(statistics.median(convergence), 2) if convergence else 0, "max": round(max(convergence, default=0), 2)},

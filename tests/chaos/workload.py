@@ -105,8 +105,8 @@ class Workload:
             try:
                 reply = await self.stub.Search(
                     router_pb2.RouterSearchRequest(collection=COLLECTION, queries=query.tobytes(), k=5), timeout=0.2)
-                ok = not reply.coverage.partial
-            except grpc.aio.AioRpcError:
-                ok = False
-            self.ledger.note_search(fault, ok)
+                failure = f"partial coverage: {reply.coverage}" if reply.coverage.partial else None
+            except grpc.aio.AioRpcError as error:
+                failure = f"{error.code().name}: {error.details()}"
+            self.ledger.note_search(fault, failure)
             await asyncio.sleep(0.015)

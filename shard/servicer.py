@@ -14,7 +14,7 @@ from typing import Awaitable, Callable, TypeVar
 
 import numpy as np
 
-from quiver.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from quiver.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
 from quiver.rpc_guard import rpc_guard
 from quiver.v1 import shard_pb2, shard_pb2_grpc
 from quiver.wire.filters import filter_from_proto, metadata_to_proto
@@ -30,7 +30,9 @@ from quiver.specs import PartitionSpec
 from shard.admission import Admission
 from shard.executors import ShardExecutors, run_in
 from shard.config import ShardConfig
-from shard.durable_partition import DurablePartition, StaleTerm
+from shard.durable_partition import DurablePartition, LogTrimmed, StaleTerm
+from shard.write_seals import WriteSeals
+from shard import wal_codec
 from shard.snapshot_store import InvalidSnapshot, verify_snapshot_file
 from quiver.grpc_server import Undecodable
 from shard.indexes import QueryKnobs
@@ -42,6 +44,7 @@ from quiver.validation import MAX_STORED_ID_BYTES, check_ids, check_k, prepare_v
 T = TypeVar("T")
 _EXPORT_PAGE = 1024  # points per ExportPoints page unless asked otherwise
 _MAX_EXPORT_PAGE = 16384
+_LOG_PAGE_BYTES = 1 << 20
 
 
 class ShardServicer(shard_pb2_grpc.ShardServicer):
@@ -54,6 +57,7 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
         self._config = config
         self._admission = admission
         self.slow_rpc_s = config.slow_rpc_s  # read by rpc_guard
+        self._seals = WriteSeals()
 
     async def _off_loop(self, points: int, work: Callable[[], T]) -> T:
         """Decoding and normalising a large request is CPU work: done on a search thread, not the loop."""
@@ -81,7 +85,7 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
     @rpc_guard
     async def Upsert(self, request, context):  # type: ignore[no-untyped-def]
         partition = self._partition(request.ref)
-        with self._admission.write(request.ByteSize()):
+        with self._seals.writing(partition.spec.key), self._admission.write(request.ByteSize()):
             decode = functools.partial(_decode_upsert, request, partition.spec)
             ids, prepared, metadata = await self._off_loop(len(request.ids), decode)
             deadline = _deadline(context)
@@ -109,7 +113,7 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
         flt = filter_from_proto(request.filter)
         if not ids and flt is None:
             raise InvalidArgument("delete names no ids and no filter; give at least one")
-        with self._admission.write(request.ByteSize()):
+        with self._seals.writing(partition.spec.key), self._admission.write(request.ByteSize()):
             deadline = _deadline(context)
 
             async def apply(term: int) -> tuple[tuple[int, int], int]:
@@ -206,6 +210,37 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
             metadata=[metadata_to_proto(md) for _, md in points], last_slot=last_slot, done=done, total=total,
         )
 
+    @rpc_guard
+    async def ReadLog(self, request, context):  # type: ignore[no-untyped-def]
+        partition = self._partition(request.ref)
+        max_bytes = min(request.max_bytes or _LOG_PAGE_BYTES, self._config.max_message_bytes // 2)
+        term, last_lsn, _ = await partition.log_position()
+        if request.after_lsn > last_lsn:
+            raise InvalidArgument(f"after_lsn {request.after_lsn} is past the end of partition {partition.spec.key}'s log (lsn {last_lsn})")
+        try:
+            entries = await asyncio.to_thread(partition.read_log, request.after_lsn, max_bytes)
+        except LogTrimmed as error:
+            raise FailedPrecondition(
+                f"the log of partition {partition.spec.key} no longer holds the records after lsn {request.after_lsn} "
+                f"(a snapshot trimmed it: {error}); start again from an export"
+            ) from None
+        return shard_pb2.ReadLogResponse(writes=[_logged_write(lsn, payload) for lsn, payload in entries], last_lsn=last_lsn, term=term)
+
+    @rpc_guard
+    async def SealWrites(self, request, context):  # type: ignore[no-untyped-def]
+        partition = self._partition(request.ref)
+        key = partition.spec.key
+        if not request.sealed:
+            self._seals.lift(key)
+            term, last_lsn, _ = await partition.log_position()
+            return shard_pb2.SealWritesResponse(last_lsn=last_lsn, term=term)
+        self._seals.seal(key, request.reason or "it is being cut over to another index version")
+        # Writes that passed the seal before it was set finish first, so the LSN answered covers every write
+        # this partition acknowledges (the commit loop is in order: the position is read after them).
+        await self._seals.drained(key, _deadline(context))
+        term, last_lsn, _ = await partition.log_position()
+        return shard_pb2.SealWritesResponse(last_lsn=last_lsn, term=term)
+
     async def _replication_changed(self) -> None:
         if self.replication is not None:
             await self.replication.sync()
@@ -278,6 +313,16 @@ def _flush_synced(handle) -> None:  # type: ignore[no-untyped-def]
 async def _position(partition: DurablePartition, term: int = 0) -> shard_pb2.ReplicaStatusResponse:
     term, last_lsn, last_term = await partition.log_position(term)
     return shard_pb2.ReplicaStatusResponse(term=term, last_lsn=last_lsn, last_term=last_term)
+
+
+def _logged_write(lsn: int, payload: bytes) -> shard_pb2.LoggedWrite:
+    record = wal_codec.decode(payload)
+    if isinstance(record, wal_codec.DeleteRecord):
+        return shard_pb2.LoggedWrite(lsn=lsn, delete=True, ids=record.ids)
+    return shard_pb2.LoggedWrite(
+        lsn=lsn, ids=record.ids, vectors=np.ascontiguousarray(record.vectors, dtype="<f4").tobytes(),
+        metadata=[metadata_to_proto(md) for md in record.metadata] if record.metadata is not None else [],
+    )
 
 
 def _deadline(context) -> float | None:  # type: ignore[no-untyped-def]

@@ -305,6 +305,58 @@ class ExportPointsResponse(_message.Message):
     total: int
     def __init__(self, ids: _Optional[_Iterable[str]] = ..., vectors: _Optional[bytes] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ..., last_slot: _Optional[int] = ..., done: _Optional[bool] = ..., total: _Optional[int] = ...) -> None: ...
 
+class ReadLogRequest(_message.Message):
+    __slots__ = ("ref", "after_lsn", "max_bytes")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    AFTER_LSN_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ref: PartitionRef
+    after_lsn: int
+    max_bytes: int
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., after_lsn: _Optional[int] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+
+class LoggedWrite(_message.Message):
+    __slots__ = ("lsn", "delete", "ids", "vectors", "metadata")
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    lsn: int
+    delete: bool
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    vectors: bytes
+    metadata: _containers.RepeatedCompositeFieldContainer[_types_pb2.Metadata]
+    def __init__(self, lsn: _Optional[int] = ..., delete: _Optional[bool] = ..., ids: _Optional[_Iterable[str]] = ..., vectors: _Optional[bytes] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ...) -> None: ...
+
+class ReadLogResponse(_message.Message):
+    __slots__ = ("writes", "last_lsn", "term")
+    WRITES_FIELD_NUMBER: _ClassVar[int]
+    LAST_LSN_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    writes: _containers.RepeatedCompositeFieldContainer[LoggedWrite]
+    last_lsn: int
+    term: int
+    def __init__(self, writes: _Optional[_Iterable[_Union[LoggedWrite, _Mapping]]] = ..., last_lsn: _Optional[int] = ..., term: _Optional[int] = ...) -> None: ...
+
+class SealWritesRequest(_message.Message):
+    __slots__ = ("ref", "sealed", "reason")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ref: PartitionRef
+    sealed: bool
+    reason: str
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., sealed: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SealWritesResponse(_message.Message):
+    __slots__ = ("last_lsn", "term")
+    LAST_LSN_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    last_lsn: int
+    term: int
+    def __init__(self, last_lsn: _Optional[int] = ..., term: _Optional[int] = ...) -> None: ...
+
 class DigestRequest(_message.Message):
     __slots__ = ("ref",)
     REF_FIELD_NUMBER: _ClassVar[int]

@@ -114,6 +114,16 @@ class ShardStub:
                 request_serializer=quiver_dot_v1_dot_shard__pb2.ExportPointsRequest.SerializeToString,
                 response_deserializer=quiver_dot_v1_dot_shard__pb2.ExportPointsResponse.FromString,
                 _registered_method=True)
+        self.ReadLog = channel.unary_unary(
+                '/quiver.v1.Shard/ReadLog',
+                request_serializer=quiver_dot_v1_dot_shard__pb2.ReadLogRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_shard__pb2.ReadLogResponse.FromString,
+                _registered_method=True)
+        self.SealWrites = channel.unary_unary(
+                '/quiver.v1.Shard/SealWrites',
+                request_serializer=quiver_dot_v1_dot_shard__pb2.SealWritesRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_shard__pb2.SealWritesResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServicer:
@@ -215,6 +225,18 @@ class ShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadLog(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SealWrites(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -297,6 +319,16 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.ExportPoints,
                     request_deserializer=quiver_dot_v1_dot_shard__pb2.ExportPointsRequest.FromString,
                     response_serializer=quiver_dot_v1_dot_shard__pb2.ExportPointsResponse.SerializeToString,
+            ),
+            'ReadLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadLog,
+                    request_deserializer=quiver_dot_v1_dot_shard__pb2.ReadLogRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_shard__pb2.ReadLogResponse.SerializeToString,
+            ),
+            'SealWrites': grpc.unary_unary_rpc_method_handler(
+                    servicer.SealWrites,
+                    request_deserializer=quiver_dot_v1_dot_shard__pb2.SealWritesRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_shard__pb2.SealWritesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -731,6 +763,60 @@ class Shard:
             '/quiver.v1.Shard/ExportPoints',
             quiver_dot_v1_dot_shard__pb2.ExportPointsRequest.SerializeToString,
             quiver_dot_v1_dot_shard__pb2.ExportPointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Shard/ReadLog',
+            quiver_dot_v1_dot_shard__pb2.ReadLogRequest.SerializeToString,
+            quiver_dot_v1_dot_shard__pb2.ReadLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SealWrites(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Shard/SealWrites',
+            quiver_dot_v1_dot_shard__pb2.SealWritesRequest.SerializeToString,
+            quiver_dot_v1_dot_shard__pb2.SealWritesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -58,6 +58,7 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--server-id", default="", help="Id in the cluster, kept in the data directory on first start (default: hostname + random); a later start must name the same id or none.")
 @click.option("--advertise", default="", help="Address the router dials, if not host:port.")
 @click.option("--lease-ttl", default=5.0, show_default=True, help="Seconds until a dead server drops out of etcd.")
+@click.option("--etcd-start-wait-s", default=ShardConfig.etcd_start_wait_s, show_default=True, help="At start, retry an unreachable etcd this long before exiting.")
 @click.option("--exact-filter-fraction", default=0.02, show_default=True, help="Filters selecting at most this share of points are searched exactly.")
 @click.option("--exact-filter-min-points", default=1024, show_default=True, help="...and so are filters selecting at most this many points.")
 @click.option("--max-k", default=ShardConfig.max_k, show_default=True, help="Largest k a search may ask for.")
@@ -83,7 +84,7 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--slow-rpc-ms", default=1000.0, show_default=True, help="RPCs slower than this are logged at WARNING (the slow-query log).")
 def main(
     data_dir: Path, host: str, port: int, etcd_endpoints: str, etcd_root: str, replica_ack_timeout_s: float, server_id: str, advertise: str, lease_ttl: float,
-    exact_filter_fraction: float, exact_filter_min_points: int, max_k: int, max_queries_per_request: int,
+    etcd_start_wait_s: float, exact_filter_fraction: float, exact_filter_min_points: int, max_k: int, max_queries_per_request: int,
     max_message_bytes: int, wal_segment_bytes: int, snapshot_after_wal_bytes: int, snapshot_interval_s: float,
     snapshots_kept: int, max_batch_writes: int, min_free_bytes: int, fault_retry_s: float,
     queued_write_bytes: int, queries_in_flight: int, max_concurrent_rpcs: int, search_threads: int, index_build_threads: int,
@@ -110,6 +111,7 @@ def main(
         server_id=server_id,
         advertise_address=advertise,
         lease_ttl_s=lease_ttl,
+        etcd_start_wait_s=etcd_start_wait_s,
         max_k=max_k,
         max_queries_per_request=max_queries_per_request,
         max_message_bytes=max_message_bytes,

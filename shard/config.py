@@ -34,4 +34,6 @@ class ShardConfig:
     replication: ReplicationPolicy = field(default_factory=ReplicationPolicy)
     server_id: str = ""
     lease_ttl_s: float = 5.0
+    # At start, etcd unreachable (restarting, or slow to answer) is retried this long before giving up.
+    etcd_start_wait_s: float = 60.0
     advertise_address: str = ""  # address the router dials; defaults to host:port

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from typing import Awaitable, Callable, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -19,6 +22,10 @@ from shard.servicer import ShardServicer
 from quiver.control_plane.store import ClusterSnapshot, ClusterStore, Registration
 from quiver.control_plane.watcher import ClusterWatcher
 from quiver.shard_channels import ShardPool
+from quiver.errors import Unavailable
+
+T = TypeVar("T")
+_log = logging.getLogger("shard")
 
 SERVICE_NAME = shard_pb2.DESCRIPTOR.services_by_name["Shard"].full_name
 # Health of this name is NOT_SERVING while any partition refuses writes (disk full, read-only log); the
@@ -85,12 +92,29 @@ class ShardServer:
         store = ClusterStore(EtcdClient(list(self.config.etcd_endpoints), timeout=5.0), self.config.etcd_root)
         self._peers = ShardPool(self.config.max_message_bytes)
         self._watcher = ClusterWatcher(store, on_change=self._cluster_changed)
-        await self._watcher.start()
+        await self._until_etcd_answers(self._watcher.start, "reading the cluster state")
         self.replication = Replication(self.config.server_id, store, self._watcher, self.registry, self._peers, self.config.replication)
         self.servicer.replication = self.replication
         self.registry.on_created = self._partition_created
-        self.registration = await store.register_server(self.config.server_id, self.address, self.config.lease_ttl_s)
+        self.registration = await self._until_etcd_answers(
+            lambda: store.register_server(self.config.server_id, self.address, self.config.lease_ttl_s), "registering",
+        )
         await self.replication.sync()
+
+    async def _until_etcd_answers(self, step: Callable[[], Awaitable[T]], what: str) -> T:
+        """A start-up step retried while etcd is unreachable (it may be restarting too, as after a power cut
+        of the whole cluster), for up to etcd_start_wait_s; then its error stands."""
+        give_up_at = time.monotonic() + self.config.etcd_start_wait_s
+        pause = 0.1
+        while True:
+            try:
+                return await step()
+            except Unavailable as error:
+                if time.monotonic() + pause >= give_up_at:
+                    raise
+                _log.warning("shard server %s: %s failed, retrying in %.1f s: %s", self.config.server_id, what, pause, error)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     async def _cluster_changed(self, snapshot: ClusterSnapshot) -> None:
         if self.replication is not None:

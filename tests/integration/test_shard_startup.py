@@ -4,12 +4,16 @@ for their whole deadline) instead of being refused, which they fail over from at
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from quiver.control_plane.etcd_client import EtcdClient
+from quiver.control_plane.store import ClusterStore
+from quiver.etcd_process import EtcdProcess
 from shard.config import ShardConfig
 from shard.server import ShardServer
 
@@ -51,3 +55,25 @@ async def test_connections_are_refused_while_partitions_open_then_served(tmp_pat
         release.set()
         await starting
         await server.stop(grace=0.1)
+
+
+async def test_a_server_started_while_etcd_is_down_waits_for_it_and_then_registers(tmp_path) -> None:
+    """As after a power cut of the whole cluster: etcd and the shard servers come back in any order."""
+    etcd_port = _free_port()
+    etcd = EtcdProcess(tmp_path / "etcd", client_port=etcd_port, peer_port=_free_port())
+    server = ShardServer(ShardConfig(data_dir=tmp_path / "shard", port=0, etcd_endpoints=(f"127.0.0.1:{etcd_port}",), server_id="s0"))
+    starting = asyncio.ensure_future(server.start())
+    try:
+        await asyncio.sleep(1.0)
+        assert not starting.done(), "the server gave up on etcd (or never needed it)"
+        await asyncio.to_thread(etcd.start)
+        await asyncio.wait_for(starting, 30)
+        store = ClusterStore(EtcdClient([etcd.endpoint], timeout=5.0), server.config.etcd_root)
+        assert [s.server_id for s in await store.list_servers()] == ["s0"]
+    finally:
+        if not starting.done():
+            starting.cancel()
+        with contextlib.suppress(BaseException):
+            await starting
+        await server.stop(grace=0.1)
+        etcd.stop()

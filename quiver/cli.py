@@ -166,6 +166,23 @@ def status(router: str) -> None:
         click.echo(f"  {replica.collection} v{replica.version} shard {replica.shard}: {replica.server_id} at {replica.address or '-'} {replica.state} {role} {replica.point_count} points{training}{writes}")
     for key, reason in reply.skipped_records.items():
         click.echo(f"skipped unreadable record {key}: {reason}")
+    for build in reply.reindexes:
+        click.echo(describe_build(build))
+
+
+def describe_build(build) -> str:  # type: ignore[no-untyped-def]
+    """A reindex's progress in lines: the whole, then each source shard."""
+    exported = sum(s.exported for s in build.shards)
+    total = sum(s.total for s in build.shards)
+    eta = f", about {build.eta_s:.0f} s to go" if build.eta_s else ""
+    failure = f" FAILED: {build.failure}" if build.failure else ""
+    lines = [f"reindex {build.collection} v{build.source_version} -> v{build.version}: {build.state}{failure}; "
+             f"{exported:,}/{total:,} points exported at {build.points_per_s:,.0f}/s{eta}; {build.written:,} writes into v{build.version}"]
+    for shard in build.shards:
+        lag = max(shard.source_lsn - shard.replayed_lsn, 0)
+        phase = "following" if shard.export_done else "exporting"
+        lines.append(f"  from shard {shard.source_shard}: {phase}, {shard.exported:,}/{shard.total:,} points, replayed to lsn {shard.replayed_lsn} ({lag} behind)")
+    return "\n".join(lines)
 
 
 @main.command()
@@ -218,6 +235,44 @@ def versions(collection: str, router: str) -> None:
         failure = f" FAILED: {v.failure}" if v.failure else ""
         click.echo(f"  v{v.version} {v.state:<9} {index} model={v.model or '-'} shards={v.shards} rf={v.replication_factor} "
                    f"{v.point_count} points{built}{failure}")
+
+
+@main.command()
+@click.argument("collection")
+@click.option("--index", type=click.Choice(["hnsw", "ivf_pq", "flat"]), default=None, help="The new version's index (default: the active version's).")
+@click.option("--param", "params", multiple=True, help="Index parameter NAME=VALUE for --index (as create-collection).")
+@click.option("--shards", default=0, help="The new version's shard count (default: the active version's); points are routed by the new count.")
+@click.option("--replication-factor", default=0, help="The new version's replication factor (default: the active version's).")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Print progress until the new version is ready for cutover.")
+@click.option("--wait-timeout", default=3600.0, show_default=True, help="Seconds --wait waits at most.")
+@router_option
+@one_line_errors
+def reindex(collection: str, index: str | None, params: tuple[str, ...], shards: int, replication_factor: int, wait: bool, wait_timeout: float, router: str) -> None:
+    """Build the next version of COLLECTION beside the active one, which serves meanwhile: its points are
+    exported shard by shard, then its log is followed, so writes made during the build reach the new version.
+    Once ready, `quiver cutover COLLECTION` (through this router) seals the active version, replays its last
+    writes and switches. Run again while it builds: shows the same build; after its router stopped: starts over."""
+    import time
+
+    from quiver.client import Client
+
+    if params and index is None:
+        raise click.UsageError("--param needs --index (the kind the parameters are for)")
+    with Client(router) as client:
+        build = client.reindex(collection, index=index, index_params=parse_params(params) if params else None, shards=shards,
+                               replication_factor=replication_factor)
+        click.echo(describe_build(build))
+        deadline = time.monotonic() + wait_timeout
+        while wait and build.state == "building":
+            time.sleep(2.0)
+            [build] = [b for b in client.reindex_status(collection) if b.version == build.version] or [build]
+            click.echo(describe_build(build))
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"v{build.version} is not ready after {wait_timeout:g} s; `quiver status` shows its progress")
+        if build.state == "failed":
+            raise click.ClickException(f"the build of v{build.version} failed: {build.failure}")
+        if wait:
+            click.echo(f"v{build.version} is ready and follows v{build.source_version}: `quiver cutover {collection}` switches to it")
 
 
 @main.command()

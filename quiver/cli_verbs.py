@@ -25,11 +25,12 @@ def _info_dict(info: Any) -> dict[str, Any]:
 
 
 def _counts(status: Any, name: str) -> tuple[int, int, int]:
-    """(points, shards answering, shards) of a collection, one serving replica per shard."""
+    """(points, shards answering, shards) of a collection's active version, one serving replica per shard."""
+    active = next((c.active_version for c in status.collections if c.spec.name == name), None)
     by_shard: dict[int, int] = {}
     shards = set()
     for replica in status.replicas:
-        if replica.collection != name:
+        if replica.collection != name or replica.version != active:  # a version being built, or a previous one
             continue
         shards.add(replica.shard)
         if replica.state == "serving":

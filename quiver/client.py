@@ -129,6 +129,7 @@ class ClusterStatus:
     collections: list[CollectionInfo]
     replicas: list[ReplicaStatus]
     skipped_records: dict[str, str] = field(default_factory=dict)  # etcd key -> why this router could not read it
+    reindexes: list[router_pb2.ReindexProgress] = field(default_factory=list)  # the builds the router asked runs
 
 
 _METRIC_NAMES = {v: k.removeprefix("METRIC_").lower() for k, v in types_pb2.Metric.items()}
@@ -152,6 +153,7 @@ def cluster_status(reply: router_pb2.ClusterStatusResponse) -> ClusterStatus:
         [ReplicaStatus(r.collection, r.version, r.shard, r.server_id, r.address, r.state, r.point_count, r.trained,
                        r.write_state, r.write_fault, r.role, r.term, r.last_lsn, r.lag) for r in reply.replicas],
         {r.key: r.reason for r in reply.skipped_records},
+        list(reply.reindexes),
     )
 
 
@@ -177,6 +179,17 @@ def _error(error: grpc.RpcError) -> QuiverError:
 
 
 # -- request builders (shared by both clients) ------------------------------------------------------
+
+
+def reindex_request(
+    collection: str, index: str | None, index_params: dict[str, Any] | None, shards: int, replication_factor: int,
+) -> router_pb2.ReindexRequest:
+    if index is None and index_params:
+        raise ValueError("index_params need the index kind they are for (index=...)")
+    request = router_pb2.ReindexRequest(collection=collection, shards=shards, replication_factor=replication_factor)
+    if index is not None:
+        request.index.CopyFrom(index_to_proto(index, index_params or {}))
+    return request
 
 
 def collection_spec(
@@ -356,6 +369,17 @@ class Client:
         """Retire a version that is not active: it takes no more writes and its partitions are freed."""
         self._call(self._stub.RetireVersion, router_pb2.RetireVersionRequest(collection=collection, version=version), timeout)
 
+    def reindex(
+        self, collection: str, *, index: str | None = None, index_params: dict[str, Any] | None = None, shards: int = 0,
+        replication_factor: int = 0, timeout: float | None = None,
+    ) -> router_pb2.ReindexProgress:
+        """Start building the next version (new index, parameters, shard count or replication factor) from
+        the active one, in the router asked; its progress. Asked again while it runs: the same build."""
+        return self._call(self._stub.Reindex, reindex_request(collection, index, index_params, shards, replication_factor), timeout)
+
+    def reindex_status(self, collection: str = "", *, timeout: float | None = None) -> list[router_pb2.ReindexProgress]:
+        return list(self._call(self._stub.ReindexStatus, router_pb2.ReindexStatusRequest(collection=collection), timeout).builds)
+
     def close(self) -> None:
         self._channel.close()
 
@@ -459,6 +483,17 @@ class AsyncClient:
     async def retire(self, collection: str, version: int, *, timeout: float | None = None) -> None:
         """Retire a version that is not active: it takes no more writes and its partitions are freed."""
         await self._call(self._stub.RetireVersion, router_pb2.RetireVersionRequest(collection=collection, version=version), timeout)
+
+    async def reindex(
+        self, collection: str, *, index: str | None = None, index_params: dict[str, Any] | None = None, shards: int = 0,
+        replication_factor: int = 0, timeout: float | None = None,
+    ) -> router_pb2.ReindexProgress:
+        """As Client.reindex."""
+        return await self._call(self._stub.Reindex, reindex_request(collection, index, index_params, shards, replication_factor), timeout)
+
+    async def reindex_status(self, collection: str = "", *, timeout: float | None = None) -> list[router_pb2.ReindexProgress]:
+        reply = await self._call(self._stub.ReindexStatus, router_pb2.ReindexStatusRequest(collection=collection), timeout)
+        return list(reply.builds)
 
     async def close(self) -> None:
         await self._channel.close()

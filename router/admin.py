@@ -85,6 +85,10 @@ class Admin:
     def watcher(self) -> ClusterWatcher:
         return self._watcher
 
+    @property
+    def pool(self) -> ShardPool:
+        return self._pool
+
     async def seen(self, revision: int, budget: Budget = UNLIMITED) -> None:
         try:
             await self._watcher.wait_for(lambda snapshot: snapshot.revision >= revision, timeout=budget.cap(5.0))
@@ -158,7 +162,7 @@ class Admin:
             replace(p, replicas=tuple(replace(r, state="serving") for r in p.replicas)) for p in claim.shards
         ))
         try:
-            await self._create_partitions(record, claim, addresses, budget)
+            await self.create_partitions(record, claim, addresses, budget)
             # Only into the record this router claimed: if the name was dropped and made again meanwhile,
             # the new collection is someone else's and this create fails.
             await self.seen(await self._store.put_shard_map(serving, collection_revision=claimed_at), budget)
@@ -181,7 +185,7 @@ class Admin:
         finally:
             await self.drop_partitions(name, [claim], addresses)
 
-    async def _create_partitions(
+    async def create_partitions(
         self, record: CollectionRecord, shard_map: ShardMap, addresses: Mapping[str, str], budget: Budget = UNLIMITED,
     ) -> None:
         calls = {}

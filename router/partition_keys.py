@@ -45,6 +45,14 @@ def caller_id(stored: str) -> str:
     return rest[int(length) + 1:]
 
 
+def key_of(stored: str) -> str | None:
+    """The partition key a stored id carries (None for ids of unkeyed collections)."""
+    length, sep, rest = stored.partition(":")
+    if not sep or not length.isdigit():
+        return None
+    return rest[: int(length)]
+
+
 def key_filter(field: str, key: str, caller_filter: types_pb2.Filter) -> types_pb2.Filter:
     """The caller's filter, restricted to one key's points."""
     own = types_pb2.Filter(eq=types_pb2.FieldEq(field=field, value=types_pb2.Value(string_value=key)))

@@ -58,6 +58,7 @@ class RouterServer:
         if self.controller is not None:
             await self.controller.stop()
         await self.server.stop(grace)
+        await self.servicer.stop_builds()
         await self.watcher.stop()
         await self.pool.close()
         self.servicer.close()

@@ -12,14 +12,14 @@ import asyncio
 import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable, TypeVar
 
 import grpc
 import numpy as np
 
 from quiver.admission import InFlightBudget
 from quiver.control_plane.watcher import ClusterWatcher
-from quiver.errors import DeadlineExceeded, InvalidArgument, QuiverError, ResourceExhausted
+from quiver.errors import DeadlineExceeded, InvalidArgument, NotFound, QuiverError, ResourceExhausted, Unavailable
 from quiver.logs import REQUEST_ID, outgoing_metadata
 from quiver.metrics import PARTIAL_RESULTS, SHARD_CALL_SECONDS, refused, timed_call
 from quiver.rpc_guard import rpc_guard
@@ -27,6 +27,7 @@ from quiver.v1 import router_pb2, router_pb2_grpc, shard_pb2, types_pb2
 from quiver.validation import check_ids, check_k, check_vectors
 from quiver.wire.filters import filter_from_proto
 from quiver.wire.points import metadata_list_from_proto, vectors_from_bytes
+from quiver.wire.specs import index_from_proto
 from router.admin import Admin, Budget
 from router.backpressure import Backpressure
 from router.collection_view import CollectionView, check_model, collection_view
@@ -37,7 +38,10 @@ from router.hashring import shard_for_key, shards_for_keys
 from router.merge import merge_topk_batch
 from router.partition_keys import caller_id, check_key, key_filter, stored_id, with_key
 from router.replica_reads import HedgePolicy, ReplicaReads
+from router.reindex import ReindexBuild
 from router.version_admin import VersionAdmin
+
+T = TypeVar("T")
 from quiver.shard_channels import ShardPool
 
 
@@ -113,7 +117,30 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     @rpc_guard
     async def ClusterStatus(self, request, context):  # type: ignore[no-untyped-def]
-        return await self._admin.cluster_status()
+        status = await self._admin.cluster_status()
+        status.reindexes.extend(_progress(b) for b in self._versions.builds())
+        return status
+
+    @rpc_guard
+    async def Reindex(self, request, context):  # type: ignore[no-untyped-def]
+        index = index_from_proto(request.index) if request.HasField("index") else None
+        build = await self._versions.reindex(
+            request.collection, index, request.shards, request.replication_factor, Budget(context.time_remaining()),
+        )
+        return _progress(build)
+
+    @rpc_guard
+    async def ReindexStatus(self, request, context):  # type: ignore[no-untyped-def]
+        if request.collection:
+            self._view_record(request.collection)
+        return router_pb2.ReindexStatusResponse(builds=[_progress(b) for b in self._versions.builds(request.collection)])
+
+    def _view_record(self, name: str) -> None:
+        if name not in self._watcher.current.collections:
+            raise NotFound(f"collection {name!r} does not exist")
+
+    async def stop_builds(self) -> None:
+        await self._versions.close()
 
     @rpc_guard
     async def DrainServer(self, request, context):  # type: ignore[no-untyped-def]
@@ -159,7 +186,25 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             f"the router is overloaded with writes: {self._write_bytes.used} bytes of upserts wait for the shards "
             f"and this one ({size} bytes) would pass the budget of {self._write_bytes.budget}; retry after a "
             "pause, or send smaller batches"), self._config.retry_after_s):
-            return await self._upsert(request, context, view)
+            return await self._through_cutover(view, context, lambda v: self._upsert(request, context, v))
+
+    async def _through_cutover(self, view: CollectionView, context: Any, write: Callable[[CollectionView], Awaitable[T]]) -> T:
+        """A write, sent again on the new version when the one it went to was sealed for a cutover (the
+        sealed shards applied nothing, and upserts and deletes are idempotent, so resending all is safe)."""
+        while True:
+            try:
+                return await write(view)
+            except _SealedForCutover as sealed:
+                remaining = context.time_remaining()
+                budget = self._config.default_timeout_s if remaining is None else remaining * 0.9 - 0.02
+                old = view.version
+                try:
+                    await self._watcher.wait_for(
+                        lambda s: (r := s.collections.get(view.record.name)) is None or r.active_version != old, timeout=max(budget, 0.0),
+                    )
+                except TimeoutError:
+                    raise Unavailable(f"{sealed}; the cutover did not finish within this call's deadline; retry") from None
+                view = self._view(view.record.name)
 
     async def _upsert(self, request: Any, context: Any, view: CollectionView) -> router_pb2.RouterUpsertResponse:
         # Checking, normalising-to-check and splitting a large batch is CPU work: off the event loop.
@@ -182,6 +227,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         for outcome in outcomes:
             if outcome.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 self.backpressure.refused(addresses[outcome.shard], outcome.retry_after_s)
+        _raise_if_sealed(view, outcomes)
         raise_caller_errors(outcomes)
         require_coverage(outcomes, False, f"upsert into {view.record.name!r} (safe to retry: upserts are idempotent)")
         return router_pb2.RouterUpsertResponse(upserted=len(request.ids))
@@ -238,16 +284,21 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             if flt.WhichOneof("kind") is not None:
                 flt = key_filter(field, key, flt)
         timeout = self._timeout(context)
-        calls: dict[int, Any] = {}
-        for shard in self._target_shards(view, request.partition_key):
-            address, term = view.primary(shard)
-            sub = shard_pb2.DeleteRequest(ref=self._ref(view, shard), ids=ids, filter=flt, term=term)
-            calls[shard] = self._bind(address, "Delete", sub, timeout)
-        outcomes = await fan_out(calls, timeout)
-        raise_caller_errors(outcomes)
-        require_coverage(outcomes, False, f"delete from {view.record.name!r} (safe to retry)")
-        counted = {outcome.shard: outcome.value.deleted for outcome in outcomes}  # type: ignore[union-attr]
-        return router_pb2.RouterDeleteResponse(deleted=sum(counted.values()))
+
+        async def delete(view: CollectionView) -> router_pb2.RouterDeleteResponse:
+            calls: dict[int, Any] = {}
+            for shard in self._target_shards(view, request.partition_key):
+                address, term = view.primary(shard)
+                sub = shard_pb2.DeleteRequest(ref=self._ref(view, shard), ids=ids, filter=flt, term=term)
+                calls[shard] = self._bind(address, "Delete", sub, timeout)
+            outcomes = await fan_out(calls, timeout)
+            _raise_if_sealed(view, outcomes)
+            raise_caller_errors(outcomes)
+            require_coverage(outcomes, False, f"delete from {view.record.name!r} (safe to retry)")
+            counted = {outcome.shard: outcome.value.deleted for outcome in outcomes}  # type: ignore[union-attr]
+            return router_pb2.RouterDeleteResponse(deleted=sum(counted.values()))
+
+        return await self._through_cutover(view, context, delete)
 
     # -- reads --------------------------------------------------------------------------------------
 
@@ -441,6 +492,35 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         if n_queries * request.k > self._config.offload_points:
             return await asyncio.get_running_loop().run_in_executor(self._cpu, merge), coverage
         return merge(), coverage
+
+
+class _SealedForCutover(Exception):
+    """A shard of the version written to refused the write: it is sealed for a cutover to another version."""
+
+
+_SEALED = "sealed against writes"
+
+
+def _raise_if_sealed(view: CollectionView, outcomes: list[Any]) -> None:
+    for outcome in outcomes:
+        if outcome.code == grpc.StatusCode.UNAVAILABLE and _SEALED in outcome.message:
+            raise _SealedForCutover(f"collection {view.record.name!r} v{view.version} is being cut over to another version")
+
+
+def _progress(build: ReindexBuild) -> router_pb2.ReindexProgress:
+    summary = build.summary()
+    return router_pb2.ReindexProgress(
+        collection=summary["collection"], source_version=summary["source_version"], version=summary["version"],
+        state=summary["state"], failure=summary["failure"], elapsed_s=summary["elapsed_s"], points_per_s=summary["points_per_s"],
+        eta_s=summary["eta_s"], written=summary["written"],
+        shards=[
+            router_pb2.ReindexShardProgress(
+                source_shard=p.shard, exported=p.exported, total=p.total, export_done=p.export_done,
+                replayed_lsn=p.replayed_lsn, source_lsn=p.source_lsn,
+            )
+            for p in summary["shards"]
+        ],
+    )
 
 
 def _split_upsert(request: router_pb2.RouterUpsertRequest, view: CollectionView, ref: Any) -> dict[int, shard_pb2.UpsertRequest]:

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
+from typing import Any
+
+import grpc
 
 from quiver.control_plane import versions
-from quiver.control_plane.records import CollectionRecord, ShardMap
-from quiver.errors import FailedPrecondition, NotFound
+from quiver.control_plane.records import CollectionRecord, ShardMap, VersionSpec
+from quiver.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from quiver.v1 import router_pb2, shard_pb2
 from quiver.wire.specs import index_to_proto
-from router.admin import Admin, Budget, UNLIMITED
+from router.admin import MAX_SHARDS, Admin, Budget, UNLIMITED
+from router.reindex import ReindexBuild, plan_version, versions_built_from
 
 _log = logging.getLogger(__name__)
 
@@ -20,6 +25,110 @@ class VersionAdmin:
     def __init__(self, admin: Admin) -> None:
         self._admin = admin
         self._store = admin.store
+        self._builds: dict[str, ReindexBuild] = {}  # by collection: the build this router runs (or ran last)
+
+    # -- reindex --------------------------------------------------------------------------------------
+
+    async def reindex(
+        self, name: str, index: tuple[str, dict[str, Any]] | None, shards: int, replication: int, budget: Budget = UNLIMITED,
+    ) -> ReindexBuild:
+        """Start building v+1 from the active version (or answer the build of it this router runs already)."""
+        running = self._builds.get(name)
+        if running is not None and running.running and running.state in ("building", "ready"):
+            return running
+        record = await self._store.get_collection(name)
+        shard_maps = {m.version: m for m in await versions.list_versions(self._store, name)}
+        source = shard_maps[record.active_version]
+        # A build whose router went away (or that failed): superseded, its partitions freed, v untouched.
+        for stale in versions_built_from(shard_maps.values(), record.active_version):
+            _log.warning("collection %s: v%d's build is not running here; retiring it before a fresh build", name, stale.version)
+            await versions.set_state(self._store, name, stale.version, "failed", failure="its build stopped; superseded by a new reindex")
+            await self.retire(name, stale.version, budget)
+        old = versions.spec_of(record, source)
+        kind, params = index if index is not None else (old.index_kind, dict(old.index_params))
+        spec = VersionSpec(kind, params, old.model, replication or old.replication_factor)
+        shards = shards or len(source.shards)
+        if shards > MAX_SHARDS:
+            raise InvalidArgument(f"shards={shards} exceeds the maximum of {MAX_SHARDS}")
+        snapshot = self._admin.watcher.current
+        live = sorted(snapshot.servers)
+        undrained = [s for s in live if s not in snapshot.drains]
+        server_ids = undrained if len(undrained) >= spec.replication_factor else live
+        if len(server_ids) < spec.replication_factor:
+            raise FailedPrecondition(
+                f"reindex of {name!r}: replication_factor {spec.replication_factor} needs {spec.replication_factor} live shard servers; {len(live)} registered"
+            )
+        version = max([*shard_maps, record.active_version]) + 1
+        planned = plan_version(record, source, version, spec, shards, server_ids)
+        await versions.add_version(self._store, planned)
+        addresses = {s.server_id: s.address for s in snapshot.servers.values()}
+        built = replace(record, index_kind=kind, index_params=params, replication_factor=spec.replication_factor, shards=shards)
+        try:
+            await self._admin.create_partitions(built, planned, addresses, budget)
+            target, revision = await versions.mark_serving(self._store, name, version)
+            await self._admin.seen(revision, budget)
+        except BaseException:
+            cleanup = asyncio.ensure_future(self._abandon(name, version, "its partitions could not be created"))
+            await asyncio.shield(cleanup)
+            raise
+        build = ReindexBuild(self._admin.pool, self._admin.watcher, self._store, record, source, target)
+        build.start()
+        self._builds[name] = build
+        _log.warning("collection %s: building v%d (%s, %d shards, rf %d) from v%d", name, version, kind, shards, spec.replication_factor, source.version)
+        return build
+
+    async def _abandon(self, name: str, version: int, why: str) -> None:
+        try:
+            await versions.set_state(self._store, name, version, "failed", failure=why)
+            await self.retire(name, version)
+        except Exception as error:  # noqa: BLE001 - the reason the caller sees is the first failure
+            _log.warning("collection %s: cleaning up v%d failed too: %s", name, version, error)
+
+    def builds(self, name: str = "") -> list[ReindexBuild]:
+        return [b for n, b in sorted(self._builds.items()) if not name or n == name]
+
+    async def close(self) -> None:
+        for build in self._builds.values():
+            await build.stop()
+
+    async def _seal(self, build: ReindexBuild, sealed: bool, budget: Budget) -> dict[int, tuple[int, int]]:
+        """Seal (or unseal) the source version's primaries: {shard: (last LSN, term)} as each answered."""
+        servers = self._admin.watcher.current.servers
+        calls = {}
+        for placement in build.source.shards:
+            server = servers.get(placement.primary)
+            if server is None:
+                raise Unavailable(f"shard {placement.shard} of {build.name!r} v{build.source.version}: its primary {placement.primary} is down")
+            request = shard_pb2.SealWritesRequest(
+                ref=shard_pb2.PartitionRef(collection=build.name, shard=placement.shard, version=build.source.version),
+                sealed=sealed, reason=f"collection {build.name!r} is being cut over from v{build.source.version} to v{build.target.version}",
+            )
+            calls[placement.shard] = self._admin.pool.stub(server.address).SealWrites(request, timeout=budget.cap(10.0))
+        replies = await asyncio.gather(*calls.values())
+        return {shard: (reply.last_lsn, reply.term) for shard, reply in zip(calls, replies)}
+
+    async def _unseal_quietly(self, build: ReindexBuild) -> None:
+        try:
+            await self._seal(build, False, UNLIMITED)
+        except (grpc.aio.AioRpcError, Unavailable) as error:
+            # A server that was unreachable comes back unsealed (seals live in memory).
+            _log.warning("collection %s: lifting the cutover seal failed on a shard: %s", build.name, error)
+
+    async def _cutover_built(self, build: ReindexBuild, record: CollectionRecord, budget: Budget) -> tuple[CollectionRecord, int]:
+        """The cutover of a version this router builds: seal v, replay v's last writes, switch, in that order."""
+        try:
+            sealed = await self._seal(build, True, budget)
+            changed = {s: t for s, (_, t) in sealed.items() if t != build.terms()[s]}
+            if changed:
+                raise FailedPrecondition(f"cutover of {build.name!r}: shards {sorted(changed)} of v{build.source.version} changed primary during the build; run the reindex again")
+            await build.replayed_through({s: lsn for s, (lsn, _) in sealed.items()}, budget.cap(30.0))
+            switched = await versions.cutover(self._store, build.name, record.active_version, build.target.version)
+        except BaseException:
+            await asyncio.shield(asyncio.ensure_future(self._unseal_quietly(build)))
+            raise
+        await build.stop()
+        build.state = "cut_over"
+        return switched
 
     async def _point_counts(self, shard_maps: list[ShardMap]) -> dict[int, int | None]:
         """Points each version's shard primaries hold now, by version (None: a primary did not answer)."""
@@ -71,6 +180,20 @@ class VersionAdmin:
             target = max(ready)
         if target not in shard_maps:
             raise NotFound(f"collection {name!r} has no version {target}")
+        build = self._builds.get(name)
+        built_here = build is not None and build.running and build.target.version == target
+        if not built_here and shard_maps[target].built_from == record.active_version and not force:
+            raise FailedPrecondition(
+                f"cutover of {name!r} to v{target} refused: no build in this router keeps it up to date with "
+                f"v{record.active_version} (it ran in a router that stopped, or on another router), so writes made since "
+                f"may be missing; cut over through the router running its build, run `quiver reindex {name}` again, or --force"
+            )
+        if built_here and not force:
+            assert build is not None
+            updated, revision = await self._cutover_built(build, record, budget)
+            await self._admin.seen(revision, budget)
+            _log.warning("collection %s: cut over from v%d to v%d (built here; sealed and replayed first)", name, record.active_version, target)
+            return updated
         if not force:
             # Writes reach both versions, so a complete build holds what the active version holds.
             counts = await self._point_counts([shard_maps[record.active_version], shard_maps[target]])
@@ -89,11 +212,18 @@ class VersionAdmin:
         record = await self._expected(name, expected_active)
         updated, revision = await versions.rollback(self._store, name, record.active_version)
         await self._admin.seen(revision, budget)
+        build = self._builds.get(name)
+        if build is not None and build.source.version == updated.active_version:
+            # The version rolled back to was sealed by the cutover: it takes writes again.
+            await self._unseal_quietly(build)
         _log.warning("collection %s: rolled back from v%d to v%d", name, record.active_version, updated.active_version)
         return updated
 
     async def retire(self, name: str, version: int, budget: Budget = UNLIMITED) -> None:
         """Mark the version retired (it takes no more writes), then free its partitions on the servers."""
+        build = self._builds.get(name)
+        if build is not None and build.target.version == version:
+            await build.stop()
         retired, revision = await versions.set_state(self._store, name, version, "retired")
         await self._admin.seen(revision, budget)
         addresses = {s.server_id: s.address for s in self._admin.watcher.current.servers.values()}

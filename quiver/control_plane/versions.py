@@ -98,6 +98,17 @@ async def set_state(store: ClusterStore, name: str, version: int, state: str, fa
     return updated, written
 
 
+async def mark_serving(store: ClusterStore, name: str, version: int) -> tuple[ShardMap, int]:
+    """A new version's replicas marked serving once its partitions exist on their servers (one transaction
+    on the map's revision; Aborted if it changed meanwhile)."""
+    revision, shard_map = await _version_kv(store, name, version)
+    serving = replace(shard_map, shards=tuple(
+        replace(p, replicas=tuple(replace(r, state="serving") for r in p.replicas)) for p in shard_map.shards
+    ))
+    key = store.keys.shard_map(name, version)
+    return serving, await store.client.swap({key: revision}, put={key: serving.to_json()})
+
+
 def _unready(shard_map: ShardMap) -> list[str]:
     """Why a version's shards cannot serve yet (empty: every replica is serving and in sync)."""
     problems = []

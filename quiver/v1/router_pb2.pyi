@@ -265,6 +265,70 @@ class RetireVersionResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class ReindexRequest(_message.Message):
+    __slots__ = ("collection", "index", "shards", "replication_factor")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    index: _types_pb2.IndexSpec
+    shards: int
+    replication_factor: int
+    def __init__(self, collection: _Optional[str] = ..., index: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ..., shards: _Optional[int] = ..., replication_factor: _Optional[int] = ...) -> None: ...
+
+class ReindexShardProgress(_message.Message):
+    __slots__ = ("source_shard", "exported", "total", "export_done", "replayed_lsn", "source_lsn")
+    SOURCE_SHARD_FIELD_NUMBER: _ClassVar[int]
+    EXPORTED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_DONE_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_LSN_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_LSN_FIELD_NUMBER: _ClassVar[int]
+    source_shard: int
+    exported: int
+    total: int
+    export_done: bool
+    replayed_lsn: int
+    source_lsn: int
+    def __init__(self, source_shard: _Optional[int] = ..., exported: _Optional[int] = ..., total: _Optional[int] = ..., export_done: _Optional[bool] = ..., replayed_lsn: _Optional[int] = ..., source_lsn: _Optional[int] = ...) -> None: ...
+
+class ReindexProgress(_message.Message):
+    __slots__ = ("collection", "source_version", "version", "state", "failure", "shards", "elapsed_s", "points_per_s", "eta_s", "written")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    POINTS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    ETA_S_FIELD_NUMBER: _ClassVar[int]
+    WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    source_version: int
+    version: int
+    state: str
+    failure: str
+    shards: _containers.RepeatedCompositeFieldContainer[ReindexShardProgress]
+    elapsed_s: float
+    points_per_s: float
+    eta_s: float
+    written: int
+    def __init__(self, collection: _Optional[str] = ..., source_version: _Optional[int] = ..., version: _Optional[int] = ..., state: _Optional[str] = ..., failure: _Optional[str] = ..., shards: _Optional[_Iterable[_Union[ReindexShardProgress, _Mapping]]] = ..., elapsed_s: _Optional[float] = ..., points_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., written: _Optional[int] = ...) -> None: ...
+
+class ReindexStatusRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class ReindexStatusResponse(_message.Message):
+    __slots__ = ("builds",)
+    BUILDS_FIELD_NUMBER: _ClassVar[int]
+    builds: _containers.RepeatedCompositeFieldContainer[ReindexProgress]
+    def __init__(self, builds: _Optional[_Iterable[_Union[ReindexProgress, _Mapping]]] = ...) -> None: ...
+
 class ClusterStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -326,16 +390,18 @@ class DrainServerResponse(_message.Message):
     def __init__(self, replicas_left: _Optional[int] = ...) -> None: ...
 
 class ClusterStatusResponse(_message.Message):
-    __slots__ = ("servers", "collections", "replicas", "skipped_records")
+    __slots__ = ("servers", "collections", "replicas", "skipped_records", "reindexes")
     SERVERS_FIELD_NUMBER: _ClassVar[int]
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    REINDEXES_FIELD_NUMBER: _ClassVar[int]
     servers: _containers.RepeatedCompositeFieldContainer[ShardServerStatus]
     collections: _containers.RepeatedCompositeFieldContainer[CollectionInfo]
     replicas: _containers.RepeatedCompositeFieldContainer[ShardReplicaStatus]
     skipped_records: _containers.RepeatedCompositeFieldContainer[SkippedRecord]
-    def __init__(self, servers: _Optional[_Iterable[_Union[ShardServerStatus, _Mapping]]] = ..., collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ShardReplicaStatus, _Mapping]]] = ..., skipped_records: _Optional[_Iterable[_Union[SkippedRecord, _Mapping]]] = ...) -> None: ...
+    reindexes: _containers.RepeatedCompositeFieldContainer[ReindexProgress]
+    def __init__(self, servers: _Optional[_Iterable[_Union[ShardServerStatus, _Mapping]]] = ..., collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ShardReplicaStatus, _Mapping]]] = ..., skipped_records: _Optional[_Iterable[_Union[SkippedRecord, _Mapping]]] = ..., reindexes: _Optional[_Iterable[_Union[ReindexProgress, _Mapping]]] = ...) -> None: ...
 
 class SkippedRecord(_message.Message):
     __slots__ = ("key", "reason")

@@ -104,6 +104,16 @@ class RouterStub:
                 request_serializer=quiver_dot_v1_dot_router__pb2.RetireVersionRequest.SerializeToString,
                 response_deserializer=quiver_dot_v1_dot_router__pb2.RetireVersionResponse.FromString,
                 _registered_method=True)
+        self.Reindex = channel.unary_unary(
+                '/quiver.v1.Router/Reindex',
+                request_serializer=quiver_dot_v1_dot_router__pb2.ReindexRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_router__pb2.ReindexProgress.FromString,
+                _registered_method=True)
+        self.ReindexStatus = channel.unary_unary(
+                '/quiver.v1.Router/ReindexStatus',
+                request_serializer=quiver_dot_v1_dot_router__pb2.ReindexStatusRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_router__pb2.ReindexStatusResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -193,6 +203,18 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reindex(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReindexStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -265,6 +287,16 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.RetireVersion,
                     request_deserializer=quiver_dot_v1_dot_router__pb2.RetireVersionRequest.FromString,
                     response_serializer=quiver_dot_v1_dot_router__pb2.RetireVersionResponse.SerializeToString,
+            ),
+            'Reindex': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reindex,
+                    request_deserializer=quiver_dot_v1_dot_router__pb2.ReindexRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_router__pb2.ReindexProgress.SerializeToString,
+            ),
+            'ReindexStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReindexStatus,
+                    request_deserializer=quiver_dot_v1_dot_router__pb2.ReindexStatusRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_router__pb2.ReindexStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -645,6 +677,60 @@ class Router:
             '/quiver.v1.Router/RetireVersion',
             quiver_dot_v1_dot_router__pb2.RetireVersionRequest.SerializeToString,
             quiver_dot_v1_dot_router__pb2.RetireVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reindex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Router/Reindex',
+            quiver_dot_v1_dot_router__pb2.ReindexRequest.SerializeToString,
+            quiver_dot_v1_dot_router__pb2.ReindexProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReindexStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Router/ReindexStatus',
+            quiver_dot_v1_dot_router__pb2.ReindexStatusRequest.SerializeToString,
+            quiver_dot_v1_dot_router__pb2.ReindexStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -144,3 +144,16 @@ def test_search_word_queries_a_glove_collection_with_a_words_vector(cluster: Loc
     out = quiver(cluster, "search-word", "glove", "king", "-k", "3").stdout.splitlines()
     assert out[0].startswith("king:") and out[1].split()[1] == "king"  # a word is its own nearest neighbour
     assert "not in the GloVe vocabulary: qqqxqq" in quiver(cluster, "search-word", "glove", "qqqxqq", ok=False).stderr
+
+
+def test_reindex_builds_the_next_version_shows_progress_and_cutover_switches_to_it(cluster: LocalCluster, files: dict[str, Path]):
+    quiver(cluster, "create-collection", "re", "--dim", str(DIM), "--shards", "1", "--index", "flat")
+    quiver(cluster, "load", "re", str(files["parquet"]), "--ids-column", "doc")
+    assert "--param needs --index" in quiver(cluster, "reindex", "re", "--param", "m=8", ok=False).stderr
+    out = quiver(cluster, "reindex", "re", "--index", "hnsw", "--param", "m=8", "--shards", "2").stdout
+    assert "reindex re v1 -> v2" in out and "v2 is ready and follows v1" in out
+    assert "reindex re v1 -> v2: ready" in quiver(cluster, "status").stdout
+    assert "v2 is active" in quiver(cluster, "cutover", "re").stdout
+    listed = quiver(cluster, "versions", "re").stdout
+    assert "v2 active" in listed and "shards=2" in listed and "30 points built from v1" in listed
+    assert quiver(cluster, "count", "re").stdout.strip() == "30"

@@ -1,8 +1,10 @@
 """Index versions through the router, over fake shards: listing, the point-count check before cutover, a
 search naming the version that answered it, rollback to the same answers, and retiring a version.
 
-Version 2 is made here as a finished build would leave it (same placement, every point copied), since
-what is under test is the router's handling of versions, not the build."""
+Version 2 is made here by hand, as a finished build would leave it (same placement, every point copied),
+since what is under test is the router's handling of versions, not the build. It names no `built_from`: a
+version built from the active one by a reindex is cut over only through the router whose build keeps it up
+to date (tests/integration/test_reindex.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -35,7 +37,7 @@ async def build_v2(cluster: FakeCluster, copied: int = N) -> None:
     copy (all of them: a complete build)."""
     v1 = await cluster.store.get_shard_map("docs", 1)
     spec = VersionSpec("flat", {}, "model-b", 2)
-    await versions.add_version(cluster.store, dataclasses.replace(v1, version=2, spec=spec, state="building", built_from=1))
+    await versions.add_version(cluster.store, dataclasses.replace(v1, version=2, spec=spec, state="building"))
     left = copied
     for fake in cluster.fakes:
         for (collection, shard, version), partition in list(fake.partitions.items()):
@@ -60,7 +62,7 @@ async def test_versions_lists_every_version_with_its_state_spec_and_point_count(
     reply = await cluster.client.versions("docs")
     assert (reply.active, reply.previous) == (1, 0)
     assert [(v.version, v.state, v.shards, v.point_count) for v in reply.versions] == [(1, "active", 3, N), (2, "ready", 3, N)]
-    assert (reply.versions[1].model, reply.versions[1].replication_factor, reply.versions[1].built_from) == ("model-b", 2, 1)
+    assert (reply.versions[1].model, reply.versions[1].replication_factor, reply.versions[1].built_from) == ("model-b", 2, 0)
     assert reply.versions[0].index.WhichOneof("kind") == "flat"
 
 

@@ -1,0 +1,322 @@
+"""Building a new index version of a collection from its active one while that one serves (a rolling
+reindex: new index kind or parameters, shard count or replication factor).
+
+For each shard of the source version v, concurrently:
+1. note its primary's term and last LSN L0;
+2. export every point (ExportPoints pages), route each by v+1's shard map, and upsert it into v+1's primaries;
+3. replay v's log after L0 (ReadLog), routed the same way, and keep following it until the cutover.
+Export pages are read at LSNs at or after L0 and the replay applies every write after L0 in order, so once
+the replay has reached v's end, each point of v+1 is as v's last write left it: upserts and deletes replace
+whole points, and a filter delete is logged as the ids it matched (a fuzzy snapshot plus the log after it,
+as ZooKeeper restores its state). Writes go through v's primaries as ever; no router needs to know of v+1.
+
+The cutover (`cutover`) seals v's primaries (they refuse writes from then on, nothing applied), replays up
+to the LSN each seal answered, and only then switches the collection to v+1 in one etcd transaction: no write
+v acknowledged is missing from v+1. Routers retry writes the seal refused once their watch shows v+1 active.
+
+A build fails (and says why, in the version's `failure`) when v's primary changes during it (a new primary's
+log may lack records the old one had shipped here) or v's log is trimmed past the replay position; v is never
+touched, and running the reindex again starts a fresh version.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import grpc
+import numpy as np
+
+from quiver.control_plane import versions
+from quiver.control_plane.records import CollectionRecord, ShardMap, VersionSpec
+from quiver.errors import FailedPrecondition, QuiverError, Unavailable
+from quiver.shard_channels import ShardPool
+from quiver.v1 import shard_pb2
+from router.admin import place_shards
+from router.hashring import shard_for_key, shards_for_keys
+from router.partition_keys import key_of
+
+_log = logging.getLogger(__name__)
+
+_EXPORT_PAGE = 1024
+_LOG_PAGE_BYTES = 1 << 20
+_FOLLOW_PAUSE_S = 0.02  # between reads of a source log that is at its end
+_CALL_TIMEOUT_S = 30.0
+_WRITE_ATTEMPTS = 20  # a target primary that is down or changing: retried this often, a backoff apart
+_STATUS_EVERY_S = 2.0
+
+
+class BuildFailed(Exception):
+    """The build cannot go on; the version is marked failed with this reason."""
+
+
+@dataclass
+class SourceProgress:
+    shard: int
+    term: int = 0
+    start_lsn: int = 0
+    exported: int = 0
+    total: int = 0  # points the source shard held when its export began
+    export_done: bool = False
+    replayed_lsn: int = 0  # every write of the source at or before this LSN is in v+1
+    source_lsn: int = 0  # the source's last LSN when last read
+    caught_up: bool = False  # a replay page has reached the end of the source's log since the export ended
+
+    @property
+    def lag(self) -> int:
+        return max(self.source_lsn - self.replayed_lsn, 0) if self.export_done else self.source_lsn
+
+
+@dataclass
+class ReindexBuild:
+    """One build of `target` from `source`, run as a task of this router (`start`)."""
+
+    pool: ShardPool
+    watcher: Any  # ClusterWatcher
+    store: Any  # ClusterStore
+    record: CollectionRecord
+    source: ShardMap
+    target: ShardMap
+    started: float = field(default_factory=time.monotonic)
+    state: str = "building"  # building, ready, cut_over, failed, stopped
+    failure: str = ""
+    written: int = 0  # points and deletes written into v+1
+    progress: dict[int, SourceProgress] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.progress = {p.shard: SourceProgress(p.shard) for p in self.source.shards}
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self.state in ("building", "ready"):
+            self.state = "stopped"
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    # -- addresses ------------------------------------------------------------------------------------
+
+    def _map(self, version: int) -> ShardMap:
+        shard_map = self.watcher.current.shard_maps.get((self.name, version))
+        if shard_map is None:
+            raise BuildFailed(f"v{version} of {self.name!r} is gone from etcd (dropped or retired meanwhile)")
+        return shard_map
+
+    def _primary(self, version: int, shard: int) -> tuple[shard_pb2.PartitionRef, str, int]:
+        placement = self._map(version).shards[shard]
+        server = self.watcher.current.servers.get(placement.primary)
+        if server is None:
+            raise Unavailable(f"shard {shard} of {self.name!r} v{version}: its primary {placement.primary} is not registered")
+        return shard_pb2.PartitionRef(collection=self.name, shard=shard, version=version), server.address, placement.term
+
+    # -- the build ------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await asyncio.gather(*(self._build_from(shard) for shard in self.progress))
+        except asyncio.CancelledError:
+            raise
+        except (BuildFailed, QuiverError, grpc.aio.AioRpcError) as error:
+            why = error.details() if isinstance(error, grpc.aio.AioRpcError) else str(error)
+            await self._fail(why or type(error).__name__)
+        except Exception as error:  # noqa: BLE001 - a bug: the version says so rather than building for ever
+            _log.exception("reindex of %s to v%d failed", self.name, self.target.version)
+            await self._fail(f"{type(error).__name__}: {error}")
+
+    async def _fail(self, why: str) -> None:
+        self.state, self.failure = "failed", why
+        _log.error("reindex of %s to v%d failed: %s", self.name, self.target.version, why)
+        try:
+            await versions.set_state(self.store, self.name, self.target.version, "failed", failure=why)
+        except QuiverError as error:
+            _log.warning("could not mark %s v%d failed: %s", self.name, self.target.version, error)
+
+    async def _build_from(self, shard: int) -> None:
+        progress = self.progress[shard]
+        ref = shard_pb2.PartitionRef(collection=self.name, shard=shard, version=self.source.version)
+        status = await self._source_call(shard, "ReplicaStatus", shard_pb2.ReplicaStatusRequest(ref=ref))
+        progress.term, progress.start_lsn = status.term, status.last_lsn
+        progress.replayed_lsn = progress.source_lsn = status.last_lsn
+        after_slot = -1
+        while True:
+            page = await self._source_call(shard, "ExportPoints", shard_pb2.ExportPointsRequest(ref=ref, after_slot=after_slot, limit=_EXPORT_PAGE))
+            if after_slot == -1:
+                progress.total = page.total
+            if page.ids:
+                await self._upsert(list(page.ids), page.vectors, list(page.metadata))
+            progress.exported += len(page.ids)
+            after_slot = page.last_slot
+            if page.done:
+                break
+        progress.export_done = True
+        await self._follow(shard)
+
+    async def _follow(self, shard: int) -> None:
+        """Replays the source shard's log from where the export began, for as long as the build runs."""
+        progress = self.progress[shard]
+        ref = shard_pb2.PartitionRef(collection=self.name, shard=shard, version=self.source.version)
+        while True:
+            reply = await self._source_call(shard, "ReadLog", shard_pb2.ReadLogRequest(ref=ref, after_lsn=progress.replayed_lsn, max_bytes=_LOG_PAGE_BYTES))
+            if reply.term != progress.term:
+                raise BuildFailed(
+                    f"shard {shard} of v{self.source.version} changed primary during the build (term {progress.term} -> "
+                    f"{reply.term}); run the reindex again"
+                )
+            progress.source_lsn = reply.last_lsn
+            for write in reply.writes:
+                if write.lsn != progress.replayed_lsn + 1:
+                    raise BuildFailed(f"shard {shard} of v{self.source.version}: its log skipped from lsn {progress.replayed_lsn} to {write.lsn}")
+                if write.delete:
+                    await self._delete(list(write.ids))
+                else:
+                    await self._upsert(list(write.ids), write.vectors, list(write.metadata))
+                progress.replayed_lsn = write.lsn
+            if progress.replayed_lsn >= reply.last_lsn:
+                # Everything the source had when this page was read is in v+1: from here on, v+1 trails v by
+                # one page of writes at most (under a steady load the log is never found at its very end).
+                progress.caught_up = True
+                self._check_ready()
+            if not reply.writes:
+                await asyncio.sleep(_FOLLOW_PAUSE_S)
+
+    def _check_ready(self) -> None:
+        if self.state == "building" and all(p.caught_up for p in self.progress.values()):
+            self.state = "ready"
+            asyncio.ensure_future(self._mark_ready())
+
+    async def _mark_ready(self) -> None:
+        try:
+            await versions.set_state(self.store, self.name, self.target.version, "ready")
+            _log.warning("reindex of %s: v%d is built and follows v%d; ready for cutover", self.name, self.target.version, self.source.version)
+        except QuiverError as error:
+            _log.warning("could not mark %s v%d ready: %s", self.name, self.target.version, error)
+
+    async def _source_call(self, shard: int, method: str, request: Any) -> Any:
+        """A call to the source shard's primary, retried while it is unreachable (a restart): a new primary
+        shows as a term change, which fails the build."""
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                _, address, _ = self._primary(self.source.version, shard)
+                return await getattr(self.pool.stub(address), method)(request, timeout=_CALL_TIMEOUT_S)
+            except Unavailable:
+                pass
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.FAILED_PRECONDITION and method == "ReadLog":
+                    raise BuildFailed(f"shard {shard} of v{self.source.version}: {error.details()}; run the reindex again") from None
+                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+            await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+        raise BuildFailed(f"shard {shard} of v{self.source.version} did not answer {method} after {_WRITE_ATTEMPTS} attempts")
+
+    # -- writes into v+1 ------------------------------------------------------------------------------
+
+    def _route(self, ids: list[str]) -> np.ndarray:
+        shards = len(self.target.shards)
+        if self.record.partition_key_field:
+            return np.array([shard_for_key(key_of(i) or i, shards) for i in ids], dtype=np.int64)
+        return shards_for_keys(ids, shards)
+
+    async def _upsert(self, ids: list[str], vectors: bytes, metadata: list[Any]) -> None:
+        rows_of = self._route(ids)
+        packed = np.frombuffer(vectors, dtype="<f4").reshape(len(ids), -1)
+        calls = []
+        for shard in np.unique(rows_of).tolist():
+            rows = np.flatnonzero(rows_of == shard).tolist()
+            request = shard_pb2.UpsertRequest(
+                ids=[ids[r] for r in rows], vectors=packed[rows].tobytes(), metadata=[metadata[r] for r in rows] if metadata else [],
+            )
+            calls.append(self._target_write(shard, "Upsert", request))
+        await asyncio.gather(*calls)
+        self.written += len(ids)
+
+    async def _delete(self, ids: list[str]) -> None:
+        rows_of = self._route(ids)
+        calls = []
+        for shard in np.unique(rows_of).tolist():
+            calls.append(self._target_write(shard, "Delete", shard_pb2.DeleteRequest(ids=[ids[r] for r in np.flatnonzero(rows_of == shard).tolist()])))
+        await asyncio.gather(*calls)
+        self.written += len(ids)
+
+    async def _target_write(self, shard: int, method: str, request: Any) -> None:
+        """One write into v+1's primary of `shard`, retried across a failover of that primary."""
+        last = ""
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                ref, address, term = self._primary(self.target.version, shard)
+                request.ref.CopyFrom(ref)
+                request.term = term
+                await getattr(self.pool.stub(address), method)(request, timeout=_CALL_TIMEOUT_S)
+                return
+            except Unavailable as error:
+                last = str(error)
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                    raise BuildFailed(f"writing into shard {shard} of v{self.target.version}: {error.code().name} {error.details()}") from None
+                last = error.details() or error.code().name
+            await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+        raise BuildFailed(f"shard {shard} of v{self.target.version} took no write after {_WRITE_ATTEMPTS} attempts: {last}")
+
+    # -- the cutover's part ---------------------------------------------------------------------------
+
+    async def replayed_through(self, lsns: dict[int, int], timeout: float) -> None:
+        """Once every source shard's log is replayed up to `lsns[shard]`; FailedPrecondition if the build
+        fails or does not get there in `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.state == "failed":
+                raise FailedPrecondition(f"the build of {self.name!r} v{self.target.version} failed: {self.failure}")
+            if not self.running:
+                raise FailedPrecondition(f"the build of {self.name!r} v{self.target.version} is not running ({self.state})")
+            if all(self.progress[s].export_done and self.progress[s].replayed_lsn >= lsn for s, lsn in lsns.items()):
+                return
+            if time.monotonic() >= deadline:
+                behind = {s: lsn - self.progress[s].replayed_lsn for s, lsn in lsns.items()}
+                raise FailedPrecondition(f"the build of {self.name!r} v{self.target.version} did not catch up in {timeout:.0f} s (behind by {behind} writes)")
+            await asyncio.sleep(0.005)
+
+    def terms(self) -> dict[int, int]:
+        return {s: p.term for s, p in self.progress.items()}
+
+    # -- reporting ------------------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        exported = sum(p.exported for p in self.progress.values())
+        total = sum(p.total for p in self.progress.values())
+        elapsed = time.monotonic() - self.started
+        rate = exported / elapsed if elapsed > 0 else 0.0
+        left = max(total - exported, 0)
+        return {
+            "collection": self.name, "source_version": self.source.version, "version": self.target.version, "state": self.state,
+            "failure": self.failure, "elapsed_s": elapsed, "points_per_s": rate, "eta_s": left / rate if rate > 0 else 0.0,
+            "written": self.written, "shards": [replace(p) for p in self.progress.values()],
+        }
+
+
+def plan_version(record: CollectionRecord, source: ShardMap, version: int, spec: VersionSpec, shards: int, server_ids: list[str]) -> ShardMap:
+    """v+1's shard map (state "building", replicas "creating"): round-robin placement, started past where
+    the source's shard 0 lives so the new version's primaries do not pile onto the same servers."""
+    offset = len(source.shards) % max(len(server_ids), 1)
+    ordered = server_ids[offset:] + server_ids[:offset]
+    planned = place_shards(record.name, shards, spec.replication_factor, ordered, "creating", spec)
+    return replace(planned, version=version, state="building", built_from=source.version)
+
+
+def versions_built_from(shard_maps: Iterable[ShardMap], source: int) -> list[ShardMap]:
+    return [m for m in shard_maps if m.built_from == source and m.state in ("building", "ready")]

@@ -243,11 +243,12 @@ def versions(collection: str, router: str) -> None:
 @click.option("--param", "params", multiple=True, help="Index parameter NAME=VALUE for --index (as create-collection).")
 @click.option("--shards", default=0, help="The new version's shard count (default: the active version's); points are routed by the new count.")
 @click.option("--replication-factor", default=0, help="The new version's replication factor (default: the active version's).")
+@click.option("--model", default="", help="A new embedding model: the new version is opened for that model's writes (the client writes them, naming the model), not built from the active version's points.")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Print progress until the new version is ready for cutover.")
 @click.option("--wait-timeout", default=3600.0, show_default=True, help="Seconds --wait waits at most.")
 @router_option
 @one_line_errors
-def reindex(collection: str, index: str | None, params: tuple[str, ...], shards: int, replication_factor: int, wait: bool, wait_timeout: float, router: str) -> None:
+def reindex(collection: str, index: str | None, params: tuple[str, ...], shards: int, replication_factor: int, model: str, wait: bool, wait_timeout: float, router: str) -> None:
     """Build the next version of COLLECTION beside the active one, which serves meanwhile: its points are
     exported shard by shard, then its log is followed, so writes made during the build reach the new version.
     Once ready, `quiver cutover COLLECTION` (through this router) seals the active version, replays its last
@@ -260,7 +261,11 @@ def reindex(collection: str, index: str | None, params: tuple[str, ...], shards:
         raise click.UsageError("--param needs --index (the kind the parameters are for)")
     with Client(router) as client:
         build = client.reindex(collection, index=index, index_params=parse_params(params) if params else None, shards=shards,
-                               replication_factor=replication_factor)
+                               replication_factor=replication_factor, model=model)
+        if model and not build.shards:
+            click.echo(f"v{build.version} is open for writes of model {model!r} beside v{build.source_version}: upsert with "
+                       f"model={model!r} (or version={build.version}); `quiver versions {collection}` counts its points")
+            return
         click.echo(describe_build(build))
         deadline = time.monotonic() + wait_timeout
         while wait and build.state == "building":
@@ -277,16 +282,60 @@ def reindex(collection: str, index: str | None, params: tuple[str, ...], shards:
 
 @main.command()
 @click.argument("collection")
-@click.option("--to", "target", default=0, help="The ready version to switch to (default: the newest ready one).")
-@click.option("--expected-active", default=0, help="Refuse unless this is still the active version (default: whichever is).")
-@click.option("--force", is_flag=True, help="Switch even when the new version's point count differs from the active one's.")
+@click.option("--version", "version", default=0, help="The version to verify (default: the newest ready one).")
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Query vectors (.npy, .fvecs, .parquet) to replay.")
+@click.option("--limit", default=200, show_default=True, help="Queries replayed at most.")
+@click.option("-k", "k", default=10, show_default=True)
 @router_option
 @one_line_errors
-def cutover(collection: str, target: int, expected_active: int, force: bool, router: str) -> None:
-    """Switch COLLECTION to a ready version in one etcd transaction; the old one stays as previous."""
+def verify(collection: str, version: int, queries: Path, limit: int, k: int, router: str) -> None:
+    """Replay a query file against a version of COLLECTION and the active one: the version's recall@k
+    against exact search, its overlap@k with the active version's answers, and both p50/p99 (JSON)."""
+    import json
+
     from quiver.client import Client
+    from quiver.verification import load_queries, verify_version
 
     with Client(router) as client:
+        result = verify_version(client, collection, version or _newest_ready(client, collection), load_queries(queries, limit), k)
+    click.echo(json.dumps(result.as_dict()))
+
+
+def _newest_ready(client, collection: str) -> int:  # type: ignore[no-untyped-def]
+    ready = [v.version for v in client.versions(collection).versions if v.state == "ready"]
+    if not ready:
+        raise click.ClickException(f"{collection} has no ready version (`quiver versions {collection}` lists them)")
+    return max(ready)
+
+
+@main.command()
+@click.argument("collection")
+@click.option("--to", "target", default=0, help="The ready version to switch to (default: the newest ready one).")
+@click.option("--expected-active", default=0, help="Refuse unless this is still the active version (default: whichever is).")
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="Verify first by replaying these queries (as `quiver verify`).")
+@click.option("--min-recall", type=float, default=None, help="With --queries: refuse unless the new version's recall@k is at least this.")
+@click.option("--min-overlap", type=float, default=None, help="With --queries: refuse unless its overlap@k with the active version is at least this.")
+@click.option("--limit", default=200, show_default=True, help="Queries replayed at most.")
+@click.option("--force", is_flag=True, help="Switch even when the new version's point count differs from the active one's, or it misses the thresholds.")
+@router_option
+@one_line_errors
+def cutover(collection: str, target: int, expected_active: int, queries: Path | None, min_recall: float | None, min_overlap: float | None, limit: int, force: bool, router: str) -> None:
+    """Switch COLLECTION to a ready version in one etcd transaction; the old one stays as previous."""
+    import json
+
+    from quiver.client import Client
+    from quiver.verification import check_thresholds, load_queries, verify_version
+
+    if (min_recall is not None or min_overlap is not None) and queries is None:
+        raise click.UsageError("--min-recall and --min-overlap need --queries to verify with")
+    with Client(router) as client:
+        if queries is not None:
+            target = target or _newest_ready(client, collection)
+            result = verify_version(client, collection, target, load_queries(queries, limit))
+            click.echo(json.dumps(result.as_dict()))
+            short = check_thresholds(result, min_recall, min_overlap)
+            if short and not force:
+                raise click.ClickException(f"cutover of {collection} to v{target} refused: " + "; ".join(short) + " (--force overrides)")
         active, previous = client.cutover(collection, expected_active=expected_active, target=target, force=force)
     click.echo(f"{collection}: v{active} is active, v{previous} is previous (`quiver rollback {collection}` goes back)")
 

@@ -182,11 +182,11 @@ def _error(error: grpc.RpcError) -> QuiverError:
 
 
 def reindex_request(
-    collection: str, index: str | None, index_params: dict[str, Any] | None, shards: int, replication_factor: int,
+    collection: str, index: str | None, index_params: dict[str, Any] | None, shards: int, replication_factor: int, model: str = "",
 ) -> router_pb2.ReindexRequest:
     if index is None and index_params:
         raise ValueError("index_params need the index kind they are for (index=...)")
-    request = router_pb2.ReindexRequest(collection=collection, shards=shards, replication_factor=replication_factor)
+    request = router_pb2.ReindexRequest(collection=collection, shards=shards, replication_factor=replication_factor, model=model)
     if index is not None:
         request.index.CopyFrom(index_to_proto(index, index_params or {}))
     return request
@@ -210,7 +210,7 @@ def _as_matrix(vectors: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
 
 def upsert_requests(
     collection: str, ids: Sequence[Id], vectors: np.ndarray, metadata: Sequence[Metadata] | None,
-    partition_key: str, model: str, batch_size: int,
+    partition_key: str, model: str, batch_size: int, version: int = 0,
 ) -> Iterator[router_pb2.RouterUpsertRequest]:
     matrix = _as_matrix(vectors)
     if len(matrix) != len(ids):
@@ -222,19 +222,19 @@ def upsert_requests(
         yield router_pb2.RouterUpsertRequest(
             collection=collection, ids=point_ids(ids[start:end]), vectors=matrix[start:end].tobytes(),
             metadata=[metadata_to_proto(m) for m in metadata[start:end]] if metadata is not None else [],
-            partition_key=partition_key, model=model,
+            partition_key=partition_key, model=model, version=version,
         )
 
 
 def search_request(
     collection: str, queries: np.ndarray, k: int, filter: Filter | None, ef_search: int, nprobe: int, exact: bool,
-    include_metadata: bool, include_vectors: bool, partition_key: str, allow_partial: bool, model: str,
+    include_metadata: bool, include_vectors: bool, partition_key: str, allow_partial: bool, model: str, version: int = 0,
 ) -> router_pb2.RouterSearchRequest:
     request = router_pb2.RouterSearchRequest(
         collection=collection, queries=_as_matrix(queries).tobytes(), k=k,
         params=types_pb2.SearchParams(ef_search=ef_search, nprobe=nprobe, exact=exact),
         include_metadata=include_metadata, include_vectors=include_vectors,
-        partition_key=partition_key, allow_partial=allow_partial, model=model,
+        partition_key=partition_key, allow_partial=allow_partial, model=model, version=version,
     )
     if filter is not None:
         request.filter.CopyFrom(filter_to_proto(filter))
@@ -267,8 +267,8 @@ def get_points(response: router_pb2.RouterGetResponse) -> list[Point]:
     ]
 
 
-def delete_request(collection: str, ids: Sequence[Id] | None, filter: Filter | None, partition_key: str) -> router_pb2.RouterDeleteRequest:
-    request = router_pb2.RouterDeleteRequest(collection=collection, ids=point_ids(ids or []), partition_key=partition_key)
+def delete_request(collection: str, ids: Sequence[Id] | None, filter: Filter | None, partition_key: str, version: int = 0) -> router_pb2.RouterDeleteRequest:
+    request = router_pb2.RouterDeleteRequest(collection=collection, ids=point_ids(ids or []), partition_key=partition_key, version=version)
     if filter is not None:
         request.filter.CopyFrom(filter_to_proto(filter))
     return request
@@ -309,37 +309,41 @@ class Client:
 
     def upsert(
         self, collection: str, ids: Sequence[Id], vectors: np.ndarray, metadata: Sequence[Metadata] | None = None,
-        *, partition_key: str = "", model: str = "", batch_size: int = DEFAULT_BATCH, timeout: float | None = None,
+        *, partition_key: str = "", model: str = "", batch_size: int = DEFAULT_BATCH, timeout: float | None = None, version: int = 0,
     ) -> int:
-        """Inserts or replaces points; `timeout` applies to each batch of `batch_size`."""
+        """Inserts or replaces points; `timeout` applies to each batch of `batch_size`. `version`: an index
+        version other than the active one (one opened for a new embedding model); 0: the active one."""
         total = 0
-        for request in upsert_requests(collection, ids, vectors, metadata, partition_key, model, batch_size):
+        for request in upsert_requests(collection, ids, vectors, metadata, partition_key, model, batch_size, version):
             total += (self._call(self._stub.Upsert, request, timeout)).upserted
         return total
 
     def delete(
         self, collection: str, ids: Sequence[Id] | None = None, *, filter: Filter | None = None, partition_key: str = "",
-        timeout: float | None = None,
+        timeout: float | None = None, version: int = 0,
     ) -> int:
-        reply = self._call(self._stub.Delete, delete_request(collection, ids, filter, partition_key), timeout)
+        reply = self._call(self._stub.Delete, delete_request(collection, ids, filter, partition_key, version), timeout)
         return int(reply.deleted)
 
     def get(
         self, collection: str, ids: Sequence[Id], *, include_vectors: bool = False, partition_key: str = "",
-        timeout: float | None = None,
+        timeout: float | None = None, version: int = 0,
     ) -> list[Point]:
         request = router_pb2.RouterGetRequest(
-            collection=collection, ids=point_ids(ids), include_vectors=include_vectors, partition_key=partition_key
+            collection=collection, ids=point_ids(ids), include_vectors=include_vectors, partition_key=partition_key, version=version,
         )
         return get_points(self._call(self._stub.Get, request, timeout))
 
     def search(
         self, collection: str, queries: np.ndarray, k: int = 10, *, filter: Filter | None = None, ef_search: int = 0,
         nprobe: int = 0, exact: bool = False, include_metadata: bool = False, include_vectors: bool = False,
-        partition_key: str = "", allow_partial: bool = False, model: str = "", timeout: float | None = None,
+        partition_key: str = "", allow_partial: bool = False, model: str = "", timeout: float | None = None, version: int = 0,
     ) -> list[SearchResult]:
-        """One result per query row (a single vector is one query)."""
-        request = search_request(collection, queries, k, filter, ef_search, nprobe, exact, include_metadata, include_vectors, partition_key, allow_partial, model)
+        """One result per query row (a single vector is one query). `version`: an index version other than
+        the active one (verifying a new one, or querying a previous model's); 0: the active one."""
+        request = search_request(
+            collection, queries, k, filter, ef_search, nprobe, exact, include_metadata, include_vectors, partition_key, allow_partial, model, version,
+        )
         return search_results(self._call(self._stub.Search, request, timeout))
 
     def status(self, *, timeout: float | None = None) -> ClusterStatus:
@@ -371,11 +375,11 @@ class Client:
 
     def reindex(
         self, collection: str, *, index: str | None = None, index_params: dict[str, Any] | None = None, shards: int = 0,
-        replication_factor: int = 0, timeout: float | None = None,
+        replication_factor: int = 0, model: str = "", timeout: float | None = None,
     ) -> router_pb2.ReindexProgress:
         """Start building the next version (new index, parameters, shard count or replication factor) from
         the active one, in the router asked; its progress. Asked again while it runs: the same build."""
-        return self._call(self._stub.Reindex, reindex_request(collection, index, index_params, shards, replication_factor), timeout)
+        return self._call(self._stub.Reindex, reindex_request(collection, index, index_params, shards, replication_factor, model), timeout)
 
     def reindex_status(self, collection: str = "", *, timeout: float | None = None) -> list[router_pb2.ReindexProgress]:
         return list(self._call(self._stub.ReindexStatus, router_pb2.ReindexStatusRequest(collection=collection), timeout).builds)
@@ -422,37 +426,41 @@ class AsyncClient:
 
     async def upsert(
         self, collection: str, ids: Sequence[Id], vectors: np.ndarray, metadata: Sequence[Metadata] | None = None,
-        *, partition_key: str = "", model: str = "", batch_size: int = DEFAULT_BATCH, timeout: float | None = None,
+        *, partition_key: str = "", model: str = "", batch_size: int = DEFAULT_BATCH, timeout: float | None = None, version: int = 0,
     ) -> int:
-        """Inserts or replaces points; `timeout` applies to each batch of `batch_size`."""
+        """Inserts or replaces points; `timeout` applies to each batch of `batch_size`. `version`: an index
+        version other than the active one (one opened for a new embedding model); 0: the active one."""
         total = 0
-        for request in upsert_requests(collection, ids, vectors, metadata, partition_key, model, batch_size):
+        for request in upsert_requests(collection, ids, vectors, metadata, partition_key, model, batch_size, version):
             total += (await self._call(self._stub.Upsert, request, timeout)).upserted
         return total
 
     async def delete(
         self, collection: str, ids: Sequence[Id] | None = None, *, filter: Filter | None = None, partition_key: str = "",
-        timeout: float | None = None,
+        timeout: float | None = None, version: int = 0,
     ) -> int:
-        reply = await self._call(self._stub.Delete, delete_request(collection, ids, filter, partition_key), timeout)
+        reply = await self._call(self._stub.Delete, delete_request(collection, ids, filter, partition_key, version), timeout)
         return int(reply.deleted)
 
     async def get(
         self, collection: str, ids: Sequence[Id], *, include_vectors: bool = False, partition_key: str = "",
-        timeout: float | None = None,
+        timeout: float | None = None, version: int = 0,
     ) -> list[Point]:
         request = router_pb2.RouterGetRequest(
-            collection=collection, ids=point_ids(ids), include_vectors=include_vectors, partition_key=partition_key
+            collection=collection, ids=point_ids(ids), include_vectors=include_vectors, partition_key=partition_key, version=version,
         )
         return get_points(await self._call(self._stub.Get, request, timeout))
 
     async def search(
         self, collection: str, queries: np.ndarray, k: int = 10, *, filter: Filter | None = None, ef_search: int = 0,
         nprobe: int = 0, exact: bool = False, include_metadata: bool = False, include_vectors: bool = False,
-        partition_key: str = "", allow_partial: bool = False, model: str = "", timeout: float | None = None,
+        partition_key: str = "", allow_partial: bool = False, model: str = "", timeout: float | None = None, version: int = 0,
     ) -> list[SearchResult]:
-        """One result per query row (a single vector is one query)."""
-        request = search_request(collection, queries, k, filter, ef_search, nprobe, exact, include_metadata, include_vectors, partition_key, allow_partial, model)
+        """One result per query row (a single vector is one query). `version`: an index version other than
+        the active one (verifying a new one, or querying a previous model's); 0: the active one."""
+        request = search_request(
+            collection, queries, k, filter, ef_search, nprobe, exact, include_metadata, include_vectors, partition_key, allow_partial, model, version,
+        )
         return search_results(await self._call(self._stub.Search, request, timeout))
 
     async def status(self, *, timeout: float | None = None) -> ClusterStatus:
@@ -486,10 +494,10 @@ class AsyncClient:
 
     async def reindex(
         self, collection: str, *, index: str | None = None, index_params: dict[str, Any] | None = None, shards: int = 0,
-        replication_factor: int = 0, timeout: float | None = None,
+        replication_factor: int = 0, model: str = "", timeout: float | None = None,
     ) -> router_pb2.ReindexProgress:
         """As Client.reindex."""
-        return await self._call(self._stub.Reindex, reindex_request(collection, index, index_params, shards, replication_factor), timeout)
+        return await self._call(self._stub.Reindex, reindex_request(collection, index, index_params, shards, replication_factor, model), timeout)
 
     async def reindex_status(self, collection: str = "", *, timeout: float | None = None) -> list[router_pb2.ReindexProgress]:
         reply = await self._call(self._stub.ReindexStatus, router_pb2.ReindexStatusRequest(collection=collection), timeout)

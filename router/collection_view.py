@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from quiver.control_plane import versions
 from quiver.control_plane.records import CollectionRecord, ServerRecord, ShardMap
 from quiver.control_plane.store import ClusterSnapshot
 from quiver.errors import FailedPrecondition, NotFound, Unavailable
@@ -38,20 +39,48 @@ class CollectionView:
         return server.address, placement.term
 
 
-def collection_view(snapshot: ClusterSnapshot, name: str) -> CollectionView:
+def collection_view(snapshot: ClusterSnapshot, name: str, version: int = 0, *, write: bool = False, model: str = "") -> CollectionView:
+    """The collection as its active version serves it, or as version `version` does (0: the active one):
+    then the view's record carries that version's spec (shard count, index, model), so routing and model
+    checks follow the version asked for. A request naming no version but an embedding model other than the
+    active version's goes to the one other version holding that model, if there is exactly one (during a
+    model migration, queries of either model keep working); else check_model refuses it."""
     record = snapshot.collections.get(name)
     if record is None:
         raise NotFound(f"collection {name!r} does not exist")
-    shard_map = snapshot.active_shard_map(name)
+    if not version and model and record.model and model != record.model:
+        holding = [
+            m.version for (n, _), m in snapshot.shard_maps.items()
+            if n == name and m.state not in ("retired", "failed") and m.spec is not None and m.spec.model == model
+        ]
+        if len(holding) == 1:
+            version = holding[0]
+    if version and version != record.active_version:
+        shard_map = snapshot.shard_maps.get((name, version))
+        if shard_map is None:
+            raise NotFound(f"collection {name!r} has no version {version} (`quiver versions {name}` lists them)")
+        if shard_map.state in ("retired", "failed"):
+            raise FailedPrecondition(f"collection {name!r} v{version} is {shard_map.state}; it serves no requests")
+        if write and shard_map.state == "previous":
+            raise FailedPrecondition(f"collection {name!r} v{version} is the previous version; writes go to the active v{record.active_version}")
+        if write and shard_map.built_from is not None:
+            raise FailedPrecondition(
+                f"collection {name!r} v{version} is built from v{shard_map.built_from} by a reindex, which copies every "
+                f"write of v{shard_map.built_from} into it; write to the active version instead"
+            )
+        record = versions.with_active(record, shard_map, record.previous_version)
+    else:
+        shard_map = snapshot.active_shard_map(name)
     if shard_map is None or any(r.state != "serving" for p in shard_map.shards for r in p.replicas):
         raise FailedPrecondition(f"collection {name!r} is being created or changed; retry in a moment")
     return CollectionView(record, shard_map, snapshot.servers)
 
 
 def check_model(view: CollectionView, model: str) -> None:
-    """A request that names an embedding model must name the collection's."""
+    """A request that names an embedding model must name the model of the version it goes to."""
     if model and view.record.model and model != view.record.model:
         raise FailedPrecondition(
-            f"collection {view.record.name!r} holds embeddings of model {view.record.model!r}, "
-            f"but the request uses {model!r}; embed with the collection's model or use another collection"
+            f"collection {view.record.name!r} v{view.version} holds embeddings of model {view.record.model!r}, "
+            f"but the request uses {model!r}; embed with that model, or name the version that holds {model!r} "
+            f"(`quiver versions {view.record.name}` lists each version's model)"
         )

@@ -42,6 +42,7 @@ from router.partition_keys import key_of
 _log = logging.getLogger(__name__)
 
 _EXPORT_PAGE = 1024
+_PAGES_IN_FLIGHT = 4  # export pages being written into v+1 at once, per source shard
 _LOG_PAGE_BYTES = 1 << 20
 _FOLLOW_PAUSE_S = 0.02  # between reads of a source log that is at its end
 _CALL_TIMEOUT_S = 30.0
@@ -155,18 +156,34 @@ class ReindexBuild:
         progress.term, progress.start_lsn = status.term, status.last_lsn
         progress.replayed_lsn = progress.source_lsn = status.last_lsn
         after_slot = -1
-        while True:
-            page = await self._source_call(shard, "ExportPoints", shard_pb2.ExportPointsRequest(ref=ref, after_slot=after_slot, limit=_EXPORT_PAGE))
-            if after_slot == -1:
-                progress.total = page.total
-            if page.ids:
-                await self._upsert(list(page.ids), page.vectors, list(page.metadata))
-            progress.exported += len(page.ids)
-            after_slot = page.last_slot
-            if page.done:
-                break
+        # Pages are written into v+1 several at a time, in any order: a point whose state changed after L0
+        # gets its last state from the replay, which starts only once every page is written.
+        writing: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                page = await self._source_call(shard, "ExportPoints", shard_pb2.ExportPointsRequest(ref=ref, after_slot=after_slot, limit=_EXPORT_PAGE))
+                if after_slot == -1:
+                    progress.total = page.total
+                if page.ids:
+                    if len(writing) >= _PAGES_IN_FLIGHT:
+                        done, writing = await asyncio.wait(writing, return_when=asyncio.FIRST_COMPLETED)
+                        for task in done:
+                            task.result()
+                    writing.add(asyncio.ensure_future(self._copy_page(progress, page)))
+                after_slot = page.last_slot
+                if page.done:
+                    break
+            for task in list(writing):
+                await task
+        finally:
+            for task in writing:
+                task.cancel()
         progress.export_done = True
         await self._follow(shard)
+
+    async def _copy_page(self, progress: SourceProgress, page: shard_pb2.ExportPointsResponse) -> None:
+        await self._upsert(list(page.ids), page.vectors, list(page.metadata))
+        progress.exported += len(page.ids)
 
     async def _follow(self, shard: int) -> None:
         """Replays the source shard's log from where the export began, for as long as the build runs."""

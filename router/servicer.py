@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 
 from quiver.admission import InFlightBudget
+from quiver.control_plane.records import ShardMap
 from quiver.control_plane.watcher import ClusterWatcher
 from quiver.errors import DeadlineExceeded, InvalidArgument, NotFound, QuiverError, ResourceExhausted, Unavailable
 from quiver.logs import REQUEST_ID, outgoing_metadata
@@ -73,8 +74,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         """Searches waiting to join the next shard request of their kind."""
         return self._coalescer.queued
 
-    def _view(self, name: str) -> CollectionView:
-        return collection_view(self._watcher.current, name)
+    def _view(self, name: str, version: int = 0, *, write: bool = False, model: str = "") -> CollectionView:
+        return collection_view(self._watcher.current, name, version, write=write, model=model)
 
     def _timeout(self, context: grpc.aio.ServicerContext) -> float:
         """The shards' budget: the caller's deadline less a margin, so a partial answer gets back in time."""
@@ -125,8 +126,13 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     async def Reindex(self, request, context):  # type: ignore[no-untyped-def]
         index = index_from_proto(request.index) if request.HasField("index") else None
         build = await self._versions.reindex(
-            request.collection, index, request.shards, request.replication_factor, Budget(context.time_remaining()),
+            request.collection, index, request.shards, request.replication_factor, Budget(context.time_remaining()), request.model,
         )
+        if isinstance(build, ShardMap):  # a version opened for a new model's writes: nothing to build
+            return router_pb2.ReindexProgress(
+                collection=build.collection, source_version=self._watcher.current.collections[build.collection].active_version,
+                version=build.version, state=build.state,
+            )
         return _progress(build)
 
     @rpc_guard
@@ -174,7 +180,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     @rpc_guard
     async def Upsert(self, request, context):  # type: ignore[no-untyped-def]
-        view = self._view(request.collection)
+        view = self._view(request.collection, request.version, write=True, model=request.model)
         check_model(view, request.model)
         check_key(view.record.name, view.record.partition_key_field, request.partition_key, "write", required=True)
         if request.partition_key or len(request.ids) > self._config.offload_points:
@@ -186,9 +192,9 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             f"the router is overloaded with writes: {self._write_bytes.used} bytes of upserts wait for the shards "
             f"and this one ({size} bytes) would pass the budget of {self._write_bytes.budget}; retry after a "
             "pause, or send smaller batches"), self._config.retry_after_s):
-            return await self._through_cutover(view, context, lambda v: self._upsert(request, context, v))
+            return await self._through_cutover(view, request.version, context, lambda v: self._upsert(request, context, v))
 
-    async def _through_cutover(self, view: CollectionView, context: Any, write: Callable[[CollectionView], Awaitable[T]]) -> T:
+    async def _through_cutover(self, view: CollectionView, pinned: int, context: Any, write: Callable[[CollectionView], Awaitable[T]]) -> T:
         """A write, sent again on the new version when the one it went to was sealed for a cutover (the
         sealed shards applied nothing, and upserts and deletes are idempotent, so resending all is safe)."""
         while True:
@@ -204,7 +210,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                     )
                 except TimeoutError:
                     raise Unavailable(f"{sealed}; the cutover did not finish within this call's deadline; retry") from None
-                view = self._view(view.record.name)
+                view = self._view(view.record.name, pinned, write=True)
 
     async def _upsert(self, request: Any, context: Any, view: CollectionView) -> router_pb2.RouterUpsertResponse:
         # Checking, normalising-to-check and splitting a large batch is CPU work: off the event loop.
@@ -271,7 +277,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     @rpc_guard
     async def Delete(self, request, context):  # type: ignore[no-untyped-def]
-        view = self._view(request.collection)
+        view = self._view(request.collection, request.version, write=True)
         ids = list(request.ids)
         check_ids(ids, allow_duplicates=True)
         if not ids and filter_from_proto(request.filter) is None:
@@ -298,13 +304,13 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             counted = {outcome.shard: outcome.value.deleted for outcome in outcomes}  # type: ignore[union-attr]
             return router_pb2.RouterDeleteResponse(deleted=sum(counted.values()))
 
-        return await self._through_cutover(view, context, delete)
+        return await self._through_cutover(view, request.version, context, delete)
 
     # -- reads --------------------------------------------------------------------------------------
 
     @rpc_guard
     async def Get(self, request, context):  # type: ignore[no-untyped-def]
-        view = self._view(request.collection)
+        view = self._view(request.collection, request.version)
         ids = list(request.ids)
         check_ids(ids, allow_duplicates=True)
         field, key = view.record.partition_key_field, request.partition_key
@@ -329,7 +335,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     @rpc_guard
     async def Search(self, request, context):  # type: ignore[no-untyped-def]
-        view = self._view(request.collection)
+        view = self._view(request.collection, request.version, model=request.model)
         check_model(view, request.model)
         queries = vectors_from_bytes(request.queries, view.record.dim, None, "queries")
         if len(queries) == 0:

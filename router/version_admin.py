@@ -31,10 +31,12 @@ class VersionAdmin:
 
     async def reindex(
         self, name: str, index: tuple[str, dict[str, Any]] | None, shards: int, replication: int, budget: Budget = UNLIMITED,
-    ) -> ReindexBuild:
-        """Start building v+1 from the active version (or answer the build of it this router runs already)."""
+        model: str = "",
+    ) -> ReindexBuild | ShardMap:
+        """Start building v+1 from the active version (or answer the build of it this router runs already);
+        for a new embedding model, open v+1 for that model's writes instead (its shard map is returned)."""
         running = self._builds.get(name)
-        if running is not None and running.running and running.state in ("building", "ready"):
+        if running is not None and running.running and running.state in ("building", "ready") and not model:
             return running
         record = await self._store.get_collection(name)
         shard_maps = {m.version: m for m in await versions.list_versions(self._store, name)}
@@ -46,7 +48,12 @@ class VersionAdmin:
             await self.retire(name, stale.version, budget)
         old = versions.spec_of(record, source)
         kind, params = index if index is not None else (old.index_kind, dict(old.index_params))
-        spec = VersionSpec(kind, params, old.model, replication or old.replication_factor)
+        new_model = model and model != old.model
+        if new_model:
+            opened = [m for m in shard_maps.values() if m.spec is not None and m.spec.model == model and m.state in ("building", "ready")]
+            if opened:
+                return opened[0]  # asked again: the version already open for that model
+        spec = VersionSpec(kind, params, model if new_model else old.model, replication or old.replication_factor)
         shards = shards or len(source.shards)
         if shards > MAX_SHARDS:
             raise InvalidArgument(f"shards={shards} exceeds the maximum of {MAX_SHARDS}")
@@ -60,9 +67,11 @@ class VersionAdmin:
             )
         version = max([*shard_maps, record.active_version]) + 1
         planned = plan_version(record, source, version, spec, shards, server_ids)
+        if new_model:
+            planned = replace(planned, built_from=None)  # filled by the client with the new model's vectors
         await versions.add_version(self._store, planned)
         addresses = {s.server_id: s.address for s in snapshot.servers.values()}
-        built = replace(record, index_kind=kind, index_params=params, replication_factor=spec.replication_factor, shards=shards)
+        built = replace(record, index_kind=kind, index_params=params, replication_factor=spec.replication_factor, shards=shards, model=spec.model)
         try:
             await self._admin.create_partitions(built, planned, addresses, budget)
             target, revision = await versions.mark_serving(self._store, name, version)
@@ -71,6 +80,11 @@ class VersionAdmin:
             cleanup = asyncio.ensure_future(self._abandon(name, version, "its partitions could not be created"))
             await asyncio.shield(cleanup)
             raise
+        if new_model:
+            opened, revision = await versions.set_state(self._store, name, version, "ready")
+            await self._admin.seen(revision, budget)
+            _log.warning("collection %s: v%d opened for writes of model %r beside v%d (model %r)", name, version, model, source.version, old.model)
+            return opened
         build = ReindexBuild(self._admin.pool, self._admin.watcher, self._store, record, source, target)
         build.start()
         self._builds[name] = build

@@ -84,20 +84,22 @@ class DropCollectionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class RouterUpsertRequest(_message.Message):
-    __slots__ = ("collection", "ids", "vectors", "metadata", "partition_key", "model")
+    __slots__ = ("collection", "ids", "vectors", "metadata", "partition_key", "model", "version")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     PARTITION_KEY_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: _containers.RepeatedScalarFieldContainer[str]
     vectors: bytes
     metadata: _containers.RepeatedCompositeFieldContainer[_types_pb2.Metadata]
     partition_key: str
     model: str
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., vectors: _Optional[bytes] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ..., partition_key: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., vectors: _Optional[bytes] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ..., partition_key: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class RouterUpsertResponse(_message.Message):
     __slots__ = ("upserted",)
@@ -106,16 +108,18 @@ class RouterUpsertResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ...) -> None: ...
 
 class RouterDeleteRequest(_message.Message):
-    __slots__ = ("collection", "ids", "filter", "partition_key")
+    __slots__ = ("collection", "ids", "filter", "partition_key", "version")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     PARTITION_KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: _containers.RepeatedScalarFieldContainer[str]
     filter: _types_pb2.Filter
     partition_key: str
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., partition_key: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., partition_key: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class RouterDeleteResponse(_message.Message):
     __slots__ = ("deleted",)
@@ -124,16 +128,18 @@ class RouterDeleteResponse(_message.Message):
     def __init__(self, deleted: _Optional[int] = ...) -> None: ...
 
 class RouterGetRequest(_message.Message):
-    __slots__ = ("collection", "ids", "include_vectors", "partition_key")
+    __slots__ = ("collection", "ids", "include_vectors", "partition_key", "version")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     PARTITION_KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: _containers.RepeatedScalarFieldContainer[str]
     include_vectors: bool
     partition_key: str
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., include_vectors: _Optional[bool] = ..., partition_key: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., include_vectors: _Optional[bool] = ..., partition_key: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class RouterGetResponse(_message.Message):
     __slots__ = ("points",)
@@ -152,7 +158,7 @@ class Coverage(_message.Message):
     def __init__(self, shards_asked: _Optional[int] = ..., shards_answered: _Optional[int] = ..., partial: _Optional[bool] = ...) -> None: ...
 
 class RouterSearchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "k", "filter", "params", "include_metadata", "include_vectors", "partition_key", "allow_partial", "model")
+    __slots__ = ("collection", "queries", "k", "filter", "params", "include_metadata", "include_vectors", "partition_key", "allow_partial", "model", "version")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +169,7 @@ class RouterSearchRequest(_message.Message):
     PARTITION_KEY_FIELD_NUMBER: _ClassVar[int]
     ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: bytes
     k: int
@@ -173,7 +180,8 @@ class RouterSearchRequest(_message.Message):
     partition_key: str
     allow_partial: bool
     model: str
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., params: _Optional[_Union[_types_pb2.SearchParams, _Mapping]] = ..., include_metadata: _Optional[bool] = ..., include_vectors: _Optional[bool] = ..., partition_key: _Optional[str] = ..., allow_partial: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., params: _Optional[_Union[_types_pb2.SearchParams, _Mapping]] = ..., include_metadata: _Optional[bool] = ..., include_vectors: _Optional[bool] = ..., partition_key: _Optional[str] = ..., allow_partial: _Optional[bool] = ..., model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class RouterSearchResponse(_message.Message):
     __slots__ = ("results", "coverage", "version")
@@ -266,16 +274,18 @@ class RetireVersionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ReindexRequest(_message.Message):
-    __slots__ = ("collection", "index", "shards", "replication_factor")
+    __slots__ = ("collection", "index", "shards", "replication_factor", "model")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     collection: str
     index: _types_pb2.IndexSpec
     shards: int
     replication_factor: int
-    def __init__(self, collection: _Optional[str] = ..., index: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ..., shards: _Optional[int] = ..., replication_factor: _Optional[int] = ...) -> None: ...
+    model: str
+    def __init__(self, collection: _Optional[str] = ..., index: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ..., shards: _Optional[int] = ..., replication_factor: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
 
 class ReindexShardProgress(_message.Message):
     __slots__ = ("source_shard", "exported", "total", "export_done", "replayed_lsn", "source_lsn")

@@ -153,7 +153,14 @@ def test_reindex_builds_the_next_version_shows_progress_and_cutover_switches_to_
     out = quiver(cluster, "reindex", "re", "--index", "hnsw", "--param", "m=8", "--shards", "2").stdout
     assert "reindex re v1 -> v2" in out and "v2 is ready and follows v1" in out
     assert "reindex re v1 -> v2: ready" in quiver(cluster, "status").stdout
-    assert "v2 is active" in quiver(cluster, "cutover", "re").stdout
+    verified = json.loads(quiver(cluster, "verify", "re", "--queries", str(files["npy"]), "-k", "5").stdout)
+    assert (verified["version"], verified["active"], verified["queries"], verified["k"]) == (2, 1, 30, 5)
+    assert 0 < verified["recall"] <= 1 and 0 < verified["overlap"] <= 1
+    refused = quiver(cluster, "cutover", "re", "--queries", str(files["npy"]), "--min-recall", "1.01", ok=False)
+    assert "cutover of re to v2 refused: recall@10" in refused.stderr and "--force overrides" in refused.stderr
+    assert "need --queries" in quiver(cluster, "cutover", "re", "--min-overlap", "0.5", ok=False).stderr
+    assert "active v1" in quiver(cluster, "versions", "re").stdout  # the refusals switched nothing
+    assert "v2 is active" in quiver(cluster, "cutover", "re", "--queries", str(files["npy"]), "--min-recall", "0.5", "--min-overlap", "0.5").stdout
     listed = quiver(cluster, "versions", "re").stdout
     assert "v2 active" in listed and "shards=2" in listed and "30 points built from v1" in listed
     assert quiver(cluster, "count", "re").stdout.strip() == "30"

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from quiver.client import AsyncClient
-from quiver.errors import FailedPrecondition
+from quiver.client import AsyncClient, Client
+from quiver.errors import FailedPrecondition, NotFound
+from quiver.verification import check_thresholds, verify_version
 from tests.data_fixtures import glove_subset
 from tests.integration.test_replication import Cluster, cluster  # noqa: F401  (the fixture)
 
@@ -171,3 +172,61 @@ async def test_a_build_whose_router_stopped_is_not_cut_over_and_a_new_reindex_re
     # v1 took writes again once rolled back to (the cutover's seal is lifted).
     await cluster.client.upsert("docs", ["after-rollback"], load.vectors[:1])
     assert [p.id for p in await cluster.client.get("docs", ["after-rollback"])] == ["after-rollback"]
+
+
+async def test_verification_replays_queries_on_the_new_version_and_thresholds_refuse_a_worse_one(cluster):  # noqa: F811
+    load, queries = await load_collection(cluster, "hnsw", {}, 2)
+    await cluster.client.reindex("docs", index="hnsw", index_params={"M": 4, "ef_construction": 8, "ef_search": 10})
+    await wait_for_state(cluster.client, "ready")
+    with Client(cluster.router.address) as sync_client:
+        result = await asyncio.to_thread(verify_version, sync_client, "docs", 2, queries[:40], 10)
+    assert (result.version, result.active, result.queries) == (2, 1, 40)
+    # Recall against exact search on v2 itself, computed here from the same router independently.
+    exact = await cluster.client.search("docs", queries[:40], 10, exact=True, version=2)
+    approx = await cluster.client.search("docs", queries[:40], 10, version=2)
+    expected = np.mean([len({h.id for h in a.hits} & {h.id for h in e.hits}) / 10 for a, e in zip(approx, exact)])
+    assert abs(result.recall - expected) < 0.05 and result.recall < 0.999, "a tiny ef should lose some neighbours"
+    active = await cluster.client.search("docs", queries[:40], 10)
+    overlap = np.mean([len({h.id for h in a.hits} & {h.id for h in b.hits}) / 10 for a, b in zip(approx, active)])
+    assert result.overlap is not None and abs(result.overlap - overlap) < 0.05
+    assert {r.version for r in approx} == {2} and {r.version for r in active} == {1}
+    assert check_thresholds(result, result.recall - 0.01, result.overlap - 0.01) == []
+    short = check_thresholds(result, result.recall + 0.01, None)
+    assert len(short) == 1 and short[0].startswith("recall@10")
+    assert result.p50_ms > 0 and result.active_p99_ms >= result.active_p50_ms
+
+
+async def test_a_new_model_gets_a_version_of_its_own_and_requests_of_each_model_reach_the_version_holding_it(cluster):  # noqa: F811
+    vectors = glove_subset().base[:400]
+    await cluster.client.create_collection("docs", vectors.shape[1], index="flat", shards=2, replication_factor=2, model="m1")
+    ids = [f"p{i}" for i in range(200)]
+    await cluster.client.upsert("docs", ids, vectors[:200], model="m1")
+    opened = await cluster.client.reindex("docs", model="m2")
+    assert (opened.version, opened.state) == (2, "ready") and not opened.shards
+    assert (await cluster.client.reindex("docs", model="m2")).version == 2, "asked again: the same version"
+    await cluster.client.upsert("docs", ids[:100], vectors[200:300], model="m2")  # the new model's vectors, by its tag
+    await cluster.client.upsert("docs", ids[100:], vectors[300:400], version=2)  # or by the version
+    new = await cluster.client.search("docs", vectors[200], 1, model="m2")
+    old = await cluster.client.search("docs", vectors[0], 1, model="m1")
+    assert (new[0].version, new[0].hits[0].id) == (2, "p0") and (old[0].version, old[0].hits[0].id) == (1, "p0")
+    with pytest.raises(FailedPrecondition, match=r"v2 holds embeddings of model 'm2', but the request uses 'm1'"):
+        await cluster.client.upsert("docs", ids[:1], vectors[:1], model="m1", version=2)
+    with pytest.raises(FailedPrecondition, match=r"v1 holds embeddings of model 'm1', but the request uses 'm3'"):
+        await cluster.client.search("docs", vectors[0], 1, model="m3")
+    counts = {v.version: v.point_count for v in (await cluster.client.versions("docs")).versions}
+    assert counts == {1: 200, 2: 200}  # how many of v1's ids v2 holds
+    assert await cluster.client.cutover("docs", expected_active=1) == (2, 1)
+    after_new = await cluster.client.search("docs", vectors[200], 1, model="m2")
+    after_old = await cluster.client.search("docs", vectors[0], 1, model="m1")  # v1, now previous, still answers m1
+    assert after_new[0].version == 2 and (after_old[0].version, after_old[0].hits[0].id) == (1, "p0")
+    with pytest.raises(FailedPrecondition, match="previous version; writes go to the active v2"):
+        await cluster.client.upsert("docs", ids[:1], vectors[:1], model="m1")
+
+
+async def test_writes_pinned_to_a_version_a_reindex_builds_are_refused(cluster):  # noqa: F811
+    load, _ = await load_collection(cluster, "flat", {}, 1)
+    await cluster.client.reindex("docs", index="hnsw")
+    with pytest.raises(FailedPrecondition, match="built from v1 by a reindex"):
+        await cluster.client.upsert("docs", ["x"], load.vectors[:1], version=2)
+    with pytest.raises(NotFound, match="has no version 7"):
+        await cluster.client.search("docs", load.vectors[0], 1, version=7)

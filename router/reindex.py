@@ -336,4 +336,5 @@ def plan_version(record: CollectionRecord, source: ShardMap, version: int, spec:
 
 
 def versions_built_from(shard_maps: Iterable[ShardMap], source: int) -> list[ShardMap]:
-    return [m for m in shard_maps if m.built_from == source and m.state in ("building", "ready")]
+    """Versions a reindex of `source` left behind, unfinished or failed (a new reindex retires them)."""
+    return [m for m in shard_maps if m.built_from == source and m.state in ("building", "ready", "failed")]

@@ -43,8 +43,9 @@ class VersionAdmin:
         source = shard_maps[record.active_version]
         # A build whose router went away (or that failed): superseded, its partitions freed, v untouched.
         for stale in versions_built_from(shard_maps.values(), record.active_version):
-            _log.warning("collection %s: v%d's build is not running here; retiring it before a fresh build", name, stale.version)
-            await versions.set_state(self._store, name, stale.version, "failed", failure="its build stopped; superseded by a new reindex")
+            _log.warning("collection %s: v%d's build is not running here (%s); retiring it before a fresh build", name, stale.version, stale.state)
+            if stale.state != "failed":
+                await versions.set_state(self._store, name, stale.version, "failed", failure="its build stopped; superseded by a new reindex")
             await self.retire(name, stale.version, budget)
         old = versions.spec_of(record, source)
         kind, params = index if index is not None else (old.index_kind, dict(old.index_params))

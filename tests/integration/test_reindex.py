@@ -230,3 +230,29 @@ async def test_writes_pinned_to_a_version_a_reindex_builds_are_refused(cluster):
         await cluster.client.upsert("docs", ["x"], load.vectors[:1], version=2)
     with pytest.raises(NotFound, match="has no version 7"):
         await cluster.client.search("docs", load.vectors[0], 1, version=7)
+
+
+async def test_a_build_whose_source_primary_dies_fails_with_the_reason_v1_serves_on_and_a_rerun_finishes(cluster):  # noqa: F811
+    load, queries = await load_collection(cluster, "hnsw", {}, 1)  # shard 0 on s0 (primary) and s1
+    await cluster.client.reindex("docs", index="flat")
+    await wait_for_state(cluster.client, "ready")
+    await cluster.stop_shard("s0")  # v1's primary: the controller promotes s1 in a new term
+    started = time.monotonic()
+    while time.monotonic() - started < 60:
+        [build] = await cluster.client.reindex_status("docs")
+        if build.state == "failed":
+            break
+        await asyncio.sleep(0.1)
+    assert build.state == "failed" and "changed primary during the build" in build.failure, build
+    states = {v.version: (v.state, v.failure) for v in (await cluster.client.versions("docs")).versions}
+    assert states[1][0] == "active" and states[2] == ("failed", build.failure)
+    assert len(await cluster.client.search("docs", queries[0], 10)) == 1  # v1 answers throughout
+    await cluster.client.upsert("docs", ["after"], load.vectors[-1:], [{"i": 1}])  # through v1's new primary
+    load.expected["after"] = (load.vectors[-1], {"i": 1})
+    await cluster.start_shard("s0")
+    rerun = await cluster.client.reindex("docs", index="flat")
+    assert rerun.version == 3
+    await wait_for_state(cluster.client, "ready")
+    assert {v.version: v.state for v in (await cluster.client.versions("docs")).versions} == {1: "active", 2: "retired", 3: "ready"}
+    assert await cluster.client.cutover("docs") == (3, 1)
+    await check_holds_what_was_acknowledged(cluster.client, load)

@@ -81,15 +81,21 @@ class ReindexBuild:
     record: CollectionRecord
     source: ShardMap
     target: ShardMap
+    # Follow only, from these LSNs of the source's shards (no export): after a switch, the version switched
+    # away from is kept up to date with the new active one's writes, so a switch back loses none of them.
+    follow_from: dict[int, int] | None = None
     started: float = field(default_factory=time.monotonic)
-    state: str = "building"  # building, ready, cut_over, failed, stopped
+    state: str = "building"  # building, ready, following (follow_from), cut_over, failed, stopped
     failure: str = ""
     written: int = 0  # points and deletes written into v+1
     progress: dict[int, SourceProgress] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
+    _marking: bool = False
 
     def __post_init__(self) -> None:
         self.progress = {p.shard: SourceProgress(p.shard) for p in self.source.shards}
+        if self.follow_from is not None:
+            self.state = "following"
 
     @property
     def name(self) -> str:
@@ -105,7 +111,7 @@ class ReindexBuild:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        if self.state in ("building", "ready"):
+        if self.state in ("building", "ready", "following"):
             self.state = "stopped"
 
     @property
@@ -153,8 +159,13 @@ class ReindexBuild:
         progress = self.progress[shard]
         ref = shard_pb2.PartitionRef(collection=self.name, shard=shard, version=self.source.version)
         status = await self._source_call(shard, "ReplicaStatus", shard_pb2.ReplicaStatusRequest(ref=ref))
-        progress.term, progress.start_lsn = status.term, status.last_lsn
-        progress.replayed_lsn = progress.source_lsn = status.last_lsn
+        progress.term = status.term
+        if self.follow_from is not None:
+            progress.start_lsn = progress.replayed_lsn = progress.source_lsn = self.follow_from[shard]
+            progress.export_done = True
+            await self._follow(shard)
+            return
+        progress.start_lsn = progress.replayed_lsn = progress.source_lsn = status.last_lsn
         after_slot = -1
         # Pages are written into v+1 several at a time, in any order: a point whose state changed after L0
         # gets its last state from the replay, which starts only once every page is written.
@@ -209,21 +220,24 @@ class ReindexBuild:
                 # Everything the source had when this page was read is in v+1: from here on, v+1 trails v by
                 # one page of writes at most (under a steady load the log is never found at its very end).
                 progress.caught_up = True
-                self._check_ready()
+                await self._check_ready()
             if not reply.writes:
                 await asyncio.sleep(_FOLLOW_PAUSE_S)
 
-    def _check_ready(self) -> None:
-        if self.state == "building" and all(p.caught_up for p in self.progress.values()):
-            self.state = "ready"
-            asyncio.ensure_future(self._mark_ready())
-
-    async def _mark_ready(self) -> None:
+    async def _check_ready(self) -> None:
+        """Once every shard has caught up: the version is ready in etcd, then here (so whoever sees "ready"
+        in ReindexStatus finds it ready for a cutover). One shard's loop does it; the others go on."""
+        if self.state != "building" or self._marking or not all(p.caught_up for p in self.progress.values()):
+            return
+        self._marking = True
         try:
             await versions.set_state(self.store, self.name, self.target.version, "ready")
+            self.state = "ready"
             _log.warning("reindex of %s: v%d is built and follows v%d; ready for cutover", self.name, self.target.version, self.source.version)
-        except QuiverError as error:
-            _log.warning("could not mark %s v%d ready: %s", self.name, self.target.version, error)
+        except Unavailable as error:  # etcd away for a moment: tried again after the next page
+            _log.warning("could not mark %s v%d ready yet: %s", self.name, self.target.version, error)
+        finally:
+            self._marking = False
 
     async def _source_call(self, shard: int, method: str, request: Any) -> Any:
         """A call to the source shard's primary, retried while it is unreachable (a restart): a new primary
@@ -279,6 +293,7 @@ class ReindexBuild:
                 ref, address, term = self._primary(self.target.version, shard)
                 request.ref.CopyFrom(ref)
                 request.term = term
+                request.past_seal = True  # the target may be sealed against routers (a version switched away from)
                 await getattr(self.pool.stub(address), method)(request, timeout=_CALL_TIMEOUT_S)
                 return
             except Unavailable as error:
@@ -310,6 +325,16 @@ class ReindexBuild:
 
     def terms(self) -> dict[int, int]:
         return {s: p.term for s, p in self.progress.items()}
+
+    async def target_positions(self) -> dict[int, int]:
+        """The target version's primaries' last LSNs now: where a follow of it in the other direction starts."""
+        positions = {}
+        for placement in self._map(self.target.version).shards:
+            _, address, _ = self._primary(self.target.version, placement.shard)
+            ref = shard_pb2.PartitionRef(collection=self.name, shard=placement.shard, version=self.target.version)
+            reply = await self.pool.stub(address).ReplicaStatus(shard_pb2.ReplicaStatusRequest(ref=ref), timeout=_CALL_TIMEOUT_S)
+            positions[placement.shard] = reply.last_lsn
+        return positions
 
     # -- reporting ------------------------------------------------------------------------------------
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import grpc
 
 from quiver.control_plane import versions
 from quiver.control_plane.records import CollectionRecord, ShardMap, VersionSpec
-from quiver.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from quiver.errors import FailedPrecondition, InvalidArgument, NotFound, QuiverError, Unavailable
 from quiver.v1 import router_pb2, shard_pb2
 from quiver.wire.specs import index_to_proto
 from router.admin import MAX_SHARDS, Admin, Budget, UNLIMITED
@@ -38,6 +38,10 @@ class VersionAdmin:
         running = self._builds.get(name)
         if running is not None and running.running and running.state in ("building", "ready") and not model:
             return running
+        if running is not None and running.running:
+            # A follow keeping the previous version up to date (for a rollback) ends with a new reindex: only
+            # one version at a time is built from or followed into.
+            await running.stop()
         record = await self._store.get_collection(name)
         shard_maps = {m.version: m for m in await versions.list_versions(self._store, name)}
         source = shard_maps[record.active_version]
@@ -106,43 +110,61 @@ class VersionAdmin:
         for build in self._builds.values():
             await build.stop()
 
-    async def _seal(self, build: ReindexBuild, sealed: bool, budget: Budget) -> dict[int, tuple[int, int]]:
-        """Seal (or unseal) the source version's primaries: {shard: (last LSN, term)} as each answered."""
-        servers = self._admin.watcher.current.servers
+    async def _seal(self, name: str, version: int, sealed: bool, reason: str, budget: Budget) -> dict[int, tuple[int, int]]:
+        """Seal (or unseal) a version's primaries as the current map has them: {shard: (last LSN, term)}."""
+        snapshot = self._admin.watcher.current
+        shard_map = snapshot.shard_maps.get((name, version))
+        if shard_map is None:
+            raise FailedPrecondition(f"collection {name!r} has no v{version} any more")
         calls = {}
-        for placement in build.source.shards:
-            server = servers.get(placement.primary)
+        for placement in shard_map.shards:
+            server = snapshot.servers.get(placement.primary)
             if server is None:
-                raise Unavailable(f"shard {placement.shard} of {build.name!r} v{build.source.version}: its primary {placement.primary} is down")
+                raise Unavailable(f"shard {placement.shard} of {name!r} v{version}: its primary {placement.primary} is down; retry once it is back or replaced")
             request = shard_pb2.SealWritesRequest(
-                ref=shard_pb2.PartitionRef(collection=build.name, shard=placement.shard, version=build.source.version),
-                sealed=sealed, reason=f"collection {build.name!r} is being cut over from v{build.source.version} to v{build.target.version}",
+                ref=shard_pb2.PartitionRef(collection=name, shard=placement.shard, version=version), sealed=sealed, reason=reason,
             )
             calls[placement.shard] = self._admin.pool.stub(server.address).SealWrites(request, timeout=budget.cap(10.0))
         replies = await asyncio.gather(*calls.values())
         return {shard: (reply.last_lsn, reply.term) for shard, reply in zip(calls, replies)}
 
-    async def _unseal_quietly(self, build: ReindexBuild) -> None:
+    async def _unseal_quietly(self, name: str, version: int) -> None:
         try:
-            await self._seal(build, False, UNLIMITED)
-        except (grpc.aio.AioRpcError, Unavailable) as error:
+            await self._seal(name, version, False, "", UNLIMITED)
+        except (grpc.aio.AioRpcError, QuiverError) as error:
             # A server that was unreachable comes back unsealed (seals live in memory).
-            _log.warning("collection %s: lifting the cutover seal failed on a shard: %s", build.name, error)
+            _log.warning("collection %s: lifting the seal of v%d failed on a shard: %s", name, version, error)
 
-    async def _cutover_built(self, build: ReindexBuild, record: CollectionRecord, budget: Budget) -> tuple[CollectionRecord, int]:
-        """The cutover of a version this router builds: seal v, replay v's last writes, switch, in that order."""
+    async def _switch_followed(
+        self, build: ReindexBuild, what: str, switch: Callable[[], Awaitable[tuple[CollectionRecord, int]]], budget: Budget,
+    ) -> tuple[CollectionRecord, int]:
+        """A switch from build.source to build.target, which the build keeps up to date: seal the source's
+        primaries, replay up to the LSN each seal answered, switch (one transaction), lift any seal on the new
+        active version, and follow it back into the old one, so a switch back later loses no write."""
+        name, source, target = build.name, build.source.version, build.target.version
         try:
-            sealed = await self._seal(build, True, budget)
+            sealed = await self._seal(name, source, True, f"collection {name!r} is being switched from v{source} to v{target} ({what})", budget)
             changed = {s: t for s, (_, t) in sealed.items() if t != build.terms()[s]}
             if changed:
-                raise FailedPrecondition(f"cutover of {build.name!r}: shards {sorted(changed)} of v{build.source.version} changed primary during the build; run the reindex again")
+                raise FailedPrecondition(f"{what} of {name!r}: shards {sorted(changed)} of v{source} changed primary meanwhile; run the reindex again")
             await build.replayed_through({s: lsn for s, (lsn, _) in sealed.items()}, budget.cap(30.0))
-            switched = await versions.cutover(self._store, build.name, record.active_version, build.target.version)
+            # v_target takes no router write before the switch, so its log position now is where the follow
+            # back starts: every write after it is a router's, made once the switch is in its watch.
+            positions = await build.target_positions()
+            switched = await switch()
         except BaseException:
-            await asyncio.shield(asyncio.ensure_future(self._unseal_quietly(build)))
+            await asyncio.shield(asyncio.ensure_future(self._unseal_quietly(name, source)))
             raise
         await build.stop()
         build.state = "cut_over"
+        await self._unseal_quietly(name, target)  # sealed if it was switched away from before
+        snapshot = self._admin.watcher.current
+        back = ReindexBuild(
+            self._admin.pool, self._admin.watcher, self._store, build.record,
+            snapshot.shard_maps.get((name, target), build.target), snapshot.shard_maps.get((name, source), build.source), follow_from=positions,
+        )
+        back.start()
+        self._builds[name] = back
         return switched
 
     async def _point_counts(self, shard_maps: list[ShardMap]) -> dict[int, int | None]:
@@ -205,7 +227,9 @@ class VersionAdmin:
             )
         if built_here and not force:
             assert build is not None
-            updated, revision = await self._cutover_built(build, record, budget)
+            updated, revision = await self._switch_followed(
+                build, "cutover", lambda: versions.cutover(self._store, name, record.active_version, target), budget,
+            )
             await self._admin.seen(revision, budget)
             _log.warning("collection %s: cut over from v%d to v%d (built here; sealed and replayed first)", name, record.active_version, target)
             return updated
@@ -225,12 +249,21 @@ class VersionAdmin:
 
     async def rollback(self, name: str, expected_active: int, budget: Budget = UNLIMITED) -> CollectionRecord:
         record = await self._expected(name, expected_active)
-        updated, revision = await versions.rollback(self._store, name, record.active_version)
-        await self._admin.seen(revision, budget)
         build = self._builds.get(name)
-        if build is not None and build.source.version == updated.active_version:
-            # The version rolled back to was sealed by the cutover: it takes writes again.
-            await self._unseal_quietly(build)
+        if build is not None and build.running and build.state == "following" and build.source.version == record.active_version \
+                and build.target.version == record.previous_version:
+            # The previous version was kept up to date since the cutover: switch back the same careful way.
+            updated, revision = await self._switch_followed(
+                build, "rollback", lambda: versions.rollback(self._store, name, record.active_version), budget,
+            )
+        else:
+            if record.previous_version is not None:
+                _log.warning("collection %s: rolling back to v%d, which no follow in this router kept up to date: "
+                             "writes made since the cutover are not in it", name, record.previous_version)
+            updated, revision = await versions.rollback(self._store, name, record.active_version)
+            if record.previous_version is not None:
+                await self._unseal_quietly(name, record.previous_version)  # the cutover's seal, if any
+        await self._admin.seen(revision, budget)
         _log.warning("collection %s: rolled back from v%d to v%d", name, record.active_version, updated.active_version)
         return updated
 

@@ -85,7 +85,7 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
     @rpc_guard
     async def Upsert(self, request, context):  # type: ignore[no-untyped-def]
         partition = self._partition(request.ref)
-        with self._seals.writing(partition.spec.key), self._admission.write(request.ByteSize()):
+        with self._seals.writing(partition.spec.key, request.past_seal), self._admission.write(request.ByteSize()):
             decode = functools.partial(_decode_upsert, request, partition.spec)
             ids, prepared, metadata = await self._off_loop(len(request.ids), decode)
             deadline = _deadline(context)
@@ -113,7 +113,7 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
         flt = filter_from_proto(request.filter)
         if not ids and flt is None:
             raise InvalidArgument("delete names no ids and no filter; give at least one")
-        with self._seals.writing(partition.spec.key), self._admission.write(request.ByteSize()):
+        with self._seals.writing(partition.spec.key, request.past_seal), self._admission.write(request.ByteSize()):
             deadline = _deadline(context)
 
             async def apply(term: int) -> tuple[tuple[int, int], int]:

@@ -37,10 +37,11 @@ class WriteSeals:
         return key in self._reasons
 
     @contextlib.contextmanager
-    def writing(self, key: PartitionKey) -> Iterator[None]:
-        """Around one write: refused if the partition is sealed, else counted until it ends."""
+    def writing(self, key: PartitionKey, past_seal: bool = False) -> Iterator[None]:
+        """Around one write: refused if the partition is sealed (unless it is a reindex's own copy,
+        `past_seal`), else counted until it ends."""
         reason = self._reasons.get(key)
-        if reason is not None:
+        if reason is not None and not past_seal:
             raise Unavailable(f"partition {key} is sealed against writes: {reason}; nothing was applied; retry in a moment")
         self._in_progress[key] = self._in_progress.get(key, 0) + 1
         try:

@@ -64,18 +64,20 @@ class ListPartitionsResponse(_message.Message):
     def __init__(self, partitions: _Optional[_Iterable[_Union[PartitionSpec, _Mapping]]] = ...) -> None: ...
 
 class UpsertRequest(_message.Message):
-    __slots__ = ("ref", "ids", "vectors", "metadata", "term")
+    __slots__ = ("ref", "ids", "vectors", "metadata", "term", "past_seal")
     REF_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
+    PAST_SEAL_FIELD_NUMBER: _ClassVar[int]
     ref: PartitionRef
     ids: _containers.RepeatedScalarFieldContainer[str]
     vectors: bytes
     metadata: _containers.RepeatedCompositeFieldContainer[_types_pb2.Metadata]
     term: int
-    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ..., vectors: _Optional[bytes] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ..., term: _Optional[int] = ...) -> None: ...
+    past_seal: bool
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ..., vectors: _Optional[bytes] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ..., term: _Optional[int] = ..., past_seal: _Optional[bool] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
     __slots__ = ("upserted", "lsn")
@@ -86,16 +88,18 @@ class UpsertResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ..., lsn: _Optional[int] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("ref", "ids", "filter", "term")
+    __slots__ = ("ref", "ids", "filter", "term", "past_seal")
     REF_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
+    PAST_SEAL_FIELD_NUMBER: _ClassVar[int]
     ref: PartitionRef
     ids: _containers.RepeatedScalarFieldContainer[str]
     filter: _types_pb2.Filter
     term: int
-    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., term: _Optional[int] = ...) -> None: ...
+    past_seal: bool
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., term: _Optional[int] = ..., past_seal: _Optional[bool] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
     __slots__ = ("deleted", "lsn")

@@ -256,3 +256,29 @@ async def test_a_build_whose_source_primary_dies_fails_with_the_reason_v1_serves
     assert {v.version: v.state for v in (await cluster.client.versions("docs")).versions} == {1: "active", 2: "retired", 3: "ready"}
     assert await cluster.client.cutover("docs") == (3, 1)
     await check_holds_what_was_acknowledged(cluster.client, load)
+
+
+async def test_after_a_cutover_the_old_version_follows_the_new_one_so_rollback_and_a_second_cutover_lose_no_write(cluster):  # noqa: F811
+    load, queries = await load_collection(cluster, "hnsw", {}, 2)
+    tasks = [asyncio.ensure_future(load.write(n, WRITERS)) for n in range(WRITERS)] + [asyncio.ensure_future(load.search(queries))]
+    try:
+        await cluster.client.reindex("docs", index="flat", shards=3)
+        await wait_for_state(cluster.client, "ready")
+        assert await cluster.client.cutover("docs", expected_active=1) == (2, 1)
+        await asyncio.sleep(0.5)  # writes reach v2, and are followed back into v1
+        [back] = await cluster.client.reindex_status("docs")
+        assert (back.source_version, back.version, back.state) == (2, 1, "following")
+        assert await cluster.client.rollback("docs", expected_active=2) == (1, 0)
+        await asyncio.sleep(0.5)
+        [forth] = await cluster.client.reindex_status("docs")
+        assert (forth.source_version, forth.version, forth.state) == (1, 2, "following")
+        assert await cluster.client.cutover("docs", expected_active=1) == (2, 1)
+        await asyncio.sleep(0.3)
+    finally:
+        load.stopped = True
+        await asyncio.gather(*tasks)
+    assert not load.write_errors, load.write_errors[:5]
+    assert not load.search_errors, load.search_errors[:5]
+    await check_holds_what_was_acknowledged(cluster.client, load)  # v2, active again
+    assert await cluster.client.rollback("docs", expected_active=2) == (1, 0)
+    await check_holds_what_was_acknowledged(cluster.client, load)  # and v1 holds the same

@@ -9,6 +9,7 @@ are found wherever an earlier partition-keyed write put them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -195,21 +196,25 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             return await self._through_cutover(view, request.version, context, lambda v: self._upsert(request, context, v))
 
     async def _through_cutover(self, view: CollectionView, pinned: int, context: Any, write: Callable[[CollectionView], Awaitable[T]]) -> T:
-        """A write, sent again on the new version when the one it went to was sealed for a cutover (the
-        sealed shards applied nothing, and upserts and deletes are idempotent, so resending all is safe)."""
+        """A write, sent again when the version it went to was sealed for a switch (the sealed shards applied
+        nothing, and upserts and deletes are idempotent, so resending all of it is safe): on the new version
+        once the switch is in this router's watch, or on the same one if the seal is lifted (a cutover that
+        failed), until the caller's deadline."""
+        loop = asyncio.get_running_loop()
+        remaining = context.time_remaining()
+        deadline = loop.time() + (self._config.default_timeout_s if remaining is None else remaining * 0.9 - 0.02)
         while True:
             try:
                 return await write(view)
             except _SealedForCutover as sealed:
-                remaining = context.time_remaining()
-                budget = self._config.default_timeout_s if remaining is None else remaining * 0.9 - 0.02
                 old = view.version
-                try:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise Unavailable(f"{sealed}; the switch did not finish within this call's deadline; nothing was applied on the sealed shards; retry") from None
+                with contextlib.suppress(TimeoutError):
                     await self._watcher.wait_for(
-                        lambda s: (r := s.collections.get(view.record.name)) is None or r.active_version != old, timeout=max(budget, 0.0),
+                        lambda s: (r := s.collections.get(view.record.name)) is None or r.active_version != old, timeout=min(left, _SEALED_RECHECK_S),
                     )
-                except TimeoutError:
-                    raise Unavailable(f"{sealed}; the cutover did not finish within this call's deadline; retry") from None
                 view = self._view(view.record.name, pinned, write=True)
 
     async def _upsert(self, request: Any, context: Any, view: CollectionView) -> router_pb2.RouterUpsertResponse:
@@ -505,6 +510,7 @@ class _SealedForCutover(Exception):
 
 
 _SEALED = "sealed against writes"
+_SEALED_RECHECK_S = 0.05  # a write refused by a seal is resent at least this often while the seal lasts
 
 
 def _raise_if_sealed(view: CollectionView, outcomes: list[Any]) -> None:

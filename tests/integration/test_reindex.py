@@ -9,11 +9,13 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+import grpc
 import numpy as np
 import pytest
 
 from quiver.client import AsyncClient, Client
 from quiver.errors import FailedPrecondition, NotFound
+from quiver.v1 import router_pb2, router_pb2_grpc, shard_pb2
 from quiver.verification import check_thresholds, verify_version
 from tests.data_fixtures import glove_subset
 from tests.integration.test_replication import Cluster, cluster  # noqa: F401  (the fixture)
@@ -282,3 +284,21 @@ async def test_after_a_cutover_the_old_version_follows_the_new_one_so_rollback_a
     await check_holds_what_was_acknowledged(cluster.client, load)  # v2, active again
     assert await cluster.client.rollback("docs", expected_active=2) == (1, 0)
     await check_holds_what_was_acknowledged(cluster.client, load)  # and v1 holds the same
+
+
+async def test_a_write_refused_by_a_seal_is_resent_and_succeeds_once_the_seal_is_lifted_without_a_switch(cluster):  # noqa: F811
+    """As when a cutover fails after sealing (its seal is lifted again): the router resends within the deadline."""
+    load, _ = await load_collection(cluster, "flat", {}, 1)
+    primary = (await cluster.placement("docs")).primary
+    ref = shard_pb2.PartitionRef(collection="docs", shard=0, version=1)
+    stub = cluster.stub(primary)
+    await stub.SealWrites(shard_pb2.SealWritesRequest(ref=ref, sealed=True, reason="a cutover that will fail"))
+    # A channel without gRPC's retries: what is under test is the router resending, not the client.
+    async with grpc.aio.insecure_channel(cluster.router.address, options=[("grpc.enable_retries", 0)]) as channel:
+        request = router_pb2.RouterUpsertRequest(collection="docs", ids=["during-seal"], vectors=load.vectors[:1].tobytes())
+        writing = asyncio.ensure_future(router_pb2_grpc.RouterStub(channel).Upsert(request, timeout=5))
+        await asyncio.sleep(0.3)
+        assert not writing.done(), "the write was answered while the only version was sealed"
+        await stub.SealWrites(shard_pb2.SealWritesRequest(ref=ref, sealed=False))
+        assert (await asyncio.wait_for(writing, 5)).upserted == 1
+    assert [p.id for p in await cluster.client.get("docs", ["during-seal"])] == ["during-seal"]

@@ -31,7 +31,7 @@ from shard.admission import Admission
 from shard.executors import ShardExecutors, run_in
 from shard.config import ShardConfig
 from shard.durable_partition import DurablePartition, LogTrimmed, StaleTerm
-from shard.write_seals import WriteSeals
+from shard.write_seals import DEFAULT_TTL_S as DEFAULT_SEAL_TTL_S, WriteSeals
 from shard import wal_codec
 from shard.snapshot_store import InvalidSnapshot, verify_snapshot_file
 from quiver.grpc_server import Undecodable
@@ -234,7 +234,9 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
             self._seals.lift(key)
             term, last_lsn, _ = await partition.log_position()
             return shard_pb2.SealWritesResponse(last_lsn=last_lsn, term=term)
-        self._seals.seal(key, request.reason or "it is being cut over to another index version")
+        if request.ttl_s < 0:
+            raise InvalidArgument(f"ttl_s must be positive (or 0 for {DEFAULT_SEAL_TTL_S:g} s), got {request.ttl_s}")
+        self._seals.seal(key, request.reason or "it is being cut over to another index version", request.ttl_s or DEFAULT_SEAL_TTL_S)
         # Writes that passed the seal before it was set finish first, so the LSN answered covers every write
         # this partition acknowledges (the commit loop is in order: the position is read after them).
         await self._seals.drained(key, _deadline(context))

@@ -344,14 +344,16 @@ class ReadLogResponse(_message.Message):
     def __init__(self, writes: _Optional[_Iterable[_Union[LoggedWrite, _Mapping]]] = ..., last_lsn: _Optional[int] = ..., term: _Optional[int] = ...) -> None: ...
 
 class SealWritesRequest(_message.Message):
-    __slots__ = ("ref", "sealed", "reason")
+    __slots__ = ("ref", "sealed", "reason", "ttl_s")
     REF_FIELD_NUMBER: _ClassVar[int]
     SEALED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
     ref: PartitionRef
     sealed: bool
     reason: str
-    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., sealed: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    ttl_s: float
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., sealed: _Optional[bool] = ..., reason: _Optional[str] = ..., ttl_s: _Optional[float] = ...) -> None: ...
 
 class SealWritesResponse(_message.Message):
     __slots__ = ("last_lsn", "term")

@@ -39,3 +39,25 @@ async def test_a_lifted_seal_lets_writes_through_again_and_a_stuck_write_fails_t
         with pytest.raises(DeadlineExceeded):
             await seals.drained(KEY, time.monotonic() + 0.02)
     await seals.drained(KEY, time.monotonic() + 0.02)
+
+
+def test_a_seal_lapses_by_itself_after_its_time_to_live() -> None:
+    """A router that dies between sealing and switching must not leave the version refusing writes for good."""
+    now = [100.0]
+    seals = WriteSeals(clock=lambda: now[0])
+    seals.seal(KEY, "cutover", ttl_s=30.0)
+    now[0] = 129.9
+    with pytest.raises(Unavailable):
+        with seals.writing(KEY):
+            pass
+    now[0] = 130.0
+    with seals.writing(KEY):
+        pass
+    assert not seals.sealed(KEY)
+
+
+def test_a_reindex_write_passes_a_seal() -> None:
+    seals = WriteSeals()
+    seals.seal(KEY, "cutover")
+    with seals.writing(KEY, past_seal=True):
+        pass

@@ -302,3 +302,18 @@ async def test_a_write_refused_by_a_seal_is_resent_and_succeeds_once_the_seal_is
         await stub.SealWrites(shard_pb2.SealWritesRequest(ref=ref, sealed=False))
         assert (await asyncio.wait_for(writing, 5)).upserted == 1
     assert [p.id for p in await cluster.client.get("docs", ["during-seal"])] == ["during-seal"]
+
+
+async def test_a_keyed_collection_resharded_by_a_reindex_keeps_every_keys_points_together_on_the_keys_new_shard(cluster):  # noqa: F811
+    vectors = glove_subset().base[:300]
+    await cluster.client.create_collection("docs", vectors.shape[1], index="flat", shards=1, partition_key_field="tenant")
+    for n, tenant in enumerate(("acme", "globex", "initech")):
+        await cluster.client.upsert("docs", [f"d{i}" for i in range(100)], vectors[n * 100:(n + 1) * 100], partition_key=tenant)
+    await cluster.client.reindex("docs", shards=3)
+    await wait_for_state(cluster.client, "ready")
+    assert await cluster.client.cutover("docs") == (2, 1)
+    for n, tenant in enumerate(("acme", "globex", "initech")):
+        got = await cluster.client.get("docs", ["d7"], include_vectors=True, partition_key=tenant)
+        assert [p.id for p in got] == ["d7"] and np.allclose(got[0].vector, vectors[n * 100 + 7] / np.linalg.norm(vectors[n * 100 + 7]), atol=1e-5)
+        [result] = await cluster.client.search("docs", vectors[n * 100 + 7], 100, partition_key=tenant)
+        assert result.version == 2 and len(result.hits) == 100  # the whole key on the one shard asked

@@ -343,14 +343,16 @@ def cutover(collection: str, target: int, expected_active: int, queries: Path | 
 @main.command()
 @click.argument("collection")
 @click.option("--expected-active", default=0, help="Refuse unless this is still the active version (default: whichever is).")
+@click.option("--force", is_flag=True, help="Even when no follow kept the previous version up to date since the cutover (writes made since are then missing from it).")
 @router_option
 @one_line_errors
-def rollback(collection: str, expected_active: int, router: str) -> None:
-    """Switch COLLECTION back to its previous version in one etcd transaction."""
+def rollback(collection: str, expected_active: int, force: bool, router: str) -> None:
+    """Switch COLLECTION back to its previous version in one etcd transaction (through the router that cut
+    over, which kept it up to date since)."""
     from quiver.client import Client
 
     with Client(router) as client:
-        active, _ = client.rollback(collection, expected_active=expected_active)
+        active, _ = client.rollback(collection, expected_active=expected_active, force=force)
     click.echo(f"{collection}: v{active} is active again")
 
 

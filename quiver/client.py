@@ -364,9 +364,11 @@ class Client:
         reply = self._call(self._stub.Cutover, request, timeout)
         return int(reply.active), int(reply.previous)
 
-    def rollback(self, collection: str, *, expected_active: int = 0, timeout: float | None = None) -> tuple[int, int]:
-        """Switch back to the previous version in one transaction; (active, previous)."""
-        reply = self._call(self._stub.Rollback, router_pb2.RollbackRequest(collection=collection, expected_active=expected_active), timeout)
+    def rollback(self, collection: str, *, expected_active: int = 0, force: bool = False, timeout: float | None = None) -> tuple[int, int]:
+        """Switch back to the previous version in one transaction; (active, previous). `force`: even when no
+        follow kept it up to date since the cutover (writes made since are then missing from it)."""
+        request = router_pb2.RollbackRequest(collection=collection, expected_active=expected_active, force=force)
+        reply = self._call(self._stub.Rollback, request, timeout)
         return int(reply.active), int(reply.previous)
 
     def retire(self, collection: str, version: int, *, timeout: float | None = None) -> None:
@@ -483,9 +485,10 @@ class AsyncClient:
         reply = await self._call(self._stub.Cutover, request, timeout)
         return int(reply.active), int(reply.previous)
 
-    async def rollback(self, collection: str, *, expected_active: int = 0, timeout: float | None = None) -> tuple[int, int]:
-        """Switch back to the previous version in one transaction; (active, previous)."""
-        reply = await self._call(self._stub.Rollback, router_pb2.RollbackRequest(collection=collection, expected_active=expected_active), timeout)
+    async def rollback(self, collection: str, *, expected_active: int = 0, force: bool = False, timeout: float | None = None) -> tuple[int, int]:
+        """As Client.rollback."""
+        request = router_pb2.RollbackRequest(collection=collection, expected_active=expected_active, force=force)
+        reply = await self._call(self._stub.Rollback, request, timeout)
         return int(reply.active), int(reply.previous)
 
     async def retire(self, collection: str, version: int, *, timeout: float | None = None) -> None:

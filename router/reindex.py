@@ -41,7 +41,6 @@ from router.partition_keys import key_of
 
 _log = logging.getLogger(__name__)
 
-_EXPORT_PAGE = 1024
 _PAGES_IN_FLIGHT = 4  # export pages being written into v+1 at once, per source shard
 _LOG_PAGE_BYTES = 1 << 20
 _FOLLOW_PAUSE_S = 0.02  # between reads of a source log that is at its end
@@ -83,7 +82,7 @@ class ReindexBuild:
     target: ShardMap
     # Follow only, from these LSNs of the source's shards (no export): after a switch, the version switched
     # away from is kept up to date with the new active one's writes, so a switch back loses none of them.
-    follow_from: dict[int, int] | None = None
+    follow_from: dict[int, tuple[int, int]] | None = None  # shard -> (LSN, term)
     started: float = field(default_factory=time.monotonic)
     state: str = "building"  # building, ready, following (follow_from), cut_over, failed, stopped
     failure: str = ""
@@ -136,8 +135,12 @@ class ReindexBuild:
     # -- the build ------------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        loops = [asyncio.ensure_future(self._build_from(shard)) for shard in self.progress]
         try:
-            await asyncio.gather(*(self._build_from(shard) for shard in self.progress))
+            # The first shard loop to fail ends them all (gather alone would leave the others running).
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
         except asyncio.CancelledError:
             raise
         except (BuildFailed, QuiverError, grpc.aio.AioRpcError) as error:
@@ -146,6 +149,10 @@ class ReindexBuild:
         except Exception as error:  # noqa: BLE001 - a bug: the version says so rather than building for ever
             _log.exception("reindex of %s to v%d failed", self.name, self.target.version)
             await self._fail(f"{type(error).__name__}: {error}")
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
 
     async def _fail(self, why: str) -> None:
         self.state, self.failure = "failed", why
@@ -161,7 +168,10 @@ class ReindexBuild:
         status = await self._source_call(shard, "ReplicaStatus", shard_pb2.ReplicaStatusRequest(ref=ref))
         progress.term = status.term
         if self.follow_from is not None:
-            progress.start_lsn = progress.replayed_lsn = progress.source_lsn = self.follow_from[shard]
+            lsn, term = self.follow_from[shard]
+            if status.term != term:
+                raise BuildFailed(f"shard {shard} of v{self.source.version} changed primary before the follow began (term {term} -> {status.term})")
+            progress.start_lsn = progress.replayed_lsn = progress.source_lsn = lsn
             progress.export_done = True
             await self._follow(shard)
             return
@@ -172,7 +182,7 @@ class ReindexBuild:
         writing: set[asyncio.Task[None]] = set()
         try:
             while True:
-                page = await self._source_call(shard, "ExportPoints", shard_pb2.ExportPointsRequest(ref=ref, after_slot=after_slot, limit=_EXPORT_PAGE))
+                page = await self._source_call(shard, "ExportPoints", shard_pb2.ExportPointsRequest(ref=ref, after_slot=after_slot, limit=0))  # 0: the shard pages by its message limit
                 if after_slot == -1:
                     progress.total = page.total
                 if page.ids:
@@ -326,14 +336,15 @@ class ReindexBuild:
     def terms(self) -> dict[int, int]:
         return {s: p.term for s, p in self.progress.items()}
 
-    async def target_positions(self) -> dict[int, int]:
-        """The target version's primaries' last LSNs now: where a follow of it in the other direction starts."""
+    async def target_positions(self) -> dict[int, tuple[int, int]]:
+        """The target version's primaries' (last LSN, term) now: where a follow of it in the other direction
+        starts (a different term then means a failover in between, whose new primary may reuse those LSNs)."""
         positions = {}
         for placement in self._map(self.target.version).shards:
             _, address, _ = self._primary(self.target.version, placement.shard)
             ref = shard_pb2.PartitionRef(collection=self.name, shard=placement.shard, version=self.target.version)
             reply = await self.pool.stub(address).ReplicaStatus(shard_pb2.ReplicaStatusRequest(ref=ref), timeout=_CALL_TIMEOUT_S)
-            positions[placement.shard] = reply.last_lsn
+            positions[placement.shard] = (reply.last_lsn, reply.term)
         return positions
 
     # -- reporting ------------------------------------------------------------------------------------

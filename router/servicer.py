@@ -169,7 +169,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     @rpc_guard
     async def Rollback(self, request, context):  # type: ignore[no-untyped-def]
-        record = await self._versions.rollback(request.collection, request.expected_active, Budget(context.time_remaining()))
+        record = await self._versions.rollback(request.collection, request.expected_active, request.force, Budget(context.time_remaining()))
         return router_pb2.CutoverResponse(active=record.active_version, previous=record.previous_version or 0)
 
     @rpc_guard

@@ -20,12 +20,17 @@ from router.reindex import ReindexBuild, plan_version, versions_built_from
 
 _log = logging.getLogger(__name__)
 
+_SEAL_TTL_S = 60.0  # well past a switch's steps (each capped below), and what a dead router's seal costs
+_REPLAY_WAIT_S = 20.0
+_SEAL_ROUNDS = 3
+
 
 class VersionAdmin:
     def __init__(self, admin: Admin) -> None:
         self._admin = admin
         self._store = admin.store
         self._builds: dict[str, ReindexBuild] = {}  # by collection: the build this router runs (or ran last)
+        self._locks: dict[str, asyncio.Lock] = {}
 
     # -- reindex --------------------------------------------------------------------------------------
 
@@ -35,8 +40,27 @@ class VersionAdmin:
     ) -> ReindexBuild | ShardMap:
         """Start building v+1 from the active version (or answer the build of it this router runs already);
         for a new embedding model, open v+1 for that model's writes instead (its shard map is returned)."""
+        async with self._lock(name):
+            return await self._reindex(name, index, shards, replication, budget, model)
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        """One reindex, cutover, rollback or retire of a collection at a time in this router: two switches
+        at once would seal and unseal each other's versions."""
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def _reindex(
+        self, name: str, index: tuple[str, dict[str, Any]] | None, shards: int, replication: int, budget: Budget, model: str,
+    ) -> ReindexBuild | ShardMap:
         running = self._builds.get(name)
-        if running is not None and running.running and running.state in ("building", "ready") and not model:
+        active = self._admin.watcher.current.collections.get(name)
+        if running is not None and running.running and running.state in ("building", "ready") \
+                and active is not None and running.source.version == active.active_version:
+            asked = _differs(running, index, shards, replication, model)
+            if asked:
+                raise FailedPrecondition(
+                    f"reindex of {name!r}: v{running.target.version} is being built with other settings ({asked}); "
+                    f"cut over to it, or `quiver retire {name} {running.target.version}` first"
+                )
             return running
         if running is not None and running.running:
             # A follow keeping the previous version up to date (for a rollback) ends with a new reindex: only
@@ -50,7 +74,7 @@ class VersionAdmin:
             _log.warning("collection %s: v%d's build is not running here (%s); retiring it before a fresh build", name, stale.version, stale.state)
             if stale.state != "failed":
                 await versions.set_state(self._store, name, stale.version, "failed", failure="its build stopped; superseded by a new reindex")
-            await self.retire(name, stale.version, budget)
+            await self._retire(name, stale.version, budget)
         old = versions.spec_of(record, source)
         kind, params = index if index is not None else (old.index_kind, dict(old.index_params))
         new_model = model and model != old.model
@@ -99,7 +123,7 @@ class VersionAdmin:
     async def _abandon(self, name: str, version: int, why: str) -> None:
         try:
             await versions.set_state(self._store, name, version, "failed", failure=why)
-            await self.retire(name, version)
+            await self._retire(name, version)
         except Exception as error:  # noqa: BLE001 - the reason the caller sees is the first failure
             _log.warning("collection %s: cleaning up v%d failed too: %s", name, version, error)
 
@@ -111,7 +135,9 @@ class VersionAdmin:
             await build.stop()
 
     async def _seal(self, name: str, version: int, sealed: bool, reason: str, budget: Budget) -> dict[int, tuple[int, int]]:
-        """Seal (or unseal) a version's primaries as the current map has them: {shard: (last LSN, term)}."""
+        """Seal (or unseal) a version's primaries as the current map has them: {shard: (last LSN, term)}.
+        Every call is settled before this returns; a primary that is down is an error when sealing (its
+        writes could not be stopped) and skipped when unsealing (it comes back unsealed)."""
         snapshot = self._admin.watcher.current
         shard_map = snapshot.shard_maps.get((name, version))
         if shard_map is None:
@@ -120,41 +146,74 @@ class VersionAdmin:
         for placement in shard_map.shards:
             server = snapshot.servers.get(placement.primary)
             if server is None:
-                raise Unavailable(f"shard {placement.shard} of {name!r} v{version}: its primary {placement.primary} is down; retry once it is back or replaced")
+                if sealed:
+                    raise Unavailable(f"shard {placement.shard} of {name!r} v{version}: its primary {placement.primary} is down; retry once it is back or replaced")
+                continue
             request = shard_pb2.SealWritesRequest(
                 ref=shard_pb2.PartitionRef(collection=name, shard=placement.shard, version=version), sealed=sealed, reason=reason,
+                ttl_s=_SEAL_TTL_S,
             )
             calls[placement.shard] = self._admin.pool.stub(server.address).SealWrites(request, timeout=budget.cap(10.0))
-        replies = await asyncio.gather(*calls.values())
-        return {shard: (reply.last_lsn, reply.term) for shard, reply in zip(calls, replies)}
+        replies = await asyncio.gather(*calls.values(), return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return {shard: (reply.last_lsn, reply.term) for shard, reply in zip(calls, replies)}  # type: ignore[union-attr]
 
     async def _unseal_quietly(self, name: str, version: int) -> None:
         try:
             await self._seal(name, version, False, "", UNLIMITED)
         except (grpc.aio.AioRpcError, QuiverError) as error:
-            # A server that was unreachable comes back unsealed (seals live in memory).
+            # The seal lapses by itself (its time to live); a restarted server comes back unsealed.
             _log.warning("collection %s: lifting the seal of v%d failed on a shard: %s", name, version, error)
 
+    async def _sealed_and_replayed(self, build: ReindexBuild, what: str, budget: Budget) -> None:
+        """Seal the source's primaries and replay up to the LSNs they answered; then seal again and go round
+        once more if any moved (a primary that restarted within its lease lost the seal and took writes) or
+        changed term (a failover), so when this returns the build holds every write the source acknowledged
+        and the source takes no more (for the seal's time to live, renewed by the second seal)."""
+        name, source, target = build.name, build.source.version, build.target.version
+        reason = f"collection {name!r} is being switched from v{source} to v{target} ({what})"
+        expected = build.terms()
+        previous: dict[int, tuple[int, int]] | None = None
+        for _ in range(_SEAL_ROUNDS):
+            sealed = await self._seal(name, source, True, reason, budget)
+            changed = sorted(s for s, (_, t) in sealed.items() if t != expected[s])
+            if changed:
+                raise FailedPrecondition(f"{what} of {name!r}: shards {changed} of v{source} changed primary meanwhile; run the reindex again")
+            if sealed == previous:
+                return
+            await build.replayed_through({s: lsn for s, (lsn, _) in sealed.items()}, budget.cap(_REPLAY_WAIT_S))
+            previous = sealed
+        raise FailedPrecondition(f"{what} of {name!r}: v{source} kept taking writes through its seal; retry")
+
     async def _switch_followed(
-        self, build: ReindexBuild, what: str, switch: Callable[[], Awaitable[tuple[CollectionRecord, int]]], budget: Budget,
+        self, build: ReindexBuild, what: str, switch: Callable[[int], Awaitable[tuple[CollectionRecord, int]]], budget: Budget,
     ) -> tuple[CollectionRecord, int]:
         """A switch from build.source to build.target, which the build keeps up to date: seal the source's
-        primaries, replay up to the LSN each seal answered, switch (one transaction), lift any seal on the new
-        active version, and follow it back into the old one, so a switch back later loses no write."""
+        primaries and replay what they acknowledged (_sealed_and_replayed), switch in one transaction that also
+        compares the source's shard map as it was when sealed (a failover since fails it), then lift any seal
+        on the new active version and follow it back into the old one, so a switch back later loses no write.
+        `switch(source_revision)` runs the transaction."""
         name, source, target = build.name, build.source.version, build.target.version
+        if build.state not in ("ready", "following"):
+            raise FailedPrecondition(f"{what} of {name!r} to v{target} refused: its build is {build.state}" + (f" ({build.failure})" if build.failure else ""))
         try:
-            sealed = await self._seal(name, source, True, f"collection {name!r} is being switched from v{source} to v{target} ({what})", budget)
-            changed = {s: t for s, (_, t) in sealed.items() if t != build.terms()[s]}
-            if changed:
-                raise FailedPrecondition(f"{what} of {name!r}: shards {sorted(changed)} of v{source} changed primary meanwhile; run the reindex again")
-            await build.replayed_through({s: lsn for s, (lsn, _) in sealed.items()}, budget.cap(30.0))
+            source_revision = await versions.map_revision(self._store, name, source)
+            await self._sealed_and_replayed(build, what, budget)
             # v_target takes no router write before the switch, so its log position now is where the follow
             # back starts: every write after it is a router's, made once the switch is in its watch.
             positions = await build.target_positions()
-            switched = await switch()
+            switched = await switch(source_revision)
         except BaseException:
             await asyncio.shield(asyncio.ensure_future(self._unseal_quietly(name, source)))
             raise
+        # Switched: what follows must run even if the caller goes away now.
+        await asyncio.shield(asyncio.ensure_future(self._after_switch(build, positions)))
+        return switched
+
+    async def _after_switch(self, build: ReindexBuild, positions: dict[int, tuple[int, int]]) -> None:
+        name, source, target = build.name, build.source.version, build.target.version
         await build.stop()
         build.state = "cut_over"
         await self._unseal_quietly(name, target)  # sealed if it was switched away from before
@@ -165,7 +224,6 @@ class VersionAdmin:
         )
         back.start()
         self._builds[name] = back
-        return switched
 
     async def _point_counts(self, shard_maps: list[ShardMap]) -> dict[int, int | None]:
         """Points each version's shard primaries hold now, by version (None: a primary did not answer)."""
@@ -208,6 +266,10 @@ class VersionAdmin:
         return record
 
     async def cutover(self, name: str, expected_active: int, target: int, force: bool, budget: Budget = UNLIMITED) -> CollectionRecord:
+        async with self._lock(name):
+            return await self._cutover(name, expected_active, target, force, budget)
+
+    async def _cutover(self, name: str, expected_active: int, target: int, force: bool, budget: Budget) -> CollectionRecord:
         record = await self._expected(name, expected_active)
         shard_maps = {m.version: m for m in await versions.list_versions(self._store, name)}
         if not target:
@@ -225,10 +287,14 @@ class VersionAdmin:
                 f"v{record.active_version} (it ran in a router that stopped, or on another router), so writes made since "
                 f"may be missing; cut over through the router running its build, run `quiver reindex {name}` again, or --force"
             )
-        if built_here and not force:
+        if built_here:
+            # --force skips only the point-count check below; a version this router builds is always
+            # switched to the careful way, or writes made meanwhile would be lost or overwritten.
             assert build is not None
             updated, revision = await self._switch_followed(
-                build, "cutover", lambda: versions.cutover(self._store, name, record.active_version, target), budget,
+                build, "cutover",
+                lambda source_revision: versions.cutover(self._store, name, record.active_version, target, active_revision=source_revision),
+                budget,
             )
             await self._admin.seen(revision, budget)
             _log.warning("collection %s: cut over from v%d to v%d (built here; sealed and replayed first)", name, record.active_version, target)
@@ -247,19 +313,29 @@ class VersionAdmin:
         _log.warning("collection %s: cut over from v%d to v%d", name, record.active_version, target)
         return updated
 
-    async def rollback(self, name: str, expected_active: int, budget: Budget = UNLIMITED) -> CollectionRecord:
+    async def rollback(self, name: str, expected_active: int, force: bool = False, budget: Budget = UNLIMITED) -> CollectionRecord:
+        async with self._lock(name):
+            return await self._rollback(name, expected_active, force, budget)
+
+    async def _rollback(self, name: str, expected_active: int, force: bool, budget: Budget) -> CollectionRecord:
         record = await self._expected(name, expected_active)
         build = self._builds.get(name)
         if build is not None and build.running and build.state == "following" and build.source.version == record.active_version \
                 and build.target.version == record.previous_version:
             # The previous version was kept up to date since the cutover: switch back the same careful way.
             updated, revision = await self._switch_followed(
-                build, "rollback", lambda: versions.rollback(self._store, name, record.active_version), budget,
+                build, "rollback",
+                lambda source_revision: versions.rollback(self._store, name, record.active_version, active_revision=source_revision),
+                budget,
             )
         else:
-            if record.previous_version is not None:
-                _log.warning("collection %s: rolling back to v%d, which no follow in this router kept up to date: "
-                             "writes made since the cutover are not in it", name, record.previous_version)
+            if record.previous_version is not None and not force:
+                raise FailedPrecondition(
+                    f"rollback of {name!r} to v{record.previous_version} refused: no follow in this router kept it up to "
+                    f"date with v{record.active_version} since the cutover (the router that cut over stopped, a primary "
+                    "failed over, or another reindex began), so writes made since would be missing from it; roll back "
+                    "through the router that cut over, or --force to accept that"
+                )
             updated, revision = await versions.rollback(self._store, name, record.active_version)
             if record.previous_version is not None:
                 await self._unseal_quietly(name, record.previous_version)  # the cutover's seal, if any
@@ -269,6 +345,10 @@ class VersionAdmin:
 
     async def retire(self, name: str, version: int, budget: Budget = UNLIMITED) -> None:
         """Mark the version retired (it takes no more writes), then free its partitions on the servers."""
+        async with self._lock(name):
+            await self._retire(name, version, budget)
+
+    async def _retire(self, name: str, version: int, budget: Budget = UNLIMITED) -> None:
         build = self._builds.get(name)
         if build is not None and build.target.version == version:
             await build.stop()
@@ -276,6 +356,22 @@ class VersionAdmin:
         await self._admin.seen(revision, budget)
         addresses = {s.server_id: s.address for s in self._admin.watcher.current.servers.values()}
         await self._admin.drop_partitions(name, [retired], addresses)
+
+
+def _differs(build: ReindexBuild, index: tuple[str, dict[str, Any]] | None, shards: int, replication: int, model: str) -> str:
+    """What a reindex request asks for that the running build does not build ("" if nothing)."""
+    spec = build.target.spec
+    assert spec is not None
+    differences = []
+    if index is not None and (index[0], index[1]) != (spec.index_kind, dict(spec.index_params)):
+        differences.append(f"index {index[0]} {index[1]} instead of {spec.index_kind} {dict(spec.index_params)}")
+    if shards and shards != len(build.target.shards):
+        differences.append(f"{shards} shards instead of {len(build.target.shards)}")
+    if replication and replication != spec.replication_factor:
+        differences.append(f"replication factor {replication} instead of {spec.replication_factor}")
+    if model and model != spec.model:
+        differences.append(f"model {model!r}: a new model gets a version of its own, once this build is cut over or retired")
+    return "; ".join(differences)
 
 
 def _count(count: int | None) -> str:

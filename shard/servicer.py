@@ -14,7 +14,7 @@ from typing import Awaitable, Callable, TypeVar
 
 import numpy as np
 
-from quiver.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
+from quiver.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, OutOfRange, Unavailable
 from quiver.rpc_guard import rpc_guard
 from quiver.v1 import shard_pb2, shard_pb2_grpc
 from quiver.wire.filters import filter_from_proto, metadata_to_proto
@@ -216,7 +216,7 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
         max_bytes = min(request.max_bytes or _LOG_PAGE_BYTES, self._config.max_message_bytes // 2)
         term, last_lsn, _ = await partition.log_position()
         if request.after_lsn > last_lsn:
-            raise InvalidArgument(f"after_lsn {request.after_lsn} is past the end of partition {partition.spec.key}'s log (lsn {last_lsn})")
+            raise OutOfRange(f"after_lsn {request.after_lsn} is past the end of partition {partition.spec.key}'s log (lsn {last_lsn})")
         try:
             entries = await asyncio.to_thread(partition.read_log, request.after_lsn, max_bytes)
         except LogTrimmed as error:

@@ -121,7 +121,14 @@ def _unready(shard_map: ShardMap) -> list[str]:
     return problems
 
 
-async def _switch(store: ClusterStore, name: str, expected_active: int, target: int, *, rollback: bool) -> tuple[CollectionRecord, int]:
+async def map_revision(store: ClusterStore, name: str, version: int) -> int:
+    """The mod revision of a version's shard map now (to compare in a later transaction)."""
+    return (await _version_kv(store, name, version))[0]
+
+
+async def _switch(
+    store: ClusterStore, name: str, expected_active: int, target: int, *, rollback: bool, active_revision: int | None = None,
+) -> tuple[CollectionRecord, int]:
     what = "rollback" if rollback else "cutover"
     record_revision, record = await store.get_collection_at(name)
     if record.active_version != expected_active:
@@ -132,7 +139,12 @@ async def _switch(store: ClusterStore, name: str, expected_active: int, target: 
     if target == expected_active:
         raise FailedPrecondition(f"{what} of {name!r}: v{target} is already active")
     target_revision, target_map = await _version_kv(store, name, target)
-    active_revision, active_map = await _version_kv(store, name, expected_active)
+    read_revision, active_map = await _version_kv(store, name, expected_active)
+    if active_revision is not None and read_revision != active_revision:
+        raise FailedPrecondition(
+            f"{what} of {name!r}: v{expected_active}'s shard map changed since it was sealed (a failover?); look again and retry"
+        )
+    active_revision = read_revision
     wanted = "previous" if rollback else "ready"
     if target_map.state != wanted:
         raise FailedPrecondition(f"{what} of {name!r}: v{target} is {target_map.state}, not {wanted}")
@@ -171,16 +183,20 @@ async def _switch(store: ClusterStore, name: str, expected_active: int, target: 
     return with_active(record, target_map, previous), written
 
 
-async def cutover(store: ClusterStore, name: str, expected_active: int, target: int) -> tuple[CollectionRecord, int]:
+async def cutover(
+    store: ClusterStore, name: str, expected_active: int, target: int, *, active_revision: int | None = None,
+) -> tuple[CollectionRecord, int]:
     """Make `target` (ready, every replica serving and in sync) the active version, if `expected_active`
-    still is; it becomes previous. One transaction; FailedPrecondition otherwise. Returns the new record and
-    the transaction's revision."""
-    return await _switch(store, name, expected_active, target, rollback=False)
+    still is (and, given `active_revision`, its shard map is still at that revision); it becomes previous.
+    One transaction; FailedPrecondition otherwise. Returns the new record and the transaction's revision."""
+    return await _switch(store, name, expected_active, target, rollback=False, active_revision=active_revision)
 
 
-async def rollback(store: ClusterStore, name: str, expected_active: int) -> tuple[CollectionRecord, int]:
+async def rollback(
+    store: ClusterStore, name: str, expected_active: int, *, active_revision: int | None = None,
+) -> tuple[CollectionRecord, int]:
     """Make the previous version active again, if `expected_active` still is; the one left becomes ready."""
     record = await store.get_collection(name)
     if record.previous_version is None:
         raise FailedPrecondition(f"rollback of {name!r}: it has no previous version to go back to")
-    return await _switch(store, name, expected_active, record.previous_version, rollback=True)
+    return await _switch(store, name, expected_active, record.previous_version, rollback=True, active_revision=active_revision)

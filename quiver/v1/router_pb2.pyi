@@ -246,12 +246,14 @@ class CutoverRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., expected_active: _Optional[int] = ..., target: _Optional[int] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
-    __slots__ = ("collection", "expected_active")
+    __slots__ = ("collection", "expected_active", "force")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     collection: str
     expected_active: int
-    def __init__(self, collection: _Optional[str] = ..., expected_active: _Optional[int] = ...) -> None: ...
+    force: bool
+    def __init__(self, collection: _Optional[str] = ..., expected_active: _Optional[int] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class CutoverResponse(_message.Message):
     __slots__ = ("active", "previous")

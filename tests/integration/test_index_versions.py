@@ -126,3 +126,15 @@ async def test_state_moves_are_checked_and_retiring_the_previous_version_ends_th
     assert (await store.get_collection("docs")).previous_version is None
     with pytest.raises(FailedPrecondition, match="no previous version"):
         await versions.rollback(store, "docs", 3)
+
+
+async def test_a_cutover_comparing_the_active_maps_revision_is_refused_when_the_map_changed_since(store: ClusterStore) -> None:
+    """The reindex seals v1, then switches only if v1's map is as it was when sealed (no failover in between)."""
+    await ready_v2(store)
+    sealed_at = await versions.map_revision(store, "docs", 1)
+    await store.update_placement("docs", 1, 0, lambda p: dataclasses.replace(p, term=p.term + 1))  # a promotion
+    with pytest.raises(FailedPrecondition, match="changed since it was sealed"):
+        await versions.cutover(store, "docs", 1, 2, active_revision=sealed_at)
+    assert (await store.get_collection("docs")).active_version == 1
+    fresh = await versions.map_revision(store, "docs", 1)
+    assert (await versions.cutover(store, "docs", 1, 2, active_revision=fresh))[0].active_version == 2

@@ -317,3 +317,13 @@ async def test_a_keyed_collection_resharded_by_a_reindex_keeps_every_keys_points
         assert [p.id for p in got] == ["d7"] and np.allclose(got[0].vector, vectors[n * 100 + 7] / np.linalg.norm(vectors[n * 100 + 7]), atol=1e-5)
         [result] = await cluster.client.search("docs", vectors[n * 100 + 7], 100, partition_key=tenant)
         assert result.version == 2 and len(result.hits) == 100  # the whole key on the one shard asked
+
+
+async def test_a_second_reindex_with_other_settings_is_refused_while_one_builds_and_the_same_one_attaches(cluster):  # noqa: F811
+    await load_collection(cluster, "flat", {}, 1)
+    first = await cluster.client.reindex("docs", index="hnsw", shards=2)
+    with pytest.raises(FailedPrecondition, match=r"v2 is being built with other settings \(3 shards instead of 2\)"):
+        await cluster.client.reindex("docs", index="hnsw", shards=3)
+    with pytest.raises(FailedPrecondition, match="a new model gets a version of its own"):
+        await cluster.client.reindex("docs", model="other")
+    assert (await cluster.client.reindex("docs", index="hnsw", shards=2)).version == first.version == 2

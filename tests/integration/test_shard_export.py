@@ -25,7 +25,8 @@ async def export_all(stub, limit: int, between_pages=None) -> dict[str, tuple[np
         vectors = np.frombuffer(page.vectors, dtype="<f4").reshape(len(page.ids), -1)
         for n, point_id in enumerate(page.ids):
             assert point_id not in exported, f"{point_id} exported twice"
-            exported[point_id] = (vectors[n], metadata_from_proto(page.metadata[n]))
+            # A page whose points have no metadata carries none.
+            exported[point_id] = (vectors[n], metadata_from_proto(page.metadata[n]) if page.metadata else {})
         assert len(page.ids) <= limit
         after, pages = page.last_slot, pages + 1
         if page.done:

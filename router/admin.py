@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 import grpc
@@ -44,6 +44,15 @@ def place_shards(
         chosen = [server_ids[(shard + r) % len(server_ids)] for r in range(replication)]
         placements.append(ShardPlacement(shard, tuple(Replica(s, state) for s in chosen)))
     return ShardMap(name, 1, tuple(placements), spec=spec, created_unix=time.time())
+
+
+def placement_candidates(server_ids: Iterable[str], drains: Iterable[str], replication: int) -> list[str]:
+    """The servers new replicas go on, sorted: drained ones only when the others are too few for the
+    replication factor."""
+    live = sorted(server_ids)
+    drained = set(drains)
+    undrained = [s for s in live if s not in drained]
+    return undrained if len(undrained) >= replication else live
 
 
 def _role(placement: ShardPlacement, server_id: str) -> str:
@@ -146,10 +155,7 @@ class Admin:
             raise FailedPrecondition(
                 f"replication_factor {replication} needs at least {replication} live shard servers; {len(servers)} registered"
             )
-        drained = self._watcher.current.drains
-        undrained = sorted(s.server_id for s in servers if s.server_id not in drained)
-        # Drained servers take new replicas only when the others are too few for the replication factor.
-        server_ids = undrained if len(undrained) >= replication else sorted(s.server_id for s in servers)
+        server_ids = placement_candidates([s.server_id for s in servers], self._watcher.current.drains, replication)
         addresses = {s.server_id: s.address for s in servers}
         claim = place_shards(spec.name, shards, replication, server_ids, "creating", VersionSpec.of(record))
         try:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,8 +45,10 @@ _PAGES_IN_FLIGHT = 4  # export pages being written into v+1 at once, per source 
 _LOG_PAGE_BYTES = 1 << 20
 _FOLLOW_PAUSE_S = 0.02  # between reads of a source log that is at its end
 _CALL_TIMEOUT_S = 30.0
-_WRITE_ATTEMPTS = 20  # a target primary that is down or changing: retried this often, a backoff apart
-_STATUS_EVERY_S = 2.0
+_SOURCE_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# A target primary that is overloaded (the export writes faster than it indexes) is waited for, too.
+_TARGET_RETRYABLE = _SOURCE_RETRYABLE | {grpc.StatusCode.RESOURCE_EXHAUSTED}
+_ATTEMPTS = 20  # a primary that is down or changing: a call to it is retried this often, a backoff apart
 
 
 class BuildFailed(Exception):
@@ -57,17 +59,12 @@ class BuildFailed(Exception):
 class SourceProgress:
     shard: int
     term: int = 0
-    start_lsn: int = 0
     exported: int = 0
     total: int = 0  # points the source shard held when its export began
     export_done: bool = False
     replayed_lsn: int = 0  # every write of the source at or before this LSN is in v+1
     source_lsn: int = 0  # the source's last LSN when last read
     caught_up: bool = False  # a replay page has reached the end of the source's log since the export ended
-
-    @property
-    def lag(self) -> int:
-        return max(self.source_lsn - self.replayed_lsn, 0) if self.export_done else self.source_lsn
 
 
 @dataclass
@@ -125,12 +122,15 @@ class ReindexBuild:
             raise BuildFailed(f"v{version} of {self.name!r} is gone from etcd (dropped or retired meanwhile)")
         return shard_map
 
+    def _ref(self, version: int, shard: int) -> shard_pb2.PartitionRef:
+        return shard_pb2.PartitionRef(collection=self.name, shard=shard, version=version)
+
     def _primary(self, version: int, shard: int) -> tuple[shard_pb2.PartitionRef, str, int]:
         placement = self._map(version).shards[shard]
         server = self.watcher.current.servers.get(placement.primary)
         if server is None:
             raise Unavailable(f"shard {shard} of {self.name!r} v{version}: its primary {placement.primary} is not registered")
-        return shard_pb2.PartitionRef(collection=self.name, shard=shard, version=version), server.address, placement.term
+        return self._ref(version, shard), server.address, placement.term
 
     # -- the build ------------------------------------------------------------------------------------
 
@@ -164,18 +164,18 @@ class ReindexBuild:
 
     async def _build_from(self, shard: int) -> None:
         progress = self.progress[shard]
-        ref = shard_pb2.PartitionRef(collection=self.name, shard=shard, version=self.source.version)
+        ref = self._ref(self.source.version, shard)
         status = await self._source_call(shard, "ReplicaStatus", shard_pb2.ReplicaStatusRequest(ref=ref))
         progress.term = status.term
         if self.follow_from is not None:
             lsn, term = self.follow_from[shard]
             if status.term != term:
                 raise BuildFailed(f"shard {shard} of v{self.source.version} changed primary before the follow began (term {term} -> {status.term})")
-            progress.start_lsn = progress.replayed_lsn = progress.source_lsn = lsn
+            progress.replayed_lsn = progress.source_lsn = lsn
             progress.export_done = True
             await self._follow(shard)
             return
-        progress.start_lsn = progress.replayed_lsn = progress.source_lsn = status.last_lsn
+        progress.replayed_lsn = progress.source_lsn = status.last_lsn
         after_slot = -1
         # Pages are written into v+1 several at a time, in any order: a point whose state changed after L0
         # gets its last state from the replay, which starts only once every page is written.
@@ -209,7 +209,7 @@ class ReindexBuild:
     async def _follow(self, shard: int) -> None:
         """Replays the source shard's log from where the export began, for as long as the build runs."""
         progress = self.progress[shard]
-        ref = shard_pb2.PartitionRef(collection=self.name, shard=shard, version=self.source.version)
+        ref = self._ref(self.source.version, shard)
         while True:
             reply = await self._source_call(shard, "ReadLog", shard_pb2.ReadLogRequest(ref=ref, after_lsn=progress.replayed_lsn, max_bytes=_LOG_PAGE_BYTES))
             if reply.term != progress.term:
@@ -249,22 +249,36 @@ class ReindexBuild:
         finally:
             self._marking = False
 
+    async def _retried(self, what: str, call: Callable[[], Awaitable[Any]], retryable: frozenset[grpc.StatusCode]) -> Any:
+        """`call()` retried, a growing pause apart, while the primary it goes to is unregistered or answers a
+        `retryable` code (a restart, a failover); any other error is raised as is."""
+        last = ""
+        for attempt in range(_ATTEMPTS):
+            try:
+                return await call()
+            except Unavailable as error:
+                last = str(error)
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in retryable:
+                    raise
+                last = error.details() or error.code().name
+            await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+        raise BuildFailed(f"{what}: no answer after {_ATTEMPTS} attempts: {last}")
+
     async def _source_call(self, shard: int, method: str, request: Any) -> Any:
         """A call to the source shard's primary, retried while it is unreachable (a restart): a new primary
         shows as a term change, which fails the build."""
-        for attempt in range(_WRITE_ATTEMPTS):
-            try:
-                _, address, _ = self._primary(self.source.version, shard)
-                return await getattr(self.pool.stub(address), method)(request, timeout=_CALL_TIMEOUT_S)
-            except Unavailable:
-                pass
-            except grpc.aio.AioRpcError as error:
-                if error.code() == grpc.StatusCode.FAILED_PRECONDITION and method == "ReadLog":
-                    raise BuildFailed(f"shard {shard} of v{self.source.version}: {error.details()}; run the reindex again") from None
-                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise
-            await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
-        raise BuildFailed(f"shard {shard} of v{self.source.version} did not answer {method} after {_WRITE_ATTEMPTS} attempts")
+
+        async def call() -> Any:
+            _, address, _ = self._primary(self.source.version, shard)
+            return await getattr(self.pool.stub(address), method)(request, timeout=_CALL_TIMEOUT_S)
+
+        try:
+            return await self._retried(f"shard {shard} of v{self.source.version}, {method}", call, _SOURCE_RETRYABLE)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.FAILED_PRECONDITION and method == "ReadLog":
+                raise BuildFailed(f"shard {shard} of v{self.source.version}: {error.details()}; run the reindex again") from None
+            raise
 
     # -- writes into v+1 ------------------------------------------------------------------------------
 
@@ -274,46 +288,42 @@ class ReindexBuild:
             return np.array([shard_for_key(key_of(i) or i, shards) for i in ids], dtype=np.int64)
         return shards_for_keys(ids, shards)
 
-    async def _upsert(self, ids: list[str], vectors: bytes, metadata: list[Any]) -> None:
+    def _by_shard(self, ids: list[str]) -> Iterator[tuple[int, list[int]]]:
+        """(target shard, the rows of `ids` it gets), for each target shard that gets any."""
         rows_of = self._route(ids)
-        packed = np.frombuffer(vectors, dtype="<f4").reshape(len(ids), -1)
-        calls = []
         for shard in np.unique(rows_of).tolist():
-            rows = np.flatnonzero(rows_of == shard).tolist()
-            request = shard_pb2.UpsertRequest(
+            yield shard, np.flatnonzero(rows_of == shard).tolist()
+
+    async def _upsert(self, ids: list[str], vectors: bytes, metadata: list[Any]) -> None:
+        packed = np.frombuffer(vectors, dtype="<f4").reshape(len(ids), -1)
+        await asyncio.gather(*(
+            self._target_write(shard, "Upsert", shard_pb2.UpsertRequest(
                 ids=[ids[r] for r in rows], vectors=packed[rows].tobytes(), metadata=[metadata[r] for r in rows] if metadata else [],
-            )
-            calls.append(self._target_write(shard, "Upsert", request))
-        await asyncio.gather(*calls)
+            ))
+            for shard, rows in self._by_shard(ids)
+        ))
         self.written += len(ids)
 
     async def _delete(self, ids: list[str]) -> None:
-        rows_of = self._route(ids)
-        calls = []
-        for shard in np.unique(rows_of).tolist():
-            calls.append(self._target_write(shard, "Delete", shard_pb2.DeleteRequest(ids=[ids[r] for r in np.flatnonzero(rows_of == shard).tolist()])))
-        await asyncio.gather(*calls)
+        await asyncio.gather(*(
+            self._target_write(shard, "Delete", shard_pb2.DeleteRequest(ids=[ids[r] for r in rows])) for shard, rows in self._by_shard(ids)
+        ))
         self.written += len(ids)
 
     async def _target_write(self, shard: int, method: str, request: Any) -> None:
         """One write into v+1's primary of `shard`, retried across a failover of that primary."""
-        last = ""
-        for attempt in range(_WRITE_ATTEMPTS):
-            try:
-                ref, address, term = self._primary(self.target.version, shard)
-                request.ref.CopyFrom(ref)
-                request.term = term
-                request.past_seal = True  # the target may be sealed against routers (a version switched away from)
-                await getattr(self.pool.stub(address), method)(request, timeout=_CALL_TIMEOUT_S)
-                return
-            except Unavailable as error:
-                last = str(error)
-            except grpc.aio.AioRpcError as error:
-                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED):
-                    raise BuildFailed(f"writing into shard {shard} of v{self.target.version}: {error.code().name} {error.details()}") from None
-                last = error.details() or error.code().name
-            await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
-        raise BuildFailed(f"shard {shard} of v{self.target.version} took no write after {_WRITE_ATTEMPTS} attempts: {last}")
+
+        async def call() -> None:
+            ref, address, term = self._primary(self.target.version, shard)
+            request.ref.CopyFrom(ref)
+            request.term = term
+            request.past_seal = True  # the target may be sealed against routers (a version switched away from)
+            await getattr(self.pool.stub(address), method)(request, timeout=_CALL_TIMEOUT_S)
+
+        try:
+            await self._retried(f"writing into shard {shard} of v{self.target.version}", call, _TARGET_RETRYABLE)
+        except grpc.aio.AioRpcError as error:
+            raise BuildFailed(f"writing into shard {shard} of v{self.target.version}: {error.code().name} {error.details()}") from None
 
     # -- the cutover's part ---------------------------------------------------------------------------
 
@@ -341,8 +351,7 @@ class ReindexBuild:
         starts (a different term then means a failover in between, whose new primary may reuse those LSNs)."""
         positions = {}
         for placement in self._map(self.target.version).shards:
-            _, address, _ = self._primary(self.target.version, placement.shard)
-            ref = shard_pb2.PartitionRef(collection=self.name, shard=placement.shard, version=self.target.version)
+            ref, address, _ = self._primary(self.target.version, placement.shard)
             reply = await self.pool.stub(address).ReplicaStatus(shard_pb2.ReplicaStatusRequest(ref=ref), timeout=_CALL_TIMEOUT_S)
             positions[placement.shard] = (reply.last_lsn, reply.term)
         return positions

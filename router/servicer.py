@@ -42,9 +42,9 @@ from router.partition_keys import caller_id, check_key, key_filter, stored_id, w
 from router.replica_reads import HedgePolicy, ReplicaReads
 from router.reindex import ReindexBuild
 from router.version_admin import VersionAdmin
+from quiver.shard_channels import ShardPool
 
 T = TypeVar("T")
-from quiver.shard_channels import ShardPool
 
 
 class RouterServicer(router_pb2_grpc.RouterServicer):
@@ -201,8 +201,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         once the switch is in this router's watch, or on the same one if the seal is lifted (a cutover that
         failed), until the caller's deadline."""
         loop = asyncio.get_running_loop()
-        remaining = context.time_remaining()
-        deadline = loop.time() + (self._config.default_timeout_s if remaining is None else remaining * 0.9 - 0.02)
+        deadline = loop.time() + self._timeout(context)
         while True:
             try:
                 return await write(view)

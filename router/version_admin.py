@@ -15,7 +15,7 @@ from quiver.control_plane.records import CollectionRecord, ShardMap, VersionSpec
 from quiver.errors import FailedPrecondition, InvalidArgument, NotFound, QuiverError, Unavailable
 from quiver.v1 import router_pb2, shard_pb2
 from quiver.wire.specs import index_to_proto
-from router.admin import MAX_SHARDS, Admin, Budget, UNLIMITED
+from router.admin import MAX_SHARDS, Admin, Budget, UNLIMITED, placement_candidates
 from router.reindex import ReindexBuild, plan_version, versions_built_from
 
 _log = logging.getLogger(__name__)
@@ -87,12 +87,10 @@ class VersionAdmin:
         if shards > MAX_SHARDS:
             raise InvalidArgument(f"shards={shards} exceeds the maximum of {MAX_SHARDS}")
         snapshot = self._admin.watcher.current
-        live = sorted(snapshot.servers)
-        undrained = [s for s in live if s not in snapshot.drains]
-        server_ids = undrained if len(undrained) >= spec.replication_factor else live
+        server_ids = placement_candidates(snapshot.servers, snapshot.drains, spec.replication_factor)
         if len(server_ids) < spec.replication_factor:
             raise FailedPrecondition(
-                f"reindex of {name!r}: replication_factor {spec.replication_factor} needs {spec.replication_factor} live shard servers; {len(live)} registered"
+                f"reindex of {name!r}: replication_factor {spec.replication_factor} needs {spec.replication_factor} live shard servers; {len(snapshot.servers)} registered"
             )
         version = max([*shard_maps, record.active_version]) + 1
         planned = plan_version(record, source, version, spec, shards, server_ids)
@@ -100,9 +98,9 @@ class VersionAdmin:
             planned = replace(planned, built_from=None)  # filled by the client with the new model's vectors
         await versions.add_version(self._store, planned)
         addresses = {s.server_id: s.address for s in snapshot.servers.values()}
-        built = replace(record, index_kind=kind, index_params=params, replication_factor=spec.replication_factor, shards=shards, model=spec.model)
         try:
-            await self._admin.create_partitions(built, planned, addresses, budget)
+            # The partitions take the new version's spec: the record as it would read with v+1 active.
+            await self._admin.create_partitions(versions.with_active(record, planned, record.previous_version), planned, addresses, budget)
             target, revision = await versions.mark_serving(self._store, name, version)
             await self._admin.seen(revision, budget)
         except BaseException:

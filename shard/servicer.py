@@ -234,14 +234,13 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
         key = partition.spec.key
         if not request.sealed:
             self._seals.lift(key)
-            term, last_lsn, _ = await partition.log_position()
-            return shard_pb2.SealWritesResponse(last_lsn=last_lsn, term=term)
-        if request.ttl_s < 0:
-            raise InvalidArgument(f"ttl_s must be positive (or 0 for {DEFAULT_SEAL_TTL_S:g} s), got {request.ttl_s}")
-        self._seals.seal(key, request.reason or "it is being cut over to another index version", request.ttl_s or DEFAULT_SEAL_TTL_S)
-        # Writes that passed the seal before it was set finish first, so the LSN answered covers every write
-        # this partition acknowledges (the commit loop is in order: the position is read after them).
-        await self._seals.drained(key, _deadline(context))
+        else:
+            if request.ttl_s < 0:
+                raise InvalidArgument(f"ttl_s must be positive (or 0 for {DEFAULT_SEAL_TTL_S:g} s), got {request.ttl_s}")
+            self._seals.seal(key, request.reason or "it is being cut over to another index version", request.ttl_s or DEFAULT_SEAL_TTL_S)
+            # Writes that passed the seal before it was set finish first, so the LSN answered covers every
+            # write this partition acknowledges (the commit loop is in order: the position is read after them).
+            await self._seals.drained(key, _deadline(context))
         term, last_lsn, _ = await partition.log_position()
         return shard_pb2.SealWritesResponse(last_lsn=last_lsn, term=term)
 

@@ -176,7 +176,8 @@ def describe_build(build) -> str:  # type: ignore[no-untyped-def]
     total = sum(s.total for s in build.shards)
     eta = f", about {build.eta_s:.0f} s to go" if build.eta_s else ""
     failure = f" FAILED: {build.failure}" if build.failure else ""
-    lines = [f"reindex {build.collection} v{build.source_version} -> v{build.version}: {build.state}{failure}; "
+    by = f" (run by router {build.reported_by})" if build.reported_by else ""
+    lines = [f"reindex {build.collection} v{build.source_version} -> v{build.version}{by}: {build.state}{failure}; "
              f"{exported:,}/{total:,} points exported at {build.points_per_s:,.0f}/s{eta}; {build.written:,} writes into v{build.version}"]
     for shard in build.shards:
         lag = max(shard.source_lsn - shard.replayed_lsn, 0)

@@ -129,7 +129,7 @@ class ClusterStatus:
     collections: list[CollectionInfo]
     replicas: list[ReplicaStatus]
     skipped_records: dict[str, str] = field(default_factory=dict)  # etcd key -> why this router could not read it
-    reindexes: list[router_pb2.ReindexProgress] = field(default_factory=list)  # the builds the router asked runs
+    reindexes: list[router_pb2.ReindexProgress] = field(default_factory=list)  # every live build, whichever router runs it
 
 
 _METRIC_NAMES = {v: k.removeprefix("METRIC_").lower() for k, v in types_pb2.Metric.items()}

@@ -34,7 +34,7 @@ from quiver.control_plane import versions
 from quiver.control_plane.records import CollectionRecord, ShardMap, VersionSpec
 from quiver.errors import FailedPrecondition, QuiverError, Unavailable
 from quiver.shard_channels import ShardPool
-from quiver.v1 import shard_pb2
+from quiver.v1 import shard_pb2, types_pb2
 from router.admin import place_shards
 from router.hashring import shard_for_key, shards_for_keys
 from router.partition_keys import key_of
@@ -218,14 +218,18 @@ class ReindexBuild:
                     f"{reply.term}); run the reindex again"
                 )
             progress.source_lsn = reply.last_lsn
+            expected = progress.replayed_lsn
             for write in reply.writes:
-                if write.lsn != progress.replayed_lsn + 1:
-                    raise BuildFailed(f"shard {shard} of v{self.source.version}: its log skipped from lsn {progress.replayed_lsn} to {write.lsn}")
-                if write.delete:
-                    await self._delete(list(write.ids))
+                expected += 1
+                if write.lsn != expected:
+                    raise BuildFailed(f"shard {shard} of v{self.source.version}: its log skipped from lsn {expected - 1} to {write.lsn}")
+            for group in replay_groups(reply.writes):
+                if group[0].delete:
+                    await self._delete(list(group[0].ids))
                 else:
-                    await self._upsert(list(write.ids), write.vectors, list(write.metadata))
-                progress.replayed_lsn = write.lsn
+                    ids, vectors, metadata = merged_upserts(group)
+                    await self._upsert(ids, vectors, metadata)
+                progress.replayed_lsn = group[-1].lsn
             if progress.replayed_lsn >= reply.last_lsn:
                 # Everything the source had when this page was read is in v+1: from here on, v+1 trails v by
                 # one page of writes at most (under a steady load the log is never found at its very end).
@@ -369,6 +373,43 @@ class ReindexBuild:
             "failure": self.failure, "elapsed_s": elapsed, "points_per_s": rate, "eta_s": left / rate if rate > 0 else 0.0,
             "written": self.written, "shards": [replace(p) for p in self.progress.values()],
         }
+
+
+_REPLAY_GROUP_POINTS = 1024  # consecutive logged upserts merged into one write into v+1, at most
+
+
+def replay_groups(writes: Iterable[shard_pb2.LoggedWrite]) -> Iterator[list[shard_pb2.LoggedWrite]]:
+    """The log's writes in order, consecutive upserts grouped while no id repeats and the group stays under
+    `_REPLAY_GROUP_POINTS` (one write into v+1 per group, not per logged write: a stream of small writes to v
+    would otherwise cost v+1 a round trip and a commit each); a delete is a group of its own. Applying a
+    group at once is the same as applying its writes in order, since no point is in two of them."""
+    group: list[shard_pb2.LoggedWrite] = []
+    seen: set[str] = set()
+    for write in writes:
+        if write.delete or (group and (len(seen) + len(write.ids) > _REPLAY_GROUP_POINTS or not seen.isdisjoint(write.ids))):
+            if group:
+                yield group
+            group, seen = [], set()
+        if write.delete:
+            yield [write]
+            continue
+        group.append(write)
+        seen.update(write.ids)
+    if group:
+        yield group
+
+
+def merged_upserts(group: list[shard_pb2.LoggedWrite]) -> tuple[list[str], bytes, list[Any]]:
+    """One upsert's (ids, packed vectors, metadata) from a group of logged upserts: metadata one per id
+    (empty messages for writes that had none) when any write has some, else none."""
+    ids = [point_id for write in group for point_id in write.ids]
+    vectors = b"".join(write.vectors for write in group)
+    if not any(write.metadata for write in group):
+        return ids, vectors, []
+    metadata: list[Any] = []
+    for write in group:
+        metadata.extend(write.metadata if write.metadata else [types_pb2.Metadata() for _ in write.ids])
+    return ids, vectors, metadata
 
 
 def plan_version(record: CollectionRecord, source: ShardMap, version: int, spec: VersionSpec, shards: int, server_ids: list[str]) -> ShardMap:

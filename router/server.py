@@ -33,6 +33,7 @@ class RouterServer:
         add_service(self.server, self.servicer, router_pb2.DESCRIPTOR.services_by_name["Router"])
         self.health = add_health_and_reflection(self.server, SERVICE_NAME)
         self.port = bind(self.server, config.host, config.port)
+        self.servicer.identify(config.router_id or self.address)
         self.metrics = MetricsEndpoint(config.metrics_port, config.metrics_host)
         self.controller = Controller(
             config.router_id or self.address, self.store, self.watcher, self.pool, ControllerPolicy(replace_after_s=config.replace_after_s),

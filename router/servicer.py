@@ -40,7 +40,7 @@ from router.hashring import shard_for_key, shards_for_keys
 from router.merge import merge_topk_batch
 from router.partition_keys import caller_id, check_key, key_filter, stored_id, with_key
 from router.replica_reads import HedgePolicy, ReplicaReads
-from router.reindex import ReindexBuild
+from router.reindex_progress import progress_message
 from router.version_admin import VersionAdmin
 from quiver.shard_channels import ShardPool
 
@@ -120,8 +120,17 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     @rpc_guard
     async def ClusterStatus(self, request, context):  # type: ignore[no-untyped-def]
         status = await self._admin.cluster_status()
-        status.reindexes.extend(_progress(b) for b in self._versions.builds())
+        status.reindexes.extend(await self._reindexes())
         return status
+
+    async def _reindexes(self, collection: str = "") -> list[router_pb2.ReindexProgress]:
+        """The builds this router runs, then those other routers publish."""
+        board = self._versions.board
+        return [progress_message(b, board.reported_by) for b in self._versions.builds(collection)] + await board.others(collection)
+
+    def identify(self, router_id: str) -> None:
+        """The name this router's published reindex progress carries (known once its port is bound)."""
+        self._versions.board.reported_by = router_id
 
     @rpc_guard
     async def Reindex(self, request, context):  # type: ignore[no-untyped-def]
@@ -129,18 +138,20 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         build = await self._versions.reindex(
             request.collection, index, request.shards, request.replication_factor, Budget(context.time_remaining()), request.model,
         )
+        if isinstance(build, router_pb2.ReindexProgress):  # built by another router, which published this
+            return build
         if isinstance(build, ShardMap):  # a version opened for a new model's writes: nothing to build
             return router_pb2.ReindexProgress(
                 collection=build.collection, source_version=self._watcher.current.collections[build.collection].active_version,
                 version=build.version, state=build.state,
             )
-        return _progress(build)
+        return progress_message(build, self._versions.board.reported_by)
 
     @rpc_guard
     async def ReindexStatus(self, request, context):  # type: ignore[no-untyped-def]
         if request.collection:
             self._view_record(request.collection)
-        return router_pb2.ReindexStatusResponse(builds=[_progress(b) for b in self._versions.builds(request.collection)])
+        return router_pb2.ReindexStatusResponse(builds=await self._reindexes(request.collection))
 
     def _view_record(self, name: str) -> None:
         if name not in self._watcher.current.collections:
@@ -516,22 +527,6 @@ def _raise_if_sealed(view: CollectionView, outcomes: list[Any]) -> None:
     for outcome in outcomes:
         if outcome.code == grpc.StatusCode.UNAVAILABLE and _SEALED in outcome.message:
             raise _SealedForCutover(f"collection {view.record.name!r} v{view.version} is being cut over to another version")
-
-
-def _progress(build: ReindexBuild) -> router_pb2.ReindexProgress:
-    summary = build.summary()
-    return router_pb2.ReindexProgress(
-        collection=summary["collection"], source_version=summary["source_version"], version=summary["version"],
-        state=summary["state"], failure=summary["failure"], elapsed_s=summary["elapsed_s"], points_per_s=summary["points_per_s"],
-        eta_s=summary["eta_s"], written=summary["written"],
-        shards=[
-            router_pb2.ReindexShardProgress(
-                source_shard=p.shard, exported=p.exported, total=p.total, export_done=p.export_done,
-                replayed_lsn=p.replayed_lsn, source_lsn=p.source_lsn,
-            )
-            for p in summary["shards"]
-        ],
-    )
 
 
 def _split_upsert(request: router_pb2.RouterUpsertRequest, view: CollectionView, ref: Any) -> dict[int, shard_pb2.UpsertRequest]:

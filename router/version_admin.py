@@ -17,6 +17,7 @@ from quiver.v1 import router_pb2, shard_pb2
 from quiver.wire.specs import index_to_proto
 from router.admin import MAX_SHARDS, Admin, Budget, UNLIMITED, placement_candidates
 from router.reindex import ReindexBuild, plan_version, versions_built_from
+from router.reindex_progress import ProgressBoard
 
 _log = logging.getLogger(__name__)
 
@@ -31,15 +32,17 @@ class VersionAdmin:
         self._store = admin.store
         self._builds: dict[str, ReindexBuild] = {}  # by collection: the build this router runs (or ran last)
         self._locks: dict[str, asyncio.Lock] = {}
+        self.board = ProgressBoard(self._store, "", lambda: list(self._builds.values()))
 
     # -- reindex --------------------------------------------------------------------------------------
 
     async def reindex(
         self, name: str, index: tuple[str, dict[str, Any]] | None, shards: int, replication: int, budget: Budget = UNLIMITED,
         model: str = "",
-    ) -> ReindexBuild | ShardMap:
-        """Start building v+1 from the active version (or answer the build of it this router runs already);
-        for a new embedding model, open v+1 for that model's writes instead (its shard map is returned)."""
+    ) -> ReindexBuild | ShardMap | router_pb2.ReindexProgress:
+        """Start building v+1 from the active version (or answer the build of it this router, or another
+        live router, runs already: the latter as its published progress); for a new embedding model, open
+        v+1 for that model's writes instead (its shard map is returned)."""
         async with self._lock(name):
             return await self._reindex(name, index, shards, replication, budget, model)
 
@@ -50,12 +53,12 @@ class VersionAdmin:
 
     async def _reindex(
         self, name: str, index: tuple[str, dict[str, Any]] | None, shards: int, replication: int, budget: Budget, model: str,
-    ) -> ReindexBuild | ShardMap:
+    ) -> ReindexBuild | ShardMap | router_pb2.ReindexProgress:
         running = self._builds.get(name)
         active = self._admin.watcher.current.collections.get(name)
         if running is not None and running.running and running.state in ("building", "ready") \
                 and active is not None and running.source.version == active.active_version:
-            asked = _differs(running, index, shards, replication, model)
+            asked = _differs(running.target, index, shards, replication, model)
             if asked:
                 raise FailedPrecondition(
                     f"reindex of {name!r}: v{running.target.version} is being built with other settings ({asked}); "
@@ -69,6 +72,16 @@ class VersionAdmin:
         record = await self._store.get_collection(name)
         shard_maps = {m.version: m for m in await versions.list_versions(self._store, name)}
         source = shard_maps[record.active_version]
+        elsewhere = {p.version: p for p in await self.board.others(name) if p.state in ("building", "ready")}
+        for built in versions_built_from(shard_maps.values(), record.active_version):
+            if built.version in elsewhere:
+                asked = _differs(built, index, shards, replication, model)
+                if asked:
+                    raise FailedPrecondition(
+                        f"reindex of {name!r}: v{built.version} is being built by router {elsewhere[built.version].reported_by} "
+                        f"with other settings ({asked}); cut over to it there, or `quiver retire {name} {built.version}` first"
+                    )
+                return elsewhere[built.version]
         # A build whose router went away (or that failed): superseded, its partitions freed, v untouched.
         for stale in versions_built_from(shard_maps.values(), record.active_version):
             _log.warning("collection %s: v%d's build is not running here (%s); retiring it before a fresh build", name, stale.version, stale.state)
@@ -115,6 +128,7 @@ class VersionAdmin:
         build = ReindexBuild(self._admin.pool, self._admin.watcher, self._store, record, source, target)
         build.start()
         self._builds[name] = build
+        self.board.ensure_running()
         _log.warning("collection %s: building v%d (%s, %d shards, rf %d) from v%d", name, version, kind, shards, spec.replication_factor, source.version)
         return build
 
@@ -131,6 +145,7 @@ class VersionAdmin:
     async def close(self) -> None:
         for build in self._builds.values():
             await build.stop()
+        await self.board.close()
 
     async def _seal(self, name: str, version: int, sealed: bool, reason: str, budget: Budget) -> dict[int, tuple[int, int]]:
         """Seal (or unseal) a version's primaries as the current map has them: {shard: (last LSN, term)}.
@@ -222,6 +237,7 @@ class VersionAdmin:
         )
         back.start()
         self._builds[name] = back
+        self.board.ensure_running()
 
     async def _point_counts(self, shard_maps: list[ShardMap]) -> dict[int, int | None]:
         """Points each version's shard primaries hold now, by version (None: a primary did not answer)."""
@@ -356,15 +372,15 @@ class VersionAdmin:
         await self._admin.drop_partitions(name, [retired], addresses)
 
 
-def _differs(build: ReindexBuild, index: tuple[str, dict[str, Any]] | None, shards: int, replication: int, model: str) -> str:
-    """What a reindex request asks for that the running build does not build ("" if nothing)."""
-    spec = build.target.spec
+def _differs(target: ShardMap, index: tuple[str, dict[str, Any]] | None, shards: int, replication: int, model: str) -> str:
+    """What a reindex request asks for that the version being built is not ("" if nothing)."""
+    spec = target.spec
     assert spec is not None
     differences = []
     if index is not None and (index[0], index[1]) != (spec.index_kind, dict(spec.index_params)):
         differences.append(f"index {index[0]} {index[1]} instead of {spec.index_kind} {dict(spec.index_params)}")
-    if shards and shards != len(build.target.shards):
-        differences.append(f"{shards} shards instead of {len(build.target.shards)}")
+    if shards and shards != len(target.shards):
+        differences.append(f"{shards} shards instead of {len(target.shards)}")
     if replication and replication != spec.replication_factor:
         differences.append(f"replication factor {replication} instead of {spec.replication_factor}")
     if model and model != spec.model:

@@ -13,6 +13,12 @@ each its own root so one etcd can hold several):
     {root}controller                         the id of the router holding the controller role, under its
                                              lease (see election.py)
 
+Beside the root, not under it (so its frequent updates never wake the watchers of the cluster state):
+
+    {root without its last /}~reindex/{name}/{version:08d}
+                                             a running build's progress (JSON ReindexProgress), published
+                                             by the router running it (router/reindex_progress.py)
+
 Versions are zero-padded to 8 digits so etcd's lexical key order is numeric order, and the collection's
 shard-map prefix ends in "/" so collection "a" never matches the maps of collection "ab". Collection
 names and server ids must therefore be single path segments (no "/", no whitespace or control
@@ -70,6 +76,13 @@ class KeyLayout:
 
     def collection(self, name: str) -> str:
         return self.collections_prefix + check_segment("collection name", name)
+
+    @property
+    def reindex_progress_prefix(self) -> str:
+        return f"{self.root[:-1]}~reindex/"
+
+    def reindex_progress(self, name: str, version: int) -> str:
+        return f"{self.reindex_progress_prefix}{check_segment('collection name', name)}/{_check_version(version):08d}"
 
     @property
     def all_shard_maps_prefix(self) -> str:

@@ -306,7 +306,7 @@ class ReindexShardProgress(_message.Message):
     def __init__(self, source_shard: _Optional[int] = ..., exported: _Optional[int] = ..., total: _Optional[int] = ..., export_done: _Optional[bool] = ..., replayed_lsn: _Optional[int] = ..., source_lsn: _Optional[int] = ...) -> None: ...
 
 class ReindexProgress(_message.Message):
-    __slots__ = ("collection", "source_version", "version", "state", "failure", "shards", "elapsed_s", "points_per_s", "eta_s", "written")
+    __slots__ = ("collection", "source_version", "version", "state", "failure", "shards", "elapsed_s", "points_per_s", "eta_s", "written", "reported_by", "reported_unix")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -317,6 +317,8 @@ class ReindexProgress(_message.Message):
     POINTS_PER_S_FIELD_NUMBER: _ClassVar[int]
     ETA_S_FIELD_NUMBER: _ClassVar[int]
     WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_BY_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_UNIX_FIELD_NUMBER: _ClassVar[int]
     collection: str
     source_version: int
     version: int
@@ -327,7 +329,9 @@ class ReindexProgress(_message.Message):
     points_per_s: float
     eta_s: float
     written: int
-    def __init__(self, collection: _Optional[str] = ..., source_version: _Optional[int] = ..., version: _Optional[int] = ..., state: _Optional[str] = ..., failure: _Optional[str] = ..., shards: _Optional[_Iterable[_Union[ReindexShardProgress, _Mapping]]] = ..., elapsed_s: _Optional[float] = ..., points_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., written: _Optional[int] = ...) -> None: ...
+    reported_by: str
+    reported_unix: float
+    def __init__(self, collection: _Optional[str] = ..., source_version: _Optional[int] = ..., version: _Optional[int] = ..., state: _Optional[str] = ..., failure: _Optional[str] = ..., shards: _Optional[_Iterable[_Union[ReindexShardProgress, _Mapping]]] = ..., elapsed_s: _Optional[float] = ..., points_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., written: _Optional[int] = ..., reported_by: _Optional[str] = ..., reported_unix: _Optional[float] = ...) -> None: ...
 
 class ReindexStatusRequest(_message.Message):
     __slots__ = ("collection",)

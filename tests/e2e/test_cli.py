@@ -152,7 +152,7 @@ def test_reindex_builds_the_next_version_shows_progress_and_cutover_switches_to_
     assert "--param needs --index" in quiver(cluster, "reindex", "re", "--param", "m=8", ok=False).stderr
     out = quiver(cluster, "reindex", "re", "--index", "hnsw", "--param", "m=8", "--shards", "2").stdout
     assert "reindex re v1 -> v2" in out and "v2 is ready and follows v1" in out
-    assert "reindex re v1 -> v2: ready" in quiver(cluster, "status").stdout
+    assert f"reindex re v1 -> v2 (run by router {cluster.router_address}): ready" in quiver(cluster, "status").stdout
     verified = json.loads(quiver(cluster, "verify", "re", "--queries", str(files["npy"]), "-k", "5").stdout)
     assert (verified["version"], verified["active"], verified["queries"], verified["k"]) == (2, 1, 30, 5)
     assert 0 < verified["recall"] <= 1 and 0 < verified["overlap"] <= 1

@@ -327,3 +327,40 @@ async def test_a_second_reindex_with_other_settings_is_refused_while_one_builds_
     with pytest.raises(FailedPrecondition, match="a new model gets a version of its own"):
         await cluster.client.reindex("docs", model="other")
     assert (await cluster.client.reindex("docs", index="hnsw", shards=2)).version == first.version == 2
+
+
+async def test_every_router_shows_a_build_another_router_runs_and_a_reindex_asked_there_attaches_instead_of_replacing_it(cluster):  # noqa: F811
+    from router.config import RouterConfig
+    from router.server import RouterServer
+
+    await load_collection(cluster, "hnsw", {}, 2)
+    other = RouterServer(RouterConfig(etcd_endpoints=(cluster.etcd_endpoint,), etcd_root=cluster.root, controller=False))
+    await other.start()
+    try:
+        async with AsyncClient(other.address, timeout=10.0) as elsewhere:
+            started = await cluster.client.reindex("docs", index="flat")
+            builder = cluster.router.address
+            assert started.reported_by == builder
+            seen: list[router_pb2.ReindexProgress] = []
+            for _ in range(100):  # published every couple of seconds
+                seen = await elsewhere.reindex_status("docs")
+                if seen and sum(s.total for s in seen[0].shards) == BASE:
+                    break
+                await asyncio.sleep(0.1)
+            assert [(b.version, b.source_version, b.reported_by) for b in seen] == [(2, 1, builder)]
+            assert sum(s.total for s in seen[0].shards) == BASE
+            status = await elsewhere.status()
+            assert [(b.collection, b.version, b.reported_by) for b in status.reindexes] == [("docs", 2, builder)]
+            # Asked of the other router, the same reindex answers the running build; it does not retire it.
+            attached = await elsewhere.reindex("docs", index="flat")
+            assert (attached.version, attached.reported_by) == (2, builder)
+            with pytest.raises(FailedPrecondition, match=f"being built by router {builder}"):
+                await elsewhere.reindex("docs", index="hnsw", index_params={"m": 8})
+            await wait_for_state(cluster.client, "ready")
+            states = {v.version: v.state for v in (await elsewhere.versions("docs")).versions}
+            assert states == {1: "active", 2: "ready"}
+            # Once the builder stops, its record goes: no router shows a build nobody runs.
+            await cluster.router.servicer.stop_builds()
+            assert await elsewhere.reindex_status("docs") == []
+    finally:
+        await other.stop(0)

@@ -168,6 +168,20 @@ def status(router: str) -> None:
         click.echo(f"skipped unreadable record {key}: {reason}")
     for build in reply.reindexes:
         click.echo(describe_build(build))
+    for coverage in reply.model_coverage:
+        click.echo(describe_coverage(coverage))
+
+
+def describe_coverage(coverage) -> str:  # type: ignore[no-untyped-def]
+    """How far the writes of a new model's vectors have got, in a line."""
+    head = f"model {coverage.model!r} in {coverage.collection} v{coverage.version}: "
+    if not coverage.counted_unix:
+        return head + (f"count failed: {coverage.error}" if coverage.error else "counting v{0}'s ids".format(coverage.active_version))
+    share = coverage.held / coverage.active_points if coverage.active_points else 1.0
+    import time
+    age = max(time.time() - coverage.counted_unix, 0.0)
+    return head + (f"holds {coverage.held:,} of v{coverage.active_version}'s {coverage.active_points:,} ids ({share:.1%}), counted {age:.0f} s ago"
+                   + (f" (recount failed: {coverage.error})" if coverage.error else ""))
 
 
 def describe_build(build) -> str:  # type: ignore[no-untyped-def]

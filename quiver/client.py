@@ -130,6 +130,7 @@ class ClusterStatus:
     replicas: list[ReplicaStatus]
     skipped_records: dict[str, str] = field(default_factory=dict)  # etcd key -> why this router could not read it
     reindexes: list[router_pb2.ReindexProgress] = field(default_factory=list)  # every live build, whichever router runs it
+    model_coverage: list[router_pb2.ModelCoverage] = field(default_factory=list)  # versions opened for a new model
 
 
 _METRIC_NAMES = {v: k.removeprefix("METRIC_").lower() for k, v in types_pb2.Metric.items()}
@@ -154,6 +155,7 @@ def cluster_status(reply: router_pb2.ClusterStatusResponse) -> ClusterStatus:
                        r.write_state, r.write_fault, r.role, r.term, r.last_lsn, r.lag) for r in reply.replicas],
         {r.key: r.reason for r in reply.skipped_records},
         list(reply.reindexes),
+        list(reply.model_coverage),
     )
 
 

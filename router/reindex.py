@@ -286,17 +286,8 @@ class ReindexBuild:
 
     # -- writes into v+1 ------------------------------------------------------------------------------
 
-    def _route(self, ids: list[str]) -> np.ndarray:
-        shards = len(self.target.shards)
-        if self.record.partition_key_field:
-            return np.array([shard_for_key(key_of(i) or i, shards) for i in ids], dtype=np.int64)
-        return shards_for_keys(ids, shards)
-
     def _by_shard(self, ids: list[str]) -> Iterator[tuple[int, list[int]]]:
-        """(target shard, the rows of `ids` it gets), for each target shard that gets any."""
-        rows_of = self._route(ids)
-        for shard in np.unique(rows_of).tolist():
-            yield shard, np.flatnonzero(rows_of == shard).tolist()
+        return rows_by_shard(self.record, ids, len(self.target.shards))
 
     async def _upsert(self, ids: list[str], vectors: bytes, metadata: list[Any]) -> None:
         packed = np.frombuffer(vectors, dtype="<f4").reshape(len(ids), -1)
@@ -373,6 +364,17 @@ class ReindexBuild:
             "failure": self.failure, "elapsed_s": elapsed, "points_per_s": rate, "eta_s": left / rate if rate > 0 else 0.0,
             "written": self.written, "shards": [replace(p) for p in self.progress.values()],
         }
+
+
+def rows_by_shard(record: CollectionRecord, ids: list[str], shards: int) -> Iterator[tuple[int, list[int]]]:
+    """(shard, the rows of `ids` it holds) for each of `shards` shards that holds any, as a version of that
+    many shards routes them (by partition key for a keyed collection, else by id)."""
+    if record.partition_key_field:
+        rows_of = np.array([shard_for_key(key_of(i) or i, shards) for i in ids], dtype=np.int64)
+    else:
+        rows_of = shards_for_keys(ids, shards)
+    for shard in np.unique(rows_of).tolist():
+        yield shard, np.flatnonzero(rows_of == shard).tolist()
 
 
 _REPLAY_GROUP_POINTS = 1024  # consecutive logged upserts merged into one write into v+1, at most

@@ -40,6 +40,7 @@ from router.hashring import shard_for_key, shards_for_keys
 from router.merge import merge_topk_batch
 from router.partition_keys import caller_id, check_key, key_filter, stored_id, with_key
 from router.replica_reads import HedgePolicy, ReplicaReads
+from router.model_coverage import ModelCoverage
 from router.reindex_progress import progress_message
 from router.version_admin import VersionAdmin
 from quiver.shard_channels import ShardPool
@@ -57,6 +58,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._pool = pool
         self._admin = admin
         self._versions = VersionAdmin(admin)
+        self._coverage = ModelCoverage(pool)
         self.replica_reads = ReplicaReads(HedgePolicy() if config.hedge_reads else HedgePolicy(hedge_ratio=0.0))
         self._coalescer: Coalescer[_SearchJob] = Coalescer(self._search_batch, fits=self._batch_fits)
         self._write_bytes = InFlightBudget(config.max_queued_write_bytes, "router_queued_write_bytes")
@@ -121,6 +123,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     async def ClusterStatus(self, request, context):  # type: ignore[no-untyped-def]
         status = await self._admin.cluster_status()
         status.reindexes.extend(await self._reindexes())
+        status.model_coverage.extend(self._coverage.report(self._watcher.current))
         return status
 
     async def _reindexes(self, collection: str = "") -> list[router_pb2.ReindexProgress]:
@@ -159,6 +162,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     async def stop_builds(self) -> None:
         await self._versions.close()
+        await self._coverage.close()
 
     @rpc_guard
     async def DrainServer(self, request, context):  # type: ignore[no-untyped-def]

@@ -720,11 +720,14 @@ class DurablePartition:
 
         return await run_in(self._executors.searches, run)
 
-    async def export(self, after_slot: int, limit: int) -> tuple[list[tuple[str, Metadata]], np.ndarray, int, bool, int]:
+    async def export(
+        self, after_slot: int, limit: int, with_vectors: bool = True,
+    ) -> tuple[list[tuple[str, Metadata]], np.ndarray | None, int, bool, int]:
         """Up to `limit` points in slots after `after_slot`, read under the read lock at one point: (ids with
-        metadata, their stored vectors, the last slot looked at, whether no slot follows it, the count)."""
+        metadata, their stored vectors (None without `with_vectors`), the last slot looked at, whether no slot
+        follows it, the count)."""
 
-        def run() -> tuple[list[tuple[str, Metadata]], np.ndarray, int, bool, int]:
+        def run() -> tuple[list[tuple[str, Metadata]], np.ndarray | None, int, bool, int]:
             with self._lock.read():
                 slots = self.state.label_ids
                 chosen: list[int] = []
@@ -734,7 +737,7 @@ class DurablePartition:
                     if slots[slot] is not None:
                         chosen.append(slot)
                 points = [(slots[label] or "", self.state.fields.get(label)) for label in chosen]
-                vectors = self.state.vectors_of(np.array(chosen, dtype=np.int64))
+                vectors = self.state.vectors_of(np.array(chosen, dtype=np.int64)) if with_vectors else None
                 done = not any(point_id is not None for point_id in slots[slot + 1:])
                 return points, vectors, slot, done, self.state.count
 

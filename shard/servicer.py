@@ -197,14 +197,16 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
     @rpc_guard
     async def ExportPoints(self, request, context):  # type: ignore[no-untyped-def]
         partition = self._partition(request.ref)
-        # A page's vectors stay within half the message limit (metadata takes the rest).
-        most = max(min(_MAX_EXPORT_PAGE, self._config.max_message_bytes // (8 * partition.spec.dim)), 1)
+        # A page's vectors stay within half the message limit (metadata takes the rest); ids alone are small.
+        most = _MAX_EXPORT_PAGE if request.ids_only else max(min(_MAX_EXPORT_PAGE, self._config.max_message_bytes // (8 * partition.spec.dim)), 1)
         limit = min(request.limit or _EXPORT_PAGE, most)
         if request.limit > most:
             raise InvalidArgument(f"limit {request.limit} exceeds the largest page of {most} points for dimension {partition.spec.dim}")
         if request.after_slot < -1:
             raise InvalidArgument(f"after_slot must be -1 (from the start) or a slot a previous page returned, got {request.after_slot}")
-        points, vectors, last_slot, done, total = await partition.export(request.after_slot, limit)
+        points, vectors, last_slot, done, total = await partition.export(request.after_slot, limit, with_vectors=not request.ids_only)
+        if request.ids_only:
+            return shard_pb2.ExportPointsResponse(ids=[i for i, _ in points], last_slot=last_slot, done=done, total=total)
         return shard_pb2.ExportPointsResponse(
             ids=[i for i, _ in points], vectors=np.ascontiguousarray(vectors, dtype="<f4").tobytes(),
             # None when no point of the page has any: a page of empty messages costs both sides a parse per point.

@@ -406,18 +406,40 @@ class DrainServerResponse(_message.Message):
     def __init__(self, replicas_left: _Optional[int] = ...) -> None: ...
 
 class ClusterStatusResponse(_message.Message):
-    __slots__ = ("servers", "collections", "replicas", "skipped_records", "reindexes")
+    __slots__ = ("servers", "collections", "replicas", "skipped_records", "reindexes", "model_coverage")
     SERVERS_FIELD_NUMBER: _ClassVar[int]
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_RECORDS_FIELD_NUMBER: _ClassVar[int]
     REINDEXES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_COVERAGE_FIELD_NUMBER: _ClassVar[int]
     servers: _containers.RepeatedCompositeFieldContainer[ShardServerStatus]
     collections: _containers.RepeatedCompositeFieldContainer[CollectionInfo]
     replicas: _containers.RepeatedCompositeFieldContainer[ShardReplicaStatus]
     skipped_records: _containers.RepeatedCompositeFieldContainer[SkippedRecord]
     reindexes: _containers.RepeatedCompositeFieldContainer[ReindexProgress]
-    def __init__(self, servers: _Optional[_Iterable[_Union[ShardServerStatus, _Mapping]]] = ..., collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ShardReplicaStatus, _Mapping]]] = ..., skipped_records: _Optional[_Iterable[_Union[SkippedRecord, _Mapping]]] = ..., reindexes: _Optional[_Iterable[_Union[ReindexProgress, _Mapping]]] = ...) -> None: ...
+    model_coverage: _containers.RepeatedCompositeFieldContainer[ModelCoverage]
+    def __init__(self, servers: _Optional[_Iterable[_Union[ShardServerStatus, _Mapping]]] = ..., collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ShardReplicaStatus, _Mapping]]] = ..., skipped_records: _Optional[_Iterable[_Union[SkippedRecord, _Mapping]]] = ..., reindexes: _Optional[_Iterable[_Union[ReindexProgress, _Mapping]]] = ..., model_coverage: _Optional[_Iterable[_Union[ModelCoverage, _Mapping]]] = ...) -> None: ...
+
+class ModelCoverage(_message.Message):
+    __slots__ = ("collection", "version", "model", "active_version", "held", "active_points", "counted_unix", "error")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_POINTS_FIELD_NUMBER: _ClassVar[int]
+    COUNTED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    version: int
+    model: str
+    active_version: int
+    held: int
+    active_points: int
+    counted_unix: float
+    error: str
+    def __init__(self, collection: _Optional[str] = ..., version: _Optional[int] = ..., model: _Optional[str] = ..., active_version: _Optional[int] = ..., held: _Optional[int] = ..., active_points: _Optional[int] = ..., counted_unix: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
 
 class SkippedRecord(_message.Message):
     __slots__ = ("key", "reason")

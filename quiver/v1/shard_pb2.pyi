@@ -284,14 +284,16 @@ class SnapshotChunk(_message.Message):
     def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., term: _Optional[int] = ..., lsn: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ExportPointsRequest(_message.Message):
-    __slots__ = ("ref", "after_slot", "limit")
+    __slots__ = ("ref", "after_slot", "limit", "ids_only")
     REF_FIELD_NUMBER: _ClassVar[int]
     AFTER_SLOT_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    IDS_ONLY_FIELD_NUMBER: _ClassVar[int]
     ref: PartitionRef
     after_slot: int
     limit: int
-    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., after_slot: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+    ids_only: bool
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., after_slot: _Optional[int] = ..., limit: _Optional[int] = ..., ids_only: _Optional[bool] = ...) -> None: ...
 
 class ExportPointsResponse(_message.Message):
     __slots__ = ("ids", "vectors", "metadata", "last_slot", "done", "total")

@@ -364,3 +364,23 @@ async def test_every_router_shows_a_build_another_router_runs_and_a_reindex_aske
             assert await elsewhere.reindex_status("docs") == []
     finally:
         await other.stop(0)
+
+
+async def test_status_counts_how_many_of_the_active_versions_ids_a_new_models_version_holds(cluster):  # noqa: F811
+    vectors = glove_subset().base[:500]
+    await cluster.client.create_collection("docs", vectors.shape[1], index="flat", shards=2, replication_factor=1, model="m1")
+    ids = [f"p{i}" for i in range(200)]
+    await cluster.client.upsert("docs", ids, vectors[:200], model="m1")
+    await cluster.client.reindex("docs", model="m2", shards=3)  # another shard count: the ids route differently
+    # 120 of v1's ids re-embedded, and 30 ids v1 never had (new documents): held is 120, not v2's 150 points.
+    await cluster.client.upsert("docs", ids[:120] + [f"new{i}" for i in range(30)], vectors[200:350], model="m2")
+    coverage = None
+    for _ in range(100):
+        [coverage] = (await cluster.client.status()).model_coverage
+        if coverage.counted_unix:
+            break
+        await asyncio.sleep(0.05)
+    assert (coverage.collection, coverage.version, coverage.model, coverage.active_version) == ("docs", 2, "m2", 1)
+    assert (coverage.held, coverage.active_points, coverage.error) == (120, 200, "")
+    counts = {v.version: v.point_count for v in (await cluster.client.versions("docs")).versions}
+    assert counts == {1: 200, 2: 150}

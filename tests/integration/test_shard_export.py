@@ -86,3 +86,21 @@ async def test_an_export_page_larger_than_the_message_allows_is_refused_with_the
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
         empty = await stub.ExportPoints(shard_pb2.ExportPointsRequest(ref=ref(), after_slot=-1))
         assert (list(empty.ids), empty.done, empty.total) == ([], True, 0)
+
+
+async def test_an_ids_only_export_lists_every_point_once_without_vectors_or_metadata(tmp_path):
+    base = glove_subset().base[:2500]
+    ids = [f"p{i}" for i in range(len(base))]
+    async with running_shard(tmp_path) as (_, stub):
+        await stub.CreatePartition(shard_pb2.CreatePartitionRequest(spec=spec(base.shape[1], INDEXES["hnsw"])))
+        await upsert_in_batches(stub, ref(), ids, base, [metadata_to_proto({"n": i}) for i in range(len(base))])
+        await stub.Delete(shard_pb2.DeleteRequest(ref=ref(), ids=ids[:10]))
+        listed, after = [], -1
+        while True:
+            page = await stub.ExportPoints(shard_pb2.ExportPointsRequest(ref=ref(), after_slot=after, limit=2000, ids_only=True))
+            assert page.vectors == b"" and not page.metadata
+            listed += page.ids
+            after = page.last_slot
+            if page.done:
+                break
+        assert sorted(listed) == sorted(ids[10:]) and len(listed) == len(set(listed))

@@ -93,13 +93,15 @@ class LocalCluster:
     def __init__(
         self, data_dir: Path, shards: int = 3, router_port: int = 0, etcd_port: int | None = None, host: str = "127.0.0.1",
         shard_args: tuple[str, ...] = (), router_args: tuple[str, ...] = (),
-        advertise: Callable[[int], str] | None = None,
+        advertise: Callable[[int], str] | None = None, routers: int = 1,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
         self.etcd = EtcdProcess(data_dir / "etcd", client_port=etcd_port)
         self.shard_servers: list[ServerProcess] = []
         self.router: ServerProcess | None = None
+        self.routers: list[ServerProcess] = []  # self.router first, then the others asked for
+        self._router_count = routers
         self._shards = shards
         self._router_port = router_port
         self._shard_args = shard_args  # extra `quiver-shard` flags for every shard server (budgets, say)
@@ -110,6 +112,10 @@ class LocalCluster:
     def router_address(self) -> str:
         assert self.router is not None
         return self.router.address
+
+    @property
+    def router_addresses(self) -> list[str]:
+        return [r.address for r in self.routers]
 
     def shard_server(self, index: int) -> ServerProcess:
         port = free_port(self.host)
@@ -134,18 +140,21 @@ class LocalCluster:
             self.shard_servers = [self.shard_server(i) for i in range(self._shards)]
             for server in self.shard_servers:
                 server.start()
-            self.router = ServerProcess(
-                ["-m", "router", "--etcd", self.etcd.endpoint, "--host", self.host, "--port", str(self._router_port or free_port(self.host)), *self._router_args],
-                self.data_dir / "logs" / "router.log",
-            ).start()
+            for n in range(self._router_count):
+                port = (self._router_port if n == 0 else 0) or free_port(self.host)
+                self.routers.append(ServerProcess(
+                    ["-m", "router", "--etcd", self.etcd.endpoint, "--host", self.host, "--port", str(port), *self._router_args],
+                    self.data_dir / "logs" / ("router.log" if n == 0 else f"router-{n}.log"),
+                ).start())
+            self.router = self.routers[0]
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        if self.router is not None:
-            self.router.stop()
+        for router in self.routers:
+            router.stop()
         for server in self.shard_servers:
             server.stop()
         self.etcd.stop()

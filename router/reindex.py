@@ -65,6 +65,7 @@ class SourceProgress:
     replayed_lsn: int = 0  # every write of the source at or before this LSN is in v+1
     source_lsn: int = 0  # the source's last LSN when last read
     caught_up: bool = False  # a replay page has reached the end of the source's log since the export ended
+    built_s: float = 0.0  # from the build's start until it first caught up
 
 
 @dataclass
@@ -233,6 +234,8 @@ class ReindexBuild:
             if progress.replayed_lsn >= reply.last_lsn:
                 # Everything the source had when this page was read is in v+1: from here on, v+1 trails v by
                 # one page of writes at most (under a steady load the log is never found at its very end).
+                if not progress.caught_up:
+                    progress.built_s = time.monotonic() - self.started
                 progress.caught_up = True
                 await self._check_ready()
             if not reply.writes:

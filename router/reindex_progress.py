@@ -36,7 +36,7 @@ def progress_message(build: ReindexBuild, reported_by: str = "") -> router_pb2.R
         shards=[
             router_pb2.ReindexShardProgress(
                 source_shard=p.shard, exported=p.exported, total=p.total, export_done=p.export_done,
-                replayed_lsn=p.replayed_lsn, source_lsn=p.source_lsn,
+                replayed_lsn=p.replayed_lsn, source_lsn=p.source_lsn, built_s=p.built_s,
             )
             for p in summary["shards"]
         ],

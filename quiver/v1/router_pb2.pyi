@@ -290,20 +290,22 @@ class ReindexRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., index: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ..., shards: _Optional[int] = ..., replication_factor: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
 
 class ReindexShardProgress(_message.Message):
-    __slots__ = ("source_shard", "exported", "total", "export_done", "replayed_lsn", "source_lsn")
+    __slots__ = ("source_shard", "exported", "total", "export_done", "replayed_lsn", "source_lsn", "built_s")
     SOURCE_SHARD_FIELD_NUMBER: _ClassVar[int]
     EXPORTED_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     EXPORT_DONE_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_LSN_FIELD_NUMBER: _ClassVar[int]
     SOURCE_LSN_FIELD_NUMBER: _ClassVar[int]
+    BUILT_S_FIELD_NUMBER: _ClassVar[int]
     source_shard: int
     exported: int
     total: int
     export_done: bool
     replayed_lsn: int
     source_lsn: int
-    def __init__(self, source_shard: _Optional[int] = ..., exported: _Optional[int] = ..., total: _Optional[int] = ..., export_done: _Optional[bool] = ..., replayed_lsn: _Optional[int] = ..., source_lsn: _Optional[int] = ...) -> None: ...
+    built_s: float
+    def __init__(self, source_shard: _Optional[int] = ..., exported: _Optional[int] = ..., total: _Optional[int] = ..., export_done: _Optional[bool] = ..., replayed_lsn: _Optional[int] = ..., source_lsn: _Optional[int] = ..., built_s: _Optional[float] = ...) -> None: ...
 
 class ReindexProgress(_message.Message):
     __slots__ = ("collection", "source_version", "version", "state", "failure", "shards", "elapsed_s", "points_per_s", "eta_s", "written", "reported_by", "reported_unix")

@@ -55,6 +55,13 @@ class Unavailable(QuiverError):
         self.retry_now = retry_now
 
 
+class SealedAgainstWrites(Unavailable):
+    """A partition refuses writes while its version is cut over to another (nothing applied). Marked in the
+    trailing metadata (`REFUSAL_KEY`), so a router tells it from a shard that is down by a marker, not text."""
+
+    refusal = "sealed"
+
+
 class Aborted(QuiverError):
     """A concurrent change won (an etcd transaction's compare failed); retry from a fresh read."""
 
@@ -107,13 +114,26 @@ def retry_pushback_s(trailing_metadata: object) -> float | None:
     return None
 
 
+REFUSAL_KEY = "quiver-refusal"  # trailing metadata: why a call was refused, where callers act on the reason
+
+
+def refusal_of(trailing_metadata: object) -> str:
+    """The `REFUSAL_KEY` value of a call's trailing metadata ("" when there is none)."""
+    for key, value in trailing_metadata or ():  # type: ignore[attr-defined]
+        if key == REFUSAL_KEY:
+            return str(value)
+    return ""
+
+
 def trailing_metadata_for(error: BaseException) -> tuple[tuple[str, str], ...]:
+    refusal = getattr(error, "refusal", "")
+    marked = ((REFUSAL_KEY, refusal),) if refusal else ()
     if getattr(error, "retry_now", True) is False:
-        return ((RETRY_PUSHBACK_KEY, "-1"),)  # gRPC A6: a negative pushback means "do not retry"
+        return ((RETRY_PUSHBACK_KEY, "-1"),) + marked  # gRPC A6: a negative pushback means "do not retry"
     retry_after_s = getattr(error, "retry_after_s", None)
     if retry_after_s is None:
-        return ()
-    return ((RETRY_PUSHBACK_KEY, str(max(0, round(retry_after_s * 1000)))),)
+        return marked
+    return ((RETRY_PUSHBACK_KEY, str(max(0, round(retry_after_s * 1000)))),) + marked
 
 
 def grpc_status_for(error: BaseException) -> grpc.StatusCode:

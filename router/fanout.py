@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 import grpc
 
-from quiver.errors import ERRORS_BY_CODE, ResourceExhausted, Unavailable, retry_pushback_s
+from quiver.errors import ERRORS_BY_CODE, ResourceExhausted, Unavailable, refusal_of, retry_pushback_s
 
 T = TypeVar("T")
 
@@ -25,6 +25,7 @@ class Outcome(Generic[T]):
     code: grpc.StatusCode | None = None
     message: str = ""
     retry_after_s: float | None = None  # the shard's retry pushback, passed on to the caller
+    refusal: str = ""  # the shard's marked reason for refusing the call (quiver.errors.REFUSAL_KEY)
 
     @property
     def ok(self) -> bool:
@@ -60,7 +61,8 @@ class Gather(Generic[T]):
             return Outcome(shard, code=grpc.StatusCode.CANCELLED, message="the call was cancelled")
         error = task.exception()
         if isinstance(error, grpc.aio.AioRpcError):
-            return Outcome(shard, code=error.code(), message=error.details() or "", retry_after_s=retry_pushback_s(error.trailing_metadata()))
+            trailing = error.trailing_metadata()
+            return Outcome(shard, code=error.code(), message=error.details() or "", retry_after_s=retry_pushback_s(trailing), refusal=refusal_of(trailing))
         if error is not None:
             raise error  # a bug, not a shard's answer: the caller's guard reports it
         return Outcome(shard, value=task.result())

@@ -21,7 +21,7 @@ import numpy as np
 from quiver.admission import InFlightBudget
 from quiver.control_plane.records import ShardMap
 from quiver.control_plane.watcher import ClusterWatcher
-from quiver.errors import DeadlineExceeded, InvalidArgument, NotFound, QuiverError, ResourceExhausted, Unavailable
+from quiver.errors import DeadlineExceeded, InvalidArgument, NotFound, QuiverError, ResourceExhausted, SealedAgainstWrites, Unavailable
 from quiver.logs import REQUEST_ID, outgoing_metadata
 from quiver.metrics import PARTIAL_RESULTS, SHARD_CALL_SECONDS, refused, timed_call
 from quiver.rpc_guard import rpc_guard
@@ -208,9 +208,11 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             f"the router is overloaded with writes: {self._write_bytes.used} bytes of upserts wait for the shards "
             f"and this one ({size} bytes) would pass the budget of {self._write_bytes.budget}; retry after a "
             "pause, or send smaller batches"), self._config.retry_after_s):
-            return await self._through_cutover(view, request.version, context, lambda v: self._upsert(request, context, v))
+            return await self._through_cutover(view, request.version, request.model, context, lambda v: self._upsert(request, context, v))
 
-    async def _through_cutover(self, view: CollectionView, pinned: int, context: Any, write: Callable[[CollectionView], Awaitable[T]]) -> T:
+    async def _through_cutover(
+        self, view: CollectionView, pinned: int, model: str, context: Any, write: Callable[[CollectionView], Awaitable[T]],
+    ) -> T:
         """A write, sent again when the version it went to was sealed for a switch (the sealed shards applied
         nothing, and upserts and deletes are idempotent, so resending all of it is safe): on the new version
         once the switch is in this router's watch, or on the same one if the seal is lifted (a cutover that
@@ -229,7 +231,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                     await self._watcher.wait_for(
                         lambda s: (r := s.collections.get(view.record.name)) is None or r.active_version != old, timeout=min(left, _SEALED_RECHECK_S),
                     )
-                view = self._view(view.record.name, pinned, write=True)
+                view = self._view(view.record.name, pinned, write=True, model=model)  # resolved as the request was
 
     async def _upsert(self, request: Any, context: Any, view: CollectionView) -> router_pb2.RouterUpsertResponse:
         # Checking, normalising-to-check and splitting a large batch is CPU work: off the event loop.
@@ -308,9 +310,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             ids = [stored_id(key, i) for i in ids]
             if flt.WhichOneof("kind") is not None:
                 flt = key_filter(field, key, flt)
-        timeout = self._timeout(context)
-
         async def delete(view: CollectionView) -> router_pb2.RouterDeleteResponse:
+            timeout = self._timeout(context)  # what is left of the caller's deadline, at each resend
             calls: dict[int, Any] = {}
             for shard in self._target_shards(view, request.partition_key):
                 address, term = view.primary(shard)
@@ -323,7 +324,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             counted = {outcome.shard: outcome.value.deleted for outcome in outcomes}  # type: ignore[union-attr]
             return router_pb2.RouterDeleteResponse(deleted=sum(counted.values()))
 
-        return await self._through_cutover(view, request.version, context, delete)
+        return await self._through_cutover(view, request.version, "", context, delete)
 
     # -- reads --------------------------------------------------------------------------------------
 
@@ -523,13 +524,12 @@ class _SealedForCutover(Exception):
     """A shard of the version written to refused the write: it is sealed for a cutover to another version."""
 
 
-_SEALED = "sealed against writes"
 _SEALED_RECHECK_S = 0.05  # a write refused by a seal is resent at least this often while the seal lasts
 
 
 def _raise_if_sealed(view: CollectionView, outcomes: list[Any]) -> None:
     for outcome in outcomes:
-        if outcome.code == grpc.StatusCode.UNAVAILABLE and _SEALED in outcome.message:
+        if outcome.code == grpc.StatusCode.UNAVAILABLE and outcome.refusal == SealedAgainstWrites.refusal:
             raise _SealedForCutover(f"collection {view.record.name!r} v{view.version} is being cut over to another version")
 
 

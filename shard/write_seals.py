@@ -17,7 +17,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 
-from quiver.errors import DeadlineExceeded, Unavailable
+from quiver.errors import DeadlineExceeded, SealedAgainstWrites
 from quiver.specs import PartitionKey
 
 _POLL_S = 0.002
@@ -54,7 +54,7 @@ class WriteSeals:
         `past_seal`), else counted until it ends."""
         reason = self._reason(key)
         if reason is not None and not past_seal:
-            raise Unavailable(f"partition {key} is sealed against writes: {reason}; nothing was applied; retry in a moment")
+            raise SealedAgainstWrites(f"partition {key} is sealed against writes: {reason}; nothing was applied; retry in a moment")
         self._in_progress[key] = self._in_progress.get(key, 0) + 1
         try:
             yield

@@ -8,6 +8,7 @@ import asyncio
 import grpc
 import numpy as np
 
+from quiver.errors import refusal_of
 from quiver.v1 import shard_pb2, types_pb2
 from shard.durable_partition import DurabilityPolicy
 from tests.data_fixtures import glove_subset
@@ -86,6 +87,8 @@ async def test_a_sealed_partition_refuses_writes_and_its_seal_lsn_covers_every_a
                     acknowledged.append(reply.lsn)
                 except grpc.aio.AioRpcError as error:
                     assert error.code() == grpc.StatusCode.UNAVAILABLE
+                    # Marked, so a router tells a seal from a server that is down without reading the text.
+                    assert refusal_of(error.trailing_metadata()) == "sealed"
                     refused.append(error.details())
                 await asyncio.sleep(0)
 

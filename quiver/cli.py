@@ -385,6 +385,40 @@ def retire(collection: str, version: int, router: str) -> None:
     click.echo(f"{collection}: v{version} retired")
 
 
+@main.command("alias")
+@click.argument("alias")
+@click.argument("collection", required=False)
+@click.option("--expected", default=None, help="Switch only if ALIAS points at this collection now (\"\": only if it does not exist yet).")
+@click.option("--rm", "remove", is_flag=True, help="Delete ALIAS instead (COLLECTION, if given, must be what it points at).")
+@router_option
+@one_line_errors
+def alias(alias: str, collection: str | None, expected: str | None, remove: bool, router: str) -> None:
+    """Point ALIAS at COLLECTION (requests naming ALIAS go there; switched in one etcd transaction), or --rm it."""
+    from quiver.client import Client
+
+    with Client(router) as client:
+        if remove:
+            client.delete_alias(alias, expected=collection or "")
+            click.echo(f"alias {alias} deleted")
+            return
+        if not collection:
+            raise click.UsageError("give the COLLECTION the alias is to point at (or --rm)")
+        revision = client.set_alias(alias, collection, expected=expected)
+    click.echo(f"alias {alias} -> {collection} (etcd revision {revision})")
+
+
+@main.command("aliases")
+@router_option
+@one_line_errors
+def aliases(router: str) -> None:
+    """List the aliases and the collections they point at."""
+    from quiver.client import Client
+
+    with Client(router) as client:
+        for name, collection in sorted(client.aliases().items()):
+            click.echo(f"{name} -> {collection}")
+
+
 @main.command("create-collection")
 @click.argument("name")
 @click.option("--dim", type=int, required=True)

@@ -194,6 +194,12 @@ def reindex_request(
     return request
 
 
+def alias_request(alias: str, collection: str, expected: str | None) -> router_pb2.SetAliasRequest:
+    return router_pb2.SetAliasRequest(
+        alias=alias, collection=collection, expected_collection=expected or "", expect_absent=expected == "",
+    )
+
+
 def collection_spec(
     name: str, dim: int, metric: str = "cosine", index: str = "hnsw", index_params: dict[str, Any] | None = None,
     shards: int = 1, replication_factor: int = 1, model: str = "", min_in_sync: int = 1, partition_key_field: str = "",
@@ -377,6 +383,18 @@ class Client:
         """Retire a version that is not active: it takes no more writes and its partitions are freed."""
         self._call(self._stub.RetireVersion, router_pb2.RetireVersionRequest(collection=collection, version=version), timeout)
 
+    def set_alias(self, alias: str, collection: str, *, expected: str | None = None, timeout: float | None = None) -> int:
+        """Point `alias` at `collection` (one etcd transaction; `expected`: the collection it must point at now,
+        "" = it must not exist yet). Returns the etcd revision of the switch."""
+        return int(self._call(self._stub.SetAlias, alias_request(alias, collection, expected), timeout).revision)
+
+    def delete_alias(self, alias: str, *, expected: str = "", timeout: float | None = None) -> None:
+        self._call(self._stub.DeleteAlias, router_pb2.DeleteAliasRequest(alias=alias, expected_collection=expected), timeout)
+
+    def aliases(self, *, timeout: float | None = None) -> dict[str, str]:
+        """alias -> the collection it points at."""
+        return {a.alias: a.collection for a in self._call(self._stub.ListAliases, router_pb2.ListAliasesRequest(), timeout).aliases}
+
     def reindex(
         self, collection: str, *, index: str | None = None, index_params: dict[str, Any] | None = None, shards: int = 0,
         replication_factor: int = 0, model: str = "", timeout: float | None = None,
@@ -496,6 +514,16 @@ class AsyncClient:
     async def retire(self, collection: str, version: int, *, timeout: float | None = None) -> None:
         """Retire a version that is not active: it takes no more writes and its partitions are freed."""
         await self._call(self._stub.RetireVersion, router_pb2.RetireVersionRequest(collection=collection, version=version), timeout)
+
+    async def set_alias(self, alias: str, collection: str, *, expected: str | None = None, timeout: float | None = None) -> int:
+        return int((await self._call(self._stub.SetAlias, alias_request(alias, collection, expected), timeout)).revision)
+
+    async def delete_alias(self, alias: str, *, expected: str = "", timeout: float | None = None) -> None:
+        await self._call(self._stub.DeleteAlias, router_pb2.DeleteAliasRequest(alias=alias, expected_collection=expected), timeout)
+
+    async def aliases(self, *, timeout: float | None = None) -> dict[str, str]:
+        reply = await self._call(self._stub.ListAliases, router_pb2.ListAliasesRequest(), timeout)
+        return {a.alias: a.collection for a in reply.aliases}
 
     async def reindex(
         self, collection: str, *, index: str | None = None, index_params: dict[str, Any] | None = None, shards: int = 0,

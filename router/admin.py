@@ -150,6 +150,9 @@ class Admin:
             min_in_sync=min_in_sync,
             partition_key_field=spec.partition_key_field,
         )
+        pointed = (await self._store.client.get(self._store.keys.alias(spec.name))) if spec.name else None
+        if pointed is not None:
+            raise AlreadyExists(f"{spec.name!r} is an alias (`quiver aliases` lists them); a collection needs a name of its own")
         servers = await self._store.list_servers()
         if len(servers) < replication:
             raise FailedPrecondition(
@@ -245,6 +248,12 @@ class Admin:
 
     async def drop_collection(self, name: str, budget: Budget = UNLIMITED) -> None:
         snapshot = self._watcher.current
+        pointing = sorted(a for a, c in snapshot.aliases.items() if c == name)
+        if pointing:
+            raise FailedPrecondition(
+                f"collection {name!r} is named by alias(es) {', '.join(pointing)}; point them at another collection "
+                f"or delete them (`quiver alias rm`) before dropping it"
+            )
         maps = [m for (collection, _), m in snapshot.shard_maps.items() if collection == name]
         if not maps:
             record = await self._store.get_collection(name)  # NotFound when absent

@@ -40,11 +40,12 @@ class CollectionView:
 
 
 def collection_view(snapshot: ClusterSnapshot, name: str, version: int = 0, *, write: bool = False, model: str = "") -> CollectionView:
-    """The collection as its active version serves it, or as version `version` does (0: the active one):
+    """The collection `name` (or the one the alias `name` points at) as its active version serves it, or as version `version` does (0: the active one):
     then the view's record carries that version's spec (shard count, index, model), so routing and model
     checks follow the version asked for. A request naming no version but an embedding model other than the
     active version's goes to the one other version holding that model, if there is exactly one (during a
     model migration, queries of either model keep working); else check_model refuses it."""
+    name = snapshot.resolve(name)  # an alias names the collection it points at, as of this snapshot
     record = snapshot.collections.get(name)
     if record is None:
         raise NotFound(f"collection {name!r} does not exist")

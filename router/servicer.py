@@ -104,7 +104,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     @rpc_guard
     async def DescribeCollection(self, request, context):  # type: ignore[no-untyped-def]
-        record = self._watcher.current.collections.get(request.name)
+        snapshot = self._watcher.current
+        record = snapshot.collections.get(snapshot.resolve(request.name))
         if record is None:
             record = await self._admin.get_collection(request.name)
         return router_pb2.DescribeCollectionResponse(collection=self._admin.info(record))
@@ -155,6 +156,24 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         if request.collection:
             self._view_record(request.collection)
         return router_pb2.ReindexStatusResponse(builds=await self._reindexes(request.collection))
+
+    @rpc_guard
+    async def SetAlias(self, request, context):  # type: ignore[no-untyped-def]
+        expected = "" if request.expect_absent else (request.expected_collection or None)
+        revision = await self._admin.store.set_alias(request.alias, request.collection, expected=expected)
+        await self._admin.seen(revision, Budget(context.time_remaining()))  # this router routes by it on return
+        return router_pb2.SetAliasResponse(revision=revision)
+
+    @rpc_guard
+    async def DeleteAlias(self, request, context):  # type: ignore[no-untyped-def]
+        revision = await self._admin.store.delete_alias(request.alias, expected=request.expected_collection or None)
+        await self._admin.seen(revision, Budget(context.time_remaining()))
+        return router_pb2.DeleteAliasResponse()
+
+    @rpc_guard
+    async def ListAliases(self, request, context):  # type: ignore[no-untyped-def]
+        aliases = sorted(self._watcher.current.aliases.items())
+        return router_pb2.ListAliasesResponse(aliases=[router_pb2.Alias(alias=a, collection=c) for a, c in aliases])
 
     def _view_record(self, name: str) -> None:
         if name not in self._watcher.current.collections:

@@ -10,6 +10,7 @@ each its own root so one etcd can hold several):
                                              disappears when the server stops renewing it
     {root}drains/{server_id}                 a drain request (JSON: when it was made): the controller moves
                                              every replica off that server
+    {root}aliases/{alias}                    AliasRecord, JSON: a second name for a collection
     {root}controller                         the id of the router holding the controller role, under its
                                              lease (see election.py)
 
@@ -53,7 +54,7 @@ def _check_version(version: int) -> int:
 
 @dataclass(frozen=True)
 class ParsedKey:
-    kind: Literal["collection", "shard_map", "server", "drain"]
+    kind: Literal["collection", "shard_map", "server", "drain", "alias"]
     name: str  # collection name, or server id for kind "server"
     version: int | None = None  # shard-map version for kind "shard_map"
 
@@ -102,6 +103,13 @@ class KeyLayout:
         return self.servers_prefix + check_segment("server id", server_id)
 
     @property
+    def aliases_prefix(self) -> str:
+        return f"{self.root}aliases/"
+
+    def alias(self, alias: str) -> str:
+        return self.aliases_prefix + check_segment("alias", alias)
+
+    @property
     def drains_prefix(self) -> str:
         return f"{self.root}drains/"
 
@@ -123,6 +131,8 @@ class KeyLayout:
             return ParsedKey("server", parts[1])
         if len(parts) == 2 and parts[0] == "drains" and parts[1]:
             return ParsedKey("drain", parts[1])
+        if len(parts) == 2 and parts[0] == "aliases" and parts[1]:
+            return ParsedKey("alias", parts[1])
         # isdigit() alone also accepts digits int() refuses ("²") or reads as others ("١").
         if len(parts) == 3 and parts[0] == "shardmaps" and parts[1] and parts[2].isascii() and parts[2].isdigit():
             return ParsedKey("shard_map", parts[1], int(parts[2]))

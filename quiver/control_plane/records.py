@@ -246,6 +246,29 @@ class ShardMap:
 
 
 @dataclass(frozen=True)
+class AliasRecord:
+    """A second name for a collection (`docs` -> `docs_2026_11`): requests naming the alias go to the
+    collection it points at, and moving it to another collection is one etcd write, seen by every router on
+    its watch (as a version switch is)."""
+
+    alias: str
+    collection: str
+    updated_unix: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_segment("alias", self.alias)
+        check_segment("collection name", self.collection)
+
+    def to_json(self) -> bytes:
+        return _dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Self:
+        body = _loads("alias", data)
+        return cls(**_pick("alias", body, ("alias", "collection")), updated_unix=body.get("updated_unix", 0.0))
+
+
+@dataclass(frozen=True)
 class ServerRecord:
     server_id: str
     address: str  # host:port of the shard server's gRPC endpoint

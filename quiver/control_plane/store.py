@@ -18,15 +18,16 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from quiver.control_plane.etcd_client import EtcdClient, KeyValue, WatchEvent
 from quiver.control_plane.keys import DEFAULT_ROOT, KeyLayout
-from quiver.control_plane.records import CollectionRecord, ServerRecord, ShardMap, ShardPlacement
-from quiver.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, QuiverError, Unavailable
+from quiver.control_plane.records import AliasRecord, CollectionRecord, ServerRecord, ShardMap, ShardPlacement
+from quiver.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, QuiverError, Unavailable
 
 _log = logging.getLogger(__name__)
+_ALIAS_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,11 @@ class ClusterSnapshot:
     # never stops a router, and reported by cluster status for an operator.
     skipped: tuple[tuple[str, str], ...] = ()
     drains: frozenset[str] = frozenset()  # servers being drained (their replicas move away)
+    aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # alias -> the collection it names
+
+    def resolve(self, name: str) -> str:
+        """The collection `name` names: itself, or the one the alias `name` points at."""
+        return name if name in self.collections else self.aliases.get(name, name)
 
     def active_shard_map(self, name: str) -> ShardMap | None:
         """The serving shard map of collection `name`, or None if the collection or its map is missing."""
@@ -318,6 +324,7 @@ class ClusterStore:
         shard_maps: dict[tuple[str, int], ShardMap] = {}
         servers: dict[str, ServerRecord] = {}
         drains: set[str] = set()
+        aliases: dict[str, str] = {}
         skipped: list[tuple[str, str]] = []
         for kv in result.kvs:
             parsed = self.keys.parse(kv.key)
@@ -331,6 +338,8 @@ class ClusterStore:
                     shard_maps[(parsed.name, parsed.version)] = ShardMap.from_json(kv.value)
                 elif parsed.kind == "drain":
                     drains.add(parsed.name)
+                elif parsed.kind == "alias":
+                    aliases[parsed.name] = AliasRecord.from_json(kv.value).collection
                 else:
                     servers[parsed.name] = ServerRecord.from_json(kv.value)
             except (QuiverError, TypeError, ValueError) as error:
@@ -344,7 +353,50 @@ class ClusterStore:
             MappingProxyType(servers),
             tuple(skipped),
             frozenset(drains),
+            MappingProxyType(aliases),
         )
+
+    async def set_alias(self, alias: str, collection: str, *, expected: str | None = None) -> int:
+        """Point `alias` at `collection` in one transaction, which also checks that the collection exists and
+        no collection is named `alias`. `expected`: the collection the alias must point at now ("" = the alias
+        must not exist yet), else FailedPrecondition (of two concurrent switches from the same target, one
+        wins). Returns the revision of the write."""
+        for _ in range(_ALIAS_ATTEMPTS):
+            alias_key, collection_key, clashing = self.keys.alias(alias), self.keys.collection(collection), self.keys.collection(alias)
+            current = await self.client.get(alias_key)
+            target = await self.client.get(collection_key)
+            if target is None:
+                raise NotFound(f"collection {collection!r} does not exist; an alias must name one")
+            if await self.client.get(clashing) is not None:
+                raise AlreadyExists(f"{alias!r} is the name of a collection; an alias needs a name of its own")
+            now = AliasRecord.from_json(current.value).collection if current is not None else ""
+            if expected is not None and now != expected:
+                raise FailedPrecondition(
+                    f"alias {alias!r} points at {now!r}, not {expected!r} as expected"
+                    if now else f"alias {alias!r} does not exist (expected it to point at {expected!r})"
+                )
+            record = AliasRecord(alias, collection, time.time())
+            try:
+                return await self.client.swap(
+                    {alias_key: current.mod_revision if current else 0, collection_key: target.mod_revision, clashing: 0},
+                    put={alias_key: record.to_json()},
+                )
+            except Aborted:
+                continue  # the alias or its collection changed meanwhile: look again (`expected` checked again)
+        raise FailedPrecondition(f"alias {alias!r} kept changing while it was being set; retry")
+
+    async def delete_alias(self, alias: str, *, expected: str | None = None) -> int:
+        key = self.keys.alias(alias)
+        current = await self.client.get(key)
+        if current is None:
+            raise NotFound(f"alias {alias!r} does not exist")
+        now = AliasRecord.from_json(current.value).collection
+        if expected is not None and now != expected:
+            raise FailedPrecondition(f"alias {alias!r} points at {now!r}, not {expected!r} as expected")
+        try:
+            return await self.client.swap({key: current.mod_revision}, delete=[key])
+        except Aborted:
+            raise FailedPrecondition(f"alias {alias!r} changed meanwhile; look again and retry") from None
 
     def watch(self, start_revision: int, *, max_backoff: float = 2.0) -> AsyncIterator[WatchEvent]:
         """Every change under the root from `start_revision` on; see EtcdClient.watch_prefix."""

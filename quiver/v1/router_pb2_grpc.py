@@ -114,6 +114,21 @@ class RouterStub:
                 request_serializer=quiver_dot_v1_dot_router__pb2.ReindexStatusRequest.SerializeToString,
                 response_deserializer=quiver_dot_v1_dot_router__pb2.ReindexStatusResponse.FromString,
                 _registered_method=True)
+        self.SetAlias = channel.unary_unary(
+                '/quiver.v1.Router/SetAlias',
+                request_serializer=quiver_dot_v1_dot_router__pb2.SetAliasRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_router__pb2.SetAliasResponse.FromString,
+                _registered_method=True)
+        self.DeleteAlias = channel.unary_unary(
+                '/quiver.v1.Router/DeleteAlias',
+                request_serializer=quiver_dot_v1_dot_router__pb2.DeleteAliasRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_router__pb2.DeleteAliasResponse.FromString,
+                _registered_method=True)
+        self.ListAliases = channel.unary_unary(
+                '/quiver.v1.Router/ListAliases',
+                request_serializer=quiver_dot_v1_dot_router__pb2.ListAliasesRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_router__pb2.ListAliasesResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -215,6 +230,24 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetAlias(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAlias(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAliases(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -297,6 +330,21 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.ReindexStatus,
                     request_deserializer=quiver_dot_v1_dot_router__pb2.ReindexStatusRequest.FromString,
                     response_serializer=quiver_dot_v1_dot_router__pb2.ReindexStatusResponse.SerializeToString,
+            ),
+            'SetAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAlias,
+                    request_deserializer=quiver_dot_v1_dot_router__pb2.SetAliasRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_router__pb2.SetAliasResponse.SerializeToString,
+            ),
+            'DeleteAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAlias,
+                    request_deserializer=quiver_dot_v1_dot_router__pb2.DeleteAliasRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_router__pb2.DeleteAliasResponse.SerializeToString,
+            ),
+            'ListAliases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAliases,
+                    request_deserializer=quiver_dot_v1_dot_router__pb2.ListAliasesRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_router__pb2.ListAliasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -731,6 +779,87 @@ class Router:
             '/quiver.v1.Router/ReindexStatus',
             quiver_dot_v1_dot_router__pb2.ReindexStatusRequest.SerializeToString,
             quiver_dot_v1_dot_router__pb2.ReindexStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Router/SetAlias',
+            quiver_dot_v1_dot_router__pb2.SetAliasRequest.SerializeToString,
+            quiver_dot_v1_dot_router__pb2.SetAliasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Router/DeleteAlias',
+            quiver_dot_v1_dot_router__pb2.DeleteAliasRequest.SerializeToString,
+            quiver_dot_v1_dot_router__pb2.DeleteAliasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAliases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Router/ListAliases',
+            quiver_dot_v1_dot_router__pb2.ListAliasesRequest.SerializeToString,
+            quiver_dot_v1_dot_router__pb2.ListAliasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

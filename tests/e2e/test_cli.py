@@ -164,3 +164,25 @@ def test_reindex_builds_the_next_version_shows_progress_and_cutover_switches_to_
     listed = quiver(cluster, "versions", "re").stdout
     assert "v2 active" in listed and "shards=2" in listed and "30 points built from v1" in listed
     assert quiver(cluster, "count", "re").stdout.strip() == "30"
+
+
+def test_a_reindex_command_killed_mid_build_then_run_again_attaches_to_the_same_build_and_it_cuts_over(cluster: LocalCluster):
+    from quiver.client import Client
+    from tests.data_fixtures import glove_subset
+
+    vectors = glove_subset().base
+    with Client(cluster.router_address) as client:
+        client.create_collection("killed", vectors.shape[1], index="flat", shards=2)
+        client.upsert("killed", [f"p{i}" for i in range(len(vectors))], vectors)
+    env = dict(os.environ, QUIVER_ROUTER=cluster.router_address)
+    command = subprocess.Popen([QUIVER, "reindex", "killed", "--index", "hnsw", "--param", "m=8"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert command.stdout is not None
+        assert "reindex killed v1 -> v2" in command.stdout.readline()  # the build is under way
+    finally:
+        command.kill()  # SIGKILL: the CLI gets no chance to tidy anything
+        command.wait(10)
+    again = quiver(cluster, "reindex", "killed", "--index", "hnsw", "--param", "m=8").stdout
+    assert "v2 is ready" in again and "v3" not in again, again  # the same build, not a fresh one
+    assert "v2 is active" in quiver(cluster, "cutover", "killed").stdout
+    assert quiver(cluster, "count", "killed").stdout.strip() == str(len(vectors))

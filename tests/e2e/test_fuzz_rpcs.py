@@ -262,6 +262,17 @@ def test_router_create_describe_and_drop_collection(target, name, dim, metric, i
         assert dropped in CALLER_CODES, f"DropCollection: {dropped.name} {details!r}"
 
 
+@FUZZ
+@given(alias=st.one_of(names.filter(lambda n: n not in ("docs", "flat")), st.sampled_from(["docs", "flat", "al"])), collection=mostly_names,
+       expected=st.one_of(st.none(), mostly_names), absent=st.booleans(), delete=st.booleans())
+def test_router_set_list_and_delete_alias(target, alias, collection, expected, absent, delete) -> None:  # type: ignore[no-untyped-def]
+    request = router_pb2.SetAliasRequest(alias=alias, collection=collection, expected_collection=expected or "", expect_absent=absent)
+    check(target, "Router.SetAlias", lambda: target.router.SetAlias(request, timeout=30))
+    check(target, "Router.ListAliases", lambda: target.router.ListAliases(router_pb2.ListAliasesRequest(), timeout=30))
+    if delete:
+        check(target, "Router.DeleteAlias", lambda: target.router.DeleteAlias(router_pb2.DeleteAliasRequest(alias=alias), timeout=30))
+
+
 def _never(flt: types_pb2.Filter) -> types_pb2.Filter:
     """`flt` and a clause no loaded point meets, so a delete by it may run but removes nothing."""
     never = types_pb2.Filter(eq=types_pb2.FieldEq(field="tag", value=types_pb2.Value(string_value="no-such-tag")))

@@ -236,7 +236,7 @@ def drain(server_id: str, cancel: bool, wait: bool, wait_timeout: float, router:
 @router_option
 @one_line_errors
 def versions(collection: str, router: str) -> None:
-    """List COLLECTION's index versions: state, index, model, shards, point counts."""
+    """List COLLECTION's index versions: state, index, model, shards, point counts, the last verification."""
     from google.protobuf.json_format import MessageToDict
 
     from quiver.client import Client
@@ -250,6 +250,11 @@ def versions(collection: str, router: str) -> None:
         failure = f" FAILED: {v.failure}" if v.failure else ""
         click.echo(f"  v{v.version} {v.state:<9} {index} model={v.model or '-'} shards={v.shards} rf={v.replication_factor} "
                    f"{v.point_count} points{built}{failure}")
+        if v.HasField("verification"):
+            f = v.verification
+            overlap = f" overlap@{f.k} {f.overlap:.3f} with v{f.active}" if f.has_overlap else ""
+            click.echo(f"      verified on {f.queries} queries: recall@{f.k} {f.recall:.3f}{overlap}; p50/p99 {f.p50_ms:.1f}/{f.p99_ms:.1f} ms "
+                       f"(v{f.active}: {f.active_p50_ms:.1f}/{f.active_p99_ms:.1f} ms)")
 
 
 @main.command()
@@ -309,10 +314,11 @@ def verify(collection: str, version: int, queries: Path, limit: int, k: int, rou
     import json
 
     from quiver.client import Client
-    from quiver.verification import load_queries, verify_version
+    from quiver.verification import as_figures, load_queries, verify_version
 
     with Client(router) as client:
         result = verify_version(client, collection, version or _newest_ready(client, collection), load_queries(queries, limit), k)
+        client.record_verification(collection, as_figures(result))  # listed by `quiver versions`
     click.echo(json.dumps(result.as_dict()))
 
 
@@ -339,7 +345,7 @@ def cutover(collection: str, target: int, expected_active: int, queries: Path | 
     import json
 
     from quiver.client import Client
-    from quiver.verification import check_thresholds, load_queries, verify_version
+    from quiver.verification import as_figures, check_thresholds, load_queries, verify_version
 
     if (min_recall is not None or min_overlap is not None) and queries is None:
         raise click.UsageError("--min-recall and --min-overlap need --queries to verify with")
@@ -347,6 +353,7 @@ def cutover(collection: str, target: int, expected_active: int, queries: Path | 
         if queries is not None:
             target = target or _newest_ready(client, collection)
             result = verify_version(client, collection, target, load_queries(queries, limit))
+            client.record_verification(collection, as_figures(result))
             click.echo(json.dumps(result.as_dict()))
             short = check_thresholds(result, min_recall, min_overlap)
             if short and not force:

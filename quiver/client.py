@@ -383,6 +383,10 @@ class Client:
         """Retire a version that is not active: it takes no more writes and its partitions are freed."""
         self._call(self._stub.RetireVersion, router_pb2.RetireVersionRequest(collection=collection, version=version), timeout)
 
+    def record_verification(self, collection: str, figures: router_pb2.VerificationFigures, *, timeout: float | None = None) -> None:
+        """Keep a version's verification figures (quiver.verification.as_figures) for `versions` to list."""
+        self._call(self._stub.RecordVerification, router_pb2.RecordVerificationRequest(collection=collection, figures=figures), timeout)
+
     def set_alias(self, alias: str, collection: str, *, expected: str | None = None, timeout: float | None = None) -> int:
         """Point `alias` at `collection` (one etcd transaction; `expected`: the collection it must point at now,
         "" = it must not exist yet). Returns the etcd revision of the switch."""

@@ -73,6 +73,17 @@ def verify_version(client: Any, collection: str, version: int, queries: np.ndarr
     )
 
 
+def as_figures(result: Verification) -> Any:
+    """`result` as the VerificationFigures message the router records for `quiver versions`."""
+    from quiver.v1 import router_pb2
+
+    return router_pb2.VerificationFigures(
+        version=result.version, active=result.active, k=result.k, queries=result.queries, recall=result.recall,
+        overlap=result.overlap or 0.0, has_overlap=result.overlap is not None, p50_ms=result.p50_ms, p99_ms=result.p99_ms,
+        active_p50_ms=result.active_p50_ms, active_p99_ms=result.active_p99_ms, verified_unix=time.time(),
+    )
+
+
 def check_thresholds(result: Verification, min_recall: float | None, min_overlap: float | None) -> list[str]:
     """What falls short of the thresholds (empty: the version passes)."""
     short = []

@@ -158,6 +158,11 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         return router_pb2.ReindexStatusResponse(builds=await self._reindexes(request.collection))
 
     @rpc_guard
+    async def RecordVerification(self, request, context):  # type: ignore[no-untyped-def]
+        await self._versions.record_verification(request.collection, request.figures)
+        return router_pb2.RecordVerificationResponse()
+
+    @rpc_guard
     async def SetAlias(self, request, context):  # type: ignore[no-untyped-def]
         expected = "" if request.expect_absent else (request.expected_collection or None)
         revision = await self._admin.store.set_alias(request.alias, request.collection, expected=expected)

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any, Awaitable, Callable
 
 import grpc
+from google.protobuf import json_format
 
 from quiver.control_plane import versions
 from quiver.control_plane.records import CollectionRecord, ShardMap, VersionSpec
@@ -257,6 +258,7 @@ class VersionAdmin:
         record = await self._store.get_collection(name)
         shard_maps = await versions.list_versions(self._store, name)
         counts = await self._point_counts([m for m in shard_maps if m.state != "retired"])
+        verified = await self._verifications(name)
         reply = router_pb2.ListVersionsResponse(active=record.active_version, previous=record.previous_version or 0)
         for shard_map in shard_maps:
             spec = versions.spec_of(record, shard_map) if shard_map.spec or shard_map.version == record.active_version else None
@@ -267,8 +269,30 @@ class VersionAdmin:
             if spec is not None:
                 info.index.CopyFrom(index_to_proto(spec.index_kind, spec.index_params))
                 info.model, info.replication_factor = spec.model, spec.replication_factor
+            if shard_map.version in verified:
+                info.verification.CopyFrom(verified[shard_map.version])
             reply.versions.append(info)
         return reply
+
+    async def record_verification(self, name: str, figures: router_pb2.VerificationFigures) -> None:
+        """Keep the last verification of a version, for `quiver versions` (any router lists it)."""
+        shard_maps = {m.version: m for m in await versions.list_versions(self._store, name)}  # NotFound: no collection
+        if figures.version not in shard_maps:
+            raise NotFound(f"collection {name!r} has no version {figures.version}")
+        if not 0 <= figures.recall <= 1 or not 0 <= figures.overlap <= 1:
+            raise InvalidArgument(f"recall and overlap are fractions in [0, 1], got {figures.recall} and {figures.overlap}")
+        await self._store.client.put(self._store.keys.verification(name, figures.version), json_format.MessageToJson(figures).encode())
+
+    async def _verifications(self, name: str) -> dict[int, router_pb2.VerificationFigures]:
+        found = {}
+        for kv in (await self._store.client.get_prefix(self._store.keys.verifications_prefix(name))).kvs:
+            try:
+                figures = json_format.Parse(kv.value, router_pb2.VerificationFigures())
+            except json_format.ParseError as error:
+                _log.warning("skipped unreadable verification record %s: %s", kv.key, error)
+                continue
+            found[figures.version] = figures
+        return found
 
     async def _expected(self, name: str, expected_active: int) -> CollectionRecord:
         record = await self._store.get_collection(name)

@@ -11,6 +11,8 @@ each its own root so one etcd can hold several):
     {root}drains/{server_id}                 a drain request (JSON: when it was made): the controller moves
                                              every replica off that server
     {root}aliases/{alias}                    AliasRecord, JSON: a second name for a collection
+    {root}verifications/{name}/{version:08d} the last shadow verification of a version (JSON
+                                             VerificationFigures); read by ListVersions, not by watchers
     {root}controller                         the id of the router holding the controller role, under its
                                              lease (see election.py)
 
@@ -101,6 +103,12 @@ class KeyLayout:
 
     def server(self, server_id: str) -> str:
         return self.servers_prefix + check_segment("server id", server_id)
+
+    def verifications_prefix(self, name: str) -> str:
+        return f"{self.root}verifications/{check_segment('collection name', name)}/"
+
+    def verification(self, name: str, version: int) -> str:
+        return f"{self.verifications_prefix(name)}{_check_version(version):08d}"
 
     @property
     def aliases_prefix(self) -> str:

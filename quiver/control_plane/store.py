@@ -169,7 +169,9 @@ class ClusterStore:
         """Delete the record and every shard map of `name` in one transaction, only if the record is still
         the one at `revision`; Aborted otherwise. Returns the revision of the delete."""
         key = self.keys.collection(name)
-        return await self.client.swap({key: revision}, delete=[key], delete_prefixes=[self.keys.shard_maps_prefix(name)])
+        return await self.client.swap(
+            {key: revision}, delete=[key], delete_prefixes=[self.keys.shard_maps_prefix(name), self.keys.verifications_prefix(name)],
+        )
 
     async def _put_shard_map_at(self, shard_map: ShardMap, revision: int) -> int:
         """Store a shard map only if its collection's record is still the one at `revision` (the compare

@@ -194,7 +194,7 @@ class RouterSearchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[_types_pb2.QueryResult, _Mapping]]] = ..., coverage: _Optional[_Union[Coverage, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class VersionInfo(_message.Message):
-    __slots__ = ("version", "state", "index", "model", "shards", "replication_factor", "failure", "built_from", "created_unix", "point_count")
+    __slots__ = ("version", "state", "index", "model", "shards", "replication_factor", "failure", "built_from", "created_unix", "point_count", "verification")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -205,6 +205,7 @@ class VersionInfo(_message.Message):
     BUILT_FROM_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
     POINT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
     version: int
     state: str
     index: _types_pb2.IndexSpec
@@ -215,7 +216,48 @@ class VersionInfo(_message.Message):
     built_from: int
     created_unix: float
     point_count: int
-    def __init__(self, version: _Optional[int] = ..., state: _Optional[str] = ..., index: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ..., model: _Optional[str] = ..., shards: _Optional[int] = ..., replication_factor: _Optional[int] = ..., failure: _Optional[str] = ..., built_from: _Optional[int] = ..., created_unix: _Optional[float] = ..., point_count: _Optional[int] = ...) -> None: ...
+    verification: VerificationFigures
+    def __init__(self, version: _Optional[int] = ..., state: _Optional[str] = ..., index: _Optional[_Union[_types_pb2.IndexSpec, _Mapping]] = ..., model: _Optional[str] = ..., shards: _Optional[int] = ..., replication_factor: _Optional[int] = ..., failure: _Optional[str] = ..., built_from: _Optional[int] = ..., created_unix: _Optional[float] = ..., point_count: _Optional[int] = ..., verification: _Optional[_Union[VerificationFigures, _Mapping]] = ...) -> None: ...
+
+class VerificationFigures(_message.Message):
+    __slots__ = ("version", "active", "k", "queries", "recall", "overlap", "has_overlap", "p50_ms", "p99_ms", "active_p50_ms", "active_p99_ms", "verified_unix")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    HAS_OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    P50_MS_FIELD_NUMBER: _ClassVar[int]
+    P99_MS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    active: int
+    k: int
+    queries: int
+    recall: float
+    overlap: float
+    has_overlap: bool
+    p50_ms: float
+    p99_ms: float
+    active_p50_ms: float
+    active_p99_ms: float
+    verified_unix: float
+    def __init__(self, version: _Optional[int] = ..., active: _Optional[int] = ..., k: _Optional[int] = ..., queries: _Optional[int] = ..., recall: _Optional[float] = ..., overlap: _Optional[float] = ..., has_overlap: _Optional[bool] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., active_p50_ms: _Optional[float] = ..., active_p99_ms: _Optional[float] = ..., verified_unix: _Optional[float] = ...) -> None: ...
+
+class RecordVerificationRequest(_message.Message):
+    __slots__ = ("collection", "figures")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FIGURES_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    figures: VerificationFigures
+    def __init__(self, collection: _Optional[str] = ..., figures: _Optional[_Union[VerificationFigures, _Mapping]] = ...) -> None: ...
+
+class RecordVerificationResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class ListVersionsRequest(_message.Message):
     __slots__ = ("collection",)

@@ -114,6 +114,11 @@ class RouterStub:
                 request_serializer=quiver_dot_v1_dot_router__pb2.ReindexStatusRequest.SerializeToString,
                 response_deserializer=quiver_dot_v1_dot_router__pb2.ReindexStatusResponse.FromString,
                 _registered_method=True)
+        self.RecordVerification = channel.unary_unary(
+                '/quiver.v1.Router/RecordVerification',
+                request_serializer=quiver_dot_v1_dot_router__pb2.RecordVerificationRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_router__pb2.RecordVerificationResponse.FromString,
+                _registered_method=True)
         self.SetAlias = channel.unary_unary(
                 '/quiver.v1.Router/SetAlias',
                 request_serializer=quiver_dot_v1_dot_router__pb2.SetAliasRequest.SerializeToString,
@@ -230,6 +235,12 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordVerification(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetAlias(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -330,6 +341,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.ReindexStatus,
                     request_deserializer=quiver_dot_v1_dot_router__pb2.ReindexStatusRequest.FromString,
                     response_serializer=quiver_dot_v1_dot_router__pb2.ReindexStatusResponse.SerializeToString,
+            ),
+            'RecordVerification': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordVerification,
+                    request_deserializer=quiver_dot_v1_dot_router__pb2.RecordVerificationRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_router__pb2.RecordVerificationResponse.SerializeToString,
             ),
             'SetAlias': grpc.unary_unary_rpc_method_handler(
                     servicer.SetAlias,
@@ -779,6 +795,33 @@ class Router:
             '/quiver.v1.Router/ReindexStatus',
             quiver_dot_v1_dot_router__pb2.ReindexStatusRequest.SerializeToString,
             quiver_dot_v1_dot_router__pb2.ReindexStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordVerification(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Router/RecordVerification',
+            quiver_dot_v1_dot_router__pb2.RecordVerificationRequest.SerializeToString,
+            quiver_dot_v1_dot_router__pb2.RecordVerificationResponse.FromString,
             options,
             channel_credentials,
             insecure,

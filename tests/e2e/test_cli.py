@@ -156,6 +156,8 @@ def test_reindex_builds_the_next_version_shows_progress_and_cutover_switches_to_
     verified = json.loads(quiver(cluster, "verify", "re", "--queries", str(files["npy"]), "-k", "5").stdout)
     assert (verified["version"], verified["active"], verified["queries"], verified["k"]) == (2, 1, 30, 5)
     assert 0 < verified["recall"] <= 1 and 0 < verified["overlap"] <= 1
+    # The figures are kept with the version: `quiver versions` lists them (through any router).
+    assert f"verified on 30 queries: recall@5 {verified['recall']:.3f} overlap@5 {verified['overlap']:.3f} with v1" in quiver(cluster, "versions", "re").stdout
     refused = quiver(cluster, "cutover", "re", "--queries", str(files["npy"]), "--min-recall", "1.01", ok=False)
     assert "cutover of re to v2 refused: recall@10" in refused.stderr and "--force overrides" in refused.stderr
     assert "need --queries" in quiver(cluster, "cutover", "re", "--min-overlap", "0.5", ok=False).stderr

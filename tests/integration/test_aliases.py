@@ -66,13 +66,16 @@ async def test_alias_switches_are_compare_and_set_and_names_never_clash(cluster)
         await cluster.client.set_alias("docs", "docs_a", expected="docs_b")
     with pytest.raises(FailedPrecondition, match="points at 'docs_a'"):
         await cluster.client.set_alias("docs", "docs_b", expected="")  # "create only": it exists
-    # Of two switches from the same target, one wins and the other is refused.
+    # Of two switches from the same target to different ones, one wins and the other is refused.
+    await cluster.client.create_collection("docs_c", 50, index="flat")
     results = await asyncio.gather(
         cluster.client.set_alias("docs", "docs_b", expected="docs_a"),
-        cluster.client.set_alias("docs", "docs_a", expected="docs_a"),
+        cluster.client.set_alias("docs", "docs_c", expected="docs_a"),
         return_exceptions=True,
     )
-    assert sum(isinstance(r, int) for r in results) == 1 and sum(isinstance(r, FailedPrecondition) for r in results) == 1
+    assert sum(isinstance(r, int) for r in results) == 1 and sum(isinstance(r, FailedPrecondition) for r in results) == 1, results
+    winner = "docs_b" if isinstance(results[0], int) else "docs_c"
+    assert (await cluster.client.aliases())["docs"] == winner
     with pytest.raises(NotFound, match="collection 'nope' does not exist"):
         await cluster.client.set_alias("docs", "nope")
     with pytest.raises(AlreadyExists, match="'docs_b' is the name of a collection"):

@@ -318,8 +318,16 @@ def verify(collection: str, version: int, queries: Path, limit: int, k: int, rou
 
     with Client(router) as client:
         result = verify_version(client, collection, version or _newest_ready(client, collection), load_queries(queries, limit), k)
-        client.record_verification(collection, as_figures(result))  # listed by `quiver versions`
-    click.echo(json.dumps(result.as_dict()))
+        click.echo(json.dumps(result.as_dict()))
+        _record(client, collection, as_figures(result))
+
+
+def _record(client, collection: str, figures) -> None:  # type: ignore[no-untyped-def]
+    """Keep the figures for `quiver versions`; a failure to keep them is a warning, never a lost result."""
+    try:
+        client.record_verification(collection, figures)
+    except Exception as error:  # noqa: BLE001 - the figures are printed already
+        click.echo(f"warning: the verification figures were not recorded for `quiver versions`: {error}", err=True)
 
 
 def _newest_ready(client, collection: str) -> int:  # type: ignore[no-untyped-def]
@@ -353,8 +361,8 @@ def cutover(collection: str, target: int, expected_active: int, queries: Path | 
         if queries is not None:
             target = target or _newest_ready(client, collection)
             result = verify_version(client, collection, target, load_queries(queries, limit))
-            client.record_verification(collection, as_figures(result))
             click.echo(json.dumps(result.as_dict()))
+            _record(client, collection, as_figures(result))
             short = check_thresholds(result, min_recall, min_overlap)
             if short and not force:
                 raise click.ClickException(f"cutover of {collection} to v{target} refused: " + "; ".join(short) + " (--force overrides)")
@@ -396,7 +404,7 @@ def retire(collection: str, version: int, router: str) -> None:
 @click.argument("alias")
 @click.argument("collection", required=False)
 @click.option("--expected", default=None, help="Switch only if ALIAS points at this collection now (\"\": only if it does not exist yet).")
-@click.option("--rm", "remove", is_flag=True, help="Delete ALIAS instead (COLLECTION, if given, must be what it points at).")
+@click.option("--rm", "remove", is_flag=True, help="Delete ALIAS instead (only if it points at --expected or COLLECTION, when given).")
 @router_option
 @one_line_errors
 def alias(alias: str, collection: str | None, expected: str | None, remove: bool, router: str) -> None:
@@ -405,7 +413,7 @@ def alias(alias: str, collection: str | None, expected: str | None, remove: bool
 
     with Client(router) as client:
         if remove:
-            client.delete_alias(alias, expected=collection or "")
+            client.delete_alias(alias, expected=expected or collection or "")
             click.echo(f"alias {alias} deleted")
             return
         if not collection:

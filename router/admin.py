@@ -18,10 +18,10 @@ from dataclasses import replace
 
 import grpc
 
-from quiver.control_plane.records import CollectionRecord, Replica, ShardMap, ShardPlacement, VersionSpec
+from quiver.control_plane.records import AliasRecord, CollectionRecord, Replica, ShardMap, ShardPlacement, VersionSpec
 from quiver.control_plane.store import ClusterStore
 from quiver.control_plane.watcher import ClusterWatcher
-from quiver.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from quiver.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, QuiverError
 from quiver.specs import MAX_DIM
 from quiver.v1 import router_pb2, shard_pb2
 from quiver.wire.filters import check_field_name
@@ -248,7 +248,9 @@ class Admin:
 
     async def drop_collection(self, name: str, budget: Budget = UNLIMITED) -> None:
         snapshot = self._watcher.current
-        pointing = sorted(a for a, c in snapshot.aliases.items() if c == name)
+        # Read from etcd, not this router's snapshot: an alias set through another router a moment ago counts.
+        aliases = await self._store.client.get_prefix(self._store.keys.aliases_prefix)
+        pointing = sorted(a for a in (_alias_of(kv.value, name) for kv in aliases.kvs) if a)
         if pointing:
             raise FailedPrecondition(
                 f"collection {name!r} is named by alias(es) {', '.join(pointing)}; point them at another collection "
@@ -316,3 +318,12 @@ class Admin:
         except Exception:  # noqa: BLE001 - an unreachable server is reported, not raised
             return None
         return {(p.spec.ref.collection, p.spec.ref.shard, p.spec.ref.version): p for p in reply.partitions}
+
+
+def _alias_of(value: bytes, collection: str) -> str:
+    """The alias an alias record defines if it points at `collection`, else ""."""
+    try:
+        record = AliasRecord.from_json(value)
+    except (QuiverError, TypeError, ValueError):  # an unreadable alias record names nothing (the snapshot skips it too)
+        return ""
+    return record.alias if record.collection == collection else ""

@@ -25,7 +25,7 @@ from router.reindex import rows_by_shard
 _log = logging.getLogger(__name__)
 
 COUNT_EVERY_S = 30.0
-_PAGE = 16384
+_PAGE = 4096  # ids per page, and at most per Get: a Get answers with metadata, which may be large
 _CALL_TIMEOUT_S = 30.0
 
 
@@ -69,6 +69,7 @@ class ModelCoverage:
         self._pool = pool
         self._counts: dict[tuple[str, int], router_pb2.ModelCoverage] = {}
         self._counting: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._tried: dict[tuple[str, int], float] = {}  # when each count last started: a failing one waits too
 
     def report(self, snapshot: ClusterSnapshot) -> list[router_pb2.ModelCoverage]:
         """The figures for every version open for a new model now (starting a recount of stale ones)."""
@@ -85,20 +86,22 @@ class ModelCoverage:
             last = self._counts.get(key)
             if last is None or last.active_version != active.version:
                 last = self._counts[key] = router_pb2.ModelCoverage(collection=name, version=version, model=model, active_version=active.version)
-            if time.time() - last.counted_unix >= COUNT_EVERY_S and key not in self._counting:
+            if time.time() - max(last.counted_unix, self._tried.get(key, 0.0)) >= COUNT_EVERY_S and key not in self._counting:
+                self._tried[key] = time.time()
                 task = asyncio.ensure_future(self._count(key, snapshot, record, active, shard_map))
                 self._counting[key] = task
                 task.add_done_callback(lambda _, key=key: self._counting.pop(key, None))  # type: ignore[misc]
             wanted.append(last)
         for key in set(self._counts) - {(c.collection, c.version) for c in wanted}:
             del self._counts[key]
+            self._tried.pop(key, None)
         return [router_pb2.ModelCoverage.FromString(c.SerializeToString()) for c in wanted]  # copies: counts go on
 
     async def _count(self, key: tuple[str, int], snapshot: ClusterSnapshot, record: CollectionRecord, active: ShardMap, target: ShardMap) -> None:
         try:
             held, total = await count_held(self._pool, snapshot, record, active, target)
-        except (grpc.aio.AioRpcError, LookupError) as error:
-            why = error.details() if isinstance(error, grpc.aio.AioRpcError) else str(error)
+        except Exception as error:  # noqa: BLE001 - a report: the reason is shown, the next ask counts again
+            why = error.details() if isinstance(error, grpc.aio.AioRpcError) else f"{type(error).__name__}: {error}"
             _log.warning("could not count %s v%d's ids in v%d: %s", key[0], active.version, key[1], why)
             if key in self._counts:
                 self._counts[key].error = why or "unknown"

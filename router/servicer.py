@@ -548,12 +548,16 @@ class _SealedForCutover(Exception):
     """A shard of the version written to refused the write: it is sealed for a cutover to another version."""
 
 
+_OLD_SEALED_TEXT = "sealed against writes"
 _SEALED_RECHECK_S = 0.05  # a write refused by a seal is resent at least this often while the seal lasts
 
 
 def _raise_if_sealed(view: CollectionView, outcomes: list[Any]) -> None:
     for outcome in outcomes:
-        if outcome.code == grpc.StatusCode.UNAVAILABLE and outcome.refusal == SealedAgainstWrites.refusal:
+        # By the marker; by the text only from a shard too old to send one (a rolling upgrade).
+        if outcome.code == grpc.StatusCode.UNAVAILABLE and (
+            outcome.refusal == SealedAgainstWrites.refusal or (not outcome.refusal and _OLD_SEALED_TEXT in outcome.message)
+        ):
             raise _SealedForCutover(f"collection {view.record.name!r} v{view.version} is being cut over to another version")
 
 

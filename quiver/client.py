@@ -64,6 +64,10 @@ class SearchResult:
     shards_asked: int
     shards_answered: int
     version: int = 0  # the index version of the collection that answered
+    # A filtered search: the strategy's estimated cost (us, summed over the shards) and the points the
+    # filter allowed.
+    estimated_cost_us: float = 0.0
+    filter_matches: int = 0
 
     @property
     def ids(self) -> list[str]:
@@ -264,6 +268,7 @@ def search_results(response: router_pb2.RouterSearchResponse) -> list[SearchResu
         ]
         out.append(SearchResult(
             hits, _STRATEGY_NAMES.get(result.strategy, "?"), coverage.partial, coverage.shards_asked, coverage.shards_answered, response.version,
+            result.estimated_cost_us, result.filter_matches,
         ))
     return out
 

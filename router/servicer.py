@@ -624,6 +624,8 @@ def _merge_batch(answers: list[shard_pb2.SearchResponse], n_queries: int, k: int
             ids=[per_shard[s].ids[p] for s, p in pairs],
             scores=[padded[s][q, p] for s, p in pairs],
             strategy=per_shard[0].strategy,
+            estimated_cost_us=sum(r.estimated_cost_us for r in per_shard),
+            filter_matches=sum(r.filter_matches for r in per_shard),
         )
         if with_metadata:
             result.metadata.extend(per_shard[s].metadata[p] for s, p in pairs)

@@ -6,16 +6,19 @@ structure (index slots, filter bitmaps) follows the peak live count, not the num
 
 Search strategy per request:
 - no filter: the index's search (ANN, or exact for flat / untrained IVF);
-- filter: the allowed set is computed once from the field index as a bitmap; when it holds at most
-  `exact_filter_fraction` of the live points (or at most `exact_filter_min_points`) the allowed points
-  are scored exactly, otherwise the index searches restricted to the bitmap;
+- filter: the allowed set is computed once from the field index as a bitmap; on an HNSW index the way to
+  search it (exact over the allowed points, an oversampled unfiltered search filtered after, or the
+  graph's own filtered search) is the one of least estimated cost (shard/search_cost.py), and the
+  strategy and its estimate go back with each result; an IVF-PQ index scores at most
+  `exact_filter_min_points` (or `exact_filter_fraction` of the points) exactly and searches the rest
+  restricted to the bitmap; a flat index always scores exactly;
 - any query that came back with fewer than min(k, candidates) results (hnswlib under heavy deletes or a
   tight filter) is completed exactly, so a search never returns fewer results than exist.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -24,10 +27,16 @@ from quiver.filters import Filter, Metadata
 from quiver.specs import PartitionSpec
 from shard.field_index import FieldIndex
 from shard.indexes import IndexConfig, QueryKnobs, SearchHits, VectorIndex, create_index, load_index
+from shard.search_cost import ANN_FILTERED, ANN_POST_FILTERED, EXACT_FILTERED, FilterCosts, FilterPlan, plan_filtered
 
 
 @dataclass(frozen=True)
 class SearchPolicy:
+    costs: FilterCosts = field(default_factory=FilterCosts)
+    # A filtered-search strategy used whatever it costs ("" = the cheapest): tests, and an operator
+    # checking one path's recall.
+    force_filtered: str = ""
+    # IVF-PQ (no cost model yet): filters allowing at most this share or count of the points are exact.
     exact_filter_fraction: float = 0.02
     exact_filter_min_points: int = 1024
 
@@ -37,7 +46,9 @@ class QueryHits:
     ids: list[str]
     scores: np.ndarray
     labels: np.ndarray
-    strategy: str  # "ann" | "ann_filtered" | "exact" | "exact_filtered"
+    strategy: str  # "ann" | "ann_filtered" | "ann_post_filtered" | "exact" | "exact_filtered"
+    estimated_cost_us: float = 0.0  # a filtered search's estimate for the strategy chosen (search_cost)
+    matches: int = -1  # points the filter allowed in this partition (-1: no filter)
 
 
 class PartitionState:
@@ -122,31 +133,44 @@ class PartitionState:
             take = min(k, candidates)
             hits = self.index.search(queries, take, knobs, None)
             strategy = "exact" if self.index.exact else "ann"
-            allowed_labels = None
+            allowed, plan = None, None
         else:
             allowed = self.fields.evaluate(flt, self.live)
-            allowed_labels = np.flatnonzero(allowed)
-            candidates = len(allowed_labels)
+            candidates = int(np.count_nonzero(allowed))  # the labels themselves only where scored exactly
             if candidates == 0:
-                return self._package(SearchHits.empty(n, k), ["exact_filtered"] * n)
+                return self._package(SearchHits.empty(n, k), ["exact_filtered"] * n, FilterPlan(EXACT_FILTERED, 0.0, 0))
             take = min(k, candidates)
-            small = candidates <= max(policy.exact_filter_min_points, policy.exact_filter_fraction * self.count)
-            if force_exact or small or self.index.exact:
-                hits = self.index.search_subset(queries, take, allowed_labels)
-                return self._package(self._pad(hits, k), ["exact_filtered"] * n)
-            hits = self.index.search(queries, take, knobs, allowed)
-            strategy = "ann_filtered"
+            plan = self._plan(candidates, take, knobs, policy, force_exact)
+            if plan.strategy == EXACT_FILTERED:
+                hits = self.index.search_subset(queries, take, np.flatnonzero(allowed))
+                return self._package(self._pad(hits, k), ["exact_filtered"] * n, plan)
+            if plan.strategy == ANN_POST_FILTERED:
+                wide = self.index.search(queries, plan.candidates, QueryKnobs(ef_search=plan.ef, nprobe=knobs.nprobe), None)
+                hits = _keep_allowed(wide, allowed, take)
+            else:
+                hits = self.index.search(queries, take, knobs, allowed)
+            strategy = plan.strategy
         strategies = [strategy] * n
         short = np.flatnonzero(hits.found_per_query() < take)
         if len(short):
-            if allowed_labels is not None:
-                exact = self.index.search_subset(queries[short], take, allowed_labels)
+            if allowed is not None:
+                exact = self.index.search_subset(queries[short], take, np.flatnonzero(allowed))
             else:
                 exact = self.index.search_exact(queries[short], take, self.live)
             hits.scores[short], hits.labels[short] = exact.scores, exact.labels
             for row in short.tolist():
-                strategies[row] = "exact_filtered" if allowed_labels is not None else "exact"
-        return self._package(self._pad(hits, k), strategies)
+                strategies[row] = "exact_filtered" if allowed is not None else "exact"
+        return self._package(self._pad(hits, k), strategies, plan)
+
+    def _plan(self, matches: int, take: int, knobs: QueryKnobs, policy: SearchPolicy, force_exact: bool) -> FilterPlan:
+        dim = self.spec.dim
+        if force_exact or self.index.exact:
+            return FilterPlan(EXACT_FILTERED, policy.costs.exact(matches, dim), matches)
+        if self.spec.index_kind != "hnsw":
+            small = matches <= max(policy.exact_filter_min_points, policy.exact_filter_fraction * self.count)
+            return FilterPlan(EXACT_FILTERED if small else ANN_FILTERED, 0.0, matches)
+        ef = knobs.ef_search or int(self.index.effective_params()["ef_search"])
+        return plan_filtered(matches, self.count, take, ef, dim, policy.costs, graph=True, force=policy.force_filtered)
 
     @staticmethod
     def _pad(hits: SearchHits, k: int) -> SearchHits:
@@ -157,13 +181,14 @@ class PartitionState:
         padded.scores[:, :width], padded.labels[:, :width] = hits.scores, hits.labels
         return padded
 
-    def _package(self, hits: SearchHits, strategies: list[str]) -> list[QueryHits]:
+    def _package(self, hits: SearchHits, strategies: list[str], plan: FilterPlan | None = None) -> list[QueryHits]:
         label_ids = self.label_ids
+        cost, matches = (round(plan.estimated_cost_us, 1), plan.matches) if plan is not None else (0.0, -1)
         out = []
         for row in range(len(hits.labels)):
             labels = hits.labels[row]
             found = labels[labels >= 0]
-            out.append(QueryHits([label_ids[label] for label in found.tolist()], hits.scores[row, : len(found)], found, strategies[row]))  # type: ignore[misc]
+            out.append(QueryHits([label_ids[label] for label in found.tolist()], hits.scores[row, : len(found)], found, strategies[row], cost, matches))  # type: ignore[misc]
         return out
 
     # -- snapshots ----------------------------------------------------------------------------------
@@ -190,3 +215,17 @@ class PartitionState:
                 partition.id_to_label[point_id] = label
                 partition.live[label] = True
         return partition
+
+
+def _keep_allowed(hits: SearchHits, allowed: np.ndarray, take: int) -> SearchHits:
+    """The first `take` allowed results of each row of an unfiltered search, best first; a row with fewer
+    is padded (and then completed exactly by the caller)."""
+    found = hits.labels >= 0
+    keep = found.copy()
+    keep[found] = allowed[hits.labels[found]]
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :take]
+    labels = np.take_along_axis(hits.labels, order, axis=1)
+    scores = np.take_along_axis(hits.scores, order, axis=1)
+    kept = np.take_along_axis(keep, order, axis=1)
+    labels[~kept], scores[~kept] = -1, -np.inf
+    return SearchHits(scores, labels)

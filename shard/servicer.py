@@ -279,7 +279,7 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
                 prepared, request.k, flt, knobs, request.params.exact, request.include_metadata, request.include_vectors
             )
         return shard_pb2.SearchResponse(
-            results=[query_result_to_proto(r.ids, r.scores, r.metadata, r.vectors, r.strategy) for r in results]
+            results=[query_result_to_proto(r.ids, r.scores, r.metadata, r.vectors, r.strategy, r.estimated_cost_us, r.filter_matches) for r in results]
         )
 
     @rpc_guard

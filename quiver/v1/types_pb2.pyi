@@ -21,6 +21,7 @@ class SearchStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ANN_FILTERED: _ClassVar[SearchStrategy]
     EXACT: _ClassVar[SearchStrategy]
     EXACT_FILTERED: _ClassVar[SearchStrategy]
+    ANN_POST_FILTERED: _ClassVar[SearchStrategy]
 METRIC_UNSPECIFIED: Metric
 COSINE: Metric
 IP: Metric
@@ -30,6 +31,7 @@ ANN: SearchStrategy
 ANN_FILTERED: SearchStrategy
 EXACT: SearchStrategy
 EXACT_FILTERED: SearchStrategy
+ANN_POST_FILTERED: SearchStrategy
 
 class HnswParams(_message.Message):
     __slots__ = ("m", "ef_construction", "ef_search")
@@ -181,18 +183,22 @@ class SearchParams(_message.Message):
     def __init__(self, ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., exact: _Optional[bool] = ...) -> None: ...
 
 class QueryResult(_message.Message):
-    __slots__ = ("ids", "scores", "metadata", "vectors", "strategy")
+    __slots__ = ("ids", "scores", "metadata", "vectors", "strategy", "estimated_cost_us", "filter_matches")
     IDS_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_COST_US_FIELD_NUMBER: _ClassVar[int]
+    FILTER_MATCHES_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.RepeatedScalarFieldContainer[str]
     scores: _containers.RepeatedScalarFieldContainer[float]
     metadata: _containers.RepeatedCompositeFieldContainer[Metadata]
     vectors: bytes
     strategy: SearchStrategy
-    def __init__(self, ids: _Optional[_Iterable[str]] = ..., scores: _Optional[_Iterable[float]] = ..., metadata: _Optional[_Iterable[_Union[Metadata, _Mapping]]] = ..., vectors: _Optional[bytes] = ..., strategy: _Optional[_Union[SearchStrategy, str]] = ...) -> None: ...
+    estimated_cost_us: float
+    filter_matches: int
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., scores: _Optional[_Iterable[float]] = ..., metadata: _Optional[_Iterable[_Union[Metadata, _Mapping]]] = ..., vectors: _Optional[bytes] = ..., strategy: _Optional[_Union[SearchStrategy, str]] = ..., estimated_cost_us: _Optional[float] = ..., filter_matches: _Optional[int] = ...) -> None: ...
 
 class Point(_message.Message):
     __slots__ = ("id", "vector", "metadata")

@@ -53,13 +53,17 @@ STRATEGIES = {
     "ann_filtered": types_pb2.ANN_FILTERED,
     "exact": types_pb2.EXACT,
     "exact_filtered": types_pb2.EXACT_FILTERED,
+    "ann_post_filtered": types_pb2.ANN_POST_FILTERED,
 }
 
 
 def query_result_to_proto(
-    ids: list[str], scores: np.ndarray, metadata: list[Metadata] | None, vectors: np.ndarray | None, strategy: str
+    ids: list[str], scores: np.ndarray, metadata: list[Metadata] | None, vectors: np.ndarray | None, strategy: str,
+    estimated_cost_us: float = 0.0, filter_matches: int = 0,
 ) -> types_pb2.QueryResult:
-    result = types_pb2.QueryResult(ids=ids, scores=scores.tolist(), strategy=STRATEGIES[strategy])
+    result = types_pb2.QueryResult(
+        ids=ids, scores=scores.tolist(), strategy=STRATEGIES[strategy], estimated_cost_us=estimated_cost_us, filter_matches=max(filter_matches, 0),
+    )
     if metadata is not None:
         result.metadata.extend(metadata_to_proto(m) for m in metadata)
     if vectors is not None:

@@ -5,7 +5,13 @@
   hnswlib unmark it and overwrite its slot in place, so memory follows the peak live count under churn.
 - Replacing a live label's vector is hnswlib's in-place update (the old vector is gone at once).
 - Filters: a bytes bitmap's __getitem__ is the filter callable; it is a C-level lookup, the cheapest
-  callable hnswlib can take. Very selective filters never get here: the partition searches them exactly.
+  callable hnswlib can take, yet hnswlib takes the GIL for every node it visits, so the partition prices
+  this path against scoring the allowed points exactly and against filtering an oversampled unfiltered
+  search (shard/search_cost.py).
+- Raw vectors are kept beside the graph in a `VectorArena` (4 x dim bytes a point): exact scoring of an
+  allowed set, exact completion and vector reads use it. hnswlib's own get_items builds Python floats
+  (about 4 us a 50-d vector here, against 0.5 ns a component for BLAS over the arena), which made exact
+  filtered search slower than the graph.
 - ef is global state in hnswlib, so searches that want a different ef wait until the ones in flight with
   the current ef finish (`_EfGate`), instead of racing on set_ef.
 """
@@ -20,9 +26,10 @@ from typing import Any, Iterator
 import hnswlib
 import numpy as np
 
+from shard.indexes.arena import VectorArena
 from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits
 from shard.indexes.blob_container import pack, unpack
-from shard.indexes.exact import exact_topk_masked, exact_topk_of
+from shard.indexes.exact import exact_topk_of
 
 DEFAULTS = {"m": 16, "ef_construction": 200, "ef_search": 64}
 
@@ -59,7 +66,7 @@ _GET_ITEMS_BYTES = 2 * 2**20
 
 
 class HnswIndex:
-    def __init__(self, config: IndexConfig, index: hnswlib.Index | None = None) -> None:
+    def __init__(self, config: IndexConfig, index: hnswlib.Index | None = None, arena: VectorArena | None = None) -> None:
         self.config = config
         self._params = {key: int(config.params.get(key) or default) for key, default in DEFAULTS.items()}
         if index is None:
@@ -67,6 +74,7 @@ class HnswIndex:
             index.init_index(max_elements=1024, M=self._params["m"], ef_construction=self._params["ef_construction"])
         self._index = index
         self._gate = _EfGate(index, self._params["ef_search"])
+        self._arena = arena if arena is not None else _arena_from_graph(index, config.dim)
 
     @property
     def trained(self) -> bool:
@@ -87,10 +95,12 @@ class HnswIndex:
         if needed > capacity:
             self._index.resize_index(max(needed, 2 * capacity))
         self._index.add_items(vectors, labels, num_threads=-1)
+        self._arena.put(labels, vectors)
 
     def remove(self, labels: np.ndarray) -> None:
         for label in labels.tolist():
             self._index.mark_deleted(label)
+        self._arena.remove(labels)
 
     def _to_scores(self, distances: np.ndarray) -> np.ndarray:
         # hnswlib returns 1 - ip for "ip" and squared L2 for "l2".
@@ -124,21 +134,13 @@ class HnswIndex:
     def search_subset(self, queries: np.ndarray, k: int, labels: np.ndarray) -> SearchHits:
         if len(labels) == 0:
             return SearchHits.empty(len(queries), k)
-        return exact_topk_of(queries, labels, self.vectors, k, self.config.space)
+        return exact_topk_of(queries, labels, self._arena.get, k, self.config.space)
 
     def search_exact(self, queries: np.ndarray, k: int, mask: np.ndarray) -> SearchHits:
-        return exact_topk_masked(queries, mask, self.vectors, k, self.config.space)
+        return self._arena.search_exact(queries, k, mask, self.config.space)
 
     def vectors(self, labels: np.ndarray) -> np.ndarray:
-        # hnswlib builds get_items' answer as Python floats first (~40 B per component), so fetch in pieces
-        # that keep that transient under _GET_ITEMS_BYTES.
-        rows = max(16, _GET_ITEMS_BYTES // (40 * self.config.dim))
-        if len(labels) <= rows:
-            return np.asarray(self._index.get_items(labels, return_type="numpy"), dtype=np.float32)
-        out = np.empty((len(labels), self.config.dim), dtype=np.float32)
-        for start in range(0, len(labels), rows):
-            out[start : start + rows] = self._index.get_items(labels[start : start + rows], return_type="numpy")
-        return out
+        return self._arena.get(labels)
 
     @property
     def wants_training(self) -> bool:
@@ -148,7 +150,7 @@ class HnswIndex:
         return 0
 
     def memory_bytes(self) -> int:
-        return int(self._index.index_file_size())
+        return int(self._index.index_file_size()) + self._arena.memory_bytes()
 
     def to_bytes(self) -> bytes:
         # hnswlib's own index format; its Python binding writes it only to a file.
@@ -157,7 +159,7 @@ class HnswIndex:
             self._index.save_index(path)
             with open(path, "rb") as f:
                 graph = f.read()
-        return pack({"params": self._params}, {"hnswlib": graph})
+        return pack({"params": self._params}, {"hnswlib": graph, "vectors": self._arena.to_bytes()})
 
     @classmethod
     def from_bytes(cls, config: IndexConfig, data: bytes) -> "HnswIndex":
@@ -168,4 +170,18 @@ class HnswIndex:
             with open(path, "wb") as f:
                 f.write(blobs["hnswlib"])
             index.load_index(path, max_elements=0)
-        return cls(IndexConfig(config.kind, config.dim, config.space, header["params"]), index)
+        # A snapshot from before the arena has none: it is rebuilt from the graph (slowly, once).
+        arena = VectorArena.from_bytes(config.dim, blobs["vectors"]) if "vectors" in blobs else None
+        return cls(IndexConfig(config.kind, config.dim, config.space, header["params"]), index, arena)
+
+
+def _arena_from_graph(index: hnswlib.Index, dim: int) -> VectorArena:
+    """The vectors an hnswlib graph holds (deleted ones too: searches mask them), read a piece at a time:
+    get_items builds Python floats first (~40 B a component)."""
+    labels = np.asarray(index.get_ids_list(), dtype=np.int64)
+    arena = VectorArena(dim, capacity=max(1024, int(labels.max()) + 1 if len(labels) else 1024))
+    rows = max(16, _GET_ITEMS_BYTES // (40 * dim))
+    for start in range(0, len(labels), rows):
+        part = labels[start : start + rows]
+        arena.put(part, np.asarray(index.get_items(part, return_type="numpy"), dtype=np.float32))
+    return arena

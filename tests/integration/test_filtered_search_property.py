@@ -63,22 +63,27 @@ def oracle(vectors: np.ndarray, metadata: list[dict], queries: np.ndarray, flt: 
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(flt=filters, query_rows=st.lists(st.integers(0, N - 1), min_size=1, max_size=4, unique=True), exact_fraction=st.sampled_from([0.0, 1.0]))
-def test_filtered_search_returns_the_brute_force_filtered_topk(flt, query_rows, exact_fraction):
+@given(
+    flt=filters, query_rows=st.lists(st.integers(0, N - 1), min_size=1, max_size=4, unique=True),
+    force=st.sampled_from(["exact_filtered", "ann_filtered", "ann_post_filtered", ""]),
+)
+def test_filtered_search_returns_the_brute_force_filtered_topk(flt, query_rows, force):
     state, vectors, metadata = partition()
     queries = vectors[query_rows] + 0.05
     queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
     matching, best = oracle(vectors, metadata, queries, flt)
-    # exact_fraction 1.0 forces the exact path; 0.0 the ANN path over the bitmap (unless nothing matches).
-    policy = SearchPolicy(exact_filter_fraction=exact_fraction, exact_filter_min_points=0)
+    # Each filtered strategy forced in turn, and the cost model's own pick ("").
+    policy = SearchPolicy(force_filtered=force)
     results = state.search(queries, K, flt, QueryKnobs(ef_search=200), False, policy)
     allowed = set(str(r) for r in matching.tolist())
     recalls = []
     for result, want in zip(results, best):
         assert len(result.ids) == min(K, len(matching))
         assert set(result.ids) <= allowed
-        if exact_fraction == 1.0:
-            assert result.strategy == "exact_filtered"
+        if len(matching) and force:
+            # A query the ANN left short is completed exactly and says so.
+            assert result.strategy in (force, "exact_filtered")
+        if force == "exact_filtered" or result.strategy == "exact_filtered":
             np.testing.assert_allclose(result.scores, want, atol=1e-5)
         elif len(want):
             recalls.append(np.mean(result.scores >= want[-1] - 1e-6))

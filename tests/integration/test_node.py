@@ -120,3 +120,17 @@ async def test_a_local_call_past_its_deadline_is_deadline_exceeded_and_the_handl
         await stub.Stats(shard_pb2.StatsRequest(), timeout=0.2)
     assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert started.is_set() and cancelled.is_set()
+
+
+async def test_a_filtered_search_reports_its_strategy_and_the_matches_summed_over_the_shards(node):
+    client, vectors = await loaded(node)
+    try:
+        from quiver.filters import Range
+
+        query = unit(np.random.default_rng(3), 1)
+        [result] = await client.search("docs", query, 5, filter=Range("n", lt=60))
+        assert result.filter_matches == 60  # spread over the three shards
+        assert result.strategy == "exact_filtered" and result.estimated_cost_us > 0
+        assert [int(i[1:]) for i in result.ids] == [r for r in exact_top(vectors, query[0], N) if r < 60][:5]
+    finally:
+        await client.close()

@@ -26,10 +26,11 @@ from tests.shard_harness import packed, ref, running_shard, spec, upsert_in_batc
 DIM = 32
 N = 3000
 K = 10
-# Exact only when a filter is tiny (the default policy would search any filter of <= 1024 points
-# exactly); fraction 0 and no floor send every filter through the index (ann_filtered).
+# The cost model picks (a 1% filter is scored exactly); the others force one filtered strategy on HNSW
+# (an IVF-PQ index has no cost model: exact only for a filter of <= 2% of its points).
 SMALL_IS_EXACT = SearchPolicy(exact_filter_fraction=0.02, exact_filter_min_points=0)
-NEVER_EXACT = SearchPolicy(exact_filter_fraction=0.0, exact_filter_min_points=0)
+NEVER_EXACT = SearchPolicy(force_filtered="ann_filtered", exact_filter_fraction=0.0, exact_filter_min_points=0)
+POST_FILTERED = SearchPolicy(force_filtered="ann_post_filtered")
 
 
 def dataset(n: int = N, seed: int = 3) -> tuple[list[str], np.ndarray, list[dict]]:
@@ -106,6 +107,8 @@ PATHS = [
     ("hnsw", HNSW, SELECTIVE_NOT, False, SMALL_IS_EXACT, "exact_filtered"),
     ("hnsw", HNSW, BROAD_NOT, True, SMALL_IS_EXACT, "exact_filtered"),
     ("hnsw", HNSW, BROAD_NOT, False, NEVER_EXACT, "ann_filtered"),
+    ("hnsw", HNSW, BROAD, False, POST_FILTERED, "ann_post_filtered"),
+    ("hnsw", HNSW, SELECTIVE_NOT, False, POST_FILTERED, "ann_post_filtered"),
     ("flat", {}, BROAD_NOT, False, NEVER_EXACT, "exact_filtered"),
     ("ivf_pq", IVF_UNTRAINED, SELECTIVE_NOT, False, SMALL_IS_EXACT, "exact_filtered"),
 ]
@@ -122,6 +125,8 @@ PATH_IDS = [
     "hnsw-selective_not",
     "hnsw-broad_not-force_exact",
     "hnsw-broad_not-ann",
+    "hnsw-broad_filter-post_filtered",
+    "hnsw-selective_not-post_filtered",
     "flat-broad_not",
     "ivf_untrained-selective_not",
 ]

@@ -1,4 +1,6 @@
-"""Filtered search over gRPC on real vectors: exact filtered top-k from brute force, at four selectivities."""
+"""Filtered search over gRPC on real vectors: exact filtered top-k from brute force, at four selectivities,
+with the strategy the cost model picks (each reported in the response with its estimate and match count)
+and with each strategy forced."""
 from __future__ import annotations
 
 import numpy as np
@@ -21,13 +23,22 @@ def brute_force_filtered(base: np.ndarray, metadata: list[dict], queries: np.nda
     return [rows[o].tolist() for o in order]
 
 
+# (filter, selectivity, forced strategy or "" for the cost model's pick, the strategy expected). On 20k
+# points at ef 128 the model post-filters a 50% filter (k' = 50 costs less than scoring 10k points, or the
+# callback search visiting ~2x the nodes) and scores 5% and below exactly (1,000 points cost ~40 us).
 CASES = [
-    (Eq("half", True), 0.5, "ann_filtered"),
-    (Eq("bucket20", 0), 0.05, "ann_filtered"),
-    (Eq("rare", "yes"), 0.005, "exact_filtered"),
-    (Eq("tiny", "yes"), 0.0005, "exact_filtered"),
+    (Eq("half", True), 0.5, "", "ann_post_filtered"),
+    (Eq("bucket20", 0), 0.05, "", "exact_filtered"),
+    (Eq("rare", "yes"), 0.005, "", "exact_filtered"),
+    (Eq("tiny", "yes"), 0.0005, "", "exact_filtered"),
+    (Eq("half", True), 0.5, "ann_filtered", "ann_filtered"),
+    (Eq("bucket20", 0), 0.05, "ann_filtered", "ann_filtered"),
+    (Eq("bucket20", 0), 0.05, "ann_post_filtered", "ann_post_filtered"),
 ]
-STRATEGY = {"ann_filtered": types_pb2.ANN_FILTERED, "exact_filtered": types_pb2.EXACT_FILTERED}
+CASE_IDS = ["50%", "5%", "0.5%", "0.05%", "50%-callback", "5%-callback", "5%-post_filtered"]
+STRATEGY = {
+    "ann_filtered": types_pb2.ANN_FILTERED, "exact_filtered": types_pb2.EXACT_FILTERED, "ann_post_filtered": types_pb2.ANN_POST_FILTERED,
+}
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +47,15 @@ def loaded():
     return data, selectivity_metadata(len(data.base))
 
 
-@pytest.mark.parametrize(("flt", "selectivity", "strategy"), CASES, ids=["50%", "5%", "0.5%", "0.05%"])
-async def test_filtered_search_matches_brute_force_filtered_topk(tmp_path, loaded, flt, selectivity, strategy):
+@pytest.mark.parametrize(("flt", "selectivity", "force", "strategy"), CASES, ids=CASE_IDS)
+async def test_filtered_search_matches_brute_force_filtered_topk(tmp_path, loaded, flt, selectivity, force, strategy):
     data, metadata = loaded
     k = 10
     ids = [f"w{i}" for i in range(len(data.base))]
     index = types_pb2.IndexSpec(hnsw=types_pb2.HnswParams(m=16, ef_construction=200, ef_search=128))
     queries = data.queries[:100]
     expected = brute_force_filtered(data.base, metadata, queries, flt, k)
-    # Exact below 2% selectivity (the default), with no absolute floor, so 5% of 20k takes the ANN path.
-    async with running_shard(tmp_path, search=SearchPolicy(exact_filter_fraction=0.02, exact_filter_min_points=0)) as (_, stub):
+    async with running_shard(tmp_path, search=SearchPolicy(force_filtered=force)) as (_, stub):
         await stub.CreatePartition(shard_pb2.CreatePartitionRequest(spec=spec(data.base.shape[1], index)))
         await upsert_in_batches(stub, ref(), ids, data.base, [metadata_to_proto(m) for m in metadata])
         response = await stub.Search(
@@ -56,6 +66,7 @@ async def test_filtered_search_matches_brute_force_filtered_topk(tmp_path, loade
     for result, want in zip(response.results, expected):
         assert len(result.ids) == min(k, matching), "a filtered search must return min(k, matching) results"
         assert result.strategy == STRATEGY[strategy]
+        assert result.filter_matches == matching and result.estimated_cost_us > 0
         got = [int(i[1:]) for i in result.ids]
         assert all(matches(flt, metadata[r]) for r in got)
         hits += len(set(got) & set(want))

@@ -1,0 +1,80 @@
+"""How a filtered search is run, chosen by its estimated cost, not by a fixed fraction of the partition.
+
+Three ways to find the top k among the m points a filter allows, out of n live points in d dimensions:
+- exact_filtered: score the m allowed vectors exactly (BLAS over the raw vector arena):
+  cost ~ fixed + m * d * exact_per_point_dim. Exact recall; cheap when m is small.
+- ann_post_filtered: an unfiltered ANN search for k' = k * oversample / s candidates (s = m / n, the
+  filter's selectivity), with ef raised to k', keeping the allowed ones:
+  cost ~ ann(max(ef, k')). No per-node callback; a query that keeps fewer than k is completed exactly.
+- ann_filtered: hnswlib's filtered search, which calls back into Python (and takes the GIL) for every node
+  it visits and must visit about ef / s of them to find ef allowed ones:
+  cost ~ ann(ef) * s ** -callback_exponent.
+where ann(ef) = fixed + ef * d * ann_per_ef_dim.
+
+The constants are microseconds measured on the 2-core development machine with GloVe-50 (HNSW m=16,
+130k points per partition, one query, one thread; `python -m loadtest.bench_peers` section "filtered"
+re-measures the result). Only their ratios decide a choice, so a faster machine scales them all alike;
+what is reported in the response (`estimated_cost_us`) is this machine's estimate.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+EXACT_FILTERED = "exact_filtered"
+ANN_POST_FILTERED = "ann_post_filtered"
+ANN_FILTERED = "ann_filtered"
+STRATEGIES = (EXACT_FILTERED, ANN_POST_FILTERED, ANN_FILTERED)
+
+
+@dataclass(frozen=True)
+class FilterCosts:
+    fixed_us: float = 40.0
+    exact_per_point_dim_us: float = 0.0018  # gathering the allowed rows from the arena costs more than BLAS
+    ann_per_ef_dim_us: float = 0.045
+    callback_exponent: float = 0.93
+    oversample: float = 2.0  # candidates fetched per match expected in the top k
+    max_post_filter_k: int = 4096  # past this many candidates, post-filtering is not considered
+
+    def exact(self, matches: int, dim: int) -> float:
+        return self.fixed_us + matches * dim * self.exact_per_point_dim_us
+
+    def ann(self, ef: int, dim: int) -> float:
+        return self.fixed_us + ef * dim * self.ann_per_ef_dim_us
+
+    def post_filter_k(self, k: int, matches: int, live: int) -> int:
+        """Unfiltered candidates to fetch so that about `oversample` times k of them pass the filter."""
+        selectivity = matches / max(live, 1)
+        return min(live, math.ceil(k * self.oversample / max(selectivity, 1e-12)) + k)
+
+
+@dataclass(frozen=True)
+class FilterPlan:
+    strategy: str
+    estimated_cost_us: float  # per query, on the reference machine
+    matches: int
+    candidates: int = 0  # ann_post_filtered: how many unfiltered results are fetched
+    ef: int = 0  # the ef the ANN strategies search with (post-filtering: at least `candidates`)
+
+
+def plan_filtered(
+    matches: int, live: int, k: int, ef: int, dim: int, costs: FilterCosts, graph: bool, force: str = "",
+) -> FilterPlan:
+    """The cheapest way to search `matches` allowed points of `live`; `graph` says whether an ANN graph
+    is there to use (a flat or untrained index only scores exactly). `force` names a strategy to use
+    whatever it costs (tests, and an operator checking one path's recall)."""
+    exact = FilterPlan(EXACT_FILTERED, costs.exact(matches, dim), matches)
+    if not graph:
+        return exact
+    options = [exact]
+    post_k = costs.post_filter_k(k, matches, live)
+    if post_k <= costs.max_post_filter_k or force == ANN_POST_FILTERED:
+        options.append(FilterPlan(ANN_POST_FILTERED, costs.ann(max(ef, post_k), dim), matches, post_k, max(ef, post_k)))
+    selectivity = matches / max(live, 1)
+    options.append(FilterPlan(ANN_FILTERED, costs.ann(ef, dim) * max(selectivity, 1e-12) ** -costs.callback_exponent, matches, ef=ef))
+    if force:
+        for option in options:
+            if option.strategy == force:
+                return option
+        raise ValueError(f"unknown filtered search strategy {force!r}; one of {', '.join(STRATEGIES)}")
+    return min(options, key=lambda option: option.estimated_cost_us)

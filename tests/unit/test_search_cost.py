@@ -1,0 +1,56 @@
+"""The filtered-search planner picks the cheapest strategy by its cost model: exact for few matches,
+post-filtering for broad filters, the graph's own filtered search where k is large next to ef; a flat
+index always scores exactly; a forced strategy is used whatever it costs."""
+from __future__ import annotations
+
+import pytest
+
+from shard.search_cost import ANN_FILTERED, ANN_POST_FILTERED, EXACT_FILTERED, FilterCosts, plan_filtered
+
+COSTS = FilterCosts()
+LIVE = 130_000
+DIM = 50
+
+
+def strategy(matches: int, k: int = 10, ef: int = 96, graph: bool = True, force: str = "") -> str:
+    return plan_filtered(matches, LIVE, k, ef, DIM, COSTS, graph, force).strategy
+
+
+def test_few_matches_are_scored_exactly_and_broad_filters_are_post_filtered():
+    assert strategy(13) == EXACT_FILTERED  # 0.01%
+    assert strategy(1_300) == EXACT_FILTERED  # 1%
+    assert strategy(6_500) == EXACT_FILTERED  # 5%: gathering and scoring 6,500 rows beats ef 410 on the graph
+    assert strategy(13_000) == ANN_POST_FILTERED  # 10%: ef 210 on the graph beats scoring 13,000 rows
+    assert strategy(65_000) == ANN_POST_FILTERED  # 50%
+    assert strategy(LIVE) == ANN_POST_FILTERED
+
+
+def test_the_callback_search_wins_where_post_filtering_would_fetch_far_more_than_ef():
+    # k = 100 at 40%: post-filtering fetches 600 candidates; the callback search visits ~2.3x ef 100 nodes.
+    assert strategy(52_000, k=100, ef=100) == ANN_FILTERED
+
+
+def test_the_choice_is_the_cheapest_estimate_and_reports_it():
+    plans = {s: plan_filtered(65_000, LIVE, 10, 96, DIM, COSTS, True, s) for s in (EXACT_FILTERED, ANN_POST_FILTERED, ANN_FILTERED)}
+    chosen = plan_filtered(65_000, LIVE, 10, 96, DIM, COSTS, True)
+    assert chosen.estimated_cost_us == min(p.estimated_cost_us for p in plans.values())
+    assert chosen.matches == 65_000
+    post = plans[ANN_POST_FILTERED]
+    assert post.candidates == COSTS.post_filter_k(10, 65_000, LIVE) == 10 * 2 * 2 + 10 and post.ef == 96
+
+
+def test_post_filtering_fetches_oversample_times_k_over_selectivity_and_raises_ef_to_it():
+    plan = plan_filtered(13_000, LIVE, 10, 64, DIM, COSTS, True, ANN_POST_FILTERED)
+    assert plan.candidates == 10 * 2 * 10 + 10 and plan.ef == plan.candidates
+
+
+def test_without_a_graph_every_filter_is_scored_exactly():
+    assert strategy(65_000, graph=False) == EXACT_FILTERED
+    assert strategy(65_000, graph=False, force=ANN_FILTERED) == EXACT_FILTERED
+
+
+def test_a_forced_strategy_is_used_and_an_unknown_one_is_refused():
+    assert strategy(13, force=ANN_FILTERED) == ANN_FILTERED
+    assert strategy(13, force=ANN_POST_FILTERED) == ANN_POST_FILTERED
+    with pytest.raises(ValueError, match="unknown filtered search strategy"):
+        strategy(13, force="sideways")

@@ -52,12 +52,15 @@ from loadtest.datasets import load_glove50, recall_at_k
 from loadtest.pgvector_peer import PgSearcher, pgvector_server, vector_literal
 from quiver.client import AsyncClient
 from quiver.local_cluster import LocalCluster
+from quiver.filters import Range
 from quiver.v1 import router_pb2, router_pb2_grpc, types_pb2
+from quiver.wire.filters import filter_to_proto
 from shard.indexes import QueryKnobs
 
 BATCH = 64
 UPSERT_BATCH = 1000
 COLLECTION = "peers"
+FILTERED = "peers_filtered"
 EF_CANDIDATES = "10,16,24,32,48,64,96,128,192,256,384,512"
 
 
@@ -73,6 +76,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ef-construction", type=int, default=200)
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--ef-candidates", default=EF_CANDIDATES)
+    parser.add_argument("--selectivities", default="0.5,0.1,0.01,0.001,0.0001", help="filtered phase (node): shares of points a filter allows; empty: no filtered phase")
     parser.add_argument("--skip", default="", help="comma-separated systems not to run: raw, pgvector, quiver")
     parser.add_argument("--json-out", type=Path, default=None)
     return parser.parse_args()
@@ -229,7 +233,56 @@ def quiver_side(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, args: 
         log(f"quiver: batches of {BATCH}")
         out["batch64"] = measured(pids, lambda: run_closed_loop_threads(
             lambda i: stub.Search(batches[i % len(batches)], timeout=30), 1, args.duration, warmup=args.warmup, queries_per_call=BATCH))
+        if node and args.selectivities:
+            out["filtered"] = filtered_phase(address, stub, base, queries, ef, args)
     return out
+
+
+def filtered_phase(address: str, stub: Any, base: np.ndarray, queries: np.ndarray, ef: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Single-query QPS and recall@10 with a filter allowing each selectivity of the points, against the same
+    collection unfiltered, at the same ef: a second collection whose points carry `r`, a random rank."""
+    n = len(base)
+    rank = np.random.default_rng(7).permutation(n)
+    log(f"quiver-node filtered: loading {n:,} vectors with metadata {{r: rank}}")
+    asyncio.run(_load_ranked(address, base, rank, args))
+    selectivities = [float(x) for x in args.selectivities.split(",")]
+    out: dict[str, Any] = {"ef": ef, "rows": []}
+    for selectivity in [1.0, *selectivities]:
+        flt = None if selectivity >= 1.0 else Range("r", lt=selectivity * n)
+        allowed = np.flatnonzero(rank < selectivity * n)
+        scores = queries @ base[allowed].T
+        truth = allowed[np.argsort(-scores, axis=1, kind="stable")[:, :K]]
+
+        def request(i: int, flt: Any = flt) -> router_pb2.RouterSearchRequest:
+            message = router_pb2.RouterSearchRequest(collection=FILTERED, queries=packed(queries[i : i + 1]), k=K, params=types_pb2.SearchParams(ef_search=ef))
+            if flt is not None:
+                message.filter.CopyFrom(filter_to_proto(flt))
+            return message
+
+        requests = [request(i) for i in range(len(queries))]
+        answers = [stub.Search(r, timeout=60).results[0] for r in requests]
+        found = ids_to_rows(answers)
+        run = run_closed_loop_threads(lambda i: stub.Search(requests[i % len(requests)], timeout=60), 1, args.duration, warmup=args.warmup)
+        strategies = sorted({types_pb2.SearchStrategy.Name(a.strategy) for a in answers})
+        row = {
+            "selectivity": selectivity, "matches": int(len(allowed)), "recall_at_10": round(recall_at_k(found, truth, K), 4),
+            "qps": round(run.qps, 1), "p50_ms": round(run.percentile_ms(50), 4), "strategies": strategies,
+            "estimated_cost_us_median": float(np.median([a.estimated_cost_us for a in answers])),
+        }
+        log(f"quiver-node filtered: selectivity {selectivity}: {row}")
+        out["rows"].append(row)
+    unfiltered = out["rows"][0]
+    for row in out["rows"][1:]:
+        row["qps_over_unfiltered"] = round(row["qps"] / unfiltered["qps"], 4)
+        row["recall_minus_unfiltered"] = round(row["recall_at_10"] - unfiltered["recall_at_10"], 4)
+    return out
+
+
+async def _load_ranked(address: str, base: np.ndarray, rank: np.ndarray, args: argparse.Namespace) -> None:
+    async with AsyncClient(address, timeout=600) as client:
+        params = {"m": args.m, "ef_construction": args.ef_construction}
+        await client.create_collection(FILTERED, base.shape[1], metric="cosine", index="hnsw", index_params=params, shards=args.shards)
+        await client.upsert(FILTERED, row_ids(0, len(base)), base, [{"r": int(r)} for r in rank], batch_size=UPSERT_BATCH)
 
 
 def _rss(pid: int) -> int:
@@ -264,6 +317,10 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         if raw:
             add(f"3. QPS batch64, {who} / raw hnswlib", ratio(qv["batch64"]["qps"], raw["batch64"]["qps"]), 0.8, False)
             add(f"6. ingest, {who} / raw add_items", ratio(qv["ingest"]["vectors_per_s"], raw["ingest"]["vectors_per_s"]), 0.8, False)
+            if qv.get("filtered"):
+                rows_ = qv["filtered"]["rows"][1:]
+                add(f"4. filtered QPS / unfiltered, worst of {len(rows_)} selectivities, {who}", min(r["qps_over_unfiltered"] for r in rows_), 0.5, False)
+                add(f"4. filtered recall - unfiltered recall, worst, {who}", min(r["recall_minus_unfiltered"] for r in rows_), 0.0, False)
             if "recall_at_raw_ef" in qv:
                 add(f"recall@10 lost vs raw at raw's ef ({raw['ef']}), {who}", raw["recall_at_10"] - qv["recall_at_raw_ef"], 0.005, True)
     return rows
@@ -290,6 +347,12 @@ def report_tables(report: dict[str, Any]) -> None:
         ["system", "ef", "recall@10", "p50 ms c1", "p99 ms c1", "QPS c1", f"QPS c{c}", "QPS batch64", "ingest vec/s"], rows,
         note="c1/c8: closed loop, client threads with one connection each. pgvector ingest = COPY + CREATE INDEX.",
     )
+    node = report.get("node") or {}
+    if node.get("filtered"):
+        print_table(f"filtered search through the node (ef {node['filtered']['ef']}, one client)",
+                    ["selectivity", "matches", "recall@10", "QPS", "p50 ms", "QPS / unfiltered", "strategies", "est. cost us"],
+                    [[r["selectivity"], r["matches"], r["recall_at_10"], r["qps"], r["p50_ms"], r.get("qps_over_unfiltered"), ",".join(r["strategies"]), r["estimated_cost_us_median"]]
+                     for r in node["filtered"]["rows"]])
     print_table("issue 11 targets (ratios within this run)", ["target", "ratio", "bound", "met"],
                 [[t["target"], t["ratio"], t["bound"], t["met"]] for t in report["targets"]])
 

@@ -59,7 +59,7 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--advertise", default="", help="Address the router dials, if not host:port.")
 @click.option("--lease-ttl", default=5.0, show_default=True, help="Seconds until a dead server drops out of etcd.")
 @click.option("--etcd-start-wait-s", default=ShardConfig.etcd_start_wait_s, show_default=True, help="At start, retry an unreachable etcd this long before exiting.")
-@click.option("--exact-filter-fraction", default=0.02, show_default=True, help="Filters selecting at most this share of points are searched exactly.")
+@click.option("--exact-filter-fraction", default=0.02, show_default=True, help="IVF-PQ: filters selecting at most this share of points are searched exactly (HNSW prices each filter instead).")
 @click.option("--exact-filter-min-points", default=1024, show_default=True, help="...and so are filters selecting at most this many points.")
 @click.option("--max-k", default=ShardConfig.max_k, show_default=True, help="Largest k a search may ask for.")
 @click.option("--max-queries-per-request", default=ShardConfig.max_queries_per_request, show_default=True, help="Query vectors one search request may carry.")
@@ -123,7 +123,7 @@ def main(
         max_concurrent_rpcs=max_concurrent_rpcs,
         admission=AdmissionBudgets(queued_write_bytes=queued_write_bytes, queries_in_flight=queries_in_flight),
         executors=ExecutorSizes(searches=search_threads, index_builds=index_build_threads),
-        search=SearchPolicy(exact_filter_fraction, exact_filter_min_points),
+        search=SearchPolicy(exact_filter_fraction=exact_filter_fraction, exact_filter_min_points=exact_filter_min_points),
         drain_delay_s=drain_delay,
         metrics_port=metrics_port,
         metrics_host=metrics_host,

@@ -139,7 +139,38 @@ def raw_side(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, args: arg
     log(f"raw: batches of {BATCH}")
     out["batch64"] = measured(pids, lambda: run_closed_loop_threads(
         lambda i: index.search(batches[i % len(batches)], K, knobs, None), 1, args.duration, warmup=args.warmup, queries_per_call=BATCH))
+    del index
+    out["split"] = raw_split(base, queries, truth, args, batches)
     return out
+
+
+def raw_split(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, args: argparse.Namespace, batches: list[np.ndarray]) -> dict[str, Any]:
+    """The bound a sharded layout puts on batches before any serving cost: hnswlib over the same data split
+    into --shards indexes (every shard-th row), each batch searched in each of them in turn and merged,
+    at the ef where the split reaches the recall target (Quiver's own ef, since it searches this way)."""
+    parts = [base[s :: args.shards] for s in range(args.shards)]
+    rows = [np.arange(s, len(base), args.shards) for s in range(args.shards)]
+    params = {"m": args.m, "ef_construction": args.ef_construction}
+    log(f"raw split: building {args.shards} hnsw indexes of ~{len(parts[0]):,} vectors")
+    indexes = [build_in_process("hnsw", params, part, UPSERT_BATCH)[0] for part in parts]
+
+    def search(batch: np.ndarray, knobs: QueryKnobs) -> np.ndarray:
+        hits = [index.search(batch, K, knobs, None) for index in indexes]
+        scores = np.concatenate([h.scores for h in hits], axis=1)
+        labels = np.concatenate([np.where(h.labels >= 0, r[np.clip(h.labels, 0, None)], -1) for h, r in zip(hits, rows)], axis=1)
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
+        return np.take_along_axis(labels, top, axis=1)
+
+    def recall_of(ef: int) -> float:
+        found = np.concatenate([search(queries[s : s + 500], QueryKnobs(ef_search=ef)) for s in range(0, len(queries), 500)])
+        return recall_at_k(found, truth, K)
+
+    ef, recall, sweep = tune("raw split", recall_of, args.target_recall, [int(x) for x in args.ef_candidates.split(",")])
+    knobs = QueryKnobs(ef_search=ef)
+    log(f"raw split: batches of {BATCH} at ef {ef}")
+    run = measured({"process": os.getpid()}, lambda: run_closed_loop_threads(
+        lambda i: search(batches[i % len(batches)], knobs), 1, args.duration, warmup=args.warmup, queries_per_call=BATCH))
+    return {"shards": args.shards, "ef": ef, "recall_at_10": recall, "ef_sweep": sweep, "batch64": run}
 
 
 # -- pgvector ---------------------------------------------------------------------------------------
@@ -250,8 +281,7 @@ def filtered_phase(address: str, stub: Any, base: np.ndarray, queries: np.ndarra
     for selectivity in [1.0, *selectivities]:
         flt = None if selectivity >= 1.0 else Range("r", lt=selectivity * n)
         allowed = np.flatnonzero(rank < selectivity * n)
-        scores = queries @ base[allowed].T
-        truth = allowed[np.argsort(-scores, axis=1, kind="stable")[:, :K]]
+        truth = _exact_top(queries, base, allowed)
 
         def request(i: int, flt: Any = flt) -> router_pb2.RouterSearchRequest:
             message = router_pb2.RouterSearchRequest(collection=FILTERED, queries=packed(queries[i : i + 1]), k=K, params=types_pb2.SearchParams(ef_search=ef))
@@ -275,6 +305,20 @@ def filtered_phase(address: str, stub: Any, base: np.ndarray, queries: np.ndarra
     for row in out["rows"][1:]:
         row["qps_over_unfiltered"] = round(row["qps"] / unfiltered["qps"], 4)
         row["recall_minus_unfiltered"] = round(row["recall_at_10"] - unfiltered["recall_at_10"], 4)
+    return out
+
+
+def _exact_top(queries: np.ndarray, base: np.ndarray, allowed: np.ndarray, block: int = 100) -> np.ndarray:
+    """Exact top-K rows of `allowed` per query (argpartition, then the K sorted), a block of queries at a time."""
+    out = np.empty((len(queries), K), dtype=np.int64)
+    rows = base[allowed]
+    for start in range(0, len(queries), block):
+        scores = queries[start : start + block] @ rows.T
+        width = min(K, scores.shape[1])
+        top = np.argpartition(-scores, width - 1, axis=1)[:, :width]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        out[start : start + block, :width] = allowed[np.take_along_axis(top, order, axis=1)]
+        out[start : start + block, width:] = -1
     return out
 
 
@@ -316,6 +360,9 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             add(f"2. QPS c{c}, {who} / pgvector", ratio(qv[f"c{c}"]["qps"], pg[f"c{c}"]["qps"]), 3.6, False)
         if raw:
             add(f"3. QPS batch64, {who} / raw hnswlib", ratio(qv["batch64"]["qps"], raw["batch64"]["qps"]), 0.8, False)
+            if raw.get("split"):
+                add(f"   (bound) raw hnswlib split in {raw['split']['shards']} / raw hnswlib, batch64", ratio(raw["split"]["batch64"]["qps"], raw["batch64"]["qps"]), 0.8, False)
+                add(f"   QPS batch64, {who} / raw hnswlib split the same way", ratio(qv["batch64"]["qps"], raw["split"]["batch64"]["qps"]), 0.8, False)
             add(f"6. ingest, {who} / raw add_items", ratio(qv["ingest"]["vectors_per_s"], raw["ingest"]["vectors_per_s"]), 0.8, False)
             if qv.get("filtered"):
                 rows_ = qv["filtered"]["rows"][1:]
@@ -341,6 +388,9 @@ def report_tables(report: dict[str, Any]) -> None:
             label, side["ef"], side["recall_at_10"], side["c1"]["p50_ms"], side["c1"]["p99_ms"], side["c1"]["qps"],
             side[f"c{c}"]["qps"], side.get("batch64", {}).get("qps"), side["ingest"]["vectors_per_s"],
         ])
+        if key == "raw" and side.get("split"):
+            split = side["split"]
+            rows.append([f"  hnswlib split in {split['shards']} (batches)", split["ef"], split["recall_at_10"], None, None, None, None, split["batch64"]["qps"], None])
     print_table(
         f"bench_peers: {report['dataset']} n={report['n_base']:,}, {report['n_queries']} queries, hnsw m={report['m']} "
         f"efc={report['ef_construction']}, recall@10 >= {report['target_recall']} ({report['duration_s']}s per phase, {report['machine']['cpus']} CPUs)",

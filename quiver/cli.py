@@ -119,8 +119,9 @@ def main() -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("quiver-data"), show_default=True)
 @click.option("--shards", "shard_servers", default=3, show_default=True, help="Number of shard server processes.")
 @click.option("--port", default=7000, show_default=True, help="Router port.")
+@click.option("--node", is_flag=True, help="One process that is the router and the shard server (node mode: no network hop between them); --shards is ignored.")
 @one_line_errors
-def up(data_dir: Path, shard_servers: int, port: int) -> None:
+def up(data_dir: Path, shard_servers: int, port: int, node: bool) -> None:
     """Start a local cluster on loopback and keep it running until Ctrl-C or SIGTERM.
 
     Started again on the same --data-dir, it serves every collection it held: etcd keeps the cluster
@@ -131,10 +132,11 @@ def up(data_dir: Path, shard_servers: int, port: int) -> None:
         raise KeyboardInterrupt  # unwinds through LocalCluster's exit, which stops every child by pid
 
     signal.signal(signal.SIGTERM, stop_on_signal)
-    with LocalCluster(data_dir, shards=shard_servers, router_port=port) as cluster:
+    layout = {"shards": 0, "routers": 0, "nodes": 1} if node else {"shards": shard_servers}
+    with LocalCluster(data_dir, router_port=port, **layout) as cluster:
         click.echo(f"etcd      {cluster.etcd.endpoint}")
         for server in cluster.shard_servers:
-            click.echo(f"shard     {server.address}")
+            click.echo(f"{'node' if server in cluster.nodes else 'shard':<9} {server.address}")
         click.echo(f"router    {cluster.router_address}")
         click.echo(f"Quiver is up: router at {cluster.router_address}; logs in {data_dir / 'logs'}. Ctrl-C stops everything.")
         try:

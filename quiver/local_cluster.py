@@ -154,7 +154,8 @@ class LocalCluster:
                 node = ServerProcess(
                     [
                         "-m", "router.node", "--data-dir", str(self.data_dir / f"node-{n}"), "--etcd", self.etcd.endpoint,
-                        "--host", self.host, "--port", str(free_port(self.host)), "--server-id", f"node-{n}", "--lease-ttl", "3",
+                        "--host", self.host, "--port", str((self._router_port if n == 0 and not self.routers else 0) or free_port(self.host)),
+                        "--server-id", f"node-{n}", "--lease-ttl", "3",
                     ],
                     self.data_dir / "logs" / f"node-{n}.log",
                 ).start()

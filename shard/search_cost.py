@@ -4,8 +4,10 @@ Three ways to find the top k among the m points a filter allows, out of n live p
 - exact_filtered: score the m allowed vectors exactly (BLAS over the raw vector arena):
   cost ~ fixed + m * d * exact_per_point_dim. Exact recall; cheap when m is small.
 - ann_post_filtered: an unfiltered ANN search for k' = k * oversample / s candidates (s = m / n, the
-  filter's selectivity), with ef raised to k', keeping the allowed ones:
-  cost ~ ann(max(ef, k')). No per-node callback; a query that keeps fewer than k is completed exactly.
+  filter's selectivity), keeping the allowed ones, with ef raised to max(k', ef / s): the top k' of a
+  search need a candidate list about 1/s times the one that makes its top k as good, or the filtered
+  answer's recall falls below the unfiltered one's (0.947 against 0.958 at s = 0.5 with ef left as it was):
+  cost ~ ann(max(k', ef / s)). No per-node callback; a query that keeps fewer than k is completed exactly.
 - ann_filtered: hnswlib's filtered search, which calls back into Python (and takes the GIL) for every node
   it visits and must visit about ef / s of them to find ef allowed ones:
   cost ~ ann(ef) * s ** -callback_exponent.
@@ -69,7 +71,8 @@ def plan_filtered(
     options = [exact]
     post_k = costs.post_filter_k(k, matches, live)
     if post_k <= costs.max_post_filter_k or force == ANN_POST_FILTERED:
-        options.append(FilterPlan(ANN_POST_FILTERED, costs.ann(max(ef, post_k), dim), matches, post_k, max(ef, post_k)))
+        post_ef = max(post_k, math.ceil(ef * live / max(matches, 1)))
+        options.append(FilterPlan(ANN_POST_FILTERED, costs.ann(post_ef, dim), matches, post_k, post_ef))
     selectivity = matches / max(live, 1)
     options.append(FilterPlan(ANN_FILTERED, costs.ann(ef, dim) * max(selectivity, 1e-12) ** -costs.callback_exponent, matches, ef=ef))
     if force:

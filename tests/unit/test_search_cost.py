@@ -19,8 +19,8 @@ def strategy(matches: int, k: int = 10, ef: int = 96, graph: bool = True, force:
 def test_few_matches_are_scored_exactly_and_broad_filters_are_post_filtered():
     assert strategy(13) == EXACT_FILTERED  # 0.01%
     assert strategy(1_300) == EXACT_FILTERED  # 1%
-    assert strategy(6_500) == EXACT_FILTERED  # 5%: gathering and scoring 6,500 rows beats ef 410 on the graph
-    assert strategy(13_000) == ANN_POST_FILTERED  # 10%: ef 210 on the graph beats scoring 13,000 rows
+    assert strategy(13_000) == EXACT_FILTERED  # 10%: scoring 13,000 rows beats ef 960 on the graph
+    assert strategy(26_000) == ANN_POST_FILTERED  # 20%: ef 480 on the graph beats scoring 26,000 rows
     assert strategy(65_000) == ANN_POST_FILTERED  # 50%
     assert strategy(LIVE) == ANN_POST_FILTERED
 
@@ -36,12 +36,14 @@ def test_the_choice_is_the_cheapest_estimate_and_reports_it():
     assert chosen.estimated_cost_us == min(p.estimated_cost_us for p in plans.values())
     assert chosen.matches == 65_000
     post = plans[ANN_POST_FILTERED]
-    assert post.candidates == COSTS.post_filter_k(10, 65_000, LIVE) == 10 * 2 * 2 + 10 and post.ef == 96
+    assert post.candidates == COSTS.post_filter_k(10, 65_000, LIVE) == 10 * 2 * 2 + 10 and post.ef == 96 * 2  # ef / s
 
 
-def test_post_filtering_fetches_oversample_times_k_over_selectivity_and_raises_ef_to_it():
+def test_post_filtering_fetches_oversample_times_k_over_selectivity_with_ef_over_selectivity():
     plan = plan_filtered(13_000, LIVE, 10, 64, DIM, COSTS, True, ANN_POST_FILTERED)
-    assert plan.candidates == 10 * 2 * 10 + 10 and plan.ef == plan.candidates
+    assert plan.candidates == 10 * 2 * 10 + 10 and plan.ef == 64 * 10
+    wide = plan_filtered(13_000, LIVE, 10, 8, DIM, COSTS, True, ANN_POST_FILTERED)
+    assert wide.ef == wide.candidates  # never fewer than the candidates fetched
 
 
 def test_without_a_graph_every_filter_is_scored_exactly():

@@ -76,7 +76,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ef-construction", type=int, default=200)
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--ef-candidates", default=EF_CANDIDATES)
-    parser.add_argument("--selectivities", default="0.5,0.1,0.01,0.001,0.0001", help="filtered phase (node): shares of points a filter allows; empty: no filtered phase")
+    parser.add_argument("--selectivities", default="0.5,0.2,0.1,0.05,0.02,0.01,0.001,0.0001", help="filtered phase (node): shares of points a filter allows; empty: no filtered phase")
     parser.add_argument("--skip", default="", help="comma-separated systems not to run: raw, pgvector, quiver")
     parser.add_argument("--json-out", type=Path, default=None)
     return parser.parse_args()

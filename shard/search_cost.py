@@ -74,7 +74,9 @@ def plan_filtered(
     options = [exact]
     post_k = costs.post_filter_k(k, matches, live)
     if post_k <= costs.max_post_filter_k or force == ANN_POST_FILTERED:
-        post_ef = max(post_k, math.ceil(ef * live / max(matches, 1)))
+        post_k = min(post_k, costs.max_post_filter_k)  # forced past it: what falls short is completed exactly
+        # ef / s, but never past max_post_filter_k (a forced post-filter of a tight filter would ask for ef 10^5).
+        post_ef = max(post_k, min(math.ceil(ef * live / max(matches, 1)), costs.max_post_filter_k))
         options.append(FilterPlan(ANN_POST_FILTERED, costs.ann(post_ef, dim), matches, post_k, post_ef))
     selectivity = matches / max(live, 1)
     options.append(FilterPlan(ANN_FILTERED, costs.ann(ef, dim) * max(selectivity, 1e-12) ** -costs.callback_exponent, matches, ef=ef))

@@ -44,6 +44,8 @@ def test_post_filtering_fetches_oversample_times_k_over_selectivity_with_ef_over
     assert plan.candidates == 10 * 2 * 10 + 10 and plan.ef == 64 * 10
     wide = plan_filtered(13_000, LIVE, 10, 8, DIM, COSTS, True, ANN_POST_FILTERED)
     assert wide.ef == wide.candidates  # never fewer than the candidates fetched
+    tight = plan_filtered(13, LIVE, 10, 64, DIM, COSTS, True, ANN_POST_FILTERED)
+    assert tight.candidates == tight.ef == COSTS.max_post_filter_k  # forced on a tight filter: capped
 
 
 def test_without_a_graph_every_filter_is_scored_exactly():

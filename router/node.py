@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from router.config import RouterConfig
 from router.server import RouterServer
 from shard.config import ShardConfig
 from shard.executors import ExecutorSizes
-from shard.identity import ServerIdMismatch, resolve_server_id
+from shard.__main__ import port_and_id
 from shard.server import ShardServer
 
 _log = logging.getLogger("node")
@@ -106,15 +105,7 @@ def main(
 ) -> None:
     configure_logging(log_level, log_format)
     log_effective_options(click.get_current_context())
-    if shard_port == 0:
-        # Known before the server binds: it registers this address in etcd.
-        with socket.socket() as sock:
-            sock.bind((host, 0))
-            shard_port = sock.getsockname()[1]
-    try:
-        server_id = resolve_server_id(data_dir, server_id)
-    except ServerIdMismatch as error:
-        raise click.UsageError(str(error)) from None
+    shard_port, server_id = port_and_id(host, shard_port, data_dir, server_id)
     endpoints = tuple(e for e in etcd_endpoints.split(",") if e)
     config = NodeConfig(
         shard=ShardConfig(

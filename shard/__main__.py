@@ -25,6 +25,19 @@ from shard.server import ShardServer
 _log = logging.getLogger("shard")
 
 
+def port_and_id(host: str, port: int, data_dir: Path, server_id: str) -> tuple[int, str]:
+    """The shard server's port (a free one for 0: picked here, so the address it registers can name it)
+    and its id (kept in the data directory; a mismatch is a usage error)."""
+    if port == 0:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+    try:
+        return port, resolve_server_id(data_dir, server_id)
+    except ServerIdMismatch as error:
+        raise click.UsageError(str(error)) from None
+
+
 async def serve(config: ShardConfig) -> None:
     server = ShardServer(config)
     await server.start()
@@ -92,15 +105,7 @@ def main(
 ) -> None:
     configure_logging(log_level, log_format)
     log_effective_options(click.get_current_context())
-    if port == 0:
-        # Pick the port here so the server id and advertised address can name it.
-        with socket.socket() as sock:
-            sock.bind((host, 0))
-            port = sock.getsockname()[1]
-    try:
-        server_id = resolve_server_id(data_dir, server_id)
-    except ServerIdMismatch as error:
-        raise click.UsageError(str(error)) from None
+    port, server_id = port_and_id(host, port, data_dir, server_id)
     config = ShardConfig(
         data_dir=data_dir,
         host=host,

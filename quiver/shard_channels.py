@@ -44,6 +44,9 @@ class ShardPool:
         """Calls to `address` go to `servicer`, in this process, from now on."""
         self._local[address] = servicer
         self._stubs.pop(address, None)
+        channel = self._channels.pop(address, None)
+        if channel is not None:  # a stub made before: its calls may still run, so closed after the grace
+            self._draining[channel] = asyncio.get_event_loop().create_task(channel.close(grace=self._close_grace_s))
 
     def stub(self, address: str) -> shard_pb2_grpc.ShardStub:
         stub = self._stubs.get(address)

@@ -145,8 +145,9 @@ class PartitionState:
                 hits = self.index.search_subset(queries, take, np.flatnonzero(allowed))
                 return self._package(self._pad(hits, k), ["exact_filtered"] * n, plan)
             if plan.strategy == ANN_POST_FILTERED:
-                wide = self.index.search(queries, plan.candidates, QueryKnobs(ef_search=plan.ef, nprobe=knobs.nprobe), None)
-                hits = _keep_allowed(wide, allowed, take)
+                # At the caller's ef: asking for more results widens hnswlib's candidate list by itself.
+                wide = self.index.search(queries, plan.candidates, knobs, None)
+                hits = self._pad(_keep_allowed(wide, allowed, take), take)
             else:
                 hits = self.index.search(queries, take, knobs, allowed)
             strategy = plan.strategy

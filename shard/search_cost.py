@@ -3,15 +3,17 @@
 Three ways to find the top k among the m points a filter allows, out of n live points in d dimensions:
 - exact_filtered: score the m allowed vectors exactly (BLAS over the raw vector arena):
   cost ~ fixed + m * d * exact_per_point_dim. Exact recall; cheap when m is small.
-- ann_post_filtered: an unfiltered ANN search for k' = k * oversample / s candidates (s = m / n, the
-  filter's selectivity), keeping the allowed ones, with ef raised to max(k', ef / s): the top k' of a
-  search need a candidate list about 1/s times the one that makes its top k as good, or the filtered
-  answer's recall falls below the unfiltered one's (0.947 against 0.958 at s = 0.5 with ef left as it was):
-  cost ~ ann(max(k', ef / s)). No per-node callback; a query that keeps fewer than k is completed exactly.
+- ann_post_filtered: an unfiltered ANN search for k' = max(k * oversample / s, ef / s) candidates (s = m / n,
+  the filter's selectivity), keeping the allowed ones. hnswlib searches with max(ef, k'), so asking for k'
+  results is what widens the candidate list, and the index's ef (global state in hnswlib, switched only
+  when no search is running) is left alone. The candidate list must be about 1/s times the one that makes
+  the unfiltered top k as good, or the filtered recall falls below the unfiltered one's (0.947 against
+  0.958 at s = 0.5 with ef left as it was): cost ~ ann(k'). No per-node callback; a query that keeps fewer
+  than k is completed exactly.
 - ann_filtered: hnswlib's filtered search, which calls back into Python (and takes the GIL) for every node
   it visits and must visit about ef / s of them to find ef allowed ones:
   cost ~ ann(ef) * s ** -callback_exponent.
-where ann(ef) = fixed + ef * d * ann_per_ef_dim.
+where ann(ef) = fixed + ef * d * ann_per_ef_dim, and ef is never less than k (hnswlib's own rule).
 
 The constants are microseconds measured on the 2-core development machine with GloVe-50 (HNSW m=16,
 130k points per partition, one query, one thread, and the exact one also served; `python -m
@@ -58,8 +60,8 @@ class FilterPlan:
     strategy: str
     estimated_cost_us: float  # per query, on the reference machine
     matches: int
-    candidates: int = 0  # ann_post_filtered: how many unfiltered results are fetched
-    ef: int = 0  # the ef the ANN strategies search with (post-filtering: at least `candidates`)
+    candidates: int = 0  # ann_post_filtered: how many unfiltered results are fetched (hnswlib's ef for it)
+    ef: int = 0  # the candidate list the ANN strategies search with: max(ef, k), or `candidates`
 
 
 def plan_filtered(
@@ -72,12 +74,14 @@ def plan_filtered(
     if not graph:
         return exact
     options = [exact]
+    ef = max(ef, k)  # hnswlib's candidate list is never shorter than k
     post_k = costs.post_filter_k(k, matches, live)
     if post_k <= costs.max_post_filter_k or force == ANN_POST_FILTERED:
-        post_k = min(post_k, costs.max_post_filter_k)  # forced past it: what falls short is completed exactly
-        # ef / s, but never past max_post_filter_k (a forced post-filter of a tight filter would ask for ef 10^5).
-        post_ef = max(post_k, min(math.ceil(ef * live / max(matches, 1)), costs.max_post_filter_k))
-        options.append(FilterPlan(ANN_POST_FILTERED, costs.ann(post_ef, dim), matches, post_k, post_ef))
+        # ef / s as well, for recall; neither past max_post_filter_k (forced on a tight filter, that would be
+        # 10^5: what falls short is completed exactly), nor below k.
+        wanted = max(post_k, math.ceil(ef * live / max(matches, 1)))
+        candidates = min(live, max(k, min(wanted, costs.max_post_filter_k)))
+        options.append(FilterPlan(ANN_POST_FILTERED, costs.ann(candidates, dim), matches, candidates, candidates))
     selectivity = matches / max(live, 1)
     options.append(FilterPlan(ANN_FILTERED, costs.ann(ef, dim) * max(selectivity, 1e-12) ** -costs.callback_exponent, matches, ef=ef))
     if force:

@@ -183,5 +183,14 @@ def _arena_from_graph(index: hnswlib.Index, dim: int) -> VectorArena:
     rows = max(16, _GET_ITEMS_BYTES // (40 * dim))
     for start in range(0, len(labels), rows):
         part = labels[start : start + rows]
-        arena.put(part, np.asarray(index.get_items(part, return_type="numpy"), dtype=np.float32))
+        try:
+            arena.put(part, np.asarray(index.get_items(part, return_type="numpy"), dtype=np.float32))
+        except RuntimeError:
+            # A deleted label not reused since is still listed, and get_items refuses it: one at a time.
+            for label in part.tolist():
+                try:
+                    vector = index.get_items([label], return_type="numpy")
+                except RuntimeError:
+                    continue
+                arena.put(np.array([label], dtype=np.int64), np.asarray(vector, dtype=np.float32))
     return arena

@@ -36,14 +36,22 @@ def test_the_choice_is_the_cheapest_estimate_and_reports_it():
     assert chosen.estimated_cost_us == min(p.estimated_cost_us for p in plans.values())
     assert chosen.matches == 65_000
     post = plans[ANN_POST_FILTERED]
-    assert post.candidates == COSTS.post_filter_k(10, 65_000, LIVE) == 10 * 2 * 2 + 10 and post.ef == 96 * 2  # ef / s
+    # ef / s = 192 candidates, more than k * 2 / s + k = 50; hnswlib's list is as long as the results asked.
+    assert COSTS.post_filter_k(10, 65_000, LIVE) == 10 * 2 * 2 + 10
+    assert post.candidates == post.ef == 96 * 2
 
 
-def test_post_filtering_fetches_oversample_times_k_over_selectivity_with_ef_over_selectivity():
-    plan = plan_filtered(13_000, LIVE, 10, 64, DIM, COSTS, True, ANN_POST_FILTERED)
-    assert plan.candidates == 10 * 2 * 10 + 10 and plan.ef == 64 * 10
-    wide = plan_filtered(13_000, LIVE, 10, 8, DIM, COSTS, True, ANN_POST_FILTERED)
-    assert wide.ef == wide.candidates  # never fewer than the candidates fetched
+def test_post_filtering_fetches_the_larger_of_oversampled_k_over_selectivity_and_ef_over_selectivity():
+    assert plan_filtered(13_000, LIVE, 10, 64, DIM, COSTS, True, ANN_POST_FILTERED).candidates == 64 * 10
+    assert plan_filtered(13_000, LIVE, 10, 8, DIM, COSTS, True, ANN_POST_FILTERED).candidates == 10 * 2 * 10 + 10
+    # k above the cap: never fewer candidates than k
+    assert plan_filtered(65_000, LIVE, 5_000, 64, DIM, COSTS, True, ANN_POST_FILTERED).candidates == 5_000
+
+
+def test_the_callback_search_is_priced_at_hnswlibs_own_list_length_max_ef_k():
+    low_ef = plan_filtered(65_000, LIVE, 1_000, 64, DIM, COSTS, True, ANN_FILTERED)
+    assert low_ef.ef == 1_000
+    assert low_ef.estimated_cost_us == plan_filtered(65_000, LIVE, 1_000, 1_000, DIM, COSTS, True, ANN_FILTERED).estimated_cost_us
     tight = plan_filtered(13, LIVE, 10, 64, DIM, COSTS, True, ANN_POST_FILTERED)
     assert tight.candidates == tight.ef == COSTS.max_post_filter_k  # forced on a tight filter: capped
 

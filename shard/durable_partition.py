@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -38,6 +38,7 @@ from quiver.metrics import WRITE_VISIBLE_SECONDS
 from quiver.specs import PartitionSpec
 from shard.executors import ShardExecutors, default_executors, run_in
 from shard.indexes import QueryKnobs
+from shard.indexes.base import WouldWait
 from shard.partition_state import PartitionState, QueryHits, SearchPolicy
 from shard.rwlock import ReadWriteLock
 from shard.snapshot_store import SnapshotStore
@@ -680,8 +681,8 @@ class DurablePartition:
         include_metadata: bool,
         include_vectors: bool,
     ) -> list[QueryResult]:
-        def run() -> list[QueryResult]:
-            hits = self.state.search(queries, k, flt, knobs, force_exact, self._search_policy)
+        def run(with_knobs: QueryKnobs = knobs) -> list[QueryResult]:
+            hits = self.state.search(queries, k, flt, with_knobs, force_exact, self._search_policy)
             return [self._result(h, include_metadata, include_vectors) for h in hits]
 
         def run_locked() -> list[QueryResult]:
@@ -691,12 +692,16 @@ class DurablePartition:
         # A single unfiltered ANN query takes ~0.1 ms: handing it to a worker thread costs more than that,
         # so it runs on the event loop when no writer holds or waits for the lock. Everything else
         # (batches, filters, exact scans) goes to threads, where hnswlib/faiss use all cores.
+        # On the loop it must never wait either: an HNSW index busy at another ef goes to a thread instead.
+        results = None
         if self._cheap(len(queries), flt, knobs, force_exact) and self._lock.try_acquire_read():
             try:
-                results = run()
+                results = run(replace(knobs, no_wait=True))
+            except WouldWait:
+                results = None
             finally:
                 self._lock.release_read()
-        else:
+        if results is None:
             results = await run_in(self._executors.searches, run_locked)
         self.searches_served += len(results)
         return results

@@ -27,6 +27,13 @@ class QueryKnobs:
 
     ef_search: int = 0
     nprobe: int = 0
+    # Set for a search run on the event loop: an index that would have to wait (HNSW switching its global
+    # ef while other searches run) raises WouldWait instead, and the caller runs it on a thread.
+    no_wait: bool = False
+
+
+class WouldWait(Exception):
+    """The search cannot start without waiting for others (see QueryKnobs.no_wait)."""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import hnswlib
 import numpy as np
 
 from shard.indexes.arena import VectorArena
-from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits
+from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits, WouldWait
 from shard.indexes.blob_container import pack, unpack
 from shard.indexes.exact import exact_topk_of
 
@@ -45,8 +45,10 @@ class _EfGate:
         index.set_ef(ef)
 
     @contextmanager
-    def using(self, ef: int) -> Iterator[None]:
+    def using(self, ef: int, wait: bool = True) -> Iterator[None]:
         with self._cond:
+            if not wait and self._ef != ef and self._active > 0:
+                raise WouldWait(f"ef {self._ef} is in use by {self._active} searches; this one wants {ef}")
             while self._ef != ef and self._active > 0:
                 self._cond.wait()
             if self._ef != ef:
@@ -112,7 +114,7 @@ class HnswIndex:
         if k == 0:
             return hits
         predicate = bytes(allowed.view(np.uint8)).__getitem__ if allowed is not None else None
-        with self._gate.using(ef):
+        with self._gate.using(ef, wait=not knobs.no_wait):
             try:
                 labels, distances = self._index.knn_query(queries, k=k, num_threads=-1, filter=predicate)
             except RuntimeError:

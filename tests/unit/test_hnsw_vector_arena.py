@@ -4,6 +4,7 @@ A forced post-filtered search asking for more results than the candidate cap sti
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from quiver.filters import Range
 from quiver.specs import PartitionKey, PartitionSpec
@@ -44,3 +45,33 @@ def test_a_forced_post_filter_asking_for_more_than_the_cap_still_returns_every_m
     state.upsert([str(i) for i in range(n)], vectors, [{"r": i} for i in range(n)])
     [result] = state.search(vectors[:1], 5000, Range("r", lt=5500), QueryKnobs(), False, SearchPolicy(force_filtered="ann_post_filtered"))
     assert len(result.ids) == 5000 and all(int(i) < 5500 for i in result.ids)
+
+
+def test_a_no_wait_search_refuses_to_wait_for_searches_at_another_ef_and_a_waiting_one_gets_its_turn():
+    import threading
+
+    from shard.indexes.base import WouldWait
+
+    vectors = unit(np.random.default_rng(2), 200)
+    index = HnswIndex(IndexConfig("hnsw", DIM, "ip", {"ef_search": 32}))
+    index.add(np.arange(200, dtype=np.int64), vectors)
+    gate = index._gate
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with gate.using(32):
+            entered.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    entered.wait(5)
+    try:
+        with pytest.raises(WouldWait):
+            index.search(vectors[:1], 5, QueryKnobs(ef_search=64, no_wait=True), None)
+        # The same ef as the one running never waits.
+        assert index.search(vectors[:1], 5, QueryKnobs(ef_search=32, no_wait=True), None).labels[0, 0] == 0
+    finally:
+        release.set()
+        holder.join(5)
+    assert index.search(vectors[:1], 5, QueryKnobs(ef_search=64, no_wait=True), None).labels[0, 0] == 0

@@ -44,11 +44,12 @@ from loadtest.bench_common import (
     print_table,
     ratio,
     row_ids,
+    rss_bytes,
     run_closed_loop_threads,
     run_main,
     search_labels,
 )
-from loadtest.datasets import load_glove50, recall_at_k
+from loadtest.datasets import exact_ground_truth, load_glove50, recall_at_k
 from loadtest.pgvector_peer import PgSearcher, pgvector_server, vector_literal
 from quiver.client import AsyncClient
 from quiver.local_cluster import LocalCluster
@@ -235,7 +236,7 @@ def quiver_side(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, args: 
         log(f"quiver{'-node' if node else ''}: router {address}, {args.shards} shards; upserting {len(base):,} vectors in batches of {UPSERT_BATCH}")
         out: dict[str, Any] = {"ingest": asyncio.run(quiver_load(address, base, args))}
         pids = {"client": os.getpid(), "router": pid_of(cluster.router)} | {f"shard{i}": pid_of(s) for i, s in enumerate(cluster.shard_servers) if s not in cluster.nodes}
-        out["rss_bytes_after_load"] = {name: _rss(pid) for name, pid in pids.items() if name != "client"}
+        out["rss_bytes_after_load"] = {name: rss_bytes(pid) for name, pid in pids.items() if name != "client"}
 
         def request(rows: np.ndarray, ef: int) -> router_pb2.RouterSearchRequest:
             return router_pb2.RouterSearchRequest(collection=COLLECTION, queries=packed(rows), k=K, params=types_pb2.SearchParams(ef_search=ef))
@@ -281,7 +282,9 @@ def filtered_phase(address: str, stub: Any, base: np.ndarray, queries: np.ndarra
     for selectivity in [1.0, *selectivities]:
         flt = None if selectivity >= 1.0 else Range("r", lt=selectivity * n)
         allowed = np.flatnonzero(rank < selectivity * n)
-        truth = _exact_top(queries, base, allowed)
+        ranked = exact_ground_truth(base[allowed], queries, min(K, len(allowed)), "cosine")
+        truth = np.full((len(queries), K), -1, dtype=np.int64)
+        truth[:, : ranked.shape[1]] = allowed[ranked]
 
         def request(i: int, flt: Any = flt) -> router_pb2.RouterSearchRequest:
             message = router_pb2.RouterSearchRequest(collection=FILTERED, queries=packed(queries[i : i + 1]), k=K, params=types_pb2.SearchParams(ef_search=ef))
@@ -308,31 +311,11 @@ def filtered_phase(address: str, stub: Any, base: np.ndarray, queries: np.ndarra
     return out
 
 
-def _exact_top(queries: np.ndarray, base: np.ndarray, allowed: np.ndarray, block: int = 100) -> np.ndarray:
-    """Exact top-K rows of `allowed` per query (argpartition, then the K sorted), a block of queries at a time."""
-    out = np.empty((len(queries), K), dtype=np.int64)
-    rows = base[allowed]
-    for start in range(0, len(queries), block):
-        scores = queries[start : start + block] @ rows.T
-        width = min(K, scores.shape[1])
-        top = np.argpartition(-scores, width - 1, axis=1)[:, :width]
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-        out[start : start + block, :width] = allowed[np.take_along_axis(top, order, axis=1)]
-        out[start : start + block, width:] = -1
-    return out
-
-
 async def _load_ranked(address: str, base: np.ndarray, rank: np.ndarray, args: argparse.Namespace) -> None:
     async with AsyncClient(address, timeout=600) as client:
         params = {"m": args.m, "ef_construction": args.ef_construction}
         await client.create_collection(FILTERED, base.shape[1], metric="cosine", index="hnsw", index_params=params, shards=args.shards)
         await client.upsert(FILTERED, row_ids(0, len(base)), base, [{"r": int(r)} for r in rank], batch_size=UPSERT_BATCH)
-
-
-def _rss(pid: int) -> int:
-    from loadtest.bench_common import rss_bytes  # noqa: PLC0415
-
-    return rss_bytes(pid)
 
 
 # -- report -----------------------------------------------------------------------------------------

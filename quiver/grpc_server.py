@@ -1,6 +1,8 @@
 """What the shard and router gRPC servers share: options, binding, health and reflection."""
 from __future__ import annotations
 
+import asyncio
+import signal
 from typing import Any, Callable, Iterable
 
 import grpc
@@ -47,6 +49,15 @@ def add_health_and_reflection(server: grpc.aio.Server, service_name: str) -> hea
         ),
     }),))
     return servicer
+
+
+async def until_stop_signal() -> None:
+    """Returns once SIGTERM or SIGINT arrives: where a server process's orderly shutdown begins."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 def bind(server: grpc.aio.Server, host: str, port: int) -> int:

@@ -1,12 +1,10 @@
 """`python -m router` / `quiver-router`: run the router until SIGTERM or Ctrl-C."""
 from __future__ import annotations
 
-import asyncio
-import signal
-
 import click
 import uvloop
 
+from quiver.grpc_server import until_stop_signal
 from quiver.logs import configure_logging
 from quiver.server_options import config_file_option, log_effective_options, with_environment
 
@@ -20,11 +18,7 @@ async def serve(config: RouterConfig) -> None:
     if server.metrics.port is not None:
         print(f"quiver-router metrics on {config.metrics_host}:{server.metrics.port}", flush=True)
     print(f"quiver-router serving on {server.address}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stop_signal()
     await server.stop(grace=5.0)
 
 

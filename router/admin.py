@@ -262,7 +262,7 @@ class Admin:
             maps = [await self._store.get_shard_map(name, record.active_version)]
         revision = await self._store.drop_collection(name)
         await self.seen(revision, budget)
-        await self.drop_partitions(name, maps, {s.server_id: s.address for s in self._watcher.current.servers.values()})
+        await self.drop_partitions(name, maps, self._watcher.current.addresses())
 
     async def drain_server(self, server_id: str, cancel: bool, budget: Budget = UNLIMITED) -> int:
         """Record a drain request for the controller (or withdraw it); the replicas the server holds now."""

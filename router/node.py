@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import uvloop
 
+from quiver.grpc_server import until_stop_signal
 from quiver.logs import configure_logging
 from quiver.server_options import config_file_option, log_effective_options, with_environment
 from router.config import RouterConfig
@@ -74,11 +74,7 @@ async def serve(config: NodeConfig) -> None:
     assert node.router is not None
     print(f"quiver-node shard server {node.shard.address} id={config.shard.server_id}", flush=True)
     print(f"quiver-node serving on {node.router.address}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stop_signal()
     _log.info("shutting down: shard out of etcd, router stopping, shard snapshotting")
     await node.stop(config.shard.drain_delay_s)
 

@@ -132,19 +132,8 @@ class ProgressBoard:
         """Builds other live routers run, of `collection` or all. Unreadable here (etcd away, a record that
         does not parse) means left out: this is a report."""
         try:
-            listed = await self._store.client.get_prefix(self._store.keys.reindex_progress_prefix)
+            listed = await self._store.messages_under(self._store.keys.reindex_progress_prefix, router_pb2.ReindexProgress)
         except QuiverError as error:
             _log.warning("could not read other routers' reindex progress: %s", error)
             return []
-        found = []
-        for kv in listed.kvs:
-            try:
-                progress = json_format.Parse(kv.value, router_pb2.ReindexProgress(), ignore_unknown_fields=True)
-            except (json_format.ParseError, UnicodeDecodeError) as error:
-                _log.warning("skipped unreadable reindex progress record %s: %s", kv.key, error)
-                continue
-            if progress.publisher == self.token:
-                continue
-            if not collection or progress.collection == collection:
-                found.append(progress)
-        return found
+        return [p for p in listed if p.publisher != self.token and (not collection or p.collection == collection)]

@@ -113,7 +113,7 @@ class VersionAdmin:
         else:
             await self.board.announce(name, source.version, version)  # before another router could see v+1
         try:
-            return await self._create_version(name, record, source, planned, addresses_of(snapshot), budget, new_model, model, old.model)
+            return await self._create_version(name, record, source, planned, snapshot.addresses(), budget, new_model, model, old.model)
         finally:
             self.board.withdraw(name, version)  # published as its build from here on, or not at all
 
@@ -296,15 +296,8 @@ class VersionAdmin:
         await self._store.client.put(self._store.keys.verification(name, figures.version), json_format.MessageToJson(figures).encode())
 
     async def _verifications(self, name: str) -> dict[int, router_pb2.VerificationFigures]:
-        found = {}
-        for kv in (await self._store.client.get_prefix(self._store.keys.verifications_prefix(name))).kvs:
-            try:
-                figures = json_format.Parse(kv.value, router_pb2.VerificationFigures(), ignore_unknown_fields=True)
-            except (json_format.ParseError, UnicodeDecodeError) as error:
-                _log.warning("skipped unreadable verification record %s: %s", kv.key, error)
-                continue
-            found[figures.version] = figures
-        return found
+        listed = await self._store.messages_under(self._store.keys.verifications_prefix(name), router_pb2.VerificationFigures)
+        return {figures.version: figures for figures in listed}
 
     async def _expected(self, name: str, expected_active: int) -> CollectionRecord:
         record = await self._store.get_collection(name)
@@ -404,12 +397,8 @@ class VersionAdmin:
             await build.stop()
         retired, revision = await versions.set_state(self._store, name, version, "retired")
         await self._admin.seen(revision, budget)
-        addresses = {s.server_id: s.address for s in self._admin.watcher.current.servers.values()}
+        addresses = self._admin.watcher.current.addresses()
         await self._admin.drop_partitions(name, [retired], addresses)
-
-
-def addresses_of(snapshot: Any) -> dict[str, str]:
-    return {s.server_id: s.address for s in snapshot.servers.values()}
 
 
 def _differs(target: ShardMap, index: tuple[str, dict[str, Any]] | None, shards: int, replication: int, model: str) -> str:

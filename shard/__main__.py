@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import socket
 from pathlib import Path
 
 import click
 import uvloop
 
+from quiver.grpc_server import until_stop_signal
 from quiver.logs import configure_logging
 from quiver.server_options import config_file_option, log_effective_options, with_environment
 
@@ -45,11 +45,7 @@ async def serve(config: ShardConfig) -> None:
         print(f"quiver-shard metrics on {config.metrics_host}:{server.metrics.port}", flush=True)
     # The line launchers and tests wait for; keep its shape.
     print(f"quiver-shard serving on {server.address} id={config.server_id}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stop_signal()
     _log.info("shutting down: NOT_SERVING, out of etcd, draining, snapshotting")
     await server.begin_drain()
     if config.etcd_endpoints:

@@ -716,7 +716,7 @@ class DurablePartition:
     def _result(self, hits: QueryHits, include_metadata: bool, include_vectors: bool) -> QueryResult:
         metadata = [self.state.fields.get(label) for label in hits.labels.tolist()] if include_metadata else None
         vectors = self.state.vectors_of(hits.labels) if include_vectors else None
-        return QueryResult(hits.ids, hits.scores, metadata, vectors, hits.strategy, hits.estimated_cost_us, max(hits.matches, 0))
+        return QueryResult(hits.ids, hits.scores, metadata, vectors, hits.strategy, hits.estimated_cost_us, hits.matches)
 
     async def get(self, ids: Sequence[str], include_vectors: bool) -> list[tuple[str, Metadata, np.ndarray | None]]:
         def run() -> list[tuple[str, Metadata, np.ndarray | None]]:

@@ -48,7 +48,7 @@ class QueryHits:
     labels: np.ndarray
     strategy: str  # "ann" | "ann_filtered" | "ann_post_filtered" | "exact" | "exact_filtered"
     estimated_cost_us: float = 0.0  # a filtered search's estimate for the strategy chosen (search_cost)
-    matches: int = -1  # points the filter allowed in this partition (-1: no filter)
+    matches: int = 0  # points the filter allowed in this partition (0 without a filter, as on the wire)
 
 
 class PartitionState:
@@ -184,7 +184,7 @@ class PartitionState:
 
     def _package(self, hits: SearchHits, strategies: list[str], plan: FilterPlan | None = None) -> list[QueryHits]:
         label_ids = self.label_ids
-        cost, matches = (round(plan.estimated_cost_us, 1), plan.matches) if plan is not None else (0.0, -1)
+        cost, matches = (round(plan.estimated_cost_us, 1), plan.matches) if plan is not None else (0.0, 0)
         out = []
         for row in range(len(hits.labels)):
             labels = hits.labels[row]
@@ -220,7 +220,8 @@ class PartitionState:
 
 def _keep_allowed(hits: SearchHits, allowed: np.ndarray, take: int) -> SearchHits:
     """The first `take` allowed results of each row of an unfiltered search, best first; a row with fewer
-    is padded (and then completed exactly by the caller)."""
+    ends in -1 labels (and is completed exactly by the caller), and a search narrower than `take` gives
+    narrower rows (the caller pads them)."""
     found = hits.labels >= 0
     keep = found.copy()
     keep[found] = allowed[hits.labels[found]]

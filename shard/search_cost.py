@@ -17,8 +17,9 @@ where ann(ef) = fixed + ef * d * ann_per_ef_dim, and ef is never less than k (hn
 
 The constants are microseconds measured on the 2-core development machine with GloVe-50 (HNSW m=16,
 130k points per partition, one query, one thread, and the exact one also served; `python -m
-loadtest.bench_peers` section "filtered" re-measures the result). Only their ratios decide a choice, so a faster machine scales them all alike;
-what is reported in the response (`estimated_cost_us`) is this machine's estimate.
+loadtest.bench_peers` section "filtered" re-measures the result). Only their ratios decide a choice, so a
+faster machine scales them all alike; what is reported in the response (`estimated_cost_us`) is this
+machine's estimate.
 """
 from __future__ import annotations
 

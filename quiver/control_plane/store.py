@@ -20,6 +20,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import TypeVar
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from quiver.control_plane.etcd_client import EtcdClient, KeyValue, WatchEvent
 from quiver.control_plane.keys import DEFAULT_ROOT, KeyLayout
@@ -27,6 +31,7 @@ from quiver.control_plane.records import AliasRecord, CollectionRecord, ServerRe
 from quiver.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, QuiverError, Unavailable
 
 _log = logging.getLogger(__name__)
+M = TypeVar("M", bound=Message)
 _ALIAS_ATTEMPTS = 5
 
 
@@ -47,6 +52,10 @@ class ClusterSnapshot:
     def resolve(self, name: str) -> str:
         """The collection `name` names: itself, or the one the alias `name` points at."""
         return name if name in self.collections else self.aliases.get(name, name)
+
+    def addresses(self) -> dict[str, str]:
+        """server id -> the address it registered, for every live server."""
+        return {s.server_id: s.address for s in self.servers.values()}
 
     def active_shard_map(self, name: str) -> ShardMap | None:
         """The serving shard map of collection `name`, or None if the collection or its map is missing."""
@@ -157,6 +166,17 @@ class ClusterStore:
         """The collection record and its mod_revision, for a transaction that must see it unchanged."""
         kv, record = await self._get_collection_kv(name)
         return kv.mod_revision, record
+
+    async def messages_under(self, prefix: str, message_type: type[M]) -> list[M]:
+        """The protobuf messages kept as JSON under `prefix` (reindex progress, verification figures). A
+        record that does not parse is skipped and logged, as the snapshot skips unreadable records."""
+        found = []
+        for kv in (await self.client.get_prefix(prefix)).kvs:
+            try:
+                found.append(json_format.Parse(kv.value, message_type(), ignore_unknown_fields=True))
+            except (json_format.ParseError, UnicodeDecodeError) as error:
+                _log.warning("skipped unreadable record %s: %s", kv.key, error)
+        return found
 
     async def get_collection(self, name: str) -> CollectionRecord:
         return (await self._get_collection_kv(name))[1]

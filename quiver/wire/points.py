@@ -62,7 +62,7 @@ def query_result_to_proto(
     estimated_cost_us: float = 0.0, filter_matches: int = 0,
 ) -> types_pb2.QueryResult:
     result = types_pb2.QueryResult(
-        ids=ids, scores=scores.tolist(), strategy=STRATEGIES[strategy], estimated_cost_us=estimated_cost_us, filter_matches=max(filter_matches, 0),
+        ids=ids, scores=scores.tolist(), strategy=STRATEGIES[strategy], estimated_cost_us=estimated_cost_us, filter_matches=filter_matches,
     )
     if metadata is not None:
         result.metadata.extend(metadata_to_proto(m) for m in metadata)

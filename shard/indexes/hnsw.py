@@ -178,8 +178,8 @@ class HnswIndex:
 
 
 def _arena_from_graph(index: hnswlib.Index, dim: int) -> VectorArena:
-    """The vectors an hnswlib graph holds (deleted ones too: searches mask them), read a piece at a time:
-    get_items builds Python floats first (~40 B a component)."""
+    """The vectors of an hnswlib graph's live labels, read a piece at a time: get_items builds Python floats
+    first (~40 B a component), and refuses a deleted label, which get_ids_list still lists."""
     labels = np.asarray(index.get_ids_list(), dtype=np.int64)
     arena = VectorArena(dim, capacity=max(1024, int(labels.max()) + 1 if len(labels) else 1024))
     rows = max(16, _GET_ITEMS_BYTES // (40 * dim))

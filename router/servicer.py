@@ -33,6 +33,7 @@ from quiver.wire.specs import index_from_proto
 from router.admin import Admin, Budget
 from router.backpressure import Backpressure
 from router.collection_view import CollectionView, check_model, collection_view
+from router.catch_up import SnapshotCatchUp
 from router.coalescer import Coalescer
 from router.config import RouterConfig
 from router.fanout import Gather, Outcome, fan_out, raise_caller_errors, require_coverage
@@ -55,6 +56,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._config = config
         self.slow_rpc_s = config.slow_rpc_s  # read by rpc_guard
         self._watcher = watcher
+        self._catch_up = SnapshotCatchUp(watcher, admin.store.current_revision)
         self._pool = pool
         self._admin = admin
         self._versions = VersionAdmin(admin)
@@ -77,8 +79,16 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         """Searches waiting to join the next shard request of their kind."""
         return self._coalescer.queued
 
-    def _view(self, name: str, version: int = 0, *, write: bool = False, model: str = "") -> CollectionView:
-        return collection_view(self._watcher.current, name, version, write=write, model=model)
+    async def _view(
+        self, name: str, version: int = 0, *, write: bool = False, model: str = "", budget_s: float | None = None,
+    ) -> CollectionView:
+        try:
+            return collection_view(self._watcher.current, name, version, write=write, model=model)
+        except NotFound:
+            # Perhaps created through another router a moment ago: look again once this snapshot has caught up.
+            if not await self._catch_up.catch_up(budget_s):
+                raise
+            return collection_view(self._watcher.current, name, version, write=write, model=model)
 
     def _timeout(self, context: grpc.aio.ServicerContext) -> float:
         """The shards' budget: the caller's deadline less a margin, so a partial answer gets back in time."""
@@ -220,7 +230,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     @rpc_guard
     async def Upsert(self, request, context):  # type: ignore[no-untyped-def]
-        view = self._view(request.collection, request.version, write=True, model=request.model)
+        view = await self._view(request.collection, request.version, write=True, model=request.model, budget_s=context.time_remaining())
         check_model(view, request.model)
         check_key(view.record.name, view.record.partition_key_field, request.partition_key, "write", required=True)
         if request.partition_key or len(request.ids) > self._config.offload_points:
@@ -255,7 +265,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                     await self._watcher.wait_for(
                         lambda s: (r := s.collections.get(view.record.name)) is None or r.active_version != old, timeout=min(left, _SEALED_RECHECK_S),
                     )
-                view = self._view(view.record.name, pinned, write=True, model=model)  # resolved as the request was
+                view = await self._view(view.record.name, pinned, write=True, model=model)  # resolved as the request was
 
     async def _upsert(self, request: Any, context: Any, view: CollectionView) -> router_pb2.RouterUpsertResponse:
         # Checking, normalising-to-check and splitting a large batch is CPU work: off the event loop.
@@ -322,7 +332,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     @rpc_guard
     async def Delete(self, request, context):  # type: ignore[no-untyped-def]
-        view = self._view(request.collection, request.version, write=True)
+        view = await self._view(request.collection, request.version, write=True, budget_s=context.time_remaining())
         ids = list(request.ids)
         check_ids(ids, allow_duplicates=True)
         if not ids and filter_from_proto(request.filter) is None:
@@ -354,7 +364,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     @rpc_guard
     async def Get(self, request, context):  # type: ignore[no-untyped-def]
-        view = self._view(request.collection, request.version)
+        view = await self._view(request.collection, request.version, budget_s=context.time_remaining())
         ids = list(request.ids)
         check_ids(ids, allow_duplicates=True)
         field, key = view.record.partition_key_field, request.partition_key
@@ -379,7 +389,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     @rpc_guard
     async def Search(self, request, context):  # type: ignore[no-untyped-def]
-        view = self._view(request.collection, request.version, model=request.model)
+        view = await self._view(request.collection, request.version, model=request.model, budget_s=context.time_remaining())
         check_model(view, request.model)
         queries = vectors_from_bytes(request.queries, view.record.dim, None, "queries")
         if len(queries) == 0:

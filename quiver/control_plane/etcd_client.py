@@ -192,6 +192,11 @@ class EtcdClient:
         response = await self._call(self._client.get_response, key)
         return _key_value(response.kvs[0]) if response.kvs else None
 
+    async def revision(self, key: str) -> int:
+        """etcd's current revision, as a linearizable read of `key` reports it."""
+        response = await self._call(self._client.get_response, key)
+        return response.header.revision
+
     async def get_prefix(self, prefix: str) -> RangeResult:
         """Every key under `prefix`, sorted by key, read at one revision."""
         response = await self._call(self._client.get_prefix_response, prefix)

@@ -162,6 +162,10 @@ class ClusterStore:
             raise NotFound(f"collection {name!r} does not exist")
         return kv, CollectionRecord.from_json(kv.value)
 
+    async def current_revision(self) -> int:
+        """etcd's revision now: a snapshot at least this new holds every write committed before the call."""
+        return await self.client.revision(self.keys.root)
+
     async def get_collection_at(self, name: str) -> tuple[int, CollectionRecord]:
         """The collection record and its mod_revision, for a transaction that must see it unchanged."""
         kv, record = await self._get_collection_kv(name)

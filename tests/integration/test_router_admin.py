@@ -138,6 +138,56 @@ async def test_of_two_concurrent_creates_of_one_name_on_two_routers_exactly_one_
         await other.stop(0)
 
 
+def lagging_watch(router: RouterServer, lag_s: float) -> None:
+    """Make `router`'s watcher read each new snapshot `lag_s` late, as a router on a slow link to etcd would."""
+    read = router.store.snapshot
+
+    async def late_snapshot():  # type: ignore[no-untyped-def]
+        await asyncio.sleep(lag_s)
+        return await read()
+
+    router.store.snapshot = late_snapshot  # type: ignore[method-assign]
+
+
+async def test_a_collection_created_through_one_router_is_served_at_once_by_another_whose_watch_lags(cluster, etcd, etcd_root):
+    other = RouterServer(RouterConfig(etcd_endpoints=(etcd.endpoint,), etcd_root=etcd_root, port=0))
+    await other.start()
+    lagging_watch(other, 0.3)
+    try:
+        async with AsyncClient(other.address) as second:
+            await cluster.client.create_collection("fresh", DIM, index="flat", shards=2)
+            assert "fresh" not in other.watcher.current.collections  # its snapshot is behind etcd
+            vectors = unit_rows(np.random.default_rng(1), 10, DIM)
+            assert await second.upsert("fresh", [f"p{i}" for i in range(10)], vectors) == 10
+            assert (await second.search("fresh", vectors[3], 1))[0].ids == ["p3"]
+            await cluster.client.set_alias("latest", "fresh")
+            assert (await second.search("latest", vectors[4], 1))[0].ids == ["p4"]
+    finally:
+        await other.stop(0)
+
+
+async def test_misses_for_a_missing_collection_still_answer_not_found_and_read_etcd_one_at_a_time(cluster):
+    read = cluster.router.store.current_revision
+    reads = {"now": 0, "most": 0, "all": 0}
+
+    async def counted() -> int:
+        reads["now"] += 1
+        reads["all"] += 1
+        reads["most"] = max(reads["most"], reads["now"])
+        try:
+            await asyncio.sleep(0.02)
+            return await read()
+        finally:
+            reads["now"] -= 1
+
+    cluster.router.servicer._catch_up._read_revision = counted
+    outcomes = await asyncio.gather(
+        *(cluster.client.search("nope", np.ones(DIM, np.float32), 1) for _ in range(40)), return_exceptions=True,
+    )
+    assert all(isinstance(o, NotFound) and "'nope' does not exist" in str(o) for o in outcomes), outcomes
+    assert reads["most"] == 1 and 1 <= reads["all"] <= 20, reads
+
+
 async def test_a_record_the_router_cannot_read_is_skipped_and_reported_while_the_rest_is_served(cluster):
     await cluster.client.create_collection("docs", DIM, index="flat", shards=3)
     bad_key = cluster.store.keys.collection("from-the-future")

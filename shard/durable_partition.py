@@ -506,7 +506,7 @@ class DurablePartition:
     ) -> tuple[int, int]:
         def action() -> Any:
             self._check_term(term)
-            targets = dict.fromkeys(i for i in ids if i in self.state.id_to_label)
+            targets = dict.fromkeys(i for i in ids if i in self.state.ids)
             if flt is not None:
                 targets.update(dict.fromkeys(self.state.ids_matching(flt)))
             if not targets:
@@ -736,16 +736,13 @@ class DurablePartition:
 
         def run() -> tuple[list[tuple[str, Metadata]], np.ndarray | None, int, bool, int]:
             with self._lock.read():
-                slots = self.state.label_ids
-                chosen: list[int] = []
-                slot = max(after_slot, -1)
-                while slot + 1 < len(slots) and len(chosen) < limit:
-                    slot += 1
-                    if slots[slot] is not None:
-                        chosen.append(slot)
-                points = [(slots[label] or "", self.state.fields.get(label)) for label in chosen]
-                vectors = self.state.vectors_of(np.array(chosen, dtype=np.int64)) if with_vectors else None
-                done = not any(point_id is not None for point_id in slots[slot + 1:])
+                id_map = self.state.ids
+                following = id_map.live_labels(after_slot, limit + 1)  # one more: whether any follows
+                chosen = following[:limit]
+                points = [(id_map.id_of(label) or "", self.state.fields.get(label)) for label in chosen.tolist()]
+                vectors = self.state.vectors_of(chosen) if with_vectors else None
+                done = len(following) <= limit
+                slot = int(chosen[-1]) if len(chosen) and not done else max(after_slot, id_map.slots - 1)
                 return points, vectors, slot, done, self.state.count
 
         return await run_in(self._executors.searches, run)
@@ -755,7 +752,7 @@ class DurablePartition:
 
         def run() -> tuple[int, int, int]:
             with self._lock.read():
-                live = [(label, point_id) for label, point_id in enumerate(self.state.label_ids) if point_id is not None]
+                live = [(label, point_id) for point_id, label in self.state.ids.items()]
                 vectors = self.state.vectors_of(np.array([label for label, _ in live], dtype=np.int64))
                 total = 0
                 for (label, point_id), vector in zip(live, vectors):
@@ -775,9 +772,9 @@ class DurablePartition:
         with self._lock.read():
             return {
                 "point_count": self.state.count,
-                "deleted_count": len(self.state.free_labels),
+                "deleted_count": self.state.ids.free_count,
                 "index_memory_bytes": self.state.index.memory_bytes(),
-                "metadata_memory_bytes": self.state.fields.memory_bytes() + _id_map_bytes(self.state),
+                "metadata_memory_bytes": self.state.fields.memory_bytes() + self.state.ids.memory_bytes(),
                 "wal_bytes": self._wal.size_bytes,
                 "last_snapshot_unix": self.last_snapshot_unix,
                 "last_lsn": self._wal.last_lsn,
@@ -832,9 +829,4 @@ def _apply(state: PartitionState, record: WalRecord) -> None:
         state.upsert(record.ids, record.vectors, record.metadata)
     else:
         state.delete(record.ids)
-
-
-def _id_map_bytes(state: PartitionState) -> int:
-    # dict entry (~100 B with the key object) + list slot; an estimate, cheap to compute.
-    return 100 * len(state.id_to_label) + 8 * len(state.label_ids)
 

@@ -1,8 +1,9 @@
 """The in-memory state of one partition: id map, labels, metadata field index and the vector index.
 
 Not thread-safe on its own and does no I/O: `DurablePartition` serialises writers, logs them, and lets
-searches share it. Point ids map to dense internal labels; freed labels are reused so every label-sized
-structure (index slots, filter bitmaps) follows the peak live count, not the number of writes ever made.
+searches share it. Point ids map to dense internal labels (`IdMap`, numpy columns rather than Python
+objects); freed labels are reused so every label-sized structure (index slots, filter bitmaps) follows the
+peak live count, not the number of writes ever made.
 
 Search strategy per request:
 - no filter: the index's search (ANN, or exact for flat / untrained IVF);
@@ -26,6 +27,7 @@ import numpy as np
 from quiver.filters import Filter, Metadata
 from quiver.specs import PartitionSpec
 from shard.field_index import FieldIndex
+from shard.id_map import IdMap
 from shard.indexes import IndexConfig, QueryKnobs, SearchHits, VectorIndex, create_index, load_index
 from shard.search_cost import ANN_FILTERED, ANN_POST_FILTERED, EXACT_FILTERED, FilterCosts, FilterPlan, plan_filtered
 
@@ -56,64 +58,47 @@ class PartitionState:
         self.spec = spec
         self.index = index or create_index(IndexConfig(spec.index_kind, spec.dim, spec.space, spec.index_params))
         self.fields = fields or FieldIndex()
-        self.id_to_label: dict[str, int] = {}
-        self.label_ids: list[str | None] = []
-        self.free_labels: list[int] = []
-        self.live = np.zeros(1024, dtype=bool)
+        self.ids = IdMap()
+        self.live = np.zeros(1024, dtype=bool)  # by label: what exact scans and filter complements cover
 
     # -- writes -------------------------------------------------------------------------------------
 
-    def _allocate(self, point_id: str) -> int:
-        if self.free_labels:
-            label = self.free_labels.pop()
-            self.label_ids[label] = point_id
-        else:
-            label = len(self.label_ids)
-            self.label_ids.append(point_id)
-            if label >= len(self.live):
-                grown = np.zeros(2 * len(self.live), dtype=bool)
-                grown[: len(self.live)] = self.live
-                self.live = grown
-        self.id_to_label[point_id] = label
-        return label
-
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Metadata] | None) -> None:
         """Insert or replace; `vectors` are already prepared for the index space."""
-        labels = np.fromiter(
-            (self.id_to_label.get(i) if i in self.id_to_label else self._allocate(i) for i in ids),
-            dtype=np.int64,
-            count=len(ids),
-        )
+        labels = self.ids.assign(ids)
+        if self.ids.slots > len(self.live):
+            grown = np.zeros(max(self.ids.slots, 2 * len(self.live)), dtype=bool)
+            grown[: len(self.live)] = self.live
+            self.live = grown
         self.index.add(labels, vectors)
         for position, label in enumerate(labels.tolist()):
             self.fields.set(label, metadata[position] if metadata else {})
         self.live[labels] = True
 
     def delete(self, ids: Sequence[str]) -> int:
-        labels = [self.id_to_label.pop(i) for i in ids if i in self.id_to_label]
+        labels = self.ids.remove(ids)
         if not labels:
             return 0
         array = np.asarray(labels, dtype=np.int64)
         self.index.remove(array)
         for label in labels:
             self.fields.remove(label)
-            self.label_ids[label] = None
         self.live[array] = False
-        self.free_labels.extend(labels)
         return len(labels)
 
     def ids_matching(self, flt: Filter) -> list[str]:
         labels = np.flatnonzero(self.fields.evaluate(flt, self.live))
-        return [self.label_ids[label] for label in labels.tolist()]  # type: ignore[misc]
+        return self.ids.ids_of(labels.tolist())
 
     # -- reads --------------------------------------------------------------------------------------
 
     @property
     def count(self) -> int:
-        return len(self.id_to_label)
+        return len(self.ids)
 
     def get(self, ids: Sequence[str]) -> list[tuple[str, int, Metadata]]:
-        return [(i, self.id_to_label[i], self.fields.get(self.id_to_label[i])) for i in ids if i in self.id_to_label]
+        labels = self.ids.labels_of(ids).tolist()
+        return [(i, label, self.fields.get(label)) for i, label in zip(ids, labels) if label >= 0]
 
     def vectors_of(self, labels: np.ndarray) -> np.ndarray:
         if len(labels) == 0:
@@ -183,21 +168,21 @@ class PartitionState:
         return padded
 
     def _package(self, hits: SearchHits, strategies: list[str], plan: FilterPlan | None = None) -> list[QueryHits]:
-        label_ids = self.label_ids
+        ids_of = self.ids.ids_of
         cost, matches = (round(plan.estimated_cost_us, 1), plan.matches) if plan is not None else (0.0, 0)
         out = []
         for row in range(len(hits.labels)):
             labels = hits.labels[row]
             found = labels[labels >= 0]
-            out.append(QueryHits([label_ids[label] for label in found.tolist()], hits.scores[row, : len(found)], found, strategies[row], cost, matches))  # type: ignore[misc]
+            out.append(QueryHits(ids_of(found.tolist()), hits.scores[row, : len(found)], found, strategies[row], cost, matches))
         return out
 
     # -- snapshots ----------------------------------------------------------------------------------
 
     def to_sections(self) -> dict[str, bytes]:
-        state = {"spec": self.spec.to_json(), "label_ids": self.label_ids, "free_labels": self.free_labels}
         return {
-            "state": json.dumps(state).encode("utf-8"),
+            "state": json.dumps({"spec": self.spec.to_json()}).encode("utf-8"),
+            "ids": self.ids.to_bytes(),
             "fields": self.fields.to_bytes(),
             "index": self.index.to_bytes(),
         }
@@ -208,13 +193,10 @@ class PartitionState:
         spec = PartitionSpec.from_json(state["spec"])
         index = load_index(IndexConfig(spec.index_kind, spec.dim, spec.space, spec.index_params), sections["index"])
         partition = cls(spec, index, FieldIndex.from_bytes(sections["fields"]))
-        partition.label_ids = state["label_ids"]
-        partition.free_labels = state["free_labels"]
-        partition.live = np.zeros(max(1024, len(partition.label_ids)), dtype=bool)
-        for label, point_id in enumerate(partition.label_ids):
-            if point_id is not None:
-                partition.id_to_label[point_id] = label
-                partition.live[label] = True
+        # Older snapshots hold the ids as a JSON list by label (None: a free label).
+        partition.ids = IdMap.from_bytes(sections["ids"]) if "ids" in sections else IdMap.from_list(state["label_ids"])
+        partition.live = np.zeros(max(1024, partition.ids.slots), dtype=bool)
+        partition.live[partition.ids.live_labels()] = True
         return partition
 
 

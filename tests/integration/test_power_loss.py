@@ -106,7 +106,7 @@ async def run_workload(disk: SimulatedDisk, seed: int) -> History:
 
 def check(recovered: DurablePartition, history: History) -> None:
     state = recovered.state
-    present = {point_id: label for point_id, label in state.id_to_label.items()}
+    present = {point_id: label for point_id, label in state.ids.items()}
     written = {point_id for w in history.writes for point_id in w.ids}
     assert set(present) <= written, f"points nobody wrote: {sorted(set(present) - written)}"
     deleted_by: dict[str, Write] = {}
@@ -166,8 +166,8 @@ async def test_power_loss_at_random_points_loses_no_acknowledged_write_and_half_
         await recovered.upsert(["after-recovery"], np.zeros((1, DIM), dtype=np.float32), None)
         await recovered.close()
         again = DurablePartition.open(DIRECTORY, POLICY, SearchPolicy(), storage=after.power_loss())
-        assert again.state.id_to_label.keys() == recovered.state.id_to_label.keys()
-        assert "after-recovery" in again.state.id_to_label
+        assert set(again.state.ids) == set(recovered.state.ids)
+        assert "after-recovery" in again.state.ids
     assert acked_total > CRASHES * WRITERS  # the crashes were not all at the very start
 
 
@@ -189,7 +189,7 @@ async def test_a_failed_wal_fsync_answers_outcome_unknown_and_the_log_takes_no_f
     disk.fail("fsync", "/wal/", errno.EIO)
     with pytest.raises(QuiverError, match="outcome of this write is unknown"):
         await partition.upsert(["during"], vectors, None)
-    assert "during" not in partition.state.id_to_label  # a write whose fsync failed is never applied
+    assert "during" not in partition.state.ids  # a write whose fsync failed is never applied
     fsyncs = disk.counts["fsync"]
     # No retried fsync: after a failed one the kernel may have dropped the dirty pages, and a second
     # fsync that succeeds would claim a durability the data does not have.
@@ -198,8 +198,8 @@ async def test_a_failed_wal_fsync_answers_outcome_unknown_and_the_log_takes_no_f
     assert disk.counts["fsync"] == fsyncs
     await partition.close()
     recovered = DurablePartition.open(DIRECTORY, POLICY, SearchPolicy(), storage=disk.power_loss())
-    assert "before" in recovered.state.id_to_label
-    assert "after" not in recovered.state.id_to_label
+    assert "before" in recovered.state.ids
+    assert "after" not in recovered.state.ids
 
 
 async def test_a_failed_snapshot_leaves_writes_durable_and_the_next_snapshot_succeeds() -> None:
@@ -216,7 +216,7 @@ async def test_a_failed_snapshot_leaves_writes_durable_and_the_next_snapshot_suc
     await partition.snapshot()
     await partition.close()
     recovered = DurablePartition.open(DIRECTORY, POLICY, SearchPolicy(), storage=disk.power_loss())
-    assert set(recovered.state.id_to_label) == {"a", "b"}
+    assert set(recovered.state.ids) == {"a", "b"}
     assert recovered._wal.last_lsn == 2
 
 
@@ -233,7 +233,7 @@ async def test_power_lost_between_a_snapshot_rename_and_its_directory_fsync_reco
     after = disk.power_loss()
     assert not after.list_dir(DIRECTORY / "snapshots")
     recovered = DurablePartition.open(DIRECTORY, POLICY, SearchPolicy(), storage=after)
-    assert set(recovered.state.id_to_label) == {f"p{n}" for n in range(5)}
+    assert set(recovered.state.ids) == {f"p{n}" for n in range(5)}
 
 
 def test_power_lost_is_an_os_error_so_the_shard_treats_it_as_an_io_failure() -> None:

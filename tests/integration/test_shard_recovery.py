@@ -30,7 +30,7 @@ def reopen(directory: Path) -> DurablePartition:
 
 async def assert_holds(partition: DurablePartition, base: np.ndarray, count: int) -> None:
     assert partition.state.count == count
-    assert set(partition.state.id_to_label) == {f"p{i}" for i in range(count)}
+    assert set(partition.state.ids) == {f"p{i}" for i in range(count)}
     results = await partition.search(prepared(base[:count:97]), 1, None, QueryKnobs(), True, True, False)
     assert [r.ids[0] for r in results] == [f"p{i}" for i in range(0, count, 97)]
     assert [r.metadata[0]["n"] for r in results] == list(range(0, count, 97))

@@ -72,6 +72,6 @@ async def test_deleted_labels_are_reused_so_index_memory_stays_bounded_under_chu
                 old = [f"r{round_number - 1}-{i}" for i in range(len(base))]
                 await stub.Delete(shard_pb2.DeleteRequest(ref=ref(), ids=old))
         partition = server.registry.all()[0]
-        assert len(partition.state.label_ids) <= 2 * len(base)
+        assert partition.state.ids.slots <= 2 * len(base)
         response = await stub.Search(shard_pb2.SearchRequest(ref=ref(), queries=packed(base[:1]), k=1))
         assert response.results[0].ids[0] == "r4-0"

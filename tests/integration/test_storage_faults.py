@@ -68,7 +68,7 @@ async def test_a_volume_short_of_space_refuses_writes_before_logging_and_takes_t
     assert (await partition.stats())["write_state"] == "ok"
     await partition.close()
     recovered = DurablePartition.open(DIRECTORY, DurabilityPolicy(), SearchPolicy(), storage=disk.power_loss())
-    assert set(recovered.state.id_to_label) == {"a", "b", "c"}
+    assert set(recovered.state.ids) == {"a", "b", "c"}
 
 
 async def test_a_volume_that_fills_up_during_a_write_makes_the_partition_read_only_until_its_log_recovers() -> None:
@@ -90,7 +90,7 @@ async def test_a_volume_that_fills_up_during_a_write_makes_the_partition_read_on
     await partition.close()
     recovered = DurablePartition.open(DIRECTORY, DurabilityPolicy(), SearchPolicy(), storage=disk.power_loss())
     # The failed write's bytes were cut from the log: acknowledged writes before and after it are there.
-    assert set(recovered.state.id_to_label) == {"before", "after", "later"}
+    assert set(recovered.state.ids) == {"before", "after", "later"}
 
 
 async def test_an_io_error_on_the_log_keeps_the_partition_read_only_while_recovery_fails_then_it_recovers() -> None:
@@ -116,7 +116,7 @@ async def test_an_io_error_on_the_log_keeps_the_partition_read_only_while_recove
     assert (await partition.stats())["write_state"] == "ok"
     await partition.close()
     recovered = DurablePartition.open(DIRECTORY, DurabilityPolicy(), SearchPolicy(), storage=disk.power_loss())
-    assert set(recovered.state.id_to_label) == {"before", "after"}
+    assert set(recovered.state.ids) == {"before", "after"}
 
 
 async def test_a_failed_segment_roll_is_recovered_and_the_log_stays_in_one_piece() -> None:
@@ -128,12 +128,12 @@ async def test_a_failed_segment_roll_is_recovered_and_the_log_stays_in_one_piece
     with pytest.raises(Unavailable):
         for n in range(3, 20):
             await partition.upsert([f"p{n}"], vectors(1, n), None)
-    acked = {i for i in partition.state.id_to_label}
+    acked = {i for i in partition.state.ids}
     await _wait_for_retry(partition)
     await partition.upsert(["after"], vectors(1, 30), None)
     await partition.close()
     recovered = DurablePartition.open(DIRECTORY, DurabilityPolicy(), SearchPolicy(), storage=disk.power_loss())
-    assert set(recovered.state.id_to_label) == acked | {"after"}
+    assert set(recovered.state.ids) == acked | {"after"}
 
 
 async def test_a_snapshot_of_a_read_only_partition_is_refused_as_unavailable_not_an_internal_error() -> None:

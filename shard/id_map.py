@@ -1,0 +1,298 @@
+"""IdMap: a partition's point ids <-> its dense internal labels, kept in numpy columns, not Python objects.
+
+Why: a dict of str -> int plus a list of str costs ~160 B a point in CPython objects (the string, the dict
+entry, the boxed int), more than the raw id many times over, and a shard holds millions of points. Here a
+point costs its id's UTF-8 bytes plus 36 B of columns:
+
+- label -> id: every id's bytes in one growable uint8 buffer, with an int64 offset and an int32 length per
+  label (-1: a free label). A label freed and reused writes its new id at the buffer's end; the buffer is
+  compacted once its dead bytes outgrow its live ones.
+- id -> label: a sorted int64 column of id hashes with the label beside each (a binary search, then the
+  id's bytes compared, so a hash collision costs a comparison, never a wrong answer), plus a small dict of
+  the ids assigned since the last merge. The dict is merged into the sorted columns once it holds an
+  eighth of them, so an insert costs O(log n) amortised and the dict stays a small share of the memory.
+  A removed id's entry in the columns is marked -1 and dropped at the next merge.
+
+Hashes are Python's own `hash()` of the id (per process, randomised), so they are never saved: a snapshot
+holds the ids only, and loading rebuilds the hash columns (about 0.3 s a million ids).
+
+Freed labels are reused, lowest first, so label-indexed structures elsewhere (the vector index, filter
+bitmaps) follow the peak live count. Not thread-safe: the partition serialises writers.
+"""
+from __future__ import annotations
+
+import heapq
+import io
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+_MIN_CAPACITY = 1024
+_MIN_RECENT = 4096  # below this, the recent dict is never merged
+_FORMAT = 1
+
+
+class IdMap:
+    def __init__(self) -> None:
+        self._buffer = np.zeros(16 * _MIN_CAPACITY, dtype=np.uint8)
+        self._used = 0  # bytes of _buffer written
+        self._dead = 0  # bytes of _buffer whose label was freed or re-assigned
+        self._offsets = np.zeros(_MIN_CAPACITY, dtype=np.int64)
+        self._lengths = np.full(_MIN_CAPACITY, -1, dtype=np.int32)
+        self._slots = 0  # labels ever handed out: the label space is 0.._slots-1
+        self._free: list[int] = []  # a heap: the lowest free label is reused first
+        self._count = 0
+        self._sorted_hashes = np.zeros(0, dtype=np.int64)
+        self._sorted_labels = np.zeros(0, dtype=np.int64)
+        self._recent: dict[str, int] = {}
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __contains__(self, point_id: object) -> bool:
+        return isinstance(point_id, str) and self.label_of(point_id) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        for label in self.live_labels().tolist():
+            yield self._decode(label)
+
+    def items(self) -> Iterator[tuple[str, int]]:
+        for label in self.live_labels().tolist():
+            yield self._decode(label), label
+
+    @property
+    def slots(self) -> int:
+        """The size of the label space: every label in use is below it."""
+        return self._slots
+
+    @property
+    def free_count(self) -> int:
+        return len(self._free)
+
+    def label_of(self, point_id: str) -> int | None:
+        label = self._recent.get(point_id)
+        if label is not None:
+            return label
+        return self._find_sorted(point_id, hash(point_id))
+
+    def labels_of(self, ids: Sequence[str]) -> np.ndarray:
+        """The label of each id, -1 where it is absent."""
+        out = np.full(len(ids), -1, dtype=np.int64)
+        if not ids:
+            return out
+        hashes = np.fromiter((hash(i) for i in ids), dtype=np.int64, count=len(ids))
+        starts = np.searchsorted(self._sorted_hashes, hashes)
+        recent = self._recent
+        sorted_hashes, sorted_labels = self._sorted_hashes, self._sorted_labels
+        end = len(sorted_hashes)
+        for row, (point_id, h, start) in enumerate(zip(ids, hashes.tolist(), starts.tolist())):
+            label = recent.get(point_id)
+            if label is None:
+                position = start
+                while position < end and sorted_hashes[position] == h:
+                    candidate = int(sorted_labels[position])
+                    if candidate >= 0 and self._decode(candidate) == point_id:
+                        label = candidate
+                        break
+                    position += 1
+            if label is not None:
+                out[row] = label
+        return out
+
+    def id_of(self, label: int) -> str | None:
+        if label < 0 or label >= self._slots or self._lengths[label] < 0:
+            return None
+        return self._decode(label)
+
+    def ids_of(self, labels: Iterable[int]) -> list[str]:
+        """The ids of labels known to be live (search results): no checks."""
+        return [self._decode(label) for label in labels]
+
+    def is_live(self, label: int) -> bool:
+        return 0 <= label < self._slots and bool(self._lengths[label] >= 0)
+
+    def live_labels(self, after: int = -1, limit: int | None = None) -> np.ndarray:
+        """The live labels above `after`, ascending: all of them, or the first `limit` (scanned a window at
+        a time, so paging through a large map costs what it returns)."""
+        start = max(after + 1, 0)
+        if limit is None:
+            return start + np.flatnonzero(self._lengths[start : self._slots] >= 0)
+        found: list[np.ndarray] = []
+        wanted = limit
+        window = max(4 * limit, 65536)
+        while wanted > 0 and start < self._slots:
+            stop = min(start + window, self._slots)
+            part = start + np.flatnonzero(self._lengths[start:stop] >= 0)[:wanted]
+            found.append(part)
+            wanted -= len(part)
+            start = stop
+        return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
+    def memory_bytes(self) -> int:
+        columns = self._buffer.nbytes + self._offsets.nbytes + self._lengths.nbytes
+        columns += self._sorted_hashes.nbytes + self._sorted_labels.nbytes
+        return columns + 8 * len(self._free) + 120 * len(self._recent)  # ~120 B a dict entry with its str
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    def assign(self, ids: Sequence[str]) -> np.ndarray:
+        """The label of each id: its own where present, else a new one (a free label, lowest first)."""
+        labels = self.labels_of(ids)
+        for row in np.flatnonzero(labels < 0).tolist():
+            point_id = ids[row]
+            label = self._recent.get(point_id)  # a repeat of an id new in this very batch
+            if label is None:
+                label = self._new_label()
+                self._write(label, point_id)
+                self._recent[point_id] = label
+                self._count += 1
+            labels[row] = label
+        self._maybe_merge()
+        return labels
+
+    def remove(self, ids: Iterable[str]) -> list[int]:
+        """Free the labels of the ids present; returns them (each once)."""
+        freed: list[int] = []
+        for point_id in ids:
+            label = self._recent.pop(point_id, None)
+            if label is None:
+                label = self._find_sorted(point_id, hash(point_id), unmark=True)
+                if label is None:
+                    continue
+            self._dead += int(self._lengths[label])
+            self._lengths[label] = -1
+            heapq.heappush(self._free, label)
+            self._count -= 1
+            freed.append(label)
+        if self._dead > max(self._used - self._dead, 2**20):
+            self._compact()
+        return freed
+
+    # -- snapshots ----------------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The ids by label (no hashes: those are per process)."""
+        self._compact()
+        out = io.BytesIO()
+        np.savez(
+            out, format=np.array([_FORMAT]), buffer=self._buffer[: self._used],
+            offsets=self._offsets[: self._slots], lengths=self._lengths[: self._slots],
+        )
+        return out.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "IdMap":
+        arrays = np.load(io.BytesIO(data), allow_pickle=False)
+        if int(arrays["format"][0]) != _FORMAT:
+            raise ValueError(f"id map format {int(arrays['format'][0])} is newer than this server reads ({_FORMAT})")
+        id_map = cls()
+        buffer, offsets, lengths = arrays["buffer"], arrays["offsets"], arrays["lengths"]
+        id_map._buffer = np.concatenate([buffer, np.zeros(max(len(buffer), 16 * _MIN_CAPACITY), dtype=np.uint8)])
+        id_map._used = len(buffer)
+        id_map._grow_labels(len(offsets))
+        id_map._offsets[: len(offsets)] = offsets
+        id_map._lengths[: len(lengths)] = lengths
+        id_map._slots = len(offsets)
+        id_map._free = np.flatnonzero(lengths < 0).tolist()  # ascending: already a heap
+        id_map._count = int(np.count_nonzero(lengths >= 0))
+        id_map._rebuild_sorted()
+        return id_map
+
+    @classmethod
+    def from_list(cls, label_ids: Sequence[str | None]) -> "IdMap":
+        """From the label -> id list older snapshots hold (None: a free label)."""
+        id_map = cls()
+        id_map._grow_labels(len(label_ids))
+        for label, point_id in enumerate(label_ids):
+            if point_id is not None:
+                id_map._write(label, point_id)
+                id_map._count += 1
+        id_map._slots = len(label_ids)
+        id_map._free = [label for label, point_id in enumerate(label_ids) if point_id is None]
+        id_map._rebuild_sorted()
+        return id_map
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _decode(self, label: int) -> str:
+        offset = int(self._offsets[label])
+        return self._buffer[offset : offset + int(self._lengths[label])].tobytes().decode("utf-8")
+
+    def _find_sorted(self, point_id: str, h: int, unmark: bool = False) -> int | None:
+        position = int(np.searchsorted(self._sorted_hashes, h))
+        while position < len(self._sorted_hashes) and self._sorted_hashes[position] == h:
+            label = int(self._sorted_labels[position])
+            if label >= 0 and self._decode(label) == point_id:
+                if unmark:
+                    self._sorted_labels[position] = -1
+                return label
+            position += 1
+        return None
+
+    def _new_label(self) -> int:
+        if self._free:
+            return heapq.heappop(self._free)
+        label = self._slots
+        self._slots += 1
+        self._grow_labels(self._slots)
+        return label
+
+    def _grow_labels(self, needed: int) -> None:
+        if needed <= len(self._offsets):
+            return
+        size = max(needed, 2 * len(self._offsets))
+        offsets = np.zeros(size, dtype=np.int64)
+        lengths = np.full(size, -1, dtype=np.int32)
+        offsets[: len(self._offsets)] = self._offsets
+        lengths[: len(self._lengths)] = self._lengths
+        self._offsets, self._lengths = offsets, lengths
+
+    def _write(self, label: int, point_id: str) -> None:
+        data = point_id.encode("utf-8")
+        end = self._used + len(data)
+        if end > len(self._buffer):
+            grown = np.zeros(max(end, 2 * len(self._buffer)), dtype=np.uint8)
+            grown[: self._used] = self._buffer[: self._used]
+            self._buffer = grown
+        self._buffer[self._used : end] = np.frombuffer(data, dtype=np.uint8)
+        self._offsets[label] = self._used
+        self._lengths[label] = len(data)
+        self._used = end
+
+    def _maybe_merge(self) -> None:
+        if len(self._recent) <= max(_MIN_RECENT, len(self._sorted_hashes) // 8):
+            return
+        kept = self._sorted_labels >= 0
+        recent_hashes = np.fromiter((hash(i) for i in self._recent), dtype=np.int64, count=len(self._recent))
+        recent_labels = np.fromiter(self._recent.values(), dtype=np.int64, count=len(self._recent))
+        hashes = np.concatenate([self._sorted_hashes[kept], recent_hashes])
+        labels = np.concatenate([self._sorted_labels[kept], recent_labels])
+        order = np.argsort(hashes, kind="stable")
+        self._sorted_hashes, self._sorted_labels = hashes[order], labels[order]
+        self._recent = {}
+
+    def _rebuild_sorted(self) -> None:
+        labels = self.live_labels()
+        hashes = np.fromiter((hash(self._decode(label)) for label in labels.tolist()), dtype=np.int64, count=len(labels))
+        order = np.argsort(hashes, kind="stable")
+        self._sorted_hashes, self._sorted_labels = hashes[order], labels[order]
+        self._recent = {}
+
+    def _compact(self) -> None:
+        """Rewrite the buffer with the live ids only, in label order."""
+        if self._dead == 0:
+            return
+        labels = self.live_labels()
+        lengths = self._lengths[labels].astype(np.int64)
+        starts = self._offsets[labels]
+        total = int(lengths.sum())
+        buffer = np.zeros(max(total * 2, 16 * _MIN_CAPACITY), dtype=np.uint8)
+        new_offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(labels) else np.zeros(0, dtype=np.int64)
+        # One gather: every live byte's source position, in the new order.
+        if total:
+            within = np.arange(total, dtype=np.int64) - np.repeat(new_offsets, lengths)
+            buffer[:total] = self._buffer[np.repeat(starts, lengths) + within]
+        self._offsets[labels] = new_offsets
+        self._buffer, self._used, self._dead = buffer, total, 0

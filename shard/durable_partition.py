@@ -188,8 +188,9 @@ class DurablePartition:
         cls, directory: Path, spec: PartitionSpec, policy: DurabilityPolicy, search_policy: SearchPolicy,
         *, storage: Storage = OS_STORAGE, server_id: str = "", executors: ShardExecutors | None = None,
     ) -> "DurablePartition":
-        state = PartitionState(spec)  # validates the index parameters before anything is written
+        PartitionState(spec)  # validates the index parameters before anything is written
         storage.make_dirs(directory)
+        state = PartitionState(spec, vector_dir=str(directory))
         write_file_atomically(storage, directory / SPEC_FILE, json.dumps(spec.to_json()).encode("utf-8"))
         wal = WriteAheadLog.open(directory / "wal", policy.wal_segment_bytes, storage=storage)
         snapshots = SnapshotStore(directory / "snapshots", policy.snapshots_kept, storage=storage)
@@ -204,11 +205,11 @@ class DurablePartition:
         snapshots = SnapshotStore(directory / "snapshots", policy.snapshots_kept, storage=storage)
         loaded = snapshots.load_newest_valid()
         if loaded is not None:
-            state = PartitionState.from_sections(loaded.sections)
+            state = PartitionState.from_sections(loaded.sections, str(directory))
             after, written = loaded.lsn, loaded.written_unix
             last_term = json.loads(loaded.sections[LOG_POSITION_SECTION])["term"] if LOG_POSITION_SECTION in loaded.sections else 0
         else:
-            state, after, written, last_term = PartitionState(read_spec(directory, storage)), 0, 0.0, 0
+            state, after, written, last_term = PartitionState(read_spec(directory, storage), vector_dir=str(directory)), 0, 0.0, 0
         wal = WriteAheadLog.open(directory / "wal", policy.wal_segment_bytes, start_lsn=after, storage=storage)
         replayed = 0
         for lsn, payload in wal.replay(after):

@@ -32,11 +32,12 @@ code; for several numbers, `np.isin`), range compares the numeric columns, and/o
 Semantics are exactly those of `quiver.filters.matches()` (the property tests check this), including
 int/float equality and ordering beyond 2**53, which Python compares exactly.
 
-A label -> metadata dict is kept as well, to answer `get()` (metadata returned with results). Snapshots
-(`to_bytes`) hold the columns, not that dict: loading arrays is near free, and the dicts are rebuilt from
-them field by field with vectorised conversions, where parsing a JSON map of 1M points took several
-seconds. A reloaded point's metadata is equal to what was set, though its keys may come back in another
-order.
+No per-point Python objects: `get()` (metadata returned with results) rebuilds a point's dict from the
+columns, in the key order it was set, from a 4-byte schema id per label (an index into the distinct
+tuples of field names seen). String lists are the exception: each is kept as a tuple beside its postings,
+since order and repeats matter to `get()`. Snapshots (`to_bytes`) hold the columns and schemas, so loading
+is near free; a version-1 snapshot (from when every point had a dict) derives the schemas from the columns,
+its keys then coming back in column order.
 """
 from __future__ import annotations
 
@@ -59,11 +60,10 @@ _N_KINDS = 7
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _MIN_CAPACITY = 64
-_SNAPSHOT_VERSION = 1
+_SNAPSHOT_VERSION = 2
 
 # Rough CPython costs behind memory_bytes(); the columns are measured, the Python objects estimated.
-_POINT_BYTES = 240  # a point's metadata dict plus its entry in the label map
-_VALUE_BYTES = 64  # one metadata entry and its value object
+_LIST_BYTES = 120  # a string-list value kept as a tuple in its column's dict, beyond the strings
 _KEY_BYTES = 100  # one string-dictionary or postings key, beyond the string itself
 _POSTING_BYTES = 40  # one label in a postings set, amortised over the set's hash table
 
@@ -174,6 +174,7 @@ class _Column:
         "postings",
         "posting_arrays",
         "posting_entries",
+        "lists",
     )
 
     def __init__(self, capacity: int) -> None:
@@ -190,6 +191,7 @@ class _Column:
         self.postings: dict[str, set[int]] = {}
         self.posting_arrays: dict[str, np.ndarray] = {}
         self.posting_entries = 0
+        self.lists: dict[int, tuple[str, ...]] = {}  # label -> its string list as set (order and repeats kept)
 
     def size(self) -> int:
         return sum(self.counts) - self.counts[_ABSENT]
@@ -232,13 +234,29 @@ class _Column:
                 self.floats = np.full(len(self.kind), np.nan, dtype=np.float64)
             self.floats[label] = value
         elif kind == _LIST:
+            self.lists[label] = value  # type: ignore[assignment]
             for item in set(value):  # type: ignore[arg-type]
                 self.postings.setdefault(item, set()).add(label)
                 self.posting_arrays.pop(item, None)
                 self.posting_entries += 1
 
-    def clear(self, label: int, kind: int, value: MetaValue) -> None:
-        """Forgets the label's value in this field; `kind` and `value` are what `put` recorded."""
+    def value(self, label: int) -> MetaValue:
+        """The value `put` recorded for a label that has one in this field."""
+        kind = int(self.kind[label])
+        if kind == _STR:
+            return self.code_strs[int(self.codes[label])]  # type: ignore[index,return-value]
+        if kind == _INT:
+            return int(self.ints[label])  # type: ignore[index]
+        if kind == _FLOAT:
+            return float(self.floats[label])  # type: ignore[index]
+        if kind == _LIST:
+            return self.lists[label]
+        return kind == _TRUE
+
+    def clear(self, label: int) -> None:
+        """Forgets the label's value in this field (one it has)."""
+        kind = int(self.kind[label])
+        value = self.lists.pop(label) if kind == _LIST else None
         self.kind[label] = _ABSENT
         self.counts[kind] -= 1
         if kind == _STR:
@@ -286,20 +304,20 @@ class _Column:
         self.free_codes.append(code)
         self.dict_bytes -= sys.getsizeof(text) + _KEY_BYTES
 
-    def to_arrays(self, name: str, metadata: dict[int, Metadata]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def to_arrays(self, name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The snapshot form: a JSON-able spec (string dictionaries) and the raw arrays."""
         arrays = {"kind": self.kind}
         for part in ("codes", "ints", "floats"):
             array = getattr(self, part)
             if array is not None:
                 arrays[part] = array
-        lists = [metadata[label][name] for label in np.flatnonzero(self.kind == _LIST).tolist()]
+        lists = [self.lists[label] for label in np.flatnonzero(self.kind == _LIST).tolist()]
         list_strings, arrays["list_lengths"], arrays["list_items"] = _pack_lists(lists)  # type: ignore[arg-type]
         return {"name": name, "strings": self.code_strs, "list_strings": list_strings}, arrays
 
     @classmethod
-    def from_arrays(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[_Column, list[tuple[str, ...]]]:
-        """A column from its snapshot parts, and the field's string lists in label order."""
+    def from_arrays(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> _Column:
+        """A column from its snapshot parts."""
         column = cls(0)
         kind = column.kind = arrays["kind"]
         column.codes, column.ints, column.floats = arrays.get("codes"), arrays.get("ints"), arrays.get("floats")
@@ -322,7 +340,8 @@ class _Column:
         if len(rows) != len(lengths) or int(lengths.sum()) != len(items):
             raise ValueError("field index snapshot is corrupt: string lists do not match the kind column")
         column._build_postings(rows, lengths, items, spec["list_strings"])
-        return column, _unpack_lists(spec["list_strings"], lengths, items)
+        column.lists = dict(zip(rows.tolist(), _unpack_lists(spec["list_strings"], lengths, items)))
+        return column
 
     def _build_postings(self, rows: np.ndarray, lengths: np.ndarray, items: np.ndarray, strings: list[str]) -> None:
         """Postings from packed lists: sort (item, label) pairs by item and cut into runs."""
@@ -335,34 +354,6 @@ class _Column:
             holders = set(labels[start:end].tolist())  # a set drops an item repeated within one list
             self.postings[strings[code]] = holders
             self.posting_entries += len(holders)
-
-    def fill_metadata(self, name: str, metadata: dict[int, Metadata], lists: list[tuple[str, ...]]) -> None:
-        """Writes this field's value into each label's metadata dict (snapshot load).
-
-        Values are built per kind with numpy and `tolist()` (Python ints and floats, shared str objects)
-        rather than one label at a time; `lists` are the string lists in label order.
-        """
-        rows = np.flatnonzero(self.kind)
-        kinds = self.kind[rows]
-        values = np.empty(len(rows), dtype=object)
-        selected = kinds == _STR
-        if selected.any():
-            assert self.codes is not None
-            values[selected] = np.array(self.code_strs, dtype=object)[self.codes[rows[selected]]]
-        selected = kinds == _INT
-        if selected.any():
-            assert self.ints is not None
-            values[selected] = self.ints[rows[selected]].tolist()
-        selected = kinds == _FLOAT
-        if selected.any():
-            assert self.floats is not None
-            values[selected] = self.floats[rows[selected]].tolist()
-        values[kinds == _TRUE] = True
-        values[kinds == _FALSE] = False
-        for position, items in zip(np.flatnonzero(kinds == _LIST).tolist(), lists):
-            values[position] = items  # one at a time: a bulk assignment would unpack the tuples
-        for label, value in zip(rows.tolist(), values.tolist()):
-            metadata[label][name] = value
 
     # Leaf evaluation. Each returns a fresh bool array of length min(n, capacity); the caller pads.
 
@@ -469,12 +460,16 @@ class FieldIndex:
     """
 
     def __init__(self) -> None:
-        self._meta: dict[int, Metadata] = {}
         self._fields: dict[str, _Column] = {}
-        self._n_values = 0
+        # Which fields each label holds, as an index into _schemas (the distinct field-name tuples, in the
+        # order the metadata gave them): 4 B a label instead of a dict per point. Schema 0 is no fields.
+        self._schema_of = np.zeros(0, dtype=np.int32)
+        self._schemas: list[tuple[str, ...]] = [()]
+        self._schema_ids: dict[tuple[str, ...], int] = {(): 0}
+        self._labels = 0  # labels holding at least one field
 
     def __len__(self) -> int:
-        return len(self._meta)
+        return self._labels
 
     def set(self, label: int, metadata: Metadata) -> None:
         """Stores `metadata` for `label`, replacing whatever it had. Lists are stored as tuples."""
@@ -490,29 +485,44 @@ class FieldIndex:
             stored[name] = tuple(value) if kind == _LIST else value  # type: ignore[arg-type]
             kinds.append(kind)
         self.remove(label)
+        if not stored:
+            return
         for (name, value), kind in zip(stored.items(), kinds):
             column = self._fields.get(name)
             if column is None:
                 column = self._fields[name] = _Column(0)
             column.put(label, kind, value)
-        self._meta[label] = stored
-        self._n_values += len(stored)
+        if label >= len(self._schema_of):
+            self._schema_of = _grow(self._schema_of, max(label + 1, 2 * len(self._schema_of), _MIN_CAPACITY), 0)
+        self._schema_of[label] = self._schema_id(tuple(stored))
+        self._labels += 1
+
+    def _schema_id(self, names: tuple[str, ...]) -> int:
+        schema = self._schema_ids.get(names)
+        if schema is None:
+            schema = self._schema_ids[names] = len(self._schemas)
+            self._schemas.append(names)
+        return schema
+
+    def _names_of(self, label: int) -> tuple[str, ...]:
+        return self._schemas[int(self._schema_of[label])] if 0 <= label < len(self._schema_of) else ()
 
     def remove(self, label: int) -> None:
         """Forgets the label's metadata; a label never set is a no-op."""
-        stored = self._meta.pop(label, None)
-        if stored is None:
+        names = self._names_of(label)
+        if not names:
             return
-        for name, value in stored.items():
+        for name in names:
             column = self._fields[name]
-            column.clear(label, _kind_of(value), value)
+            column.clear(label)
             if not column.size():
                 del self._fields[name]  # frees the columns of a field nobody uses any more
-        self._n_values -= len(stored)
+        self._schema_of[label] = 0
+        self._labels -= 1
 
     def get(self, label: int) -> Metadata:
-        """A copy of the label's metadata as stored; empty for a label never set or removed."""
-        return dict(self._meta.get(label, ()))
+        """The label's metadata as stored, rebuilt from the columns; empty for a label never set or removed."""
+        return {name: self._fields[name].value(label) for name in self._names_of(label)}
 
     def evaluate(self, flt: Filter, live: np.ndarray) -> np.ndarray:
         """Bool array over `live`'s labels: True where the label is live and its metadata matches.
@@ -567,7 +577,8 @@ class FieldIndex:
     def memory_bytes(self) -> int:
         """Approximate bytes held: columns measured, dictionaries and Python objects estimated."""
         columns = sum(column.nbytes() for column in self._fields.values())
-        return columns + len(self._meta) * _POINT_BYTES + self._n_values * _VALUE_BYTES
+        lists = sum(len(column.lists) for column in self._fields.values()) * _LIST_BYTES
+        return columns + self._schema_of.nbytes + len(self._schemas) * _KEY_BYTES + lists
 
     def to_bytes(self) -> bytes:
         """Snapshot: the columns themselves, plus the strings they refer to.
@@ -576,44 +587,71 @@ class FieldIndex:
         kind/codes/ints/floats arrays, string lists packed as lengths + item codes. The kind column keeps
         int, float and bool apart, so every value round-trips exactly (NaN, -0.0, 64-bit ints included).
         """
-        arrays: dict[str, np.ndarray] = {"labels": np.fromiter(self._meta, dtype=np.int64, count=len(self._meta))}
+        arrays: dict[str, np.ndarray] = {"schema_of": self._schema_of}
         specs = []
-        with _gc_paused():
-            for i, (name, column) in enumerate(self._fields.items()):
-                spec, parts = column.to_arrays(name, self._meta)
-                specs.append(spec)
-                arrays.update({f"{i}.{part}": array for part, array in parts.items()})
-        header = json.dumps({"version": _SNAPSHOT_VERSION, "fields": specs}, ensure_ascii=False).encode()
-        arrays["header"] = np.frombuffer(header, dtype=np.uint8)
+        for i, (name, column) in enumerate(self._fields.items()):
+            spec, parts = column.to_arrays(name)
+            specs.append(spec)
+            arrays.update({f"{i}.{part}": array for part, array in parts.items()})
+        header = {"version": _SNAPSHOT_VERSION, "fields": specs, "schemas": [list(names) for names in self._schemas]}
+        arrays["header"] = np.frombuffer(json.dumps(header, ensure_ascii=False).encode(), dtype=np.uint8)
         buffer = io.BytesIO()
         np.savez(buffer, allow_pickle=False, **arrays)
         return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> FieldIndex:
-        """Rebuilds an index from `to_bytes()` output."""
+        """Rebuilds an index from `to_bytes()` output (this version's, or version 1's)."""
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
         header = json.loads(arrays.pop("header").tobytes())
-        if header.get("version") != _SNAPSHOT_VERSION:
+        if header.get("version") not in (1, _SNAPSHOT_VERSION):
             raise ValueError(f"unsupported field index snapshot version {header.get('version')!r}")
         index = cls()
         with _gc_paused():
-            labels = arrays["labels"].tolist()
-            index._meta = {label: {} for label in labels}
-            if len(index._meta) != len(labels):
-                raise ValueError("field index snapshot is corrupt: a label appears twice")
             for i, spec in enumerate(header["fields"]):
                 prefix = f"{i}."
                 parts = {key[len(prefix) :]: array for key, array in arrays.items() if key.startswith(prefix)}
-                column, lists = _Column.from_arrays(spec, parts)
-                index._fields[spec["name"]] = column
-                index._n_values += column.size()
-                try:
-                    column.fill_metadata(spec["name"], index._meta, lists)
-                except KeyError:
-                    raise ValueError("field index snapshot is corrupt: a column has an unknown label") from None
+                index._fields[spec["name"]] = _Column.from_arrays(spec, parts)
+            if header["version"] == 1:
+                index._schemas_from_columns(arrays["labels"])
+            else:
+                index._schemas = [tuple(names) for names in header["schemas"]]
+                index._schema_ids = {names: n for n, names in enumerate(index._schemas)}
+                index._schema_of = arrays["schema_of"].astype(np.int32, copy=False)
+                if len(index._schemas) == 0 or index._schemas[0] != () or (
+                    len(index._schema_of) and int(index._schema_of.max()) >= len(index._schemas)
+                ):
+                    raise ValueError("field index snapshot is corrupt: bad schema column")
+                index._labels = int(np.count_nonzero(index._schema_of))
+        index._check_schemas()
         return index
+
+    def _schemas_from_columns(self, labels: np.ndarray) -> None:
+        """Version 1 kept no schemas (its points' dicts were rebuilt): derive each label's field names
+        from the columns that hold a value for it, in column order."""
+        size = int(labels.max()) + 1 if len(labels) else 0
+        self._schema_of = np.zeros(max(size, _MIN_CAPACITY), dtype=np.int32)
+        names = list(self._fields)
+        held = np.zeros((len(names), len(self._schema_of)), dtype=bool)
+        for row, column in enumerate(self._fields.values()):
+            part = column.kind[: len(self._schema_of)] != _ABSENT
+            held[row, : len(part)] = part
+        patterns, inverse = np.unique(held.T, axis=0, return_inverse=True) if names else (np.zeros((1, 0), bool), np.zeros(len(self._schema_of), np.int64))
+        ids = [self._schema_id(tuple(n for n, h in zip(names, pattern.tolist()) if h)) for pattern in patterns]
+        self._schema_of[:] = np.asarray(ids, dtype=np.int32)[inverse.reshape(-1)]
+        self._labels = int(np.count_nonzero(self._schema_of))
+
+    def _check_schemas(self) -> None:
+        """Every field a label's schema names holds a value for it, and no column holds values for labels
+        outside a schema naming it: a snapshot that disagrees is corrupt."""
+        for name, column in self._fields.items():
+            named = np.array([name in names for names in self._schemas], dtype=bool)
+            expected = named[self._schema_of]
+            held = column.kind != _ABSENT
+            n = max(len(expected), len(held))
+            if not np.array_equal(_fit(expected, n), _fit(held, n)):
+                raise ValueError("field index snapshot is corrupt: a column has an unknown label")
 
 
 @contextlib.contextmanager

@@ -54,9 +54,11 @@ class QueryHits:
 
 
 class PartitionState:
-    def __init__(self, spec: PartitionSpec, index: VectorIndex | None = None, fields: FieldIndex | None = None) -> None:
+    def __init__(
+        self, spec: PartitionSpec, index: VectorIndex | None = None, fields: FieldIndex | None = None, *, vector_dir: str | None = None,
+    ) -> None:
         self.spec = spec
-        self.index = index or create_index(IndexConfig(spec.index_kind, spec.dim, spec.space, spec.index_params))
+        self.index = index or create_index(IndexConfig(spec.index_kind, spec.dim, spec.space, spec.index_params, vector_dir))
         self.fields = fields or FieldIndex()
         self.ids = IdMap()
         self.live = np.zeros(1024, dtype=bool)  # by label: what exact scans and filter complements cover
@@ -188,10 +190,10 @@ class PartitionState:
         }
 
     @classmethod
-    def from_sections(cls, sections: dict[str, bytes]) -> "PartitionState":
+    def from_sections(cls, sections: dict[str, bytes], vector_dir: str | None = None) -> "PartitionState":
         state = json.loads(sections["state"])
         spec = PartitionSpec.from_json(state["spec"])
-        index = load_index(IndexConfig(spec.index_kind, spec.dim, spec.space, spec.index_params), sections["index"])
+        index = load_index(IndexConfig(spec.index_kind, spec.dim, spec.space, spec.index_params, vector_dir), sections["index"])
         partition = cls(spec, index, FieldIndex.from_bytes(sections["fields"]))
         # Older snapshots hold the ids as a JSON list by label (None: a free label).
         partition.ids = IdMap.from_bytes(sections["ids"]) if "ids" in sections else IdMap.from_list(state["label_ids"])

@@ -1,12 +1,26 @@
 """A label-indexed store of raw float32 vectors that grows geometrically.
 
-Used by the flat index (which is exact search over it) and by IVF-PQ for the points written before
-training and for exact re-ranking (`refine`). Labels are dense and reused, so the arena's size follows
-the peak number of live points.
+Used by the flat index (which is exact search over it), by HNSW for exact scoring of allowed sets, exact
+completion and vector reads, and by IVF-PQ for the points written before training and for exact
+re-ranking (`refine`). Labels are dense and reused, so the arena's size follows the peak number of live
+points.
+
+Given a directory, the rows live in a memory-mapped file there (created and at once unlinked, so nothing
+is left behind by a crash) instead of anonymous memory: they are page cache the kernel can write back
+and drop under memory pressure, not process memory, so a shard's resident memory is its index and
+columns, and raw vectors beyond RAM cost disk reads on the exact paths rather than an OOM kill. The
+file is scratch, never state: snapshots and the WAL hold the vectors. Its space is reserved with
+posix_fallocate before use (a write into a sparse mapping on a full disk would be SIGBUS); where that
+fails the arena moves to anonymous memory and says so, so a full disk never fails a logged write.
 """
 from __future__ import annotations
 
 import io
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -14,10 +28,39 @@ from shard.indexes.base import SearchHits
 from shard.indexes.exact import chunk_rows, topk_over_chunks
 
 
+_log = logging.getLogger(__name__)
+
+
+class _MappedRows:
+    """float32 rows in an unlinked file under `directory`, mapped; grown by remapping the same file."""
+
+    def __init__(self, directory: Path, dim: int) -> None:
+        self._file: IO[bytes] = tempfile.TemporaryFile(prefix="quiver-vectors-", dir=directory)
+        self._dim = dim
+
+    def allocate(self, capacity: int) -> np.ndarray:
+        """A (capacity, dim) view of the file, its earlier rows kept; OSError (ENOSPC) if it cannot grow."""
+        size = max(capacity * self._dim * 4, 1)
+        os.posix_fallocate(self._file.fileno(), 0, size)
+        return np.memmap(self._file, dtype=np.float32, mode="r+", shape=(capacity, self._dim))
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class VectorArena:
-    def __init__(self, dim: int, capacity: int = 1024) -> None:
+    def __init__(self, dim: int, capacity: int = 1024, directory: Path | str | None = None) -> None:
         self.dim = dim
-        self._vectors = np.zeros((capacity, dim), dtype=np.float32)
+        self._mapped: _MappedRows | None = None
+        if directory is not None:
+            try:
+                self._mapped = _MappedRows(Path(directory), dim)
+                self._vectors = self._mapped.allocate(capacity)
+            except OSError as exc:
+                self._to_memory(f"cannot map raw vectors under {directory}: {exc}")
+                self._vectors = np.zeros((capacity, dim), dtype=np.float32)
+        else:
+            self._vectors = np.zeros((capacity, dim), dtype=np.float32)
         self._live = np.zeros(capacity, dtype=bool)
         # Labels written or removed since track_changes(): what a background build must catch up on.
         self._changed: set[int] | None = None
@@ -39,11 +82,39 @@ class VectorArena:
         if max_label < len(self._live):
             return
         capacity = max(max_label + 1, 2 * len(self._live))
-        vectors = np.zeros((capacity, self.dim), dtype=np.float32)
-        vectors[: len(self._vectors)] = self._vectors
+        vectors = None
+        if self._mapped is not None:
+            try:
+                vectors = self._mapped.allocate(capacity)  # the same file, longer: rows stay where they are
+            except OSError as exc:
+                self._to_memory(f"cannot grow the mapped raw vectors to {capacity} rows: {exc}")
+        if vectors is None:
+            vectors = np.zeros((capacity, self.dim), dtype=np.float32)
+            vectors[: len(self._vectors)] = self._vectors
         live = np.zeros(capacity, dtype=bool)
         live[: len(self._live)] = self._live
         self._vectors, self._live = vectors, live
+
+    def _to_memory(self, why: str) -> None:
+        _log.warning("%s; keeping them in memory instead", why)
+        if self._mapped is not None:
+            self._mapped, mapped = None, self._mapped
+            if hasattr(self, "_vectors"):
+                self._vectors = np.array(self._vectors)  # off the file before it goes
+            mapped.close()
+
+    @property
+    def mapped(self) -> bool:
+        """Whether the rows live in a mapped file (page cache) rather than process memory."""
+        return self._mapped is not None
+
+    def close(self) -> None:
+        """Give the mapped file's space back at once (it would go with the last reference anyway)."""
+        if self._mapped is not None:
+            self._vectors = np.zeros((0, self.dim), dtype=np.float32)
+            self._live = np.zeros(0, dtype=bool)
+            self._mapped.close()
+            self._mapped = None
 
     def put(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         if len(labels) == 0:
@@ -61,7 +132,7 @@ class VectorArena:
             self._changed.update(labels.tolist())
 
     def get(self, labels: np.ndarray) -> np.ndarray:
-        return self._vectors[labels]
+        return np.asarray(self._vectors[labels])
 
     def search_exact(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, space: str) -> SearchHits:
         """Exact top-k over the live vectors (and `allowed`, a mask over labels, if given), scored a chunk of
@@ -89,7 +160,8 @@ class VectorArena:
         return int(self._live.sum())
 
     def memory_bytes(self) -> int:
-        return int(self._vectors.nbytes + self._live.nbytes)
+        """Process memory held: the live mask, and the rows unless they are mapped from a file."""
+        return int((0 if self.mapped else self._vectors.nbytes) + self._live.nbytes)
 
     def to_bytes(self) -> bytes:
         labels = self.live_labels()
@@ -99,11 +171,11 @@ class VectorArena:
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, dim: int, data: bytes) -> "VectorArena":
+    def from_bytes(cls, dim: int, data: bytes, directory: Path | str | None = None) -> "VectorArena":
         buf = io.BytesIO(data)
         labels = np.load(buf)
         vectors = np.load(buf)
-        arena = cls(dim, capacity=max(1024, int(labels.max()) + 1 if len(labels) else 1024))
+        arena = cls(dim, capacity=max(1024, int(labels.max()) + 1 if len(labels) else 1024), directory=directory)
         arena.put(labels, vectors)
         return arena
 

@@ -19,6 +19,8 @@ class IndexConfig:
     dim: int
     space: str  # "ip" | "l2"
     params: dict[str, Any] = field(default_factory=dict)
+    # Where raw-vector rows may be memory-mapped (a scratch file, see arena.py); None keeps them in memory.
+    vector_dir: str | None = None
 
 
 @dataclass(frozen=True)

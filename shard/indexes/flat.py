@@ -18,7 +18,7 @@ from shard.indexes.exact import exact_topk_of
 class FlatIndex:
     def __init__(self, config: IndexConfig, arena: VectorArena | None = None) -> None:
         self.config = config
-        self._arena = arena or VectorArena(config.dim)
+        self._arena = arena or VectorArena(config.dim, directory=config.vector_dir)
 
     @property
     def trained(self) -> bool:
@@ -65,4 +65,4 @@ class FlatIndex:
     @classmethod
     def from_bytes(cls, config: IndexConfig, data: bytes) -> "FlatIndex":
         _, blobs = unpack(data)
-        return cls(config, VectorArena.from_bytes(config.dim, blobs["arena"]))
+        return cls(config, VectorArena.from_bytes(config.dim, blobs["arena"], config.vector_dir))

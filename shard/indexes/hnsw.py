@@ -17,6 +17,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import threading
@@ -76,7 +77,7 @@ class HnswIndex:
             index.init_index(max_elements=1024, M=self._params["m"], ef_construction=self._params["ef_construction"])
         self._index = index
         self._gate = _EfGate(index, self._params["ef_search"])
-        self._arena = arena if arena is not None else _arena_from_graph(index, config.dim)
+        self._arena = arena if arena is not None else _arena_from_graph(index, config.dim, config.vector_dir)
 
     @property
     def trained(self) -> bool:
@@ -173,15 +174,15 @@ class HnswIndex:
                 f.write(blobs["hnswlib"])
             index.load_index(path, max_elements=0)
         # A snapshot from before the arena has none: it is rebuilt from the graph (slowly, once).
-        arena = VectorArena.from_bytes(config.dim, blobs["vectors"]) if "vectors" in blobs else None
-        return cls(IndexConfig(config.kind, config.dim, config.space, header["params"]), index, arena)
+        arena = VectorArena.from_bytes(config.dim, blobs["vectors"], config.vector_dir) if "vectors" in blobs else None
+        return cls(dataclasses.replace(config, params=header["params"]), index, arena)
 
 
-def _arena_from_graph(index: hnswlib.Index, dim: int) -> VectorArena:
+def _arena_from_graph(index: hnswlib.Index, dim: int, directory: str | None) -> VectorArena:
     """The vectors of an hnswlib graph's live labels, read a piece at a time: get_items builds Python floats
     first (~40 B a component), and refuses a deleted label, which get_ids_list still lists."""
     labels = np.asarray(index.get_ids_list(), dtype=np.int64)
-    arena = VectorArena(dim, capacity=max(1024, int(labels.max()) + 1 if len(labels) else 1024))
+    arena = VectorArena(dim, capacity=max(1024, int(labels.max()) + 1 if len(labels) else 1024), directory=directory)
     rows = max(16, _GET_ITEMS_BYTES // (40 * dim))
     for start in range(0, len(labels), rows):
         part = labels[start : start + rows]

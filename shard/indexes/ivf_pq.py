@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any
 
 import faiss
@@ -80,7 +82,7 @@ class IvfPqIndex:
     def __init__(self, config: IndexConfig) -> None:
         self.config = config
         self._params = resolve_params(config.dim, config.params)
-        self._arena: VectorArena | None = VectorArena(config.dim)
+        self._arena: VectorArena | None = VectorArena(config.dim, directory=config.vector_dir)
         self._ivf: faiss.IndexIVFPQ | None = None
 
     @property
@@ -230,8 +232,8 @@ class IvfPqIndex:
     @classmethod
     def from_bytes(cls, config: IndexConfig, data: bytes) -> "IvfPqIndex":
         header, blobs = unpack(data)
-        index = cls(IndexConfig(config.kind, config.dim, config.space, header["params"]))
-        index._arena = VectorArena.from_bytes(config.dim, blobs["arena"]) if "arena" in blobs else None
+        index = cls(dataclasses.replace(config, params=header["params"]))
+        index._arena = VectorArena.from_bytes(config.dim, blobs["arena"], config.vector_dir) if "arena" in blobs else None
         if "faiss" in blobs:
             index._ivf = faiss.deserialize_index(np.frombuffer(blobs["faiss"], dtype=np.uint8))
         return index

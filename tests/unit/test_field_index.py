@@ -178,7 +178,7 @@ def test_snapshot_round_trip_keeps_values_and_types_exactly() -> None:
     index.remove(1)
     del points[1]
     loaded = FieldIndex.from_bytes(index.to_bytes())
-    assert len(loaded) == len(points)
+    assert len(loaded) == sum(1 for metadata in points.values() if metadata)  # labels holding any field
     for label, metadata in points.items():
         assert _canonical(loaded.get(label)) == _canonical(metadata)
     live = _live(12)
@@ -370,7 +370,8 @@ def test_memory_accounting_after_removals_matches_an_index_rebuilt_from_its_snap
     (lambda arrays: arrays.update({"1.kind": arrays["1.kind"][:-1]}), "field index snapshot is corrupt: bad kind column"),
     (lambda arrays: arrays.update({"0.list_lengths": arrays["0.list_lengths"][:-1]}),
      "field index snapshot is corrupt: string lists do not match the kind column"),
-    (lambda arrays: arrays.update({"labels": arrays["labels"][:-1]}), "field index snapshot is corrupt: a column has an unknown label"),
+    (lambda arrays: arrays["schema_of"].__setitem__(1, 0), "field index snapshot is corrupt: a column has an unknown label"),
+    (lambda arrays: arrays["schema_of"].__setitem__(1, 9), "field index snapshot is corrupt: bad schema column"),
 ])
 def test_a_damaged_field_index_snapshot_is_refused_with_what_is_wrong(damage, message):
     import io
@@ -386,3 +387,28 @@ def test_a_damaged_field_index_snapshot_is_refused_with_what_is_wrong(damage, me
     with pytest.raises(ValueError) as refused:
         FieldIndex.from_bytes(buffer.getvalue())
     assert str(refused.value) == message
+
+
+def test_a_version_1_snapshot_written_by_the_previous_layout_loads_with_every_value_and_filter_intact():
+    """tests/unit/data/field_index_v1.npz was written by the field index as of commit 3cfb173 (metadata dicts
+    per point) from these points, with label 1 removed after it was set."""
+    from pathlib import Path
+
+    points: dict[int, Metadata] = {
+        0: {"s": "é", "i": -(2**63), "f": -0.0, "b": True, "l": ()},
+        5: {"f": math.nan, "i": 1.5, "s": 7},
+        9: {"f": math.inf, "l": ("y",)},
+        70: {"lang": "en", "n": 3},
+    }
+    loaded = FieldIndex.from_bytes((Path(__file__).parent / "data" / "field_index_v1.npz").read_bytes())
+    assert len(loaded) == len(points)
+    for label in range(80):
+        assert _canonical(loaded.get(label)) == _canonical(points.get(label, {}))
+    rebuilt = FieldIndex()
+    for label, metadata in points.items():
+        rebuilt.set(label, metadata)
+    live = _live(80)
+    for flt in (Contains("l", "y"), Eq("s", 7), Eq("i", 1.5), Exists("l"), Not(Exists("f")), Range("f", lt=0), Eq("lang", "en")):
+        assert _hits(loaded, flt, live) == _hits(rebuilt, flt, live)
+    loaded.remove(70)
+    assert loaded.get(70) == {} and not _hits(loaded, Exists("lang"), live)

@@ -190,7 +190,7 @@ class DurablePartition:
     ) -> "DurablePartition":
         PartitionState(spec)  # validates the index parameters before anything is written
         storage.make_dirs(directory)
-        state = PartitionState(spec, vector_dir=str(directory))
+        state = PartitionState(spec, vector_dir=_scratch_dir(directory, storage))
         write_file_atomically(storage, directory / SPEC_FILE, json.dumps(spec.to_json()).encode("utf-8"))
         wal = WriteAheadLog.open(directory / "wal", policy.wal_segment_bytes, storage=storage)
         snapshots = SnapshotStore(directory / "snapshots", policy.snapshots_kept, storage=storage)
@@ -205,11 +205,11 @@ class DurablePartition:
         snapshots = SnapshotStore(directory / "snapshots", policy.snapshots_kept, storage=storage)
         loaded = snapshots.load_newest_valid()
         if loaded is not None:
-            state = PartitionState.from_sections(loaded.sections, str(directory))
+            state = PartitionState.from_sections(loaded.sections, _scratch_dir(directory, storage))
             after, written = loaded.lsn, loaded.written_unix
             last_term = json.loads(loaded.sections[LOG_POSITION_SECTION])["term"] if LOG_POSITION_SECTION in loaded.sections else 0
         else:
-            state, after, written, last_term = PartitionState(read_spec(directory, storage), vector_dir=str(directory)), 0, 0.0, 0
+            state, after, written, last_term = PartitionState(read_spec(directory, storage), vector_dir=_scratch_dir(directory, storage)), 0, 0.0, 0
         wal = WriteAheadLog.open(directory / "wal", policy.wal_segment_bytes, start_lsn=after, storage=storage)
         replayed = 0
         for lsn, payload in wal.replay(after):
@@ -823,6 +823,12 @@ def _slices(items: list[tuple[tuple[int, _Logged], int]]) -> list[list[tuple[tup
         groups[-1].append(item)
         points += len(item[0][1].record.ids)
     return groups
+
+
+def _scratch_dir(directory: Path, storage: Storage) -> str | None:
+    """Where the partition's indexes may keep scratch files (mapped raw vectors, snapshot staging): its own
+    directory on the real file system; none on a simulated one (tests), which has no files to map."""
+    return str(directory) if storage is OS_STORAGE else None
 
 
 def _apply(state: PartitionState, record: WalRecord) -> None:

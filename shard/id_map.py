@@ -78,27 +78,25 @@ class IdMap:
         return self._find_sorted(point_id, hash(point_id))
 
     def labels_of(self, ids: Sequence[str]) -> np.ndarray:
-        """The label of each id, -1 where it is absent."""
+        """The label of each id, -1 where it is absent. Vectorised up to the hash match: only ids whose hash
+        is in the sorted columns have their bytes compared, so new ids (a bulk load) cost a hash each."""
         out = np.full(len(ids), -1, dtype=np.int64)
         if not ids:
             return out
-        hashes = np.fromiter((hash(i) for i in ids), dtype=np.int64, count=len(ids))
-        starts = np.searchsorted(self._sorted_hashes, hashes)
-        recent = self._recent
-        sorted_hashes, sorted_labels = self._sorted_hashes, self._sorted_labels
-        end = len(sorted_hashes)
-        for row, (point_id, h, start) in enumerate(zip(ids, hashes.tolist(), starts.tolist())):
-            label = recent.get(point_id)
-            if label is None:
-                position = start
-                while position < end and sorted_hashes[position] == h:
-                    candidate = int(sorted_labels[position])
-                    if candidate >= 0 and self._decode(candidate) == point_id:
-                        label = candidate
-                        break
-                    position += 1
-            if label is not None:
-                out[row] = label
+        if len(self._sorted_hashes):
+            hashes = np.fromiter((hash(i) for i in ids), dtype=np.int64, count=len(ids))
+            starts = np.searchsorted(self._sorted_hashes, hashes)
+            clipped = np.minimum(starts, len(self._sorted_hashes) - 1)
+            for row in np.flatnonzero(self._sorted_hashes[clipped] == hashes).tolist():
+                label = self._find_sorted(ids[row], int(hashes[row]), start=int(starts[row]))
+                if label is not None:
+                    out[row] = label
+        if self._recent:
+            recent = self._recent
+            for row, point_id in enumerate(ids):
+                label = recent.get(point_id)
+                if label is not None:
+                    out[row] = label
         return out
 
     def id_of(self, label: int) -> str | None:
@@ -106,9 +104,13 @@ class IdMap:
             return None
         return self._decode(label)
 
-    def ids_of(self, labels: Iterable[int]) -> list[str]:
-        """The ids of labels known to be live (search results): no checks."""
-        return [self._decode(label) for label in labels]
+    def ids_of(self, labels: Sequence[int] | np.ndarray) -> list[str]:
+        """The ids of labels known to be live (search results): no checks. One gather of offsets and lengths,
+        then a slice of the buffer per id: about a third of decoding them one at a time."""
+        picked = np.asarray(labels, dtype=np.int64)
+        offsets, lengths = self._offsets[picked].tolist(), self._lengths[picked].tolist()
+        view = self._buffer.data
+        return [str(view[offset : offset + length], "utf-8") for offset, length in zip(offsets, lengths)]
 
     def is_live(self, label: int) -> bool:
         return 0 <= label < self._slots and bool(self._lengths[label] >= 0)
@@ -220,8 +222,8 @@ class IdMap:
         offset = int(self._offsets[label])
         return self._buffer[offset : offset + int(self._lengths[label])].tobytes().decode("utf-8")
 
-    def _find_sorted(self, point_id: str, h: int, unmark: bool = False) -> int | None:
-        position = int(np.searchsorted(self._sorted_hashes, h))
+    def _find_sorted(self, point_id: str, h: int, unmark: bool = False, start: int | None = None) -> int | None:
+        position = int(np.searchsorted(self._sorted_hashes, h)) if start is None else start
         while position < len(self._sorted_hashes) and self._sorted_hashes[position] == h:
             label = int(self._sorted_labels[position])
             if label >= 0 and self._decode(label) == point_id:

@@ -19,6 +19,7 @@ Search strategy per request:
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -30,6 +31,8 @@ from shard.field_index import FieldIndex
 from shard.id_map import IdMap
 from shard.indexes import IndexConfig, QueryKnobs, SearchHits, VectorIndex, create_index, load_index
 from shard.search_cost import ANN_FILTERED, ANN_POST_FILTERED, EXACT_FILTERED, FilterCosts, FilterPlan, plan_filtered
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class PartitionState:
 
     def ids_matching(self, flt: Filter) -> list[str]:
         labels = np.flatnonzero(self.fields.evaluate(flt, self.live))
-        return self.ids.ids_of(labels.tolist())
+        return self.ids.ids_of(labels)
 
     # -- reads --------------------------------------------------------------------------------------
 
@@ -176,17 +179,24 @@ class PartitionState:
         for row in range(len(hits.labels)):
             labels = hits.labels[row]
             found = labels[labels >= 0]
-            out.append(QueryHits(ids_of(found.tolist()), hits.scores[row, : len(found)], found, strategies[row], cost, matches))
+            out.append(QueryHits(ids_of(found), hits.scores[row, : len(found)], found, strategies[row], cost, matches))
         return out
 
     # -- snapshots ----------------------------------------------------------------------------------
 
-    def to_sections(self) -> dict[str, bytes]:
+    def to_sections(self) -> dict[str, bytes | memoryview]:
+        try:
+            index = self.index.to_bytes()
+        except OSError as exc:
+            # Staging through scratch files failed (a full disk, most likely): pack in memory instead, so the
+            # snapshot still has its chance to fit; only the memory peak is higher.
+            _log.warning("partition %s: cannot stage its snapshot in scratch files (%s); packing it in memory", self.spec.key, exc)
+            index = self.index.to_bytes(in_memory=True)
         return {
             "state": json.dumps({"spec": self.spec.to_json()}).encode("utf-8"),
             "ids": self.ids.to_bytes(),
             "fields": self.fields.to_bytes(),
-            "index": self.index.to_bytes(),
+            "index": index,
         }
 
     @classmethod

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import logging
+import mmap
 import os
 import tempfile
 from pathlib import Path
@@ -169,6 +170,21 @@ class VectorArena:
         np.save(buf, labels.astype(np.int64))
         np.save(buf, self._vectors[labels])
         return buf.getvalue()
+
+    def to_buffer(self, directory: Path | str | None) -> bytes | memoryview:
+        """`to_bytes()`'s layout; with a directory, written a chunk of rows at a time into an unlinked
+        scratch file there and returned as a read-only map of it (no copy of the rows in memory)."""
+        if directory is None:
+            return self.to_bytes()
+        labels = self.live_labels()
+        with tempfile.TemporaryFile(prefix="quiver-arena-", dir=directory) as f:
+            np.save(f, labels.astype(np.int64))
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (len(labels), self.dim)})
+            rows = max(1, (8 * 2**20) // (4 * self.dim))
+            for start in range(0, len(labels), rows):
+                f.write(np.ascontiguousarray(self._vectors[labels[start : start + rows]], dtype="<f4").tobytes())
+            f.flush()
+            return memoryview(mmap.mmap(f.fileno(), f.tell(), access=mmap.ACCESS_READ))
 
     @classmethod
     def from_bytes(cls, dim: int, data: bytes, directory: Path | str | None = None) -> "VectorArena":

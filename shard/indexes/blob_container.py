@@ -7,24 +7,57 @@ its length and crc32, checked before anything is handed to a library.
 
 Layout: magic `QIDX1\\n`, a little-endian u32 header length, the JSON header (`header` and the blobs'
 names, lengths and crc32s, in order), then the blobs.
+
+Given a directory, `pack` writes the container into an unlinked scratch file there and returns a read-only
+memory map of it: a snapshot of a large index then costs page cache, not a second (and third) copy of the
+index in process memory; blobs may themselves be maps of files (`map_file`), copied a chunk at a time.
 """
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import struct
+import tempfile
 import zlib
-from typing import Any
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
 
 _MAGIC = b"QIDX1\n"
 _LEN = struct.Struct("<I")
 
 
-def pack(header: dict[str, Any], blobs: dict[str, bytes]) -> bytes:
+Buffer = Union[bytes, bytearray, memoryview, np.ndarray]
+_CHUNK = 8 * 2**20
+
+
+def map_file(path: Path | str) -> memoryview:
+    """A read-only map of a whole file (empty files give an empty view): it stays valid after the file is
+    unlinked, for as long as the view lives."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return memoryview(b"")
+        return memoryview(mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ))
+
+
+def pack(header: dict[str, Any], blobs: dict[str, Buffer], directory: Path | str | None = None) -> bytes | memoryview:
+    views = {name: memoryview(blob).cast("B") for name, blob in blobs.items()}
     meta = json.dumps({
         "header": header,
-        "blobs": [{"name": name, "length": len(blob), "crc32": zlib.crc32(blob)} for name, blob in blobs.items()],
+        "blobs": [{"name": name, "length": view.nbytes, "crc32": zlib.crc32(view)} for name, view in views.items()],
     }).encode("utf-8")
-    return b"".join((_MAGIC, _LEN.pack(len(meta)), meta, *blobs.values()))
+    if directory is None:
+        return b"".join((_MAGIC, _LEN.pack(len(meta)), meta, *views.values()))
+    with tempfile.TemporaryFile(prefix="quiver-pack-", dir=directory) as f:
+        f.write(b"".join((_MAGIC, _LEN.pack(len(meta)), meta)))
+        for view in views.values():
+            for start in range(0, view.nbytes, _CHUNK):
+                f.write(view[start : start + _CHUNK])
+        f.flush()
+        return memoryview(mmap.mmap(f.fileno(), f.tell(), access=mmap.ACCESS_READ))
 
 
 def unpack(data: bytes | memoryview) -> tuple[dict[str, Any], dict[str, bytes]]:

@@ -59,8 +59,9 @@ class FlatIndex:
     def memory_bytes(self) -> int:
         return self._arena.memory_bytes()
 
-    def to_bytes(self) -> bytes:
-        return pack({}, {"arena": self._arena.to_bytes()})
+    def to_bytes(self, in_memory: bool = False) -> bytes | memoryview:
+        directory = None if in_memory else self.config.vector_dir
+        return pack({}, {"arena": self._arena.to_buffer(directory)}, directory)
 
     @classmethod
     def from_bytes(cls, config: IndexConfig, data: bytes) -> "FlatIndex":

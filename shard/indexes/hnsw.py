@@ -29,7 +29,7 @@ import numpy as np
 
 from shard.indexes.arena import VectorArena
 from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits, WouldWait
-from shard.indexes.blob_container import pack, unpack
+from shard.indexes.blob_container import map_file, pack, unpack
 from shard.indexes.exact import exact_topk_of
 
 DEFAULTS = {"m": 16, "ef_construction": 200, "ef_search": 64}
@@ -155,14 +155,20 @@ class HnswIndex:
     def memory_bytes(self) -> int:
         return int(self._index.index_file_size()) + self._arena.memory_bytes()
 
-    def to_bytes(self) -> bytes:
-        # hnswlib's own index format; its Python binding writes it only to a file.
-        with tempfile.TemporaryDirectory(prefix="quiver-hnsw-") as tmp:
+    def to_bytes(self, in_memory: bool = False) -> bytes | memoryview:
+        """hnswlib's own index format (its Python binding writes it only to a file) and the raw vectors. With
+        a vector directory the container is a map of a scratch file there (blob_container), so a snapshot
+        holds no copy of the index in process memory."""
+        directory = None if in_memory else self.config.vector_dir
+        with tempfile.TemporaryDirectory(prefix="quiver-hnsw-", dir=directory) as tmp:
             path = os.path.join(tmp, "index.bin")
             self._index.save_index(path)
-            with open(path, "rb") as f:
-                graph = f.read()
-        return pack({"params": self._params}, {"hnswlib": graph, "vectors": self._arena.to_bytes()})
+            if directory is None:
+                with open(path, "rb") as f:
+                    graph: bytes | memoryview = f.read()
+            else:
+                graph = map_file(path)
+        return pack({"params": self._params}, {"hnswlib": graph, "vectors": self._arena.to_buffer(directory)}, directory)
 
     @classmethod
     def from_bytes(cls, config: IndexConfig, data: bytes) -> "HnswIndex":

@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 
 from typing import Any
 
@@ -20,7 +22,7 @@ import numpy as np
 from quiver.errors import FailedPrecondition, InvalidArgument
 from shard.indexes.arena import VectorArena
 from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits
-from shard.indexes.blob_container import pack, unpack
+from shard.indexes.blob_container import map_file, pack, unpack
 from shard.indexes.exact import exact_topk, exact_topk_of
 
 
@@ -221,13 +223,23 @@ class IvfPqIndex:
             total += self.config.dim * (1 << self._params["nbits"]) * 4
         return int(total)
 
-    def to_bytes(self) -> bytes:
-        blobs = {}
+    def to_bytes(self, in_memory: bool = False) -> bytes | memoryview:
+        """faiss's own index format and any raw vectors; with a vector directory, through scratch files there
+        (faiss writes its index to a file, which is mapped), so a snapshot copies nothing into memory."""
+        directory = None if in_memory else self.config.vector_dir
+        blobs: dict[str, Any] = {}
         if self._arena is not None:
-            blobs["arena"] = self._arena.to_bytes()
-        if self._ivf is not None:
-            blobs["faiss"] = faiss.serialize_index(self._ivf).tobytes()  # faiss's own index format
-        return pack({"params": self._params}, blobs)
+            blobs["arena"] = self._arena.to_buffer(directory)
+        if self._ivf is None:
+            return pack({"params": self._params}, blobs, directory)
+        if directory is None:
+            blobs["faiss"] = faiss.serialize_index(self._ivf)  # a uint8 array, handed over uncopied
+            return pack({"params": self._params}, blobs)
+        with tempfile.TemporaryDirectory(prefix="quiver-ivf-", dir=directory) as tmp:
+            path = os.path.join(tmp, "index.faiss")
+            faiss.write_index(self._ivf, path)
+            blobs["faiss"] = map_file(path)
+            return pack({"params": self._params}, blobs, directory)
 
     @classmethod
     def from_bytes(cls, config: IndexConfig, data: bytes) -> "IvfPqIndex":

@@ -85,3 +85,30 @@ def test_an_arena_whose_directory_cannot_hold_a_file_starts_in_memory(tmp_path):
     arena = VectorArena(DIM, 1024, directory=tmp_path / "missing")
     arena.put(np.array([5], dtype=np.int64), np.ones((1, DIM), dtype=np.float32))
     assert not arena.mapped and arena.get(np.array([5]))[0].tolist() == [1.0] * DIM
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "flat", "ivf_pq"])
+def test_a_snapshot_written_through_scratch_files_is_byte_for_byte_the_in_memory_one_and_leaves_no_file(kind, tmp_path):
+    import dataclasses
+
+    state = loaded(kind, str(tmp_path))
+    through_files = state.index.to_bytes()
+    assert isinstance(through_files, memoryview)  # a map of a scratch file, not a copy in memory
+    state.index.config = dataclasses.replace(state.index.config, vector_dir=None)
+    in_memory = state.index.to_bytes()
+    assert isinstance(in_memory, bytes) and bytes(through_files) == in_memory
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf_pq"])
+def test_a_snapshot_whose_scratch_files_cannot_be_made_is_packed_in_memory_instead(kind, tmp_path):
+    import shutil
+
+    scratch = tmp_path / "partition"
+    scratch.mkdir()
+    state = loaded(kind, str(scratch))
+    expected = answers(state)
+    shutil.rmtree(scratch)  # as good as a full disk for making files there
+    sections = state.to_sections()
+    assert isinstance(sections["index"], bytes)
+    assert answers(PartitionState.from_sections(sections)) == expected

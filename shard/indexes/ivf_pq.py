@@ -1,4 +1,4 @@
-"""IVF-PQ adapter over faiss (IndexIVFPQ with a hashtable direct map for fast remove/replace).
+"""IVF-PQ adapter over faiss (IndexIVFPQ, with our own label -> list column for remove/replace: ivf_lists.py).
 
 - Until trained, points live in a raw `VectorArena` and are searched exactly, so nothing written before
   training is ever invisible. Training happens automatically once `train_size` points exist, or on an
@@ -23,6 +23,7 @@ from quiver.errors import FailedPrecondition, InvalidArgument
 from shard.indexes.arena import VectorArena
 from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits
 from shard.indexes.blob_container import map_file, pack, unpack
+from shard.indexes.ivf_lists import LabeledIvf
 from shard.indexes.exact import exact_topk, exact_topk_of
 
 
@@ -53,12 +54,6 @@ def resolve_params(dim: int, params: dict[str, Any]) -> dict[str, int]:
     return resolved
 
 
-def _remove(ivf: faiss.IndexIVFPQ, labels: np.ndarray) -> None:
-    # The hashtable direct map only accepts an IDSelectorArray; `ids` must outlive the call.
-    ids = np.ascontiguousarray(labels, dtype=np.int64)
-    ivf.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)))
-
-
 class IvfBuild:
     """Training plus indexing of the points present at `start_build`, runnable without any lock."""
 
@@ -66,7 +61,7 @@ class IvfBuild:
         self._dim, self._params, self._metric = dim, params, metric
         self._training, self._labels, self._vectors = training, labels, vectors
         self.trained_on = len(training)
-        self.index: faiss.IndexIVFPQ | None = None
+        self.lists: LabeledIvf | None = None
 
     def run(self) -> None:
         quantizer = faiss.IndexFlatIP(self._dim) if self._metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(self._dim)
@@ -74,10 +69,9 @@ class IvfBuild:
         ivf.own_fields = True
         quantizer.this.disown()
         ivf.train(self._training)
-        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
-        if len(self._labels):
-            ivf.add_with_ids(self._vectors, self._labels)
-        self.index = ivf
+        lists = LabeledIvf(ivf)
+        lists.add(self._labels, self._vectors)
+        self.lists = lists
 
 
 class IvfPqIndex:
@@ -85,7 +79,11 @@ class IvfPqIndex:
         self.config = config
         self._params = resolve_params(config.dim, config.params)
         self._arena: VectorArena | None = VectorArena(config.dim, directory=config.vector_dir)
-        self._ivf: faiss.IndexIVFPQ | None = None
+        self._lists: LabeledIvf | None = None
+
+    @property
+    def _ivf(self) -> faiss.IndexIVFPQ | None:
+        return self._lists.ivf if self._lists is not None else None
 
     @property
     def trained(self) -> bool:
@@ -107,9 +105,8 @@ class IvfPqIndex:
             return
         if self._arena is not None:
             self._arena.put(labels, vectors)
-        if self._ivf is not None:
-            _remove(self._ivf, labels)
-            self._ivf.add_with_ids(vectors, labels)
+        if self._lists is not None:
+            self._lists.add(labels, vectors)
 
     @property
     def wants_training(self) -> bool:
@@ -119,14 +116,14 @@ class IvfPqIndex:
     def remove(self, labels: np.ndarray) -> None:
         if self._arena is not None:
             self._arena.remove(labels)
-        if self._ivf is not None and len(labels):
-            _remove(self._ivf, labels)
+        if self._lists is not None and len(labels):
+            self._lists.remove(labels)
 
     def vectors(self, labels: np.ndarray) -> np.ndarray:
         if self._arena is not None:
             return self._arena.get(labels)
-        assert self._ivf is not None
-        return np.stack([self._ivf.reconstruct(int(label)) for label in labels])
+        assert self._lists is not None
+        return self._lists.reconstruct(labels)
 
     def train(self, sample: np.ndarray | None) -> int:
         """Train and install in one go (recovery, tests). The partition uses the three steps below so
@@ -155,14 +152,14 @@ class IvfPqIndex:
 
     def install(self, build: "IvfBuild") -> None:
         """Swap in a finished build and catch it up with writes made meanwhile (call under the write lock)."""
-        assert build.index is not None and self._arena is not None
+        assert build.lists is not None and self._arena is not None
         changed = self._arena.take_changes()
         if len(changed):
-            _remove(build.index, changed)
+            build.lists.remove(changed)
             live = changed[self._arena.is_live(changed)]
             if len(live):
-                build.index.add_with_ids(self._arena.get(live), live)
-        self._ivf = build.index
+                build.lists.add(live, self._arena.get(live))
+        self._lists = build.lists
         if not self._params["refine"]:
             self._arena = None
 
@@ -214,13 +211,8 @@ class IvfPqIndex:
 
     def memory_bytes(self) -> int:
         total = self._arena.memory_bytes() if self._arena is not None else 0
-        if self._ivf is not None:
-            # codes + ids in the inverted lists, the coarse centroids, the PQ codebooks, and the
-            # direct-map hashtable (~32 bytes an entry in std::unordered_map).
-            n = self._ivf.ntotal
-            total += n * (self._ivf.code_size + 8) + n * 32
-            total += self._params["nlist"] * self.config.dim * 4
-            total += self.config.dim * (1 << self._params["nbits"]) * 4
+        if self._lists is not None:
+            total += self._lists.memory_bytes()
         return int(total)
 
     def to_bytes(self, in_memory: bool = False) -> bytes | memoryview:
@@ -247,5 +239,5 @@ class IvfPqIndex:
         index = cls(dataclasses.replace(config, params=header["params"]))
         index._arena = VectorArena.from_bytes(config.dim, blobs["arena"], config.vector_dir) if "arena" in blobs else None
         if "faiss" in blobs:
-            index._ivf = faiss.deserialize_index(np.frombuffer(blobs["faiss"], dtype=np.uint8))
+            index._lists = LabeledIvf(faiss.deserialize_index(np.frombuffer(blobs["faiss"], dtype=np.uint8)))
         return index

@@ -1,0 +1,118 @@
+"""An IndexIVFPQ whose label -> inverted-list map is a numpy column of ours, not faiss's direct map.
+
+Why: deleting, replacing or reading back a point needs to find its code. faiss's hashtable direct map (a
+std::unordered_map entry a point, ~50 B with its allocation) cost as much as the 64-byte PQ codes it
+served. Here a point costs 4 B: the number of the list holding it. Finding its code scans that one list
+(n / nlist ids, a few thousand at most in a well-sized index) with numpy; removing it moves the list's last
+entry into its slot, as faiss's own removal does. Without a direct map faiss can still search, train and
+add; `add` assigns lists itself (the quantizer's nearest centroid, exactly what add_with_ids computes) and
+hands them to `add_core`, so the assignment is known and not computed twice.
+
+Not thread-safe: adds and removes run under the partition's write lock, searches under its read lock.
+"""
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+_MIN_CAPACITY = 1024
+
+
+class LabeledIvf:
+    def __init__(self, ivf: faiss.IndexIVFPQ) -> None:
+        # An index from an older snapshot carries a hashtable direct map: dropped, the column replaces it.
+        ivf.set_direct_map_type(faiss.DirectMap.NoMap)
+        self.ivf = ivf
+        self._list_of = np.full(_MIN_CAPACITY, -1, dtype=np.int32)
+        invlists = ivf.invlists
+        for list_no in range(ivf.nlist):
+            size = invlists.list_size(list_no)
+            if size:
+                ids = faiss.rev_swig_ptr(invlists.get_ids(list_no), size)
+                self._ensure(int(ids.max()))
+                self._list_of[ids] = list_no
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.ivf.ntotal)
+
+    def present(self, labels: np.ndarray) -> np.ndarray:
+        labels = np.asarray(labels, dtype=np.int64)
+        inside = (labels >= 0) & (labels < len(self._list_of))
+        out = np.zeros(len(labels), dtype=bool)
+        out[inside] = self._list_of[labels[inside]] >= 0
+        return out
+
+    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert, replacing any label already present (the last of repeated labels wins)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        if len(labels) == 0:
+            return
+        _, last_first = np.unique(labels[::-1], return_index=True)
+        if len(last_first) != len(labels):
+            keep = np.sort(len(labels) - 1 - last_first)
+            labels, vectors = labels[keep], vectors[keep]
+        self.remove(labels[self.present(labels)])
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        ids = np.ascontiguousarray(labels, dtype=np.int64)
+        _, nearest = self.ivf.quantizer.search(x, 1)
+        lists = np.ascontiguousarray(nearest[:, 0], dtype=np.int64)
+        self.ivf.add_core(len(ids), faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
+        self._ensure(int(ids.max()))
+        self._list_of[ids] = lists
+
+    def remove(self, labels: np.ndarray) -> int:
+        """Remove the labels present; returns how many were."""
+        invlists, code_size = self.ivf.invlists, self.ivf.code_size
+        removed = 0
+        for label in np.asarray(labels, dtype=np.int64).tolist():
+            located = self._locate(label)
+            if located is None:
+                continue
+            list_no, offset, ids = located
+            last = len(ids) - 1
+            if offset != last:
+                code = faiss.rev_swig_ptr(invlists.get_single_code(list_no, last), code_size).copy()
+                invlists.update_entry(list_no, offset, int(ids[last]), faiss.swig_ptr(code))
+            invlists.resize(list_no, last)
+            self.ivf.ntotal -= 1
+            self._list_of[label] = -1
+            removed += 1
+        return removed
+
+    def reconstruct(self, labels: np.ndarray) -> np.ndarray:
+        """The PQ reconstruction of each label (all present)."""
+        out = np.zeros((len(labels), self.ivf.d), dtype=np.float32)
+        for row, label in enumerate(np.asarray(labels, dtype=np.int64).tolist()):
+            located = self._locate(label)
+            if located is None:
+                raise KeyError(f"label {label} is not in the index")
+            list_no, offset, _ = located
+            self.ivf.reconstruct_from_offset(list_no, offset, faiss.swig_ptr(out[row]))
+        return out
+
+    def memory_bytes(self) -> int:
+        """Codes and ids in the inverted lists, the label column, the coarse centroids and the codebooks."""
+        ivf = self.ivf
+        pq = ivf.pq
+        return int(
+            ivf.ntotal * (ivf.code_size + 8) + self._list_of.nbytes + ivf.nlist * ivf.d * 4 + pq.M * pq.ksub * pq.dsub * 4
+        )
+
+    def _locate(self, label: int) -> tuple[int, int, np.ndarray] | None:
+        if not 0 <= label < len(self._list_of):
+            return None
+        list_no = int(self._list_of[label])
+        if list_no < 0:
+            return None
+        size = self.ivf.invlists.list_size(list_no)
+        ids = faiss.rev_swig_ptr(self.ivf.invlists.get_ids(list_no), size)
+        offset = int(np.flatnonzero(ids == label)[0])
+        return list_no, offset, ids
+
+    def _ensure(self, max_label: int) -> None:
+        if max_label < len(self._list_of):
+            return
+        grown = np.full(max(max_label + 1, 2 * len(self._list_of)), -1, dtype=np.int32)
+        grown[: len(self._list_of)] = self._list_of
+        self._list_of = grown

@@ -3,8 +3,9 @@ snapshot is not merely behind etcd.
 
 A collection created (or an alias set) through router A is committed in etcd when A answers; router B learns
 of it from its watch a few milliseconds later. A caller that creates through A and then writes through B
-would get NOT_FOUND in that window. So on a miss B reads etcd's current revision (one linearizable read) and
-waits, briefly, for its watcher to reach it, then looks again.
+would get NOT_FOUND in that window. So on a miss B reads the revision of the newest record under its root (one
+linearizable read) and waits, briefly, for its watcher to reach it, then looks again. (Not etcd's own
+revision: writes outside the root, which no snapshot of it reaches, would make every miss wait in full.)
 
 Misses are cheap to cause (any typo), so the reads are single-flight: at most one runs at a time, and a miss
 joins a read that started after the miss did (an earlier read might predate the write the caller saw).

@@ -56,7 +56,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._config = config
         self.slow_rpc_s = config.slow_rpc_s  # read by rpc_guard
         self._watcher = watcher
-        self._catch_up = SnapshotCatchUp(watcher, admin.store.current_revision)
+        self._catch_up = SnapshotCatchUp(watcher, admin.store.last_change_revision)
         self._pool = pool
         self._admin = admin
         self._versions = VersionAdmin(admin)

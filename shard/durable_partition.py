@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -202,6 +203,7 @@ class DurablePartition:
         server_id: str = "", executors: ShardExecutors | None = None,
     ) -> "DurablePartition":
         """Recover: newest valid snapshot, then the WAL after it."""
+        _remove_stale_scratch(directory, storage)
         snapshots = SnapshotStore(directory / "snapshots", policy.snapshots_kept, storage=storage)
         loaded = snapshots.load_newest_valid()
         if loaded is not None:
@@ -829,6 +831,16 @@ def _scratch_dir(directory: Path, storage: Storage) -> str | None:
     """Where the partition's indexes may keep scratch files (mapped raw vectors, snapshot staging): its own
     directory on the real file system; none on a simulated one (tests), which has no files to map."""
     return str(directory) if storage is OS_STORAGE else None
+
+
+def _remove_stale_scratch(directory: Path, storage: Storage) -> None:
+    """Scratch folders a snapshot was staging through when the process died (the files in them were the
+    only unlinked-on-open ones not to go by themselves)."""
+    if storage is not OS_STORAGE or not directory.is_dir():
+        return
+    for entry in directory.iterdir():
+        if entry.is_dir() and entry.name.startswith(("quiver-hnsw-", "quiver-ivf-")):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _apply(state: PartitionState, record: WalRecord) -> None:

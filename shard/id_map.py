@@ -175,13 +175,11 @@ class IdMap:
     # -- snapshots ----------------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """The ids by label (no hashes: those are per process)."""
-        self._compact()
+        """The ids by label (no hashes: those are per process), compacted into new arrays: this runs under
+        the partition's read lock, beside searches reading the map, so it must change nothing."""
+        buffer, offsets = self._compacted()
         out = io.BytesIO()
-        np.savez(
-            out, format=np.array([_FORMAT]), buffer=self._buffer[: self._used],
-            offsets=self._offsets[: self._slots], lengths=self._lengths[: self._slots],
-        )
+        np.savez(out, format=np.array([_FORMAT]), buffer=buffer, offsets=offsets, lengths=self._lengths[: self._slots])
         return out.getvalue()
 
     @classmethod
@@ -282,19 +280,28 @@ class IdMap:
         self._sorted_hashes, self._sorted_labels = hashes[order], labels[order]
         self._recent = {}
 
-    def _compact(self) -> None:
-        """Rewrite the buffer with the live ids only, in label order."""
-        if self._dead == 0:
-            return
+    def _compacted(self) -> tuple[np.ndarray, np.ndarray]:
+        """The live ids' bytes in label order, and each label's offset into them (0 for free labels): new
+        arrays, nothing here is changed."""
         labels = self.live_labels()
         lengths = self._lengths[labels].astype(np.int64)
-        starts = self._offsets[labels]
         total = int(lengths.sum())
-        buffer = np.zeros(max(total * 2, 16 * _MIN_CAPACITY), dtype=np.uint8)
-        new_offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(labels) else np.zeros(0, dtype=np.int64)
+        buffer = np.zeros(total, dtype=np.uint8)
+        new_offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(labels) else np.zeros(0, dtype=np.int64)
         # One gather: every live byte's source position, in the new order.
         if total:
             within = np.arange(total, dtype=np.int64) - np.repeat(new_offsets, lengths)
-            buffer[:total] = self._buffer[np.repeat(starts, lengths) + within]
-        self._offsets[labels] = new_offsets
-        self._buffer, self._used, self._dead = buffer, total, 0
+            buffer[:] = self._buffer[np.repeat(self._offsets[labels], lengths) + within]
+        offsets = np.zeros(self._slots, dtype=np.int64)
+        offsets[labels] = new_offsets
+        return buffer, offsets
+
+    def _compact(self) -> None:
+        """Rewrite the buffer with the live ids only, in label order (under the writers' lock only)."""
+        if self._dead == 0:
+            return
+        live, offsets = self._compacted()
+        buffer = np.zeros(max(2 * len(live), 16 * _MIN_CAPACITY), dtype=np.uint8)
+        buffer[: len(live)] = live
+        self._offsets[: self._slots] = offsets
+        self._buffer, self._used, self._dead = buffer, len(live), 0

@@ -187,7 +187,7 @@ class PartitionState:
     def to_sections(self) -> dict[str, bytes | memoryview]:
         try:
             index = self.index.to_bytes()
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # faiss reports a failed write as RuntimeError
             # Staging through scratch files failed (a full disk, most likely): pack in memory instead, so the
             # snapshot still has its chance to fit; only the memory peak is higher.
             _log.warning("partition %s: cannot stage its snapshot in scratch files (%s); packing it in memory", self.spec.key, exc)

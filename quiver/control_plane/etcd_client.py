@@ -192,10 +192,13 @@ class EtcdClient:
         response = await self._call(self._client.get_response, key)
         return _key_value(response.kvs[0]) if response.kvs else None
 
-    async def revision(self, key: str) -> int:
-        """etcd's current revision, as a linearizable read of `key` reports it."""
-        response = await self._call(self._client.get_response, key)
-        return response.header.revision
+    async def last_change_under(self, prefix: str) -> int:
+        """The highest mod revision of any key under `prefix` (0 when none): one linearizable read of the
+        newest key's revision, no values."""
+        response = await self._call(
+            self._client.get_prefix_response, prefix, limit=1, sort_order="descend", sort_target="mod", keys_only=True,
+        )
+        return int(response.kvs[0].mod_revision) if response.kvs else 0
 
     async def get_prefix(self, prefix: str) -> RangeResult:
         """Every key under `prefix`, sorted by key, read at one revision."""

@@ -162,9 +162,11 @@ class ClusterStore:
             raise NotFound(f"collection {name!r} does not exist")
         return kv, CollectionRecord.from_json(kv.value)
 
-    async def current_revision(self) -> int:
-        """etcd's revision now: a snapshot at least this new holds every write committed before the call."""
-        return await self.client.revision(self.keys.root)
+    async def last_change_revision(self) -> int:
+        """The revision of the newest record under the root now: a snapshot at least this new holds every
+        record written before the call. (etcd's own revision also counts writes outside the root, such as
+        reindex progress and other clusters' keys, which no snapshot of this root ever reaches.)"""
+        return await self.client.last_change_under(self.keys.root)
 
     async def get_collection_at(self, name: str) -> tuple[int, CollectionRecord]:
         """The collection record and its mod_revision, for a transaction that must see it unchanged."""

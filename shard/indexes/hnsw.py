@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import tempfile
 import threading
@@ -163,6 +164,10 @@ class HnswIndex:
         with tempfile.TemporaryDirectory(prefix="quiver-hnsw-", dir=directory) as tmp:
             path = os.path.join(tmp, "index.bin")
             self._index.save_index(path)
+            written, expected = os.path.getsize(path), int(self._index.index_file_size())
+            if written != expected:
+                # hnswlib does not check its writes: on a full disk it leaves a short file and says nothing.
+                raise OSError(errno.ENOSPC, f"hnswlib wrote {written} of {expected} bytes of its index (disk full?)", path)
             if directory is None:
                 with open(path, "rb") as f:
                     graph: bytes | memoryview = f.read()

@@ -16,6 +16,7 @@ from quiver.control_plane.records import CollectionRecord
 from quiver.errors import ERRORS_BY_CODE, AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from quiver.v1 import router_pb2
 from router.admin import place_shards
+from router.catch_up import SnapshotCatchUp
 from router.config import RouterConfig
 from router.server import RouterServer
 from tests.eventually import assert_eventually_async
@@ -167,7 +168,7 @@ async def test_a_collection_created_through_one_router_is_served_at_once_by_anot
 
 
 async def test_misses_for_a_missing_collection_still_answer_not_found_and_read_etcd_one_at_a_time(cluster):
-    read = cluster.router.store.current_revision
+    read = cluster.router.store.last_change_revision
     reads = {"now": 0, "most": 0, "all": 0}
 
     async def counted() -> int:
@@ -186,6 +187,16 @@ async def test_misses_for_a_missing_collection_still_answer_not_found_and_read_e
     )
     assert all(isinstance(o, NotFound) and "'nope' does not exist" in str(o) for o in outcomes), outcomes
     assert reads["most"] == 1 and 1 <= reads["all"] <= 20, reads
+
+
+async def test_a_miss_does_not_wait_for_writes_outside_the_root_that_no_snapshot_of_it_reaches(cluster, etcd_root):
+    await cluster.client.create_collection("docs", DIM, index="flat", shards=1)
+    await cluster.store.client.put(etcd_root[:-1] + "~elsewhere/progress", b"{}")  # bumps etcd's revision only
+    catch_up = SnapshotCatchUp(cluster.router.watcher, cluster.store.last_change_revision, max_wait_s=60.0)
+    # Nothing under the root is newer than the snapshot: no wait at all (a hang here would last 60 s).
+    assert await asyncio.wait_for(catch_up.catch_up(), 10.0) is False
+    with pytest.raises(NotFound):
+        await cluster.client.search("nope", np.ones(DIM, np.float32), 1, timeout=5.0)
 
 
 async def test_a_record_the_router_cannot_read_is_skipped_and_reported_while_the_rest_is_served(cluster):

@@ -96,3 +96,20 @@ async def test_a_corrupted_snapshot_is_never_served_and_the_older_one_plus_wal_r
     await assert_holds(recovered, base, 700)
     await recovered.close()
     assert newest.with_name(newest.name + ".corrupt").exists()
+
+
+async def test_scratch_folders_left_by_a_snapshot_cut_short_are_removed_when_the_partition_opens(tmp_path):
+    partition = DurablePartition.create(tmp_path, SPEC, DurabilityPolicy(), SearchPolicy())
+    partition.start()
+    await partition.upsert(["a"], prepared(np.ones((1, SPEC.dim), dtype=np.float32)), None)
+    await partition.close(snapshot=True)
+    for name in ("quiver-hnsw-k2j4", "quiver-ivf-x9"):  # as a process killed mid-snapshot leaves them
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "index.bin").write_bytes(b"\0" * 4096)
+    (tmp_path / "quiver-hnsw-file").write_bytes(b"not a folder: not ours to remove")
+    recovered = DurablePartition.open(tmp_path, DurabilityPolicy(), SearchPolicy())
+    try:
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("quiver-")) == ["quiver-hnsw-file"]
+        assert set(recovered.state.ids) == {"a"}
+    finally:
+        await recovered.close(snapshot=False)

@@ -97,3 +97,17 @@ def test_a_large_map_compacts_its_buffer_and_keeps_the_label_space_at_the_peak()
     live_bytes = sum(len(i.encode()) for i in first)
     assert ids._used <= 2 * live_bytes + 2**20  # dead bytes were compacted away, not kept
     assert np.all(ids.labels_of(first) >= 0)
+
+
+def test_a_snapshot_changes_nothing_in_the_map_it_reads():
+    """to_bytes runs under the partition's read lock, beside searches decoding ids: it must compact into new
+    arrays, never rewrite the live buffer or offsets (a rewrite made concurrent searches return torn ids)."""
+    ids = IdMap()
+    names = [f"point-{n:06d}-xxxx" for n in range(5000)]
+    ids.assign(names)
+    ids.remove(names[::2])  # dead bytes to compact away
+    buffer, offsets, used = ids._buffer, ids._offsets.copy(), ids._used
+    data = ids.to_bytes()
+    assert ids._buffer is buffer and ids._used == used and np.array_equal(ids._offsets, offsets)
+    again = IdMap.from_bytes(data)
+    assert dict(again.items()) == dict(ids.items()) and again._used == sum(len(n) for n in names[1::2])

@@ -40,6 +40,7 @@ from quiver.specs import PartitionSpec
 from shard.executors import ShardExecutors, default_executors, run_in
 from shard.indexes import QueryKnobs
 from shard.indexes.base import WouldWait
+from shard.indexes.blob_container import STAGING_PREFIX
 from shard.partition_state import PartitionState, QueryHits, SearchPolicy
 from shard.rwlock import ReadWriteLock
 from shard.snapshot_store import SnapshotStore
@@ -839,7 +840,7 @@ def _remove_stale_scratch(directory: Path, storage: Storage) -> None:
     if storage is not OS_STORAGE or not directory.is_dir():
         return
     for entry in directory.iterdir():
-        if entry.is_dir() and entry.name.startswith(("quiver-hnsw-", "quiver-ivf-")):
+        if entry.is_dir() and entry.name.startswith(STAGING_PREFIX):
             shutil.rmtree(entry, ignore_errors=True)
 
 

@@ -55,12 +55,11 @@ class IdMap:
         return isinstance(point_id, str) and self.label_of(point_id) is not None
 
     def __iter__(self) -> Iterator[str]:
-        for label in self.live_labels().tolist():
-            yield self._decode(label)
+        return iter(self.ids_of(self.live_labels()))
 
     def items(self) -> Iterator[tuple[str, int]]:
-        for label in self.live_labels().tolist():
-            yield self._decode(label), label
+        labels = self.live_labels()
+        return zip(self.ids_of(labels), labels.tolist())
 
     @property
     def slots(self) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import logging
-import mmap
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import IO
 import numpy as np
 
 from shard.indexes.base import SearchHits
+from shard.indexes.blob_container import scratch_map
 from shard.indexes.exact import chunk_rows, topk_over_chunks
 
 
@@ -53,14 +53,14 @@ class VectorArena:
     def __init__(self, dim: int, capacity: int = 1024, directory: Path | str | None = None) -> None:
         self.dim = dim
         self._mapped: _MappedRows | None = None
+        self._vectors = None  # type: ignore[assignment]
         if directory is not None:
             try:
-                self._mapped = _MappedRows(Path(directory), dim)
-                self._vectors = self._mapped.allocate(capacity)
+                mapped = _MappedRows(Path(directory), dim)
+                self._vectors, self._mapped = mapped.allocate(capacity), mapped
             except OSError as exc:
-                self._to_memory(f"cannot map raw vectors under {directory}: {exc}")
-                self._vectors = np.zeros((capacity, dim), dtype=np.float32)
-        else:
+                _log.warning("cannot map raw vectors under %s: %s; keeping them in memory instead", directory, exc)
+        if self._vectors is None:
             self._vectors = np.zeros((capacity, dim), dtype=np.float32)
         self._live = np.zeros(capacity, dtype=bool)
         # Labels written or removed since track_changes(): what a background build must catch up on.
@@ -100,8 +100,7 @@ class VectorArena:
         _log.warning("%s; keeping them in memory instead", why)
         if self._mapped is not None:
             self._mapped, mapped = None, self._mapped
-            if hasattr(self, "_vectors"):
-                self._vectors = np.array(self._vectors)  # off the file before it goes
+            self._vectors = np.array(self._vectors)  # off the file before it goes
             mapped.close()
 
     @property
@@ -177,14 +176,15 @@ class VectorArena:
         if directory is None:
             return self.to_bytes()
         labels = self.live_labels()
-        with tempfile.TemporaryFile(prefix="quiver-arena-", dir=directory) as f:
+
+        def write(f: IO[bytes]) -> None:
             np.save(f, labels.astype(np.int64))
             np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (len(labels), self.dim)})
             rows = max(1, (8 * 2**20) // (4 * self.dim))
             for start in range(0, len(labels), rows):
                 f.write(np.ascontiguousarray(self._vectors[labels[start : start + rows]], dtype="<f4").tobytes())
-            f.flush()
-            return memoryview(mmap.mmap(f.fileno(), f.tell(), access=mmap.ACCESS_READ))
+
+        return scratch_map(directory, write)
 
     @classmethod
     def from_bytes(cls, dim: int, data: bytes, directory: Path | str | None = None) -> "VectorArena":

@@ -14,6 +14,7 @@ index in process memory; blobs may themselves be maps of files (`map_file`), cop
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -21,7 +22,7 @@ import struct
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, Union
+from typing import IO, Any, Callable, Iterator, Union
 
 import numpy as np
 
@@ -31,6 +32,25 @@ _LEN = struct.Struct("<I")
 
 Buffer = Union[bytes, bytearray, memoryview, np.ndarray]
 _CHUNK = 8 * 2**20
+# The folders libraries write their own files into while a snapshot is staged; a partition removes any left
+# by a process that died mid-snapshot (the scratch files themselves are unlinked from the start).
+STAGING_PREFIX = "quiver-staging-"
+
+
+@contextlib.contextmanager
+def staging_dir(directory: Path | str | None) -> Iterator[str]:
+    """A folder for a library's index file (hnswlib and faiss write only to paths), under `directory`
+    (the system's temporary folder when None), removed afterwards; a map of a file in it outlives it."""
+    with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=directory) as path:
+        yield path
+
+
+def scratch_map(directory: Path | str, write: Callable[[IO[bytes]], None]) -> memoryview:
+    """What `write` writes into an unlinked scratch file under `directory`, as a read-only map of it."""
+    with tempfile.TemporaryFile(prefix="quiver-scratch-", dir=directory) as f:
+        write(f)
+        f.flush()
+        return memoryview(mmap.mmap(f.fileno(), f.tell(), access=mmap.ACCESS_READ))
 
 
 def map_file(path: Path | str) -> memoryview:
@@ -51,13 +71,14 @@ def pack(header: dict[str, Any], blobs: dict[str, Buffer], directory: Path | str
     }).encode("utf-8")
     if directory is None:
         return b"".join((_MAGIC, _LEN.pack(len(meta)), meta, *views.values()))
-    with tempfile.TemporaryFile(prefix="quiver-pack-", dir=directory) as f:
+
+    def write(f: IO[bytes]) -> None:
         f.write(b"".join((_MAGIC, _LEN.pack(len(meta)), meta)))
         for view in views.values():
             for start in range(0, view.nbytes, _CHUNK):
                 f.write(view[start : start + _CHUNK])
-        f.flush()
-        return memoryview(mmap.mmap(f.fileno(), f.tell(), access=mmap.ACCESS_READ))
+
+    return scratch_map(directory, write)
 
 
 def unpack(data: bytes | memoryview) -> tuple[dict[str, Any], dict[str, bytes]]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-import tempfile
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -30,7 +29,7 @@ import numpy as np
 
 from shard.indexes.arena import VectorArena
 from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits, WouldWait
-from shard.indexes.blob_container import map_file, pack, unpack
+from shard.indexes.blob_container import map_file, pack, staging_dir, unpack
 from shard.indexes.exact import exact_topk_of
 
 DEFAULTS = {"m": 16, "ef_construction": 200, "ef_search": 64}
@@ -161,7 +160,7 @@ class HnswIndex:
         a vector directory the container is a map of a scratch file there (blob_container), so a snapshot
         holds no copy of the index in process memory."""
         directory = None if in_memory else self.config.vector_dir
-        with tempfile.TemporaryDirectory(prefix="quiver-hnsw-", dir=directory) as tmp:
+        with staging_dir(directory) as tmp:
             path = os.path.join(tmp, "index.bin")
             self._index.save_index(path)
             written, expected = os.path.getsize(path), int(self._index.index_file_size())
@@ -179,7 +178,7 @@ class HnswIndex:
     def from_bytes(cls, config: IndexConfig, data: bytes) -> "HnswIndex":
         header, blobs = unpack(data)
         index = hnswlib.Index(space=config.space, dim=config.dim)
-        with tempfile.TemporaryDirectory(prefix="quiver-hnsw-") as tmp:
+        with staging_dir(None) as tmp:
             path = os.path.join(tmp, "index.bin")
             with open(path, "wb") as f:
                 f.write(blobs["hnswlib"])

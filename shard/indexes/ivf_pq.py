@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 
 from typing import Any
 
@@ -22,7 +21,7 @@ import numpy as np
 from quiver.errors import FailedPrecondition, InvalidArgument
 from shard.indexes.arena import VectorArena
 from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits
-from shard.indexes.blob_container import map_file, pack, unpack
+from shard.indexes.blob_container import map_file, pack, staging_dir, unpack
 from shard.indexes.ivf_lists import LabeledIvf
 from shard.indexes.exact import exact_topk, exact_topk_of
 
@@ -227,7 +226,7 @@ class IvfPqIndex:
         if directory is None:
             blobs["faiss"] = faiss.serialize_index(self._ivf)  # a uint8 array, handed over uncopied
             return pack({"params": self._params}, blobs)
-        with tempfile.TemporaryDirectory(prefix="quiver-ivf-", dir=directory) as tmp:
+        with staging_dir(directory) as tmp:
             path = os.path.join(tmp, "index.faiss")
             faiss.write_index(self._ivf, path)
             blobs["faiss"] = map_file(path)

@@ -8,6 +8,7 @@ import numpy as np
 from quiver.specs import PartitionKey, PartitionSpec
 from shard.durable_partition import DurabilityPolicy, DurablePartition
 from shard.indexes import QueryKnobs
+from shard.indexes.blob_container import STAGING_PREFIX
 from shard.partition_state import SearchPolicy
 from tests.data_fixtures import glove_subset
 
@@ -103,13 +104,13 @@ async def test_scratch_folders_left_by_a_snapshot_cut_short_are_removed_when_the
     partition.start()
     await partition.upsert(["a"], prepared(np.ones((1, SPEC.dim), dtype=np.float32)), None)
     await partition.close(snapshot=True)
-    for name in ("quiver-hnsw-k2j4", "quiver-ivf-x9"):  # as a process killed mid-snapshot leaves them
+    for name in (STAGING_PREFIX + "k2j4", STAGING_PREFIX + "x9"):  # as a process killed mid-snapshot leaves them
         (tmp_path / name).mkdir()
         (tmp_path / name / "index.bin").write_bytes(b"\0" * 4096)
-    (tmp_path / "quiver-hnsw-file").write_bytes(b"not a folder: not ours to remove")
+    (tmp_path / (STAGING_PREFIX + "file")).write_bytes(b"not a folder: not ours to remove")
     recovered = DurablePartition.open(tmp_path, DurabilityPolicy(), SearchPolicy())
     try:
-        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("quiver-")) == ["quiver-hnsw-file"]
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("quiver-")) == [STAGING_PREFIX + "file"]
         assert set(recovered.state.ids) == {"a"}
     finally:
         await recovered.close(snapshot=False)

@@ -37,6 +37,20 @@ class NotFound(QuiverError):
     """A named collection or partition does not exist."""
 
 
+class PartitionMissing(NotFound):
+    """The shard server holds no such partition. Marked (`REFUSAL_KEY`) because, to a router, it means its
+    placement is behind etcd's (a replica moved or dropped a moment ago), not that the caller erred: it asks
+    another replica, or resends once its snapshot has caught up."""
+
+    refusal = "no-partition"
+
+
+STALE_TERM_REFUSAL = "stale-term"  # marks shard.durable_partition.StaleTerm: a write from a deposed primary
+# Refusals that mean a router's placement is behind etcd's (a replica moved, a primary was replaced a moment
+# ago), not that the caller erred: a router answers them UNAVAILABLE, which callers retry.
+STALE_PLACEMENT_REFUSALS = frozenset({PartitionMissing.refusal, STALE_TERM_REFUSAL})
+
+
 class AlreadyExists(QuiverError):
     """A collection or partition with that name exists with a different definition."""
 

@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 import grpc
 
-from quiver.errors import ERRORS_BY_CODE, ResourceExhausted, Unavailable, refusal_of, retry_pushback_s
+from quiver.errors import ERRORS_BY_CODE, STALE_PLACEMENT_REFUSALS, ResourceExhausted, Unavailable, refusal_of, retry_pushback_s
 
 T = TypeVar("T")
 
@@ -92,6 +92,8 @@ def require_coverage(outcomes: list[Outcome[Any]], allow_partial: bool, what: st
     if allow_partial and len(failed) < len(outcomes):
         return
     detail = "; ".join(f"shard {o.shard}: {o.code.name if o.code else '?'} {o.message}" for o in failed)
+    if any(o.refusal in STALE_PLACEMENT_REFUSALS for o in failed):
+        detail += "; this router's shard map was behind the cluster's for a moment, nothing was applied there"
     # A shard that used the whole deadline without answering would do so again on a retry in this deadline.
     timed_out = any(o.code == grpc.StatusCode.DEADLINE_EXCEEDED for o in failed)
     raise Unavailable(f"{what}: {len(failed)} of {len(outcomes)} shards did not answer ({detail})", retry_now=not timed_out)
@@ -109,6 +111,8 @@ _CALLER_CODES = {
 
 def raise_caller_errors(outcomes: list[Outcome[Any]]) -> None:
     for outcome in outcomes:
+        if outcome.refusal in STALE_PLACEMENT_REFUSALS:
+            continue  # not the caller's: left to require_coverage, which answers UNAVAILABLE (retried)
         if outcome.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             raise ResourceExhausted(f"shard {outcome.shard}: {outcome.message}", retry_after_s=outcome.retry_after_s)
         if outcome.code in _CALLER_CODES:

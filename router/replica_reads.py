@@ -10,7 +10,8 @@ sent to the next replica too; the first answer wins and the other call is cancel
 for from a budget that every read adds `hedge_ratio` to (a token bucket), so they add at most that share
 of extra requests (5% by default) however slow the cluster gets.
 
-Failover: a replica that answers UNAVAILABLE or CANCELLED is given up on and the next one asked at once;
+Failover: a replica that answers UNAVAILABLE or CANCELLED, or no longer holds the partition (it was moved
+off that server a moment ago, and this router's map is behind), is given up on and the next one asked at once;
 one that is not answering by its share of the remaining deadline (when no hedge could be afforded) is
 left running and the next one asked too. A replica that misses (fails, or loses the race) has its
 estimate doubled for each miss in a row, so it is left alone for longer each time. Any other error is
@@ -27,6 +28,7 @@ from typing import Awaitable, Callable, TypeVar
 
 import grpc
 
+from quiver.errors import PartitionMissing, refusal_of
 from quiver.metrics import HEDGED_READS, REPLICA_FAILOVERS
 
 T = TypeVar("T")
@@ -34,6 +36,14 @@ T = TypeVar("T")
 # CANCELLED from a replica is the server's doing, never ours (a call this router gives up on is cancelled
 # as a task and not read): a shard server that is stopping answers it to calls that reach it mid-shutdown.
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
+def _retryable(error: BaseException) -> bool:
+    if not isinstance(error, grpc.aio.AioRpcError):
+        return False
+    if error.code() == grpc.StatusCode.NOT_FOUND:
+        return refusal_of(error.trailing_metadata()) == PartitionMissing.refusal
+    return error.code() in _RETRYABLE
 
 
 _MAX_ESTIMATE_S = 3600.0  # a replica that misses again and again is still tried once its record has aged
@@ -173,9 +183,9 @@ class ReplicaReads:
                     if error is None:
                         missed_by_running = True
                         return task.result()
-                    if not isinstance(error, grpc.aio.AioRpcError) or error.code() not in _RETRYABLE:
+                    if not _retryable(error):
                         raise error
-                    last_error = error
+                    last_error = error  # type: ignore[assignment]
                 now = loop.time()
                 if done:
                     if not running and order:

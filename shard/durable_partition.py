@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from quiver.errors import DeadlineExceeded, FailedPrecondition, OutOfRange, ResourceExhausted, Unavailable
+from quiver.errors import DeadlineExceeded, FailedPrecondition, OutOfRange, ResourceExhausted, STALE_TERM_REFUSAL, Unavailable
 from quiver.filters import Filter, Metadata
 from quiver.metrics import WRITE_VISIBLE_SECONDS
 from quiver.specs import PartitionSpec
@@ -59,7 +59,10 @@ APPLY_SLICE_POINTS = 32
 
 
 class StaleTerm(FailedPrecondition):
-    """A write from a primary whose term is older than one this replica has seen: it was deposed."""
+    """A write from a primary whose term is older than one this replica has seen: it was deposed. Marked, so a
+    router tells "my placement is behind" from a caller's mistake and resends once it has caught up."""
+
+    refusal = STALE_TERM_REFUSAL
 
 
 class LogGap(OutOfRange):

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from quiver.errors import AlreadyExists, InvalidArgument, NotFound
+from quiver.errors import AlreadyExists, InvalidArgument, PartitionMissing
 from quiver.specs import INDEX_KINDS, MAX_DIM, METRICS, PartitionKey, PartitionSpec
 from shard.durable_partition import SPEC_FILE, DurabilityPolicy, DurablePartition
 from shard.executors import ShardExecutors
@@ -144,7 +144,7 @@ class PartitionRegistry:
         try:
             return self._partitions[key]
         except KeyError:
-            raise NotFound(f"partition {key} does not exist on this shard server") from None
+            raise PartitionMissing(f"partition {key} does not exist on this shard server") from None
 
     def all(self) -> list[DurablePartition]:
         return [self._partitions[key] for key in sorted(self._partitions)]

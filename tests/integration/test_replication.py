@@ -23,7 +23,7 @@ from quiver.control_plane.etcd_client import EtcdClient
 from quiver.control_plane.records import ShardPlacement
 from quiver.control_plane.store import ClusterStore
 from quiver.errors import Unavailable
-from quiver.v1 import shard_pb2, shard_pb2_grpc
+from quiver.v1 import router_pb2, router_pb2_grpc, shard_pb2, shard_pb2_grpc
 from router.config import RouterConfig
 from router.server import RouterServer
 from shard.config import ShardConfig
@@ -310,6 +310,36 @@ async def test_a_drained_server_hands_its_replicas_to_another_server_without_los
     status = await cluster.client.status()
     assert [s.draining for s in status.servers if s.server_id == "s0"] == [True]
     await eventually(lambda: cluster.shards["s0"].registry.all() == [], timeout=5)  # its partition is dropped
+
+
+async def test_reads_that_reach_a_replica_which_no_longer_holds_the_partition_are_answered_by_another(cluster):
+    await cluster.client.create_collection("docs", DIM, index="flat", replication_factor=3)
+    ids = [f"p{i}" for i in range(10)]
+    await cluster.client.upsert("docs", ids, rows(10))
+    # As when a replica was moved off these servers a moment ago and this router's map has not caught up:
+    # the map still lists all three replicas as in sync, but s1 and s2 hold nothing.
+    for server_id in ("s1", "s2"):
+        await cluster.stub(server_id).DropPartition(shard_pb2.DropPartitionRequest(ref=ref("docs")))
+    assert cluster.router.watcher.current.shard_maps[("docs", 1)].shards[0].in_sync_ids == ("s0", "s1", "s2")
+    router = router_pb2_grpc.RouterStub(grpc.aio.insecure_channel(cluster.router.address))  # no client retries
+    for n in range(30):  # reads are spread over the replicas, so most of these reach s1 or s2 first
+        got = await router.Get(router_pb2.RouterGetRequest(collection="docs", ids=ids), timeout=5)
+        assert sorted(p.id for p in got.points) == sorted(ids)
+        query = rows(10)[n % 10:n % 10 + 1].tobytes()
+        found = await router.Search(router_pb2.RouterSearchRequest(collection="docs", queries=query, k=1), timeout=5)
+        assert [list(r.ids) for r in found.results] == [[ids[n % 10]]]
+
+
+async def test_a_write_that_reaches_a_primary_which_no_longer_holds_the_partition_is_unavailable_not_not_found(cluster):
+    await cluster.client.create_collection("docs", DIM, index="flat", replication_factor=2)
+    await cluster.client.upsert("docs", ["a"], rows(1))
+    await cluster.stub("s0").DropPartition(shard_pb2.DropPartitionRequest(ref=ref("docs")))  # the primary, behind the map's back
+    router = router_pb2_grpc.RouterStub(grpc.aio.insecure_channel(cluster.router.address))  # no client retries
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await router.Upsert(router_pb2.RouterUpsertRequest(collection="docs", ids=["b"], vectors=rows(1, 1).tobytes()), timeout=5)
+    # Not the caller's mistake: retryable, and it says why.
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "shard map was behind" in refused.value.details()
 
 
 async def test_a_replica_whose_server_stays_gone_is_rebuilt_on_another_server(cluster):

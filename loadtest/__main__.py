@@ -4,6 +4,7 @@
     quiver-loadtest run --dataset gaussian:1M:128 --router 127.0.0.1:7000 --index ivf_pq --mode open --rate 500
     quiver-loadtest run --dataset glove-50 --cluster local:3 --sweep ef_search=16,32,64,128,256 --with-raw --plot out/
     quiver-loadtest calibrate --sizes 100000,300000 --validate 1000000
+    quiver-loadtest calibrate-served --kinds hnsw,ivf_pq --sizes 100000,300000 --validate 1000000
 
 `run` bulk-loads the dataset into a new collection (unless --skip-load), drives queries, and reports
 QPS, latency percentiles, recall@k, errors and partial results as JSON (stdout, or --json FILE) plus
@@ -282,6 +283,50 @@ def calibrate(**o: Any) -> None:
         raise click.ClickException(str(error)) from None
     click.echo(format_summary(details))
     click.echo(f"wrote {out} and {details_path(out)}")
+
+
+@main.command("calibrate-served")
+@click.option("--sizes", default="100000,300000", show_default=True, help="Fit sizes (comma-separated; 1e5, 300k allowed).")
+@click.option("--validate", "validate_sizes", default="1000000", show_default=True, help="Sizes not used in the fit, measured to check the plan ('' for none).")
+@click.option("--kinds", default="hnsw,ivf_pq", show_default=True)
+@click.option("--clients", default=8, show_default=True, help="Client threads for the query measurement, one channel each.")
+@click.option("--qps-seconds", type=float, default=10.0, show_default=True)
+@click.option("--bench-memory", "bench_memory", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="A loadtest.bench_memory JSON result to check the plan against too (repeatable).")
+@click.option("--tolerance", type=float, default=15.0, show_default=True, help="Validation acceptance, percent.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Coefficients file to update (default loadtest/calibration.json).")
+@click.option("--results", type=click.Path(path_type=Path), default=None, help="Also write the details and the table here (FILE.json, FILE.txt).")
+def calibrate_served_command(**o: Any) -> None:
+    """Measure shard processes loaded and searched through a router (synthetic data, the bare calibration's
+    parameters), fit the planner's served coefficients onto the bare ones, validate at new sizes."""
+    import dataclasses
+    import json
+
+    from loadtest.calibrate import details_path
+    from loadtest.calibrate_served import ServedParams, calibrate_served, format_summary
+    from loadtest.sizing import DEFAULT_CALIBRATION, load_coefficients, save_coefficients
+
+    out = o["out"] or DEFAULT_CALIBRATION
+    try:
+        sizes = [parse_count(s) for s in o["sizes"].split(",") if s.strip()]
+        validate = [parse_count(s) for s in o["validate_sizes"].split(",") if s.strip()]
+        kinds = [k.strip() for k in o["kinds"].split(",") if k.strip()]
+        bare = load_coefficients(out)
+        bare_details = json.loads(details_path(out).read_text()) if details_path(out).exists() else {}
+        params = ServedParams.of_bare_calibration(bare_details, clients=o["clients"], qps_seconds=o["qps_seconds"])
+        coeffs, details = calibrate_served(sizes, validate, kinds, params, bare, bench_memory=o["bench_memory"],
+                                           tolerance_percent=o["tolerance"], log=_echo)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    save_coefficients(coeffs, out)
+    served_details = out.with_name(out.stem + ".served.details.json")
+    served_details.write_text(json.dumps(details, indent=2) + "\n")
+    summary = format_summary(coeffs, details)
+    click.echo(summary)
+    if o["results"]:
+        o["results"].with_suffix(".json").write_text(json.dumps(details | {"coefficients_all": dataclasses.asdict(coeffs)}, indent=2) + "\n")
+        o["results"].with_suffix(".txt").write_text(summary + "\n")
+    click.echo(f"wrote {out} and {served_details}")
 
 
 if __name__ == "__main__":

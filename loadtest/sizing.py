@@ -16,13 +16,24 @@ Memory, per vector, one replica (d = dim):
   plus calibrated list slack (std::vector growth) as a fraction of both; refine adds the 4d
   float32 vectors. Per shard: nlist coarse centroids (4d each), the PQ codebooks (2^nbits * 4d)
   and, where faiss builds it (L2, table <= 2 GiB), the precomputed table nlist*pq_m*2^nbits*4.
-Every point also costs metadata_bytes_per_point and id_bytes_per_point (the external id map).
+Every point also costs metadata_bytes_per_point and id_bytes_per_point (its id's own bytes).
+
+The served system (coefficients from `quiver-loadtest calibrate-served`, `served_measured`): a shard server
+holds more than its index, and a query or a write costs more than the library call. Then memory is the
+shard process's RSS: the index as above, plus hnsw's raw-vector copy beside the graph (4d, memory-mapped,
+resident), plus a calibrated `*_served_bytes_per_point` (the id map's offsets and hashes, metadata columns,
+liveness, allocator), plus one empty shard process per node (`shard_process_bytes`). A query costs a shard
+replica `*_served_request_core_s` (gRPC, protobuf, filters, merging) on top of the index's search, and the
+router `router_core_s_per_query`; a point ingested through the router costs `*_served_ingest_core_s_per_point`
+(router split, WAL, id map, metadata) on top of the index's add. Without served coefficients, all of that
+is zero and the plan is of the bare index.
 
 Throughput: every query visits one replica of every shard. A shard replica with a node's cores
-to itself serves node_cores * qps_per_core, where qps_per_core is calibrated at a reference size
+to itself serves node_cores / (1 / qps_per_core + served request cost), where qps_per_core is calibrated at a reference size
 and scaled with the shard size: ~1/(n*d) for flat, ~1/(log n * d) for hnsw, and for ivf_pq
 ~1/(nlist*d + nprobe*2^nbits*d + n/nlist*nprobe*pq_m) (coarse search, distance tables, list
-scan). Replicas of a shard share its load, so cluster QPS = replication * per-replica QPS. The
+scan). Replicas of a shard share its load; the cluster's cores serve shards * (a replica's CPU per
+query) + the router's CPU per query for each query (routers run on the same nodes). The
 shard count is the larger of the count that fits RAM and the count whose smaller shards reach the
 target QPS; shard replicas are packed onto nodes as far as both RAM and the QPS target allow, with
 the replicas of one shard on distinct nodes.
@@ -38,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 INDEX_KINDS = ("flat", "hnsw", "ivf_pq")
+KIND_PREFIX = {"flat": "flat", "hnsw": "hnsw", "ivf_pq": "ivfpq"}  # coefficient names' prefix per kind
 
 DEFAULT_CALIBRATION = Path(__file__).with_name("calibration.json")
 
@@ -123,6 +135,24 @@ class Coefficients:
     flat_qps_per_core: float = 20.0
     hnsw_qps_per_core: float = 3000.0
     ivfpq_qps_per_core: float = 2000.0
+    # The served system (see the module docstring); zero until `calibrate-served` measures it.
+    served_measured: bool = False
+    served_notes: str = ""
+    shard_process_bytes: float = 0.0
+    flat_served_bytes_per_point: float = 0.0
+    hnsw_served_bytes_per_point: float = 0.0
+    ivfpq_served_bytes_per_point: float = 0.0
+    flat_served_request_core_s: float = 0.0
+    hnsw_served_request_core_s: float = 0.0
+    ivfpq_served_request_core_s: float = 0.0
+    router_core_s_per_query: float = 0.0
+    flat_served_ingest_core_s_per_point: float = 0.0
+    hnsw_served_ingest_core_s_per_point: float = 0.0
+    ivfpq_served_ingest_core_s_per_point: float = 0.0
+
+    def served(self, kind: str, what: str) -> float:
+        """A served coefficient of `kind`: what = "bytes_per_point", "request_core_s" or "ingest_core_s_per_point"."""
+        return float(getattr(self, f"{KIND_PREFIX[kind]}_served_{what}"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,6 +161,7 @@ class SizingPlan:
 
     input: SizingInput
     coefficients_measured: bool
+    coefficients_served: bool
     coefficients_machine: str
     # Per vector.
     index_bytes_per_vector: float
@@ -145,6 +176,8 @@ class SizingPlan:
     index_bytes: int
     metadata_bytes: int
     id_map_bytes: int
+    served_bytes: int  # the shard's own structures beyond the index, ids and metadata (0: bare index)
+    shard_process_bytes: int  # one empty shard server process, per node
     replica_ram_bytes: int
     cluster_ram_bytes: int
     # Sharding and placement.
@@ -164,6 +197,8 @@ class SizingPlan:
     build_core_seconds: float
     build_wall_seconds: float
     qps_per_shard_replica: float
+    shard_core_s_per_query: float  # one shard replica's CPU for one query: the index's search + the served request
+    router_core_s_per_query: float
     qps_per_node: float
     cluster_qps: float
     meets_target_qps: bool
@@ -173,13 +208,19 @@ class SizingPlan:
 def plan(inp: SizingInput, coeffs: Coefficients) -> SizingPlan:
     """Work out memory, shards, nodes, disk, build time and throughput for `inp`."""
     layout = _layout(inp, coeffs)
-    point_exact = layout.exact_per_vector + inp.metadata_bytes_per_point + inp.id_bytes_per_point
-    per_point = point_exact + layout.fractional_per_vector
-    budget = math.floor(inp.ram_headroom * inp.node_ram_bytes)
+    served = coeffs.served_measured
+    # A served hnsw shard keeps each raw vector beside the graph (exact scoring, snapshots), memory-mapped.
+    served_exact = 4 * inp.dim if served and inp.index_kind == "hnsw" else 0
+    served_fractional = coeffs.served(inp.index_kind, "bytes_per_point") if served else 0.0
+    point_exact = layout.exact_per_vector + inp.metadata_bytes_per_point + inp.id_bytes_per_point + served_exact
+    point_fractional = layout.fractional_per_vector + served_fractional
+    per_point = point_exact + point_fractional
+    process_bytes = math.ceil(coeffs.shard_process_bytes) if served else 0
+    budget = math.floor(inp.ram_headroom * inp.node_ram_bytes) - process_bytes
     notes: list[str] = []
 
     def shard_bytes(n: int) -> int:
-        return layout.fixed_per_shard + _total(n, point_exact, layout.fractional_per_vector)
+        return layout.fixed_per_shard + _total(n, point_exact, point_fractional)
 
     room = budget - layout.fixed_per_shard
     if room < per_point:
@@ -189,8 +230,14 @@ def plan(inp: SizingInput, coeffs: Coefficients) -> SizingPlan:
     while shard_bytes(math.ceil(inp.vectors / shards_for_ram)) > budget:
         shards_for_ram += 1  # float rounding in room / per_point; at most a step or two
 
+    request_core_s = coeffs.served(inp.index_kind, "request_core_s") if served else 0.0
+    router_core_s = coeffs.router_core_s_per_query if served else 0.0
+
+    def query_core_s(shards: int) -> float:
+        return 1.0 / _qps_per_core(inp, coeffs, math.ceil(inp.vectors / shards)) + request_core_s
+
     def replica_qps(shards: int) -> float:
-        return inp.node_cores * _qps_per_core(inp, coeffs, math.ceil(inp.vectors / shards))
+        return inp.node_cores / query_core_s(shards)
 
     def meets(shards: int) -> bool:
         return inp.replication_factor * replica_qps(shards) >= inp.target_qps
@@ -223,24 +270,33 @@ def plan(inp: SizingInput, coeffs: Coefficients) -> SizingPlan:
     slots = max(1, slots)
     nodes = max(inp.replication_factor, math.ceil(shards * inp.replication_factor / slots))
     per_node = math.ceil(shards * inp.replication_factor / nodes)
-    cluster_qps = inp.replication_factor * qps_replica / per_node
+    # The busiest node's cores serve its shard replicas' share of every query plus its share of the routing.
+    cluster_qps = 1.0 / (per_node / (inp.replication_factor * qps_replica) + router_core_s / (nodes * inp.node_cores))
 
     wal_record = 4 * inp.dim + inp.id_bytes_per_point + inp.metadata_bytes_per_point + WAL_FRAME_BYTES
     shard_wal = math.ceil(inp.wal_fraction * vectors_per_shard) * wal_record
     fixed = shards * layout.fixed_per_shard
     index = _total(inp.vectors, layout.exact_per_vector, layout.fractional_per_vector) + fixed
-    replica = _total(inp.vectors, point_exact, layout.fractional_per_vector) + fixed
+    replica = _total(inp.vectors, point_exact, point_fractional) + fixed
     build_per_vector = _build_core_s_per_vector(inp, coeffs, vectors_per_shard)
+    if served:
+        build_per_vector += coeffs.served(inp.index_kind, "ingest_core_s_per_point")
 
     if inp.index_kind == "ivf_pq" and vectors_per_shard < 39 * inp.ivf_nlist:
         notes.append(f"{vectors_per_shard} vectors per shard is under 39 * nlist = {39 * inp.ivf_nlist} "
                      "training points; consider a smaller ivf_nlist")
     if not coeffs.measured:
         notes.append("coefficients are estimates, not measured: treat time and QPS as rough")
+    if not served:
+        notes.append("no served calibration: this plans the bare index, not shard processes behind a router "
+                     "(run `quiver-loadtest calibrate-served`)")
+    elif cluster_qps < inp.target_qps <= inp.replication_factor * qps_replica / per_node:
+        notes.append("the routers' CPU per query keeps the cluster under the target; add nodes or routers elsewhere")
 
     return SizingPlan(
         input=inp,
         coefficients_measured=coeffs.measured,
+        coefficients_served=served,
         coefficients_machine=coeffs.machine,
         index_bytes_per_vector=layout.per_vector,
         bytes_per_point=per_point,
@@ -253,6 +309,8 @@ def plan(inp: SizingInput, coeffs: Coefficients) -> SizingPlan:
         index_bytes=index,
         metadata_bytes=inp.vectors * inp.metadata_bytes_per_point,
         id_map_bytes=inp.vectors * inp.id_bytes_per_point,
+        served_bytes=_total(inp.vectors, served_exact, served_fractional),
+        shard_process_bytes=process_bytes,
         replica_ram_bytes=replica,
         cluster_ram_bytes=replica * inp.replication_factor,
         shards_for_ram=shards_for_ram,
@@ -269,6 +327,8 @@ def plan(inp: SizingInput, coeffs: Coefficients) -> SizingPlan:
         build_core_seconds=inp.vectors * build_per_vector,
         build_wall_seconds=per_node * vectors_per_shard * build_per_vector / inp.node_cores,
         qps_per_shard_replica=qps_replica,
+        shard_core_s_per_query=query_core_s(shards),
+        router_core_s_per_query=router_core_s,
         qps_per_node=qps_replica / per_node,
         cluster_qps=cluster_qps,
         meets_target_qps=cluster_qps >= inp.target_qps,
@@ -287,7 +347,8 @@ def format_plan(p: SizingPlan) -> str:
                  f"{', refine' if inp.refine else ''})")
     rows: list[tuple[str, str]] = [
         ("collection", f"{inp.vectors:,} x {inp.dim}-d float32, {kind}"),
-        ("coefficients", f"{p.coefficients_machine} ({'measured' if p.coefficients_measured else 'ESTIMATES'})"),
+        ("coefficients", f"{p.coefficients_machine} ({'measured' if p.coefficients_measured else 'ESTIMATES'}"
+                         f"{', served system' if p.coefficients_served else ', bare index only'})"),
         ("index bytes / vector", f"{p.index_bytes_per_vector:,.2f}"),
         ("bytes / point (+metadata, id map)", f"{p.bytes_per_point:,.2f}"),
     ]
@@ -300,14 +361,16 @@ def format_plan(p: SizingPlan) -> str:
         ("per-shard fixed structures", p.fixed_bytes),
         ("index total", p.index_bytes),
         ("metadata", p.metadata_bytes),
-        ("id map", p.id_map_bytes),
+        ("ids", p.id_map_bytes),
+        ("shard structures (served)", p.served_bytes),
         ("RAM, one replica", p.replica_ram_bytes),
         (f"RAM, all {inp.replication_factor} replica(s)", p.cluster_ram_bytes),
     ):
         if value or label.startswith(("index total", "RAM")):
             rows.append((label, _bytes(value)))
     rows += [
-        ("node RAM budget", f"{_bytes(p.node_ram_budget_bytes)} ({inp.ram_headroom:.0%} of {_bytes(inp.node_ram_bytes)})"),
+        ("node RAM budget", f"{_bytes(p.node_ram_budget_bytes)} ({inp.ram_headroom:.0%} of {_bytes(inp.node_ram_bytes)}"
+                            + (f", less a shard server process's {_bytes(p.shard_process_bytes)}" if p.shard_process_bytes else "") + ")"),
         ("shards (for RAM / for QPS)", f"{p.shards:,} ({p.shards_for_ram:,} / {p.shards_for_qps:,})"),
         ("vectors / shard", f"{p.vectors_per_shard:,}"),
         ("RAM / shard", _bytes(p.shard_ram_bytes)),
@@ -318,6 +381,7 @@ def format_plan(p: SizingPlan) -> str:
         ("disk / node", _bytes(p.disk_bytes_per_node)),
         ("build, core-seconds (one replica)", f"{p.build_core_seconds:,.0f}"),
         ("build, wall clock (shards in parallel)", _duration(p.build_wall_seconds)),
+        ("CPU / query: shard replica, router", f"{p.shard_core_s_per_query * 1e3:,.3f} ms, {p.router_core_s_per_query * 1e3:,.3f} ms"),
         ("QPS / shard replica (whole node)", f"{p.qps_per_shard_replica:,.1f}"),
         ("QPS / node", f"{p.qps_per_node:,.1f}"),
         ("cluster QPS", f"{p.cluster_qps:,.1f} (target {inp.target_qps:,.1f}: "

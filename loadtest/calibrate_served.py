@@ -1,0 +1,395 @@
+"""Calibrate the sizing planner on the served system: a shard server process loaded and searched through a router.
+
+    quiver-loadtest calibrate-served --kinds hnsw,ivf_pq --sizes 100000,300000 --validate 1000000
+
+`quiver-loadtest calibrate` fits the bare index (a library call in one process). A deployment runs shard
+server processes behind routers, and they hold and spend more than the index: ids and metadata columns,
+the raw-vector copy, gRPC and protobuf per request, the WAL and the router's split per write. This measures
+those on real processes and fits the planner's served coefficients (loadtest.sizing), on top of the bare
+ones already in the calibration file; then it checks the plan at sizes the fit did not see.
+
+Per (kind, size), a fresh local cluster (etcd, one shard server, one router, all on loopback) is loaded
+through the router with the same SYNTHETIC Gaussian-mixture data and index parameters as the bare
+calibration (its details file says which; L2), each point with a string id and three metadata fields
+(loadtest.bench_memory's: a category string, an int, a float). Measured:
+
+- memory: the shard process's VmRSS growth (anonymous memory plus resident mapped files: the raw-vector
+  arena is a mapped file) from the empty server to the loaded one, settled; and the empty server's RSS;
+- ingest: CPU seconds of the router and shard processes while the points are upserted (IVF-PQ's training,
+  which a served build does on the way, included), and the wall time;
+- queries: `clients` client threads, one channel each, single queries at the bare calibration's ef_search
+  (or nprobe), for `qps_seconds`: the router's and the shard's CPU seconds per query, the wall QPS and
+  recall@10 against exact ground truth.
+
+The fit: memory and ingest are lines over sizes (slopes per point; the empty process and IVF training drop
+out as intercepts); what the slope holds beyond the planner's bare figures (the index layout with its
+calibrated overhead, hnsw's raw-vector copy, the ids' and metadata's own bytes) is the served per-point
+coefficient. A query's shard CPU beyond the bare index's 1 / qps_per_core at that size is the served
+request cost; the router's CPU per query is a mean. Validation compares the plan with measurements at
+other sizes, and with any bench_memory results given (other sizes and parameters).
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import grpc
+import numpy as np
+
+from loadtest.bench_common import GRPC_OPTIONS, CpuMeter, pid_of, run_closed_loop_threads
+from loadtest.bench_memory import memory_of, metadata_of, point_id
+from loadtest.calibration_fit import line_fit, percent_error
+from loadtest.machine import describe_machine, machine_line
+from loadtest.sizing import KIND_PREFIX, Coefficients, SizingInput, _build_core_s_per_vector, _qps_per_core, plan
+
+KINDS = ("hnsw", "ivf_pq", "flat")
+COLLECTION = "calibration"
+RECALL_QUERIES = 200
+# loadtest.bench_memory's points: ids "doc-000000001" (13 bytes), categories "category-07" (11 bytes) plus
+# an int and a float (8 bytes each).
+ID_BYTES = 13
+METADATA_BYTES = 11 + 8 + 8
+
+
+@dataclass(frozen=True)
+class ServedParams:
+    dim: int = 128
+    clusters: int = 256
+    seed: int = 7
+    hnsw_m: int = 16
+    ef_construction: int = 200
+    ef_search: int = 64
+    nlist: int = 4096
+    nprobe: int = 16
+    pq_m: int = 16
+    nbits: int = 8
+    queries: int = 1000
+    clients: int = 8
+    qps_seconds: float = 10.0
+    batch: int = 2000
+    streams: int = 2  # upserts in flight at once, so the router and the shard overlap
+
+    @classmethod
+    def of_bare_calibration(cls, details: dict[str, Any], **overrides: Any) -> "ServedParams":
+        """The bare calibration's data and index parameters (its details file), so the bare rates apply."""
+        bare = details.get("params", {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**({k: v for k, v in bare.items() if k in known and k not in ("queries",)} | overrides))
+
+    def index_params(self, kind: str, n: int) -> dict[str, int]:
+        if kind == "hnsw":
+            return {"m": self.hnsw_m, "ef_construction": self.ef_construction, "ef_search": self.ef_search}
+        if kind == "ivf_pq":
+            # Trained on what the bare calibration trains on (the shard's default would wait for more points).
+            train = min(n, max(39 * self.nlist, 10_000))
+            return {"nlist": self.nlist, "m": self.pq_m, "nbits": self.nbits, "nprobe": self.nprobe, "train_size": train}
+        return {}
+
+    def sizing_input(self, kind: str, n: int, *, pq_m: int | None = None, nlist: int | None = None) -> SizingInput:
+        """One shard of n points as this calibration loads them, on a node too big to split it."""
+        return SizingInput(
+            vectors=n, dim=self.dim, index_kind=kind, hnsw_m=self.hnsw_m, ivf_nlist=nlist or self.nlist,
+            ivf_nprobe=self.nprobe, pq_m=pq_m or self.pq_m, pq_nbits=self.nbits, id_bytes_per_point=ID_BYTES,
+            metadata_bytes_per_point=METADATA_BYTES, node_ram_bytes=2**62, node_cores=1,
+        )
+
+
+@dataclass(frozen=True)
+class ServedMeasurement:
+    kind: str
+    n: int
+    rss_growth_bytes: int  # the shard's VmRSS, loaded less empty
+    rss_anon_growth_bytes: int
+    rss_file_growth_bytes: int
+    empty_shard_rss_bytes: int
+    ingest_core_s: float  # router + shard CPU while upserting (and, for ivf_pq, training)
+    ingest_wall_s: float
+    queries: int
+    qps_wall: float
+    shard_core_s_per_query: float
+    router_core_s_per_query: float
+    client_core_s_per_query: float
+    p50_ms: float
+    p99_ms: float
+    recall_at_10: float
+
+
+def _labels(results: Sequence[Any]) -> np.ndarray:
+    rows = np.full((len(results), 10), -1, dtype=np.int64)
+    for r, result in enumerate(results):
+        found = [int(i.rsplit("-", 1)[1]) for i in result.ids][:10]
+        rows[r, : len(found)] = found
+    return rows
+
+
+async def _load(address: str, kind: str, base: np.ndarray, params: ServedParams) -> None:
+    from quiver.client import AsyncClient
+
+    async with AsyncClient(address, timeout=900) as client:
+        await client.create_collection(COLLECTION, params.dim, metric="l2", index=kind, index_params=params.index_params(kind, len(base)))
+        edges = np.linspace(0, len(base), params.streams + 1).astype(int)
+
+        async def stream(start: int, stop: int) -> None:
+            for lo in range(start, stop, params.batch):
+                hi = min(stop, lo + params.batch)
+                await client.upsert(COLLECTION, [point_id(i) for i in range(lo, hi)], base[lo:hi],
+                                    [metadata_of(i) for i in range(lo, hi)], batch_size=params.batch)
+
+        await asyncio.gather(*(stream(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])))
+        while not all(r.trained for r in (await client.status()).replicas if r.collection == COLLECTION):
+            await asyncio.sleep(0.5)  # IVF-PQ trains in the background once it holds train_size points
+
+
+def measure_served(kind: str, n: int, params: ServedParams, log: Callable[[str], None] = print) -> ServedMeasurement:
+    from loadtest.datasets import exact_ground_truth, gaussian_mixture, recall_at_k
+    from quiver.local_cluster import LocalCluster
+    from quiver.v1 import router_pb2, router_pb2_grpc, types_pb2
+
+    data = gaussian_mixture(n, params.dim, params.clusters, params.seed, params.queries, "l2", gt_k=0)
+    base, queries = data.base, data.queries
+    truth = exact_ground_truth(base, queries[:RECALL_QUERIES], 10, "l2")
+    with tempfile.TemporaryDirectory(prefix="quiver-calibrate-served-") as tmp, LocalCluster(Path(tmp), shards=1) as cluster:
+        assert cluster.router is not None
+        shard_pid, router_pid = pid_of(cluster.shard_servers[0]), pid_of(cluster.router)
+        time.sleep(1.0)
+        empty = memory_of(shard_pid)
+        meter = CpuMeter({"router": router_pid, "shard": shard_pid}).start()
+        wall = time.perf_counter()
+        asyncio.run(_load(cluster.router_address, kind, base, params))
+        ingest_wall = time.perf_counter() - wall
+        ingest = meter.stop()
+        time.sleep(3.0)  # a snapshot or training still finishing gives its memory back
+        loaded = memory_of(shard_pid)
+        log(f"  loaded {n:,} in {ingest_wall:,.1f} s; shard RSS {empty['VmRSS'] / 2**20:,.0f} -> {loaded['VmRSS'] / 2**20:,.0f} MiB")
+
+        knobs = types_pb2.SearchParams(ef_search=params.ef_search) if kind == "hnsw" else types_pb2.SearchParams(nprobe=params.nprobe)
+        requests = [router_pb2.RouterSearchRequest(collection=COLLECTION, queries=q.astype("<f4").tobytes(), k=10, params=knobs) for q in queries]
+        stubs = [router_pb2_grpc.RouterStub(grpc.insecure_channel(cluster.router_address, options=GRPC_OPTIONS)) for _ in range(params.clients)]
+        found = [stubs[0].Search(r, timeout=60).results[0] for r in requests[:RECALL_QUERIES]]
+        recall = recall_at_k(_labels(found), truth, 10)
+        free: list[Any] = list(stubs)  # each client thread borrows a channel of its own
+        lock = threading.Lock()
+
+        def one(i: int) -> None:
+            with lock:
+                stub = free.pop()
+            try:
+                stub.Search(requests[i % len(requests)], timeout=30)
+            finally:
+                with lock:
+                    free.append(stub)
+
+        meter = CpuMeter({"router": router_pid, "shard": shard_pid, "client": os.getpid()})
+        run_closed_loop_threads(one, params.clients, 1.0, warmup=0)  # warm-up, not recorded
+        meter.start()
+        run = run_closed_loop_threads(one, params.clients, params.qps_seconds, warmup=0)
+        used = meter.stop()
+    calls = max(run.calls, 1)
+    return ServedMeasurement(
+        kind=kind, n=n,
+        rss_growth_bytes=loaded["VmRSS"] - empty["VmRSS"],
+        rss_anon_growth_bytes=loaded["RssAnon"] - empty["RssAnon"],
+        rss_file_growth_bytes=loaded["RssFile"] - empty["RssFile"],
+        empty_shard_rss_bytes=empty["VmRSS"],
+        ingest_core_s=ingest["router"] + ingest["shard"], ingest_wall_s=ingest_wall,
+        queries=run.calls, qps_wall=run.qps,
+        shard_core_s_per_query=used["shard"] / calls, router_core_s_per_query=used["router"] / calls,
+        client_core_s_per_query=used["client"] / calls,
+        p50_ms=run.percentile_ms(50), p99_ms=run.percentile_ms(99), recall_at_10=recall,
+    )
+
+
+# -- the fit ----------------------------------------------------------------------------------------
+
+
+def _bare_bytes_per_point(kind: str, n: int, params: ServedParams, bare: Coefficients) -> float:
+    """What the bare plan puts in one shard of n points: the index, the ids' and metadata's own bytes."""
+    return plan(params.sizing_input(kind, n), bare).shard_ram_bytes / n
+
+
+def fit_served(measurements: Sequence[ServedMeasurement], params: ServedParams, bare: Coefficients) -> tuple[Coefficients, dict[str, Any]]:
+    """`bare` with its served coefficients fitted to `measurements` (kinds not measured keep theirs)."""
+    bare = dataclasses.replace(bare, served_measured=False)
+    fitted: dict[str, Any] = {}
+    details: dict[str, Any] = {}
+    for kind in sorted({m.kind for m in measurements}):
+        ms = sorted((m for m in measurements if m.kind == kind), key=lambda m: m.n)
+        prefix = KIND_PREFIX[kind]
+        if len({m.n for m in ms}) >= 2:
+            bytes_slope, bytes_fixed = line_fit([(m.n, m.rss_growth_bytes) for m in ms])
+            ingest_slope, ingest_fixed = line_fit([(m.n, m.ingest_core_s) for m in ms])
+        else:
+            bytes_slope, bytes_fixed = ms[0].rss_growth_bytes / ms[0].n, 0.0
+            ingest_slope, ingest_fixed = ms[0].ingest_core_s / ms[0].n, 0.0
+        reference = ms[-1].n
+        # Per point beyond the bare plan at the largest size (fixed per-shard structures are in the intercept).
+        inp = params.sizing_input(kind, reference)
+        bare_plan = plan(inp, bare)
+        bare_per_point = (bare_plan.shard_ram_bytes - bare_plan.fixed_bytes) / reference
+        arena = 4 * params.dim if kind == "hnsw" else 0
+        fitted[f"{prefix}_served_bytes_per_point"] = bytes_slope - bare_per_point - arena
+        fitted[f"{prefix}_served_ingest_core_s_per_point"] = ingest_slope - _build_core_s_per_vector(inp, bare, reference)
+        index_core_s = [1.0 / _qps_per_core(params.sizing_input(kind, m.n), bare, m.n) for m in ms]
+        fitted[f"{prefix}_served_request_core_s"] = float(np.mean([m.shard_core_s_per_query - c for m, c in zip(ms, index_core_s)]))
+        details[kind] = {
+            "bytes_per_point_slope": bytes_slope, "bytes_fixed_intercept": bytes_fixed,
+            "bare_bytes_per_point": bare_per_point, "raw_vector_copy_bytes": arena,
+            "ingest_core_s_per_point_slope": ingest_slope, "ingest_core_s_fixed_intercept": ingest_fixed,
+            "bare_build_core_s_per_point": _build_core_s_per_vector(inp, bare, reference),
+            "shard_core_s_per_query": [m.shard_core_s_per_query for m in ms], "bare_index_core_s_per_query": index_core_s,
+        } | {k: v for k, v in fitted.items() if k.startswith(prefix)}
+    fitted["router_core_s_per_query"] = float(np.mean([m.router_core_s_per_query for m in measurements]))
+    fitted["shard_process_bytes"] = float(np.mean([m.empty_shard_rss_bytes for m in measurements]))
+    return dataclasses.replace(bare, served_measured=True, **fitted), details
+
+
+@dataclass(frozen=True)
+class ServedPrediction:
+    bytes_per_point: float  # the shard's RSS growth per point (its empty process apart)
+    ingest_core_s_per_point: float
+    served_qps_per_core: float  # queries per CPU second of the router and the shard together
+
+
+def predict_served(kind: str, n: int, params: ServedParams, coeffs: Coefficients, *, pq_m: int | None = None,
+                   nlist: int | None = None) -> ServedPrediction:
+    p = plan(params.sizing_input(kind, n, pq_m=pq_m, nlist=nlist), coeffs)
+    return ServedPrediction(
+        bytes_per_point=p.shard_ram_bytes / n,
+        ingest_core_s_per_point=p.build_core_seconds / n,
+        served_qps_per_core=1.0 / (p.shard_core_s_per_query + p.router_core_s_per_query),
+    )
+
+
+def validation_row(m: ServedMeasurement, params: ServedParams, coeffs: Coefficients, tolerance: float) -> dict[str, Any]:
+    p = predict_served(m.kind, m.n, params, coeffs)
+    measured = {
+        "bytes_per_point": m.rss_growth_bytes / m.n,
+        "ingest_core_s_per_point": m.ingest_core_s / m.n,
+        "served_qps_per_core": 1.0 / (m.shard_core_s_per_query + m.router_core_s_per_query),
+    }
+    row: dict[str, Any] = {"kind": m.kind, "n": m.n, "source": "calibrate-served"}
+    for name, value in measured.items():
+        error = percent_error(getattr(p, name), value)
+        row |= {f"{name}_predicted": getattr(p, name), f"{name}_measured": value, f"{name}_error_percent": error,
+                f"{name}_within_tolerance": abs(error) <= tolerance}
+    return row
+
+
+def bench_memory_row(path: Path, params: ServedParams, coeffs: Coefficients, tolerance: float) -> dict[str, Any]:
+    """The plan against a loadtest.bench_memory result (its own size and index parameters, same point shape)."""
+    report = json.loads(path.read_text())
+    kind, n, index_params = report["index"], int(report["n"]), report.get("params", {})
+    if report.get("dim", params.dim) != params.dim or (kind == "hnsw" and index_params.get("m", params.hnsw_m) != params.hnsw_m):
+        raise ValueError(f"{path}: dim {report.get('dim')} / params {index_params} differ from the calibration's")
+    p = predict_served(kind, n, params, coeffs, pq_m=index_params.get("m") if kind == "ivf_pq" else None,
+                       nlist=index_params.get("nlist") if kind == "ivf_pq" else None)
+    measured = report["grown"]["VmRSS"] / n
+    error = percent_error(p.bytes_per_point, measured)
+    return {"kind": kind, "n": n, "source": str(path), "params": index_params, "bytes_per_point_predicted": p.bytes_per_point,
+            "bytes_per_point_measured": measured, "bytes_per_point_error_percent": error,
+            "bytes_per_point_within_tolerance": abs(error) <= tolerance}
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+SERVED_FIELDS = tuple(f.name for f in dataclasses.fields(Coefficients) if "served" in f.name or f.name in ("shard_process_bytes", "router_core_s_per_query"))
+
+
+def calibrate_served(
+    sizes: Sequence[int], validate: Sequence[int], kinds: Sequence[str], params: ServedParams, bare: Coefficients,
+    *, bench_memory: Sequence[Path] = (), tolerance_percent: float = 15.0, log: Callable[[str], None] = print,
+) -> tuple[Coefficients, dict[str, Any]]:
+    """Measure, fit on `sizes`, validate on `validate` (and bench_memory results); the coefficients and details."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"kinds must be among {KINDS}, got {list(kinds)}")
+    if not sizes:
+        raise ValueError("need at least one calibration size")
+    if not bare.measured:
+        raise ValueError("the bare coefficients are estimates: run `quiver-loadtest calibrate` first, with the same parameters")
+    measured: list[ServedMeasurement] = []
+    for kind in kinds:
+        for n in sorted(sizes):
+            log(f"served {kind} at {n:,} x {params.dim} (synthetic), fit ...")
+            measured.append(measure_served(kind, n, params, log))
+            log("  " + format_measurement(measured[-1]))
+    coeffs, fit = fit_served(measured, params, bare)
+    validation: list[dict[str, Any]] = []
+    checks: list[ServedMeasurement] = []
+    for kind in kinds:
+        for n in validate:
+            log(f"served {kind} at {n:,} x {params.dim} (synthetic), validation ...")
+            checks.append(measure_served(kind, n, params, log))
+            log("  " + format_measurement(checks[-1]))
+            validation.append(validation_row(checks[-1], params, coeffs, tolerance_percent))
+    for path in bench_memory:
+        validation.append(bench_memory_row(path, params, coeffs, tolerance_percent))
+    coeffs = dataclasses.replace(coeffs, served_notes=_notes(sizes, kinds, params, validation, tolerance_percent))
+    details = {
+        "synthetic": True,
+        "dataset": f"gaussian_mixture(dim={params.dim}, clusters={params.clusters}, seed={params.seed}, metric=l2)",
+        "machine": describe_machine(),
+        "params": dataclasses.asdict(params),
+        "point": {"id_bytes": ID_BYTES, "metadata_bytes": METADATA_BYTES, "fields": ["category (string)", "year (int)", "score (float)"]},
+        "sizes": list(sizes),
+        "measurements": [dataclasses.asdict(m) for m in measured],
+        "validation_measurements": [dataclasses.asdict(m) for m in checks],
+        "fit": fit,
+        "coefficients": {name: getattr(coeffs, name) for name in SERVED_FIELDS},
+        "validation": validation,
+        "tolerance_percent": tolerance_percent,
+    }
+    return coeffs, details
+
+
+def _notes(sizes: Sequence[int], kinds: Sequence[str], params: ServedParams, validation: Sequence[dict[str, Any]], tolerance: float) -> str:
+    parts = [
+        f"Measured by `quiver-loadtest calibrate-served` on {machine_line(describe_machine())}: one shard server and one router "
+        f"on loopback, loaded through the router with SYNTHETIC Gaussian-mixture data ({params.dim}-d, L2), a {ID_BYTES}-byte id "
+        f"and {METADATA_BYTES} bytes of metadata in 3 fields a point; {', '.join(kinds)} at {', '.join(f'{n:,}' for n in sorted(sizes))}; "
+        f"queries from {params.clients} client threads at ef_search={params.ef_search} / nprobe={params.nprobe}.",
+    ]
+    if validation:
+        rows = "; ".join(
+            f"{v['kind']} at {v['n']:,}{' (bench_memory)' if v['source'] != 'calibrate-served' else ''}: memory "
+            f"{v['bytes_per_point_error_percent']:+.1f}%"
+            + (f", ingest {v['ingest_core_s_per_point_error_percent']:+.1f}%, QPS/core {v['served_qps_per_core_error_percent']:+.1f}%"
+               if "ingest_core_s_per_point_error_percent" in v else "")
+            for v in validation
+        )
+        parts.append(f"Validation against the plan (tolerance {tolerance:g}%): {rows}.")
+    return " ".join(parts)
+
+
+def format_measurement(m: ServedMeasurement) -> str:
+    return (f"{m.kind} n={m.n:,}: shard RSS +{m.rss_growth_bytes / 2**20:,.1f} MiB ({m.rss_growth_bytes / m.n:,.1f} B/point; "
+            f"anon {m.rss_anon_growth_bytes / m.n:,.1f}, file {m.rss_file_growth_bytes / m.n:,.1f}), empty shard {m.empty_shard_rss_bytes / 2**20:,.0f} MiB; "
+            f"ingest {m.ingest_core_s:,.1f} core-s ({m.n / m.ingest_wall_s:,.0f} points/s wall); {m.qps_wall:,.0f} QPS wall, "
+            f"CPU/query shard {m.shard_core_s_per_query * 1e3:.3f} ms, router {m.router_core_s_per_query * 1e3:.3f} ms, "
+            f"client {m.client_core_s_per_query * 1e3:.3f} ms; p50 {m.p50_ms:.2f} ms, p99 {m.p99_ms:.2f} ms; recall@10 {m.recall_at_10:.3f}")
+
+
+def format_summary(coeffs: Coefficients, details: dict[str, Any]) -> str:
+    lines = ["served coefficients:"]
+    lines += [f"  {name:<38} {getattr(coeffs, name):.6g}" for name in SERVED_FIELDS if name != "served_notes"]
+    tol = details["tolerance_percent"]
+    lines.append(f"validation at sizes the fit did not use (acceptance: within {tol:g}%):")
+    lines.append(f"  {'kind':<7} {'n':>11}  {'B/point plan':>12} {'measured':>9} {'err':>7}  {'ingest err':>10}  {'QPS/core plan':>13} {'measured':>9} {'err':>7}  source")
+    for v in details["validation"]:
+        served = "ingest_core_s_per_point_error_percent" in v
+        lines.append(
+            f"  {v['kind']:<7} {v['n']:>11,}  {v['bytes_per_point_predicted']:>12,.1f} {v['bytes_per_point_measured']:>9,.1f} "
+            f"{v['bytes_per_point_error_percent']:>+6.1f}%  "
+            + (f"{v['ingest_core_s_per_point_error_percent']:>+9.1f}%  {v['served_qps_per_core_predicted']:>13,.0f} "
+               f"{v['served_qps_per_core_measured']:>9,.0f} {v['served_qps_per_core_error_percent']:>+6.1f}%" if served else f"{'-':>10}  {'-':>13} {'-':>9} {'-':>7}")
+            + f"  {'calibrate-served' if v['source'] == 'calibrate-served' else Path(v['source']).name}"
+        )
+    return "\n".join(lines)

@@ -296,6 +296,8 @@ def calibrate(**o: Any) -> None:
 @click.option("--tolerance", type=float, default=15.0, show_default=True, help="Validation acceptance, percent.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Coefficients file to update (default loadtest/calibration.json).")
 @click.option("--results", type=click.Path(path_type=Path), default=None, help="Also write the details and the table here (FILE.json, FILE.txt).")
+@click.option("--refit", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Fit and validate again from the measurements of an earlier run's details JSON (measures nothing).")
 def calibrate_served_command(**o: Any) -> None:
     """Measure shard processes loaded and searched through a router (synthetic data, the bare calibration's
     parameters), fit the planner's served coefficients onto the bare ones, validate at new sizes."""
@@ -303,7 +305,7 @@ def calibrate_served_command(**o: Any) -> None:
     import json
 
     from loadtest.calibrate import details_path
-    from loadtest.calibrate_served import ServedParams, calibrate_served, format_summary
+    from loadtest.calibrate_served import ServedParams, calibrate_served, format_summary, refit
     from loadtest.sizing import DEFAULT_CALIBRATION, load_coefficients, save_coefficients
 
     out = o["out"] or DEFAULT_CALIBRATION
@@ -314,8 +316,11 @@ def calibrate_served_command(**o: Any) -> None:
         bare = load_coefficients(out)
         bare_details = json.loads(details_path(out).read_text()) if details_path(out).exists() else {}
         params = ServedParams.of_bare_calibration(bare_details, clients=o["clients"], qps_seconds=o["qps_seconds"])
-        coeffs, details = calibrate_served(sizes, validate, kinds, params, bare, bench_memory=o["bench_memory"],
-                                           tolerance_percent=o["tolerance"], log=_echo)
+        if o["refit"]:
+            coeffs, details = refit(json.loads(o["refit"].read_text()), bare, bench_memory=o["bench_memory"], tolerance_percent=o["tolerance"])
+        else:
+            coeffs, details = calibrate_served(sizes, validate, kinds, params, bare, bench_memory=o["bench_memory"],
+                                               tolerance_percent=o["tolerance"], log=_echo)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     save_coefficients(coeffs, out)

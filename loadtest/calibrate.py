@@ -5,8 +5,8 @@ Every build runs in a fresh process (multiprocessing spawn), on SYNTHETIC Gaussi
 
 - hnsw: hnswlib, sized for exactly n elements, add_items on every core.
 - ivf_pq: faiss IndexIVFPQ over a flat L2 quantizer, trained on min(n, max(39 * nlist, 10000))
-  vectors (the shard's default train_size), with the hashtable direct map the shard keeps for
-  deletes and replacements, then add_with_ids.
+  vectors (the shard's default train_size), then add_with_ids; no direct map (the shard keeps its own
+  label -> list column, shard/indexes/ivf_lists.py, which `calibrate-served` counts with the shard).
 - flat: faiss IndexFlatL2.
 
 What is measured, and why that way:
@@ -15,7 +15,7 @@ What is measured, and why that way:
   just after it is built, each reading taken after gc and glibc malloc_trim, with the BLAS and
   OpenMP pools started beforehand (their buffers belong to the process, not to an index). The planner predicts
   RAM, and RSS is what the index really holds in RAM: hnswlib's per-element mutexes, level array and
-  label map, faiss's list slack and direct-map hashtable, allocator overhead. The libraries' own
+  label map, faiss's list slack, allocator overhead. The libraries' own
   serialized sizes (hnswlib index_file_size, faiss serialize_index) leave all of that out; they are
   recorded next to it for comparison. A fresh process per build keeps memory freed by an earlier
   build from being reused and hiding growth.
@@ -127,7 +127,6 @@ def measure(kind: str, n: int, params: CalibrationParams) -> Measurement:
             cpu = time.process_time()
             index.train(base[: min(n, max(39 * params.nlist, 10_000))])
             train_cpu = time.process_time() - cpu
-            index.set_direct_map_type(faiss.DirectMap.Hashtable)
             index.nprobe = params.nprobe
             cpu, wall = time.process_time(), time.perf_counter()
             index.add_with_ids(base, np.arange(n, dtype=np.int64))
@@ -255,7 +254,7 @@ def _notes(
         + (f"; not measured (estimates kept): {', '.join(k for k in KINDS if k not in kinds)}" if set(kinds) != set(KINDS) else "")
         + ".",
         "Memory: RSS growth of a fresh process building and holding the index (after malloc_trim), slope over "
-        "sizes; ivf_pq includes the shard's direct-map hashtable, so ivfpq_list_slack_fraction covers it too.",
+        "sizes; ivf_pq without a direct map (the shard keeps its own label column, which the served calibration counts).",
         "Build: process CPU seconds of adding the vectors (IVF training apart). QPS: one query at a time from one "
         "thread, per CPU second.",
         f"hnsw M={params.hnsw_m} ef_construction={params.ef_construction} ef_search={params.ef_search}"

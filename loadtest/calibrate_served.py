@@ -13,8 +13,10 @@ through the router with the same SYNTHETIC Gaussian-mixture data and index param
 calibration (its details file says which; L2), each point with a string id and three metadata fields
 (loadtest.bench_memory's: a category string, an int, a float). Measured:
 
-- memory: the shard process's VmRSS growth (anonymous memory plus resident mapped files: the raw-vector
-  arena is a mapped file) from the empty server to the loaded one, settled; and the empty server's RSS;
+- memory: the shard process's resident memory growth from the empty server to the loaded one, settled:
+  RssAnon, what the process holds and cannot give back, is what is fitted (RssFile, recorded beside it, is
+  mapped files in the page cache: mostly hnsw's raw-vector arena, which the kernel writes back and reclaims,
+  and how much of it is resident depends on the run, 74 to 192 B a point here); and the empty server's RSS;
 - ingest: CPU seconds of the router and shard processes while the points are upserted (IVF-PQ's training,
   which a served build does on the way, included), and the wall time;
 - queries: `clients` client threads, one channel each, single queries at the bare calibration's ef_search
@@ -23,7 +25,7 @@ calibration (its details file says which; L2), each point with a string id and t
 
 The fit: memory and ingest are lines over sizes (slopes per point; the empty process and IVF training drop
 out as intercepts); what the slope holds beyond the planner's bare figures (the index layout with its
-calibrated overhead, hnsw's raw-vector copy, the ids' and metadata's own bytes) is the served per-point
+calibrated overhead, the ids' and metadata's own bytes) is the served per-point
 coefficient. A query's shard CPU beyond the bare index's 1 / qps_per_core at that size is the served
 request cost; the router's CPU per query is a mean. Validation compares the plan with measurements at
 other sizes, and with any bench_memory results given (other sizes and parameters).
@@ -223,27 +225,35 @@ def fit_served(measurements: Sequence[ServedMeasurement], params: ServedParams, 
     for kind in sorted({m.kind for m in measurements}):
         ms = sorted((m for m in measurements if m.kind == kind), key=lambda m: m.n)
         prefix = KIND_PREFIX[kind]
-        if len({m.n for m in ms}) >= 2:
-            bytes_slope, bytes_fixed = line_fit([(m.n, m.rss_growth_bytes) for m in ms])
-            ingest_slope, ingest_fixed = line_fit([(m.n, m.ingest_core_s) for m in ms])
-        else:
-            bytes_slope, bytes_fixed = ms[0].rss_growth_bytes / ms[0].n, 0.0
-            ingest_slope, ingest_fixed = ms[0].ingest_core_s / ms[0].n, 0.0
         reference = ms[-1].n
-        # Per point beyond the bare plan at the largest size (fixed per-shard structures are in the intercept).
         inp = params.sizing_input(kind, reference)
         bare_plan = plan(inp, bare)
         bare_per_point = (bare_plan.shard_ram_bytes - bare_plan.fixed_bytes) / reference
-        arena = 4 * params.dim if kind == "hnsw" else 0
-        fitted[f"{prefix}_served_bytes_per_point"] = bytes_slope - bare_per_point - arena
-        fitted[f"{prefix}_served_ingest_core_s_per_point"] = ingest_slope - _build_core_s_per_vector(inp, bare, reference)
+
+        def bare_build(n: int) -> float:  # the bare index's add of n points, core-seconds, as the planner has it
+            return n * _build_core_s_per_vector(params.sizing_input(kind, n), bare, n)
+
+        # Lines over sizes: memory's intercept holds the per-shard structures, ingest's the IVF training.
+        # What the planner adds per point is the slope of what the bare plan does not explain.
+        beyond_ingest = [(m.n, m.ingest_core_s - bare_build(m.n)) for m in ms]
+        if len({m.n for m in ms}) >= 2:
+            bytes_slope, bytes_fixed = line_fit([(m.n, m.rss_anon_growth_bytes) for m in ms])
+            ingest_slope, ingest_fixed = line_fit(beyond_ingest)
+        else:
+            bytes_slope, bytes_fixed = (ms[0].rss_anon_growth_bytes - bare_plan.fixed_bytes) / ms[0].n, float(bare_plan.fixed_bytes)
+            ingest_slope, ingest_fixed = beyond_ingest[0][1] / ms[0].n, 0.0
+        fitted[f"{prefix}_served_bytes_per_point"] = bytes_slope - bare_per_point
+        fitted[f"{prefix}_served_ingest_core_s_per_point"] = ingest_slope
+        # The intercepts: what a served shard holds and spends once, beyond the bare plan's fixed structures.
+        fitted[f"{prefix}_served_fixed_bytes"] = max(0.0, bytes_fixed - bare_plan.fixed_bytes)
+        fitted[f"{prefix}_served_ingest_fixed_core_s"] = max(0.0, ingest_fixed)
         index_core_s = [1.0 / _qps_per_core(params.sizing_input(kind, m.n), bare, m.n) for m in ms]
         fitted[f"{prefix}_served_request_core_s"] = float(np.mean([m.shard_core_s_per_query - c for m, c in zip(ms, index_core_s)]))
         details[kind] = {
             "bytes_per_point_slope": bytes_slope, "bytes_fixed_intercept": bytes_fixed,
-            "bare_bytes_per_point": bare_per_point, "raw_vector_copy_bytes": arena,
-            "ingest_core_s_per_point_slope": ingest_slope, "ingest_core_s_fixed_intercept": ingest_fixed,
-            "bare_build_core_s_per_point": _build_core_s_per_vector(inp, bare, reference),
+            "bare_bytes_per_point": bare_per_point,
+            "ingest_core_s_beyond_bare_slope": ingest_slope, "ingest_core_s_fixed_intercept": ingest_fixed,
+            "bare_build_core_s_per_point_at_largest": _build_core_s_per_vector(inp, bare, reference),
             "shard_core_s_per_query": [m.shard_core_s_per_query for m in ms], "bare_index_core_s_per_query": index_core_s,
         } | {k: v for k, v in fitted.items() if k.startswith(prefix)}
     fitted["router_core_s_per_query"] = float(np.mean([m.router_core_s_per_query for m in measurements]))
@@ -271,7 +281,7 @@ def predict_served(kind: str, n: int, params: ServedParams, coeffs: Coefficients
 def validation_row(m: ServedMeasurement, params: ServedParams, coeffs: Coefficients, tolerance: float) -> dict[str, Any]:
     p = predict_served(m.kind, m.n, params, coeffs)
     measured = {
-        "bytes_per_point": m.rss_growth_bytes / m.n,
+        "bytes_per_point": m.rss_anon_growth_bytes / m.n,
         "ingest_core_s_per_point": m.ingest_core_s / m.n,
         "served_qps_per_core": 1.0 / (m.shard_core_s_per_query + m.router_core_s_per_query),
     }
@@ -291,7 +301,7 @@ def bench_memory_row(path: Path, params: ServedParams, coeffs: Coefficients, tol
         raise ValueError(f"{path}: dim {report.get('dim')} / params {index_params} differ from the calibration's")
     p = predict_served(kind, n, params, coeffs, pq_m=index_params.get("m") if kind == "ivf_pq" else None,
                        nlist=index_params.get("nlist") if kind == "ivf_pq" else None)
-    measured = report["grown"]["VmRSS"] / n
+    measured = report["grown"]["RssAnon"] / n
     error = percent_error(p.bytes_per_point, measured)
     return {"kind": kind, "n": n, "source": str(path), "params": index_params, "bytes_per_point_predicted": p.bytes_per_point,
             "bytes_per_point_measured": measured, "bytes_per_point_error_percent": error,
@@ -321,22 +331,38 @@ def calibrate_served(
             log(f"served {kind} at {n:,} x {params.dim} (synthetic), fit ...")
             measured.append(measure_served(kind, n, params, log))
             log("  " + format_measurement(measured[-1]))
-    coeffs, fit = fit_served(measured, params, bare)
-    validation: list[dict[str, Any]] = []
     checks: list[ServedMeasurement] = []
     for kind in kinds:
         for n in validate:
             log(f"served {kind} at {n:,} x {params.dim} (synthetic), validation ...")
             checks.append(measure_served(kind, n, params, log))
             log("  " + format_measurement(checks[-1]))
-            validation.append(validation_row(checks[-1], params, coeffs, tolerance_percent))
-    for path in bench_memory:
-        validation.append(bench_memory_row(path, params, coeffs, tolerance_percent))
-    coeffs = dataclasses.replace(coeffs, served_notes=_notes(sizes, kinds, params, validation, tolerance_percent))
+    return fit_and_validate(measured, checks, params, bare, bench_memory=bench_memory, tolerance_percent=tolerance_percent)
+
+
+def refit(details: dict[str, Any], bare: Coefficients, *, bench_memory: Sequence[Path] = (), tolerance_percent: float = 15.0) -> tuple[Coefficients, dict[str, Any]]:
+    """The fit and validation again, from the measurements a run's details hold (after a change to the model)."""
+    params = ServedParams(**details["params"])
+    measured = [ServedMeasurement(**m) for m in details["measurements"]]
+    checks = [ServedMeasurement(**m) for m in details["validation_measurements"]]
+    return fit_and_validate(measured, checks, params, bare, bench_memory=bench_memory, tolerance_percent=tolerance_percent, machine=details.get("machine"))
+
+
+def fit_and_validate(
+    measured: Sequence[ServedMeasurement], checks: Sequence[ServedMeasurement], params: ServedParams, bare: Coefficients,
+    *, bench_memory: Sequence[Path] = (), tolerance_percent: float = 15.0, machine: dict[str, Any] | None = None,
+) -> tuple[Coefficients, dict[str, Any]]:
+    coeffs, fit = fit_served(measured, params, bare)
+    validation = [validation_row(m, params, coeffs, tolerance_percent) for m in checks]
+    validation += [bench_memory_row(path, params, coeffs, tolerance_percent) for path in bench_memory]
+    sizes = sorted({m.n for m in measured})
+    kinds = sorted({m.kind for m in measured})
+    machine = machine or describe_machine()
+    coeffs = dataclasses.replace(coeffs, served_notes=_notes(sizes, kinds, params, validation, tolerance_percent, machine))
     details = {
         "synthetic": True,
         "dataset": f"gaussian_mixture(dim={params.dim}, clusters={params.clusters}, seed={params.seed}, metric=l2)",
-        "machine": describe_machine(),
+        "machine": machine,
         "params": dataclasses.asdict(params),
         "point": {"id_bytes": ID_BYTES, "metadata_bytes": METADATA_BYTES, "fields": ["category (string)", "year (int)", "score (float)"]},
         "sizes": list(sizes),
@@ -350,9 +376,12 @@ def calibrate_served(
     return coeffs, details
 
 
-def _notes(sizes: Sequence[int], kinds: Sequence[str], params: ServedParams, validation: Sequence[dict[str, Any]], tolerance: float) -> str:
+def _notes(
+    sizes: Sequence[int], kinds: Sequence[str], params: ServedParams, validation: Sequence[dict[str, Any]], tolerance: float,
+    machine: dict[str, Any],
+) -> str:
     parts = [
-        f"Measured by `quiver-loadtest calibrate-served` on {machine_line(describe_machine())}: one shard server and one router "
+        f"Measured by `quiver-loadtest calibrate-served` on {machine_line(machine)}: one shard server and one router "
         f"on loopback, loaded through the router with SYNTHETIC Gaussian-mixture data ({params.dim}-d, L2), a {ID_BYTES}-byte id "
         f"and {METADATA_BYTES} bytes of metadata in 3 fields a point; {', '.join(kinds)} at {', '.join(f'{n:,}' for n in sorted(sizes))}; "
         f"queries from {params.clients} client threads at ef_search={params.ef_search} / nprobe={params.nprobe}.",

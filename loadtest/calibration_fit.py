@@ -12,7 +12,9 @@ The fit inverts the planner's own formulas (loadtest.sizing), so whatever it fit
 - Build and QPS: the planner scales a per-core rate at the reference point to other sizes. Every
   measurement is scaled back to the reference point with the planner's factor (the model evaluated
   with the coefficient set to 1), and the coefficient is the geometric mean over sizes (least squares
-  in log space), so a single reference measurement gives itself.
+  in log space), so a single reference measurement gives itself. For hnsw with two or more sizes, how
+  the rates change with size is fitted first, as exponents of n (least squares of log rate over log n):
+  on a real machine a graph that outgrows the CPU caches slows down faster than log n.
 """
 from __future__ import annotations
 
@@ -120,6 +122,11 @@ def fit_coefficients(
         elif kind == "ivf_pq":
             coeffs = dataclasses.replace(coeffs, ivfpq_list_slack_fraction=residual / (layout.code_bytes + layout.label_bytes))
 
+        if kind == "hnsw" and len({m.n for m in ms}) >= 2:
+            qps_exponent = -line_fit([(math.log(m.n), math.log(m.qps_per_core)) for m in ms])[0]
+            build_exponent = line_fit([(math.log(m.n), math.log(m.build_core_s / m.n)) for m in ms])[0]
+            coeffs = dataclasses.replace(coeffs, hnsw_qps_size_exponent=qps_exponent, hnsw_build_size_exponent=build_exponent)
+            info.update(qps_size_exponent=qps_exponent, build_size_exponent=build_exponent)
         unit = dataclasses.replace(coeffs, **{f"{prefix}_build_core_s_per_vector": 1.0, f"{prefix}_qps_per_core": 1.0})
         build_at_ref = [m.build_core_s / m.n / _build_core_s_per_vector(sizing_input(kind, m.n, ref), unit, m.n) for m in ms]
         qps_at_ref = [m.qps_per_core / _qps_per_core(sizing_input(kind, m.n, ref), unit, m.n) for m in ms]

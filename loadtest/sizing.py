@@ -20,9 +20,12 @@ Every point also costs metadata_bytes_per_point and id_bytes_per_point (its id's
 
 The served system (coefficients from `quiver-loadtest calibrate-served`, `served_measured`): a shard server
 holds more than its index, and a query or a write costs more than the library call. Then memory is the
-shard process's RSS: the index as above, plus hnsw's raw-vector copy beside the graph (4d, memory-mapped,
-resident), plus a calibrated `*_served_bytes_per_point` (the id map's offsets and hashes, metadata columns,
-liveness, allocator), plus one empty shard process per node (`shard_process_bytes`). A query costs a shard
+shard process's own (anonymous) resident memory: the index as above, plus a calibrated
+`*_served_bytes_per_point` (the id map's offsets and hashes, metadata columns, liveness, allocator), plus
+one empty shard process per node (`shard_process_bytes`). hnsw's raw-vector copy beside the graph (4d, for
+exact scoring and snapshots) is a memory-mapped file that searches do not touch: it is counted on disk, and
+what of it the page cache holds is the kernel's to reclaim (flat's vectors are its index, searched whole,
+so they stay in RAM). A query costs a shard
 replica `*_served_request_core_s` (gRPC, protobuf, filters, merging) on top of the index's search, and the
 router `router_core_s_per_query`; a point ingested through the router costs `*_served_ingest_core_s_per_point`
 (router split, WAL, id map, metadata) on top of the index's add. Without served coefficients, all of that
@@ -78,7 +81,7 @@ class SizingInput:
     refine: bool = False
     replication_factor: int = 1
     metadata_bytes_per_point: int = 0
-    id_bytes_per_point: int = 40
+    id_bytes_per_point: int = 40  # each id's own UTF-8 bytes; the id map's structure is a served coefficient
     target_qps: float = 0.0
     node_ram_bytes: int
     node_cores: int
@@ -135,6 +138,10 @@ class Coefficients:
     flat_qps_per_core: float = 20.0
     hnsw_qps_per_core: float = 3000.0
     ivfpq_qps_per_core: float = 2000.0
+    # How hnsw's costs grow with the shard's size n: a query's and a point's add as (n / ref)^exponent, fitted
+    # over the calibration's sizes (a graph past the CPU caches costs more than its log n hops say). 0: log n.
+    hnsw_qps_size_exponent: float = 0.0
+    hnsw_build_size_exponent: float = 0.0
     # The served system (see the module docstring); zero until `calibrate-served` measures it.
     served_measured: bool = False
     served_notes: str = ""
@@ -149,9 +156,18 @@ class Coefficients:
     flat_served_ingest_core_s_per_point: float = 0.0
     hnsw_served_ingest_core_s_per_point: float = 0.0
     ivfpq_served_ingest_core_s_per_point: float = 0.0
+    # Per shard: what a served shard holds beyond the index's fixed structures (IVF-PQ keeps much of its
+    # training's working memory), and the ingest's fixed CPU (IVF-PQ's training).
+    flat_served_fixed_bytes: float = 0.0
+    hnsw_served_fixed_bytes: float = 0.0
+    ivfpq_served_fixed_bytes: float = 0.0
+    flat_served_ingest_fixed_core_s: float = 0.0
+    hnsw_served_ingest_fixed_core_s: float = 0.0
+    ivfpq_served_ingest_fixed_core_s: float = 0.0
 
     def served(self, kind: str, what: str) -> float:
-        """A served coefficient of `kind`: what = "bytes_per_point", "request_core_s" or "ingest_core_s_per_point"."""
+        """A served coefficient of `kind`: what = "bytes_per_point", "fixed_bytes", "request_core_s",
+        "ingest_core_s_per_point" or "ingest_fixed_core_s"."""
         return float(getattr(self, f"{KIND_PREFIX[kind]}_served_{what}"))
 
 
@@ -178,6 +194,7 @@ class SizingPlan:
     id_map_bytes: int
     served_bytes: int  # the shard's own structures beyond the index, ids and metadata (0: bare index)
     shard_process_bytes: int  # one empty shard server process, per node
+    raw_vector_file_bytes: int  # hnsw's raw-vector copy, memory-mapped (on disk; page cache as it is read)
     replica_ram_bytes: int
     cluster_ram_bytes: int
     # Sharding and placement.
@@ -209,23 +226,24 @@ def plan(inp: SizingInput, coeffs: Coefficients) -> SizingPlan:
     """Work out memory, shards, nodes, disk, build time and throughput for `inp`."""
     layout = _layout(inp, coeffs)
     served = coeffs.served_measured
-    # A served hnsw shard keeps each raw vector beside the graph (exact scoring, snapshots), memory-mapped.
-    served_exact = 4 * inp.dim if served and inp.index_kind == "hnsw" else 0
+    # A served hnsw shard keeps each raw vector beside the graph (exact scoring, snapshots) in a mapped file.
+    raw_vector_file = 4 * inp.dim if served and inp.index_kind == "hnsw" else 0
     served_fractional = coeffs.served(inp.index_kind, "bytes_per_point") if served else 0.0
-    point_exact = layout.exact_per_vector + inp.metadata_bytes_per_point + inp.id_bytes_per_point + served_exact
+    point_exact = layout.exact_per_vector + inp.metadata_bytes_per_point + inp.id_bytes_per_point
     point_fractional = layout.fractional_per_vector + served_fractional
     per_point = point_exact + point_fractional
     process_bytes = math.ceil(coeffs.shard_process_bytes) if served else 0
+    fixed_per_shard = layout.fixed_per_shard + (max(0, math.ceil(coeffs.served(inp.index_kind, "fixed_bytes"))) if served else 0)
     budget = math.floor(inp.ram_headroom * inp.node_ram_bytes) - process_bytes
     notes: list[str] = []
 
     def shard_bytes(n: int) -> int:
-        return layout.fixed_per_shard + _total(n, point_exact, point_fractional)
+        return fixed_per_shard + _total(n, point_exact, point_fractional)
 
-    room = budget - layout.fixed_per_shard
+    room = budget - fixed_per_shard
     if room < per_point:
         raise ValueError(f"a node's RAM budget of {budget} bytes cannot hold one shard's fixed "
-                         f"structures ({layout.fixed_per_shard} bytes) and a vector")
+                         f"structures ({fixed_per_shard} bytes) and a vector")
     shards_for_ram = math.ceil(inp.vectors / math.floor(room / per_point))
     while shard_bytes(math.ceil(inp.vectors / shards_for_ram)) > budget:
         shards_for_ram += 1  # float rounding in room / per_point; at most a step or two
@@ -275,10 +293,11 @@ def plan(inp: SizingInput, coeffs: Coefficients) -> SizingPlan:
 
     wal_record = 4 * inp.dim + inp.id_bytes_per_point + inp.metadata_bytes_per_point + WAL_FRAME_BYTES
     shard_wal = math.ceil(inp.wal_fraction * vectors_per_shard) * wal_record
-    fixed = shards * layout.fixed_per_shard
+    fixed = shards * fixed_per_shard
     index = _total(inp.vectors, layout.exact_per_vector, layout.fractional_per_vector) + fixed
     replica = _total(inp.vectors, point_exact, point_fractional) + fixed
     build_per_vector = _build_core_s_per_vector(inp, coeffs, vectors_per_shard)
+    ingest_fixed_core_s = max(0.0, coeffs.served(inp.index_kind, "ingest_fixed_core_s")) if served else 0.0
     if served:
         build_per_vector += coeffs.served(inp.index_kind, "ingest_core_s_per_point")
 
@@ -309,7 +328,8 @@ def plan(inp: SizingInput, coeffs: Coefficients) -> SizingPlan:
         index_bytes=index,
         metadata_bytes=inp.vectors * inp.metadata_bytes_per_point,
         id_map_bytes=inp.vectors * inp.id_bytes_per_point,
-        served_bytes=_total(inp.vectors, served_exact, served_fractional),
+        served_bytes=_total(inp.vectors, 0, served_fractional),
+        raw_vector_file_bytes=inp.vectors * raw_vector_file,
         shard_process_bytes=process_bytes,
         replica_ram_bytes=replica,
         cluster_ram_bytes=replica * inp.replication_factor,
@@ -323,9 +343,9 @@ def plan(inp: SizingInput, coeffs: Coefficients) -> SizingPlan:
         nodes=nodes,
         snapshot_bytes=replica,
         wal_bytes=shards * shard_wal,
-        disk_bytes_per_node=per_node * (shard_ram + shard_wal),
-        build_core_seconds=inp.vectors * build_per_vector,
-        build_wall_seconds=per_node * vectors_per_shard * build_per_vector / inp.node_cores,
+        disk_bytes_per_node=per_node * (shard_ram + shard_wal + vectors_per_shard * raw_vector_file),
+        build_core_seconds=inp.vectors * build_per_vector + shards * ingest_fixed_core_s,
+        build_wall_seconds=per_node * (vectors_per_shard * build_per_vector + ingest_fixed_core_s) / inp.node_cores,
         qps_per_shard_replica=qps_replica,
         shard_core_s_per_query=query_core_s(shards),
         router_core_s_per_query=router_core_s,
@@ -378,6 +398,7 @@ def format_plan(p: SizingPlan) -> str:
         ("nodes", f"{p.nodes:,} ({inp.node_cores} cores each)"),
         ("disk: snapshots, one replica", _bytes(p.snapshot_bytes)),
         ("disk: WAL allowance, one replica", _bytes(p.wal_bytes)),
+        *((("disk: raw-vector files, one replica", _bytes(p.raw_vector_file_bytes)),) if p.raw_vector_file_bytes else ()),
         ("disk / node", _bytes(p.disk_bytes_per_node)),
         ("build, core-seconds (one replica)", f"{p.build_core_seconds:,.0f}"),
         ("build, wall clock (shards in parallel)", _duration(p.build_wall_seconds)),
@@ -476,6 +497,8 @@ def _qps_per_core(inp: SizingInput, c: Coefficients, n: int) -> float:
     if inp.index_kind == "flat":
         return c.flat_qps_per_core * (c.ref_vectors * c.ref_dim) / (n * inp.dim)
     if inp.index_kind == "hnsw":
+        if c.hnsw_qps_size_exponent:
+            return c.hnsw_qps_per_core * (c.ref_dim / inp.dim) * (c.ref_vectors / max(n, 2)) ** c.hnsw_qps_size_exponent
         return c.hnsw_qps_per_core * (c.ref_dim / inp.dim) * (math.log2(c.ref_vectors) / math.log2(max(n, 2)))
     reference = _ivf_cost(c.ref_vectors, c.ref_dim, c.ref_ivf_nlist, c.ref_ivf_nprobe, c.ref_pq_m, c.ref_pq_nbits)
     return c.ivfpq_qps_per_core * reference / _ivf_cost(n, inp.dim, inp.ivf_nlist, inp.ivf_nprobe,
@@ -487,6 +510,8 @@ def _build_core_s_per_vector(inp: SizingInput, c: Coefficients, n: int) -> float
     if inp.index_kind == "flat":
         return c.flat_build_core_s_per_vector * scale
     if inp.index_kind == "hnsw":
+        if c.hnsw_build_size_exponent:
+            return c.hnsw_build_core_s_per_vector * scale * (max(n, 2) / c.ref_vectors) ** c.hnsw_build_size_exponent
         return c.hnsw_build_core_s_per_vector * scale * math.log2(max(n, 2)) / math.log2(c.ref_vectors)
     # Adding a vector assigns it to a coarse centroid and encodes it against the codebooks.
     per_add = (inp.ivf_nlist + (1 << inp.pq_nbits)) * inp.dim

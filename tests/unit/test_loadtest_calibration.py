@@ -17,10 +17,11 @@ KNOWN = Coefficients(
     hnsw_overhead_bytes_per_vector=123.0, ivfpq_list_slack_fraction=0.4,
     flat_build_core_s_per_vector=3e-8, hnsw_build_core_s_per_vector=7e-4, ivfpq_build_core_s_per_vector=5e-5,
     flat_qps_per_core=35.0, hnsw_qps_per_core=4200.0, ivfpq_qps_per_core=1700.0,
+    hnsw_qps_size_exponent=0.45, hnsw_build_size_exponent=0.4,
 )
 REF = Reference(vectors=300_000, dim=128, hnsw_m=16, ivf_nlist=1024, ivf_nprobe=16, pq_m=16, pq_nbits=8)
 SIZES = (100_000, 300_000, 1_000_000)
-FITTED_FIELDS = [f.name for f in dataclasses.fields(Coefficients) if f.name.endswith(("_per_vector", "_fraction", "_per_core"))]
+FITTED_FIELDS = [f.name for f in dataclasses.fields(Coefficients) if f.name.endswith(("_per_vector", "_fraction", "_per_core", "_exponent"))]
 
 
 def synthetic_measurements(truth: Coefficients, extra_fixed_bytes: float = 0.0, noise: float = 0.0) -> list[Measurement]:

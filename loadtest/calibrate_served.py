@@ -48,6 +48,7 @@ import numpy as np
 
 from loadtest.bench_common import GRPC_OPTIONS, CpuMeter, pid_of, run_closed_loop_threads
 from loadtest.bench_memory import memory_of, metadata_of, point_id
+from loadtest.calibrate import CalibrationParams
 from loadtest.calibration_fit import line_fit, percent_error
 from loadtest.machine import describe_machine, machine_line
 from loadtest.sizing import KIND_PREFIX, Coefficients, SizingInput, _build_core_s_per_vector, _qps_per_core, plan
@@ -62,20 +63,11 @@ METADATA_BYTES = 11 + 8 + 8
 
 
 @dataclass(frozen=True)
-class ServedParams:
-    dim: int = 128
-    clusters: int = 256
-    seed: int = 7
-    hnsw_m: int = 16
-    ef_construction: int = 200
-    ef_search: int = 64
-    nlist: int = 4096
-    nprobe: int = 16
-    pq_m: int = 16
-    nbits: int = 8
-    queries: int = 1000
-    clients: int = 8
+class ServedParams(CalibrationParams):
+    """The bare calibration's data and index parameters (so its rates apply), and how the served run drives them."""
+
     qps_seconds: float = 10.0
+    clients: int = 8
     batch: int = 2000
     streams: int = 2  # upserts in flight at once, so the router and the shard overlap
 

@@ -296,16 +296,23 @@ def calibrate(**o: Any) -> None:
 @click.option("--tolerance", type=float, default=15.0, show_default=True, help="Validation acceptance, percent.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Coefficients file to update (default loadtest/calibration.json).")
 @click.option("--results", type=click.Path(path_type=Path), default=None, help="Also write the details and the table here (FILE.json, FILE.txt).")
-@click.option("--refit", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Fit and validate again from the measurements of an earlier run's details JSON (measures nothing).")
+@click.option("--refit", type=click.Path(exists=True, path_type=Path), multiple=True,
+              help="Fit and validate again from the measurements of earlier runs' details JSON (measures nothing); "
+                   "repeatable: per kind, the last run that measured it.")
+@click.option("--accept-misses", is_flag=True,
+              help="Write the coefficients even if a validation figure is out of tolerance (those kinds are marked "
+                   "unvalidated, and their plans say so).")
 def calibrate_served_command(**o: Any) -> None:
     """Measure shard processes loaded and searched through a router (synthetic data, the bare calibration's
-    parameters), fit the planner's served coefficients onto the bare ones, validate at new sizes."""
+    parameters), fit the planner's served coefficients onto the bare ones, validate at new sizes.
+
+    The details are always written; the coefficients only if the validation held (or --accept-misses), and a
+    miss exits with status 1."""
     import dataclasses
     import json
 
     from loadtest.calibrate import details_path
-    from loadtest.calibrate_served import ServedParams, calibrate_served, format_summary, refit
+    from loadtest.calibrate_served import ServedParams, calibrate_served, format_summary, misses, refit
     from loadtest.sizing import DEFAULT_CALIBRATION, load_coefficients, save_coefficients
 
     out = o["out"] or DEFAULT_CALIBRATION
@@ -317,21 +324,29 @@ def calibrate_served_command(**o: Any) -> None:
         bare_details = json.loads(details_path(out).read_text()) if details_path(out).exists() else {}
         params = ServedParams.of_bare_calibration(bare_details, clients=o["clients"], qps_seconds=o["qps_seconds"])
         if o["refit"]:
-            coeffs, details = refit(json.loads(o["refit"].read_text()), bare, bench_memory=o["bench_memory"], tolerance_percent=o["tolerance"])
+            coeffs, details = refit([json.loads(path.read_text()) for path in o["refit"]], bare, bench_memory=o["bench_memory"],
+                                    tolerance_percent=o["tolerance"])
         else:
             coeffs, details = calibrate_served(sizes, validate, kinds, params, bare, bench_memory=o["bench_memory"],
                                                tolerance_percent=o["tolerance"], log=_echo)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
-    save_coefficients(coeffs, out)
+    missed = misses(details["validation"])
     served_details = out.with_name(out.stem + ".served.details.json")
-    served_details.write_text(json.dumps(details, indent=2) + "\n")
     summary = format_summary(coeffs, details)
     click.echo(summary)
     if o["results"]:
         o["results"].with_suffix(".json").write_text(json.dumps(details | {"coefficients_all": dataclasses.asdict(coeffs)}, indent=2) + "\n")
         o["results"].with_suffix(".txt").write_text(summary + "\n")
-    click.echo(f"wrote {out} and {served_details}")
+    if missed and not o["accept_misses"]:
+        rejected = out.with_name(out.stem + ".served.rejected.json")
+        rejected.write_text(json.dumps(details, indent=2) + "\n")
+        click.echo(f"validation out of tolerance: {'; '.join(missed)}", err=True)
+        click.echo(f"{out} left as it was; the run is in {rejected} (--refit it, or rerun with --accept-misses)", err=True)
+        raise SystemExit(1)
+    save_coefficients(coeffs, out)
+    served_details.write_text(json.dumps(details, indent=2) + "\n")
+    click.echo(f"wrote {out} and {served_details}" + (f" (accepted misses: {'; '.join(missed)})" if missed else ""))
 
 
 if __name__ == "__main__":

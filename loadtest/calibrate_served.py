@@ -51,7 +51,15 @@ from loadtest.bench_memory import memory_of, metadata_of, point_id
 from loadtest.calibrate import CalibrationParams
 from loadtest.calibration_fit import line_fit, percent_error
 from loadtest.machine import describe_machine, machine_line
-from loadtest.sizing import KIND_PREFIX, Coefficients, SizingInput, _build_core_s_per_vector, _qps_per_core, plan
+from loadtest.sizing import (
+    KIND_PREFIX,
+    Coefficients,
+    SizingInput,
+    _build_core_s_per_vector,
+    _qps_per_core,
+    plan,
+    snapshot_estimate_bytes_per_point,
+)
 
 KINDS = ("hnsw", "ivf_pq", "flat")
 COLLECTION = "calibration"
@@ -71,6 +79,11 @@ class ServedParams(CalibrationParams):
     batch: int = 2000
     streams: int = 2  # upserts in flight at once, so the router and the shard overlap
 
+    @property
+    def train_size(self) -> int:
+        """IVF-PQ's training sample: 39 points per list (faiss's minimum without a warning), 10,000 at least."""
+        return max(39 * self.nlist, 10_000)
+
     @classmethod
     def of_bare_calibration(cls, details: dict[str, Any], **overrides: Any) -> "ServedParams":
         """The bare calibration's data and index parameters (its details file), so the bare rates apply."""
@@ -83,8 +96,7 @@ class ServedParams(CalibrationParams):
             return {"m": self.hnsw_m, "ef_construction": self.ef_construction, "ef_search": self.ef_search}
         if kind == "ivf_pq":
             # Trained on what the bare calibration trains on (the shard's default would wait for more points).
-            train = min(n, max(39 * self.nlist, 10_000))
-            return {"nlist": self.nlist, "m": self.pq_m, "nbits": self.nbits, "nprobe": self.nprobe, "train_size": train}
+            return {"nlist": self.nlist, "m": self.pq_m, "nbits": self.nbits, "nprobe": self.nprobe, "train_size": min(n, self.train_size)}
         return {}
 
     def sizing_input(self, kind: str, n: int, *, pq_m: int | None = None, nlist: int | None = None) -> SizingInput:
@@ -114,6 +126,7 @@ class ServedMeasurement:
     p50_ms: float
     p99_ms: float
     recall_at_10: float
+    snapshot_bytes: int = 0  # the shard's newest snapshot file once loaded (0: not measured, an older run)
 
 
 def _labels(results: Sequence[Any]) -> np.ndarray:
@@ -163,6 +176,7 @@ def measure_served(kind: str, n: int, params: ServedParams, log: Callable[[str],
         time.sleep(3.0)  # a snapshot or training still finishing gives its memory back
         loaded = memory_of(shard_pid)
         log(f"  loaded {n:,} in {ingest_wall:,.1f} s; shard RSS {empty['VmRSS'] / 2**20:,.0f} -> {loaded['VmRSS'] / 2**20:,.0f} MiB")
+        snapshot = _snapshot_bytes(cluster.shard_servers[0].address, Path(tmp) / "shard-0")
 
         knobs = types_pb2.SearchParams(ef_search=params.ef_search) if kind == "hnsw" else types_pb2.SearchParams(nprobe=params.nprobe)
         requests = [router_pb2.RouterSearchRequest(collection=COLLECTION, queries=q.astype("<f4").tobytes(), k=10, params=knobs) for q in queries]
@@ -197,8 +211,22 @@ def measure_served(kind: str, n: int, params: ServedParams, log: Callable[[str],
         queries=run.calls, qps_wall=run.qps,
         shard_core_s_per_query=used["shard"] / calls, router_core_s_per_query=used["router"] / calls,
         client_core_s_per_query=used["client"] / calls,
-        p50_ms=run.percentile_ms(50), p99_ms=run.percentile_ms(99), recall_at_10=recall,
+        p50_ms=run.percentile_ms(50), p99_ms=run.percentile_ms(99), recall_at_10=recall, snapshot_bytes=snapshot,
     )
+
+
+def _snapshot_bytes(shard_address: str, data_dir: Path) -> int:
+    """Snapshot every partition of the shard server now, and the size of each one's newest snapshot file."""
+    from quiver.v1 import shard_pb2, shard_pb2_grpc
+
+    with grpc.insecure_channel(shard_address, options=GRPC_OPTIONS) as channel:
+        stub = shard_pb2_grpc.ShardStub(channel)
+        for spec in stub.ListPartitions(shard_pb2.ListPartitionsRequest(), timeout=60).partitions:
+            stub.Snapshot(shard_pb2.SnapshotRequest(ref=spec.ref), timeout=600)
+    newest: dict[Path, Path] = {}
+    for path in sorted(data_dir.rglob("snapshot-*.qsnap")):  # names sort by LSN
+        newest[path.parent] = path
+    return sum(path.stat().st_size for path in newest.values())
 
 
 # -- the fit ----------------------------------------------------------------------------------------
@@ -209,13 +237,74 @@ def _bare_bytes_per_point(kind: str, n: int, params: ServedParams, bare: Coeffic
     return plan(params.sizing_input(kind, n), bare).shard_ram_bytes / n
 
 
+def _bare(coeffs: Coefficients) -> Coefficients:
+    """`coeffs` as a plan of the bare index: no kind served."""
+    return dataclasses.replace(coeffs, **{f"{prefix}_served_measured": False for prefix in KIND_PREFIX.values()},
+                               **{f"{prefix}_served_validated": False for prefix in KIND_PREFIX.values()})
+
+
+def fit_sizes(kind: str, ms: Sequence[ServedMeasurement], params: ServedParams) -> list[ServedMeasurement]:
+    """The measurements a kind's lines are fitted on. Below its training sample an IVF-PQ shard trains on all it
+    holds, so its training's memory and CPU grow with n there and are fixed above: a line across that bend
+    fits neither side."""
+    if kind != "ivf_pq":
+        return list(ms)
+    usable = [m for m in ms if m.n >= params.train_size]
+    if not usable:
+        raise ValueError(f"ivf_pq needs calibration sizes of at least its training sample, max(39 * nlist, 10,000) = "
+                         f"{params.train_size:,}; got {', '.join(f'{m.n:,}' for m in ms)}")
+    return usable
+
+
+# The factor is fitted only where the bare index's cost per query differs enough between the sizes to
+# tell it from the request's fixed cost: IVF-PQ's barely moves with n (0.138 vs 0.145 ms from 200k to 1M),
+# and a line through two such points turns 10% of measurement noise into a factor of 13.
+FACTOR_FIT_MIN_SPREAD = 0.5
+
+
+def request_cost_fit(shard_core_s: Sequence[float], index_core_s: Sequence[float]) -> tuple[float, float]:
+    """(factor, request): shard CPU per query = factor * the bare index's + request, least squares with the
+    factor at least 1 (a served search does the bare search's work and more) and the request at least 0.
+    With too little spread in the bare cost (FACTOR_FIT_MIN_SPREAD) the factor is 1."""
+    x, y = np.asarray(index_core_s, dtype=float), np.asarray(shard_core_s, dtype=float)
+    factor = 1.0
+    if len(x) >= 2 and float(x.min()) > 0 and float(np.ptp(x)) >= FACTOR_FIT_MIN_SPREAD * float(x.min()):
+        factor = max(1.0, float(np.polyfit(x, y, 1)[0]))
+    request = float(np.mean(y - factor * x))
+    if request < 0:  # a slope steeper than the costs can be: the line through the origin instead
+        factor = max(1.0, float(x @ y) / float(x @ x))
+        request = max(0.0, float(np.mean(y - factor * x)))
+    return factor, request
+
+
+def speed_reference(measurements: Sequence[ServedMeasurement]) -> float:
+    """The client's mean CPU per query over `measurements`: the machine's speed of record for CPU costs.
+
+    The client does the same work for every query at every size (encode, send, decode k results), so its
+    CPU per query moves only with the machine: on this shared 2-core VM by up to 20% between windows a
+    few minutes apart, and the router's and shard's costs with it (router / client stayed 2.10-2.24 over
+    six windows in which the router's own cost ranged 0.49-0.66 ms)."""
+    costs = [m.client_core_s_per_query for m in measurements if m.client_core_s_per_query > 0]
+    return float(np.mean(costs)) if costs else 0.0
+
+
+def at_reference_speed(m: ServedMeasurement, reference: float) -> ServedMeasurement:
+    """`m` with its router and shard CPU per query scaled to the machine's speed of record."""
+    if reference <= 0 or m.client_core_s_per_query <= 0:
+        return m
+    scale = reference / m.client_core_s_per_query
+    return dataclasses.replace(m, shard_core_s_per_query=m.shard_core_s_per_query * scale,
+                               router_core_s_per_query=m.router_core_s_per_query * scale,
+                               client_core_s_per_query=reference)
+
+
 def fit_served(measurements: Sequence[ServedMeasurement], params: ServedParams, bare: Coefficients) -> tuple[Coefficients, dict[str, Any]]:
     """`bare` with its served coefficients fitted to `measurements` (kinds not measured keep theirs)."""
-    bare = dataclasses.replace(bare, served_measured=False)
-    fitted: dict[str, Any] = {}
+    bare = _bare(bare)
+    fitted: dict[str, Any] = {"served_ref_dim": params.dim, "served_ref_ivf_nlist": params.nlist}
     details: dict[str, Any] = {}
     for kind in sorted({m.kind for m in measurements}):
-        ms = sorted((m for m in measurements if m.kind == kind), key=lambda m: m.n)
+        ms = fit_sizes(kind, sorted((m for m in measurements if m.kind == kind), key=lambda m: m.n), params)
         prefix = KIND_PREFIX[kind]
         reference = ms[-1].n
         inp = params.sizing_input(kind, reference)
@@ -234,23 +323,33 @@ def fit_served(measurements: Sequence[ServedMeasurement], params: ServedParams, 
         else:
             bytes_slope, bytes_fixed = (ms[0].rss_anon_growth_bytes - bare_plan.fixed_bytes) / ms[0].n, float(bare_plan.fixed_bytes)
             ingest_slope, ingest_fixed = beyond_ingest[0][1] / ms[0].n, 0.0
+        fitted[f"{prefix}_served_measured"] = True
         fitted[f"{prefix}_served_bytes_per_point"] = bytes_slope - bare_per_point
         fitted[f"{prefix}_served_ingest_core_s_per_point"] = ingest_slope
         # The intercepts: what a served shard holds and spends once, beyond the bare plan's fixed structures.
         fitted[f"{prefix}_served_fixed_bytes"] = max(0.0, bytes_fixed - bare_plan.fixed_bytes)
         fitted[f"{prefix}_served_ingest_fixed_core_s"] = max(0.0, ingest_fixed)
         index_core_s = [1.0 / _qps_per_core(params.sizing_input(kind, m.n), bare, m.n) for m in ms]
-        fitted[f"{prefix}_served_request_core_s"] = float(np.mean([m.shard_core_s_per_query - c for m, c in zip(ms, index_core_s)]))
+        factor, request = request_cost_fit([m.shard_core_s_per_query for m in ms], index_core_s)
+        fitted[f"{prefix}_served_index_cost_factor"] = factor
+        fitted[f"{prefix}_served_request_core_s"] = request
+        snapshots = [(m.n, m.snapshot_bytes) for m in ms if m.snapshot_bytes > 0]
+        if snapshots:
+            # What the layout's estimate of a snapshot misses per point (the planner adds it at any point shape).
+            slope = line_fit(snapshots)[0] if len({n for n, _ in snapshots}) >= 2 else snapshots[0][1] / snapshots[0][0]
+            fitted[f"{prefix}_served_snapshot_extra_bytes_per_point"] = slope - snapshot_estimate_bytes_per_point(inp, bare, served=True)
         details[kind] = {
+            "fitted_on": [m.n for m in ms],
             "bytes_per_point_slope": bytes_slope, "bytes_fixed_intercept": bytes_fixed,
             "bare_bytes_per_point": bare_per_point,
             "ingest_core_s_beyond_bare_slope": ingest_slope, "ingest_core_s_fixed_intercept": ingest_fixed,
             "bare_build_core_s_per_point_at_largest": _build_core_s_per_vector(inp, bare, reference),
             "shard_core_s_per_query": [m.shard_core_s_per_query for m in ms], "bare_index_core_s_per_query": index_core_s,
+            "snapshot_bytes": [m.snapshot_bytes for m in ms],
         } | {k: v for k, v in fitted.items() if k.startswith(prefix)}
     fitted["router_core_s_per_query"] = float(np.mean([m.router_core_s_per_query for m in measurements]))
     fitted["shard_process_bytes"] = float(np.mean([m.empty_shard_rss_bytes for m in measurements]))
-    return dataclasses.replace(bare, served_measured=True, **fitted), details
+    return dataclasses.replace(bare, **fitted), details
 
 
 @dataclass(frozen=True)
@@ -270,18 +369,26 @@ def predict_served(kind: str, n: int, params: ServedParams, coeffs: Coefficients
     )
 
 
-def validation_row(m: ServedMeasurement, params: ServedParams, coeffs: Coefficients, tolerance: float) -> dict[str, Any]:
+def validation_row(m: ServedMeasurement, params: ServedParams, coeffs: Coefficients, tolerance: float,
+                   speed_reference_core_s: float = 0.0) -> dict[str, Any]:
+    """The plan against `m`. QPS is compared at the machine's speed of record (at_reference_speed); the
+    raw figure is reported beside it."""
     p = predict_served(m.kind, m.n, params, coeffs)
+    at_speed = at_reference_speed(m, speed_reference_core_s)
     measured = {
         "bytes_per_point": m.rss_anon_growth_bytes / m.n,
         "ingest_core_s_per_point": m.ingest_core_s / m.n,
-        "served_qps_per_core": 1.0 / (m.shard_core_s_per_query + m.router_core_s_per_query),
+        "served_qps_per_core": 1.0 / (at_speed.shard_core_s_per_query + at_speed.router_core_s_per_query),
     }
     row: dict[str, Any] = {"kind": m.kind, "n": m.n, "source": "calibrate-served"}
     for name, value in measured.items():
         error = percent_error(getattr(p, name), value)
         row |= {f"{name}_predicted": getattr(p, name), f"{name}_measured": value, f"{name}_error_percent": error,
                 f"{name}_within_tolerance": abs(error) <= tolerance}
+    raw = 1.0 / (m.shard_core_s_per_query + m.router_core_s_per_query)
+    row |= {"served_qps_per_core_raw_measured": raw, "served_qps_per_core_raw_error_percent": percent_error(p.served_qps_per_core, raw),
+            "machine_speed_scale": (speed_reference_core_s / m.client_core_s_per_query
+                                    if speed_reference_core_s > 0 and m.client_core_s_per_query > 0 else 1.0)}
     return row
 
 
@@ -332,8 +439,45 @@ def calibrate_served(
     return fit_and_validate(measured, checks, params, bare, bench_memory=bench_memory, tolerance_percent=tolerance_percent)
 
 
-def refit(details: dict[str, Any], bare: Coefficients, *, bench_memory: Sequence[Path] = (), tolerance_percent: float = 15.0) -> tuple[Coefficients, dict[str, Any]]:
-    """The fit and validation again, from the measurements a run's details hold (after a change to the model)."""
+def kind_validated(kind: str, validation: Sequence[dict[str, Any]]) -> bool:
+    """Whether `kind` was validated at all, and every figure of every row within tolerance."""
+    rows = [v for v in validation if v["kind"] == kind]
+    return bool(rows) and all(value for row in rows for name, value in row.items() if name.endswith("_within_tolerance"))
+
+
+def misses(validation: Sequence[dict[str, Any]]) -> list[str]:
+    """The validation's figures out of tolerance, as 'hnsw at 300,000: bytes_per_point -29.0%'."""
+    return [f"{v['kind']} at {v['n']:,}: {name.removesuffix('_within_tolerance')} {v[name.removesuffix('_within_tolerance') + '_error_percent']:+.1f}%"
+            for v in validation for name, ok in v.items() if name.endswith("_within_tolerance") and not ok]
+
+
+def merge_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One run's details from several: per kind, the measurements of the last run that measured it. Their data
+    and index parameters must agree (so the bare rates apply to all)."""
+    if not runs:
+        raise ValueError("no run to refit")
+    compared = ("dim", "clusters", "seed", "hnsw_m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m", "nbits")
+    first = runs[0]["params"]
+    for run in runs[1:]:
+        differ = [k for k in compared if run["params"].get(k) != first.get(k)]
+        if differ:
+            raise ValueError(f"runs to merge differ in {differ}: refit them apart")
+    merged = dict(runs[-1])
+    for key in ("measurements", "validation_measurements"):
+        chosen: dict[str, list[dict[str, Any]]] = {}
+        for run in runs:
+            kinds = {m["kind"] for m in run["measurements"]}
+            for kind in kinds:
+                chosen[kind] = [m for m in run[key] if m["kind"] == kind]
+        merged[key] = [m for kind in sorted(chosen) for m in chosen[kind]]
+    return merged
+
+
+def refit(details: dict[str, Any] | Sequence[dict[str, Any]], bare: Coefficients, *, bench_memory: Sequence[Path] = (),
+          tolerance_percent: float = 15.0) -> tuple[Coefficients, dict[str, Any]]:
+    """The fit and validation again, from the measurements runs' details hold (after a change to the model);
+    several runs are merged per kind (merge_runs)."""
+    details = merge_runs([details] if isinstance(details, dict) else list(details))
     params = ServedParams(**details["params"])
     measured = [ServedMeasurement(**m) for m in details["measurements"]]
     checks = [ServedMeasurement(**m) for m in details["validation_measurements"]]
@@ -344,11 +488,13 @@ def fit_and_validate(
     measured: Sequence[ServedMeasurement], checks: Sequence[ServedMeasurement], params: ServedParams, bare: Coefficients,
     *, bench_memory: Sequence[Path] = (), tolerance_percent: float = 15.0, machine: dict[str, Any] | None = None,
 ) -> tuple[Coefficients, dict[str, Any]]:
-    coeffs, fit = fit_served(measured, params, bare)
-    validation = [validation_row(m, params, coeffs, tolerance_percent) for m in checks]
+    reference = speed_reference(measured)
+    coeffs, fit = fit_served([at_reference_speed(m, reference) for m in measured], params, bare)
+    validation = [validation_row(m, params, coeffs, tolerance_percent, reference) for m in checks]
     validation += [bench_memory_row(path, params, coeffs, tolerance_percent) for path in bench_memory]
     sizes = sorted({m.n for m in measured})
     kinds = sorted({m.kind for m in measured})
+    coeffs = dataclasses.replace(coeffs, **{f"{KIND_PREFIX[kind]}_served_validated": kind_validated(kind, validation) for kind in kinds})
     machine = machine or describe_machine()
     coeffs = dataclasses.replace(coeffs, served_notes=_notes(sizes, kinds, params, validation, tolerance_percent, machine))
     details = {
@@ -361,6 +507,7 @@ def fit_and_validate(
         "measurements": [dataclasses.asdict(m) for m in measured],
         "validation_measurements": [dataclasses.asdict(m) for m in checks],
         "fit": fit,
+        "speed_reference_client_core_s_per_query": reference,
         "coefficients": {name: getattr(coeffs, name) for name in SERVED_FIELDS},
         "validation": validation,
         "tolerance_percent": tolerance_percent,
@@ -382,7 +529,8 @@ def _notes(
         rows = "; ".join(
             f"{v['kind']} at {v['n']:,}{' (bench_memory)' if v['source'] != 'calibrate-served' else ''}: memory "
             f"{v['bytes_per_point_error_percent']:+.1f}%"
-            + (f", ingest {v['ingest_core_s_per_point_error_percent']:+.1f}%, QPS/core {v['served_qps_per_core_error_percent']:+.1f}%"
+            + (f", ingest {v['ingest_core_s_per_point_error_percent']:+.1f}%, QPS/core {v['served_qps_per_core_error_percent']:+.1f}% "
+               f"at the machine's speed of record ({v.get('served_qps_per_core_raw_error_percent', v['served_qps_per_core_error_percent']):+.1f}% raw)"
                if "ingest_core_s_per_point_error_percent" in v else "")
             for v in validation
         )
@@ -403,14 +551,16 @@ def format_summary(coeffs: Coefficients, details: dict[str, Any]) -> str:
     lines += [f"  {name:<38} {getattr(coeffs, name):.6g}" for name in SERVED_FIELDS if name != "served_notes"]
     tol = details["tolerance_percent"]
     lines.append(f"validation at sizes the fit did not use (acceptance: within {tol:g}%):")
-    lines.append(f"  {'kind':<7} {'n':>11}  {'B/point plan':>12} {'measured':>9} {'err':>7}  {'ingest err':>10}  {'QPS/core plan':>13} {'measured':>9} {'err':>7}  source")
+    lines.append(f"  {'kind':<7} {'n':>11}  {'B/point plan':>12} {'measured':>9} {'err':>7}  {'ingest err':>10}  {'QPS/core plan':>13} {'measured':>9} {'err':>7} {'raw err':>8} {'speed':>6}  source")
     for v in details["validation"]:
         served = "ingest_core_s_per_point_error_percent" in v
         lines.append(
             f"  {v['kind']:<7} {v['n']:>11,}  {v['bytes_per_point_predicted']:>12,.1f} {v['bytes_per_point_measured']:>9,.1f} "
             f"{v['bytes_per_point_error_percent']:>+6.1f}%  "
             + (f"{v['ingest_core_s_per_point_error_percent']:>+9.1f}%  {v['served_qps_per_core_predicted']:>13,.0f} "
-               f"{v['served_qps_per_core_measured']:>9,.0f} {v['served_qps_per_core_error_percent']:>+6.1f}%" if served else f"{'-':>10}  {'-':>13} {'-':>9} {'-':>7}")
+               f"{v['served_qps_per_core_measured']:>9,.0f} {v['served_qps_per_core_error_percent']:>+6.1f}% "
+               f"{v.get('served_qps_per_core_raw_error_percent', v['served_qps_per_core_error_percent']):>+7.1f}% {v.get('machine_speed_scale', 1.0):>6.3f}"
+               if served else f"{'-':>10}  {'-':>13} {'-':>9} {'-':>7} {'-':>8} {'-':>6}")
             + f"  {'calibrate-served' if v['source'] == 'calibrate-served' else Path(v['source']).name}"
         )
     return "\n".join(lines)

@@ -18,7 +18,7 @@ Memory, per vector, one replica (d = dim):
   and, where faiss builds it (L2, table <= 2 GiB), the precomputed table nlist*pq_m*2^nbits*4.
 Every point also costs metadata_bytes_per_point and id_bytes_per_point (its id's own bytes).
 
-The served system (coefficients from `quiver-loadtest calibrate-served`, `served_measured`): a shard server
+The served system (coefficients from `quiver-loadtest calibrate-served`, per kind: `*_served_measured`): a shard server
 holds more than its index, and a query or a write costs more than the library call. Then memory is the
 shard process's own (anonymous) resident memory: the index as above, plus a calibrated
 `*_served_bytes_per_point` (the id map's offsets and hashes, metadata columns, liveness, allocator), plus
@@ -26,20 +26,28 @@ one empty shard process per node (`shard_process_bytes`). hnsw's raw-vector copy
 exact scoring and snapshots) is a memory-mapped file that searches do not touch: it is counted on disk, and
 what of it the page cache holds is the kernel's to reclaim (flat's vectors are its index, searched whole,
 so they stay in RAM). A query costs a shard
-replica `*_served_request_core_s` (gRPC, protobuf, filters, merging) on top of the index's search, and the
-router `router_core_s_per_query`; a point ingested through the router costs `*_served_ingest_core_s_per_point`
-(router split, WAL, id map, metadata) on top of the index's add. Without served coefficients, all of that
-is zero and the plan is of the bare index.
+replica `*_served_index_cost_factor` times the bare index's search (served searches run beside gRPC and
+each other, and miss caches the bare loop keeps warm) plus `*_served_request_core_s` (gRPC, protobuf,
+filters, merging), and the router `router_core_s_per_query`; a point ingested through the router costs `*_served_ingest_core_s_per_point`
+(router split, WAL, id map, metadata) on top of the index's add. Without served coefficients for the
+plan's kind, all of that is zero and the plan is of the bare index.
+
+Disk, per shard replica: the shard server keeps SNAPSHOTS_KEPT snapshots and writes the next beside them
+before it prunes, so SNAPSHOTS_KEPT + 1 at the peak; the WAL back to the oldest kept snapshot; and hnsw's
+raw-vector file. A snapshot holds the index's exact layout (not the allocator's slack), the ids, the
+metadata and, served, hnsw's raw-vector copy again; `*_served_snapshot_extra_bytes_per_point` adds
+what the measured snapshots held beyond that estimate where calibrate-served measured it.
 
 Throughput: every query visits one replica of every shard. A shard replica with a node's cores
 to itself serves node_cores / (1 / qps_per_core + served request cost), where qps_per_core is calibrated at a reference size
 and scaled with the shard size: ~1/(n*d) for flat, ~1/(log n * d) for hnsw, and for ivf_pq
 ~1/(nlist*d + nprobe*2^nbits*d + n/nlist*nprobe*pq_m) (coarse search, distance tables, list
 scan). Replicas of a shard share its load; the cluster's cores serve shards * (a replica's CPU per
-query) + the router's CPU per query for each query (routers run on the same nodes). The
-shard count is the larger of the count that fits RAM and the count whose smaller shards reach the
-target QPS; shard replicas are packed onto nodes as far as both RAM and the QPS target allow, with
-the replicas of one shard on distinct nodes.
+query) + the router's CPU per query for each query (routers run on the same nodes), and the busiest
+node sets the cluster's QPS. The shard count is the larger of the count that fits RAM and the smallest
+count whose smaller shards can reach the target QPS (with one shard replica per node); then the node
+count is the smallest that both holds the shard replicas in RAM and reaches the target with the
+routers' CPU counted, with the replicas of one shard on distinct nodes.
 """
 
 from __future__ import annotations
@@ -64,6 +72,8 @@ FAISS_ID_BYTES = 8
 FAISS_PRECOMPUTED_TABLE_MAX_BYTES = 1 << 31
 # A WAL record: the float32 vector, id, metadata and a small frame (length, crc, op, sequence).
 WAL_FRAME_BYTES = 16
+# shard.durable_partition.DurabilityPolicy.snapshots_kept: kept snapshots, the WAL kept back to the oldest.
+SNAPSHOTS_KEPT = 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,9 +152,18 @@ class Coefficients:
     # over the calibration's sizes (a graph past the CPU caches costs more than its log n hops say). 0: log n.
     hnsw_qps_size_exponent: float = 0.0
     hnsw_build_size_exponent: float = 0.0
-    # The served system (see the module docstring); zero until `calibrate-served` measures it.
-    served_measured: bool = False
+    # The served system (see the module docstring); zero until `calibrate-served` measures it. Per kind:
+    # whether it was measured, and whether the plan then held within tolerance at sizes the fit did not see.
     served_notes: str = ""
+    flat_served_measured: bool = False
+    hnsw_served_measured: bool = False
+    ivfpq_served_measured: bool = False
+    flat_served_validated: bool = False
+    hnsw_served_validated: bool = False
+    ivfpq_served_validated: bool = False
+    # The served calibration's index parameters: its per-shard intercepts are scaled from these.
+    served_ref_dim: int = 128
+    served_ref_ivf_nlist: int = 4096
     shard_process_bytes: float = 0.0
     flat_served_bytes_per_point: float = 0.0
     hnsw_served_bytes_per_point: float = 0.0
@@ -152,6 +171,9 @@ class Coefficients:
     flat_served_request_core_s: float = 0.0
     hnsw_served_request_core_s: float = 0.0
     ivfpq_served_request_core_s: float = 0.0
+    flat_served_index_cost_factor: float = 1.0
+    hnsw_served_index_cost_factor: float = 1.0
+    ivfpq_served_index_cost_factor: float = 1.0
     router_core_s_per_query: float = 0.0
     flat_served_ingest_core_s_per_point: float = 0.0
     hnsw_served_ingest_core_s_per_point: float = 0.0
@@ -164,11 +186,26 @@ class Coefficients:
     flat_served_ingest_fixed_core_s: float = 0.0
     hnsw_served_ingest_fixed_core_s: float = 0.0
     ivfpq_served_ingest_fixed_core_s: float = 0.0
+    # A snapshot's bytes per point beyond the layout's estimate (see the module docstring), measured.
+    flat_served_snapshot_extra_bytes_per_point: float = 0.0
+    hnsw_served_snapshot_extra_bytes_per_point: float = 0.0
+    ivfpq_served_snapshot_extra_bytes_per_point: float = 0.0
 
     def served(self, kind: str, what: str) -> float:
         """A served coefficient of `kind`: what = "bytes_per_point", "fixed_bytes", "request_core_s",
-        "ingest_core_s_per_point" or "ingest_fixed_core_s"."""
+        "index_cost_factor", "ingest_core_s_per_point", "ingest_fixed_core_s" or "snapshot_extra_bytes_per_point"."""
         return float(getattr(self, f"{KIND_PREFIX[kind]}_served_{what}"))
+
+    def is_served(self, kind: str) -> bool:
+        """Whether calibrate-served measured `kind` (else its plans are of the bare index)."""
+        return bool(getattr(self, f"{KIND_PREFIX[kind]}_served_measured"))
+
+    def served_validated(self, kind: str) -> bool:
+        return bool(getattr(self, f"{KIND_PREFIX[kind]}_served_validated"))
+
+    @property
+    def served_kinds(self) -> tuple[str, ...]:
+        return tuple(kind for kind in INDEX_KINDS if self.is_served(kind))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -207,8 +244,8 @@ class SizingPlan:
     shard_replicas_per_node: int
     nodes: int
     # Disk.
-    snapshot_bytes: int
-    wal_bytes: int
+    snapshot_bytes: int  # one snapshot of every shard (a node holds SNAPSHOTS_KEPT + 1 of each of its shards at the peak)
+    wal_bytes: int  # the WAL kept back to the oldest kept snapshot
     disk_bytes_per_node: int
     # Time and throughput.
     build_core_seconds: float
@@ -225,15 +262,18 @@ class SizingPlan:
 def plan(inp: SizingInput, coeffs: Coefficients) -> SizingPlan:
     """Work out memory, shards, nodes, disk, build time and throughput for `inp`."""
     layout = _layout(inp, coeffs)
-    served = coeffs.served_measured
+    kind = inp.index_kind
+    served = coeffs.is_served(kind)
     # A served hnsw shard keeps each raw vector beside the graph (exact scoring, snapshots) in a mapped file.
-    raw_vector_file = 4 * inp.dim if served and inp.index_kind == "hnsw" else 0
-    served_fractional = coeffs.served(inp.index_kind, "bytes_per_point") if served else 0.0
+    raw_vector_file = 4 * inp.dim if served and kind == "hnsw" else 0
+    served_fractional = coeffs.served(kind, "bytes_per_point") if served else 0.0
     point_exact = layout.exact_per_vector + inp.metadata_bytes_per_point + inp.id_bytes_per_point
     point_fractional = layout.fractional_per_vector + served_fractional
     per_point = point_exact + point_fractional
     process_bytes = math.ceil(coeffs.shard_process_bytes) if served else 0
-    fixed_per_shard = layout.fixed_per_shard + (max(0, math.ceil(coeffs.served(inp.index_kind, "fixed_bytes"))) if served else 0)
+    memory_scale, training_scale = _served_intercept_scales(inp, coeffs)
+    served_fixed = max(0, math.ceil(coeffs.served(kind, "fixed_bytes") * memory_scale)) if served else 0
+    fixed_per_shard = layout.fixed_per_shard + served_fixed
     budget = math.floor(inp.ram_headroom * inp.node_ram_bytes) - process_bytes
     notes: list[str] = []
 
@@ -248,26 +288,34 @@ def plan(inp: SizingInput, coeffs: Coefficients) -> SizingPlan:
     while shard_bytes(math.ceil(inp.vectors / shards_for_ram)) > budget:
         shards_for_ram += 1  # float rounding in room / per_point; at most a step or two
 
-    request_core_s = coeffs.served(inp.index_kind, "request_core_s") if served else 0.0
+    request_core_s = coeffs.served(kind, "request_core_s") if served else 0.0
+    index_cost_factor = coeffs.served(kind, "index_cost_factor") if served else 1.0
     router_core_s = coeffs.router_core_s_per_query if served else 0.0
+    rf = inp.replication_factor
 
     def query_core_s(shards: int) -> float:
-        return 1.0 / _qps_per_core(inp, coeffs, math.ceil(inp.vectors / shards)) + request_core_s
+        return index_cost_factor / _qps_per_core(inp, coeffs, math.ceil(inp.vectors / shards)) + request_core_s
 
     def replica_qps(shards: int) -> float:
         return inp.node_cores / query_core_s(shards)
 
-    def meets(shards: int) -> bool:
-        return inp.replication_factor * replica_qps(shards) >= inp.target_qps
+    def cluster_qps_of(shards: int, nodes: int) -> float:
+        # The busiest node's cores serve its shard replicas' share of every query plus its share of the routing.
+        per_node = math.ceil(shards * rf / nodes)
+        return 1.0 / (per_node / (rf * replica_qps(shards)) + router_core_s / (nodes * inp.node_cores))
+
+    def meets(shards: int) -> bool:  # with every shard replica on a node of its own, the most `shards` can give
+        return cluster_qps_of(shards, shards * rf) >= inp.target_qps
 
     if meets(shards_for_ram):
         shards_for_qps = shards_for_ram
     elif not meets(inp.vectors):
         shards_for_qps = shards_for_ram
-        best = replica_qps(shards_for_ram)
+        # With one shard replica per node, QPS = rf / (a query's shard CPU / cores + router CPU / (shards * cores)).
+        per_replica_set = query_core_s(shards_for_ram) / inp.node_cores + router_core_s / (shards_for_ram * inp.node_cores)
         notes.append(f"target {inp.target_qps:g} QPS is out of reach by sharding alone; at "
                      f"{shards_for_ram} shards it needs replication_factor >= "
-                     f"{math.ceil(inp.target_qps / best)}")
+                     f"{math.ceil(inp.target_qps * per_replica_set)}")
     else:
         low, high = shards_for_ram, inp.vectors  # meets(low) is false, meets(high) true
         while high - low > 1:
@@ -281,36 +329,48 @@ def plan(inp: SizingInput, coeffs: Coefficients) -> SizingPlan:
     shard_ram = shard_bytes(vectors_per_shard)
 
     qps_replica = replica_qps(shards)
-    slots = budget // shard_ram
-    if inp.target_qps > 0:
-        # Shard replicas on one node share its cores; keep each shard group at the target.
-        slots = min(slots, math.floor(inp.replication_factor * qps_replica / inp.target_qps))
-    slots = max(1, slots)
-    nodes = max(inp.replication_factor, math.ceil(shards * inp.replication_factor / slots))
-    per_node = math.ceil(shards * inp.replication_factor / nodes)
-    # The busiest node's cores serve its shard replicas' share of every query plus its share of the routing.
-    cluster_qps = 1.0 / (per_node / (inp.replication_factor * qps_replica) + router_core_s / (nodes * inp.node_cores))
+    slots = max(1, budget // shard_ram)
+    nodes = max(rf, math.ceil(shards * rf / slots))
+    if inp.target_qps > 0 and cluster_qps_of(shards, nodes) < inp.target_qps <= cluster_qps_of(shards, shards * rf):
+        # Fewer shard replicas per node (and more cores for routing): the fewest nodes that reach the target.
+        low, high = nodes, shards * rf  # cluster_qps_of grows with nodes
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (low, mid) if cluster_qps_of(shards, mid) >= inp.target_qps else (mid, high)
+        nodes = high
+    per_node = math.ceil(shards * rf / nodes)
+    cluster_qps = cluster_qps_of(shards, nodes)
 
     wal_record = 4 * inp.dim + inp.id_bytes_per_point + inp.metadata_bytes_per_point + WAL_FRAME_BYTES
-    shard_wal = math.ceil(inp.wal_fraction * vectors_per_shard) * wal_record
+    # The WAL is kept back to the oldest kept snapshot: SNAPSHOTS_KEPT intervals of rewrites.
+    shard_wal = SNAPSHOTS_KEPT * math.ceil(inp.wal_fraction * vectors_per_shard) * wal_record
     fixed = shards * fixed_per_shard
     index = _total(inp.vectors, layout.exact_per_vector, layout.fractional_per_vector) + fixed
     replica = _total(inp.vectors, point_exact, point_fractional) + fixed
+    snapshot_per_point = max(0.0, _snapshot_estimate_bytes_per_point(inp, layout, raw_vector_file)
+                             + (coeffs.served(kind, "snapshot_extra_bytes_per_point") if served else 0.0))
+    shard_snapshot = math.ceil(vectors_per_shard * snapshot_per_point) + layout.fixed_per_shard
     build_per_vector = _build_core_s_per_vector(inp, coeffs, vectors_per_shard)
-    ingest_fixed_core_s = max(0.0, coeffs.served(inp.index_kind, "ingest_fixed_core_s")) if served else 0.0
+    ingest_fixed_core_s = max(0.0, coeffs.served(kind, "ingest_fixed_core_s") * training_scale) if served else 0.0
     if served:
-        build_per_vector += coeffs.served(inp.index_kind, "ingest_core_s_per_point")
+        build_per_vector += coeffs.served(kind, "ingest_core_s_per_point")
 
-    if inp.index_kind == "ivf_pq" and vectors_per_shard < 39 * inp.ivf_nlist:
+    if kind == "ivf_pq" and vectors_per_shard < 39 * inp.ivf_nlist:
         notes.append(f"{vectors_per_shard} vectors per shard is under 39 * nlist = {39 * inp.ivf_nlist} "
                      "training points; consider a smaller ivf_nlist")
     if not coeffs.measured:
         notes.append("coefficients are estimates, not measured: treat time and QPS as rough")
     if not served:
-        notes.append("no served calibration: this plans the bare index, not shard processes behind a router "
-                     "(run `quiver-loadtest calibrate-served`)")
-    elif cluster_qps < inp.target_qps <= inp.replication_factor * qps_replica / per_node:
-        notes.append("the routers' CPU per query keeps the cluster under the target; add nodes or routers elsewhere")
+        notes.append(f"no served calibration of {kind}: this plans the bare index, not shard processes behind a "
+                     "router (run `quiver-loadtest calibrate-served`)")
+    else:
+        if not coeffs.served_validated(kind):
+            notes.append(f"the served calibration of {kind} missed its validation at sizes it was not fitted on "
+                         "(the calibration file's served_notes say by how much): treat its served figures as rough")
+        if (memory_scale, training_scale) != (1.0, 1.0) and kind == "ivf_pq":
+            notes.append(f"the served per-shard memory ({served_fixed:,} bytes) and training CPU "
+                         f"({ingest_fixed_core_s:,.1f} core-s) are scaled from nlist={coeffs.served_ref_ivf_nlist}, "
+                         f"d={coeffs.served_ref_dim} as nlist*d and nlist^2*d: a model, not measured at these parameters")
 
     return SizingPlan(
         input=inp,
@@ -341,9 +401,10 @@ def plan(inp: SizingInput, coeffs: Coefficients) -> SizingPlan:
         node_ram_budget_bytes=budget,
         shard_replicas_per_node=per_node,
         nodes=nodes,
-        snapshot_bytes=replica,
+        snapshot_bytes=shards * shard_snapshot,
         wal_bytes=shards * shard_wal,
-        disk_bytes_per_node=per_node * (shard_ram + shard_wal + vectors_per_shard * raw_vector_file),
+        # The kept snapshots and the next one being written, the WAL, the raw-vector file.
+        disk_bytes_per_node=per_node * ((SNAPSHOTS_KEPT + 1) * shard_snapshot + shard_wal + vectors_per_shard * raw_vector_file),
         build_core_seconds=inp.vectors * build_per_vector + shards * ingest_fixed_core_s,
         build_wall_seconds=per_node * (vectors_per_shard * build_per_vector + ingest_fixed_core_s) / inp.node_cores,
         qps_per_shard_replica=qps_replica,
@@ -396,10 +457,10 @@ def format_plan(p: SizingPlan) -> str:
         ("RAM / shard", _bytes(p.shard_ram_bytes)),
         ("shard replicas / node", f"{p.shard_replicas_per_node}"),
         ("nodes", f"{p.nodes:,} ({inp.node_cores} cores each)"),
-        ("disk: snapshots, one replica", _bytes(p.snapshot_bytes)),
+        ("disk: one snapshot, one replica", _bytes(p.snapshot_bytes)),
         ("disk: WAL allowance, one replica", _bytes(p.wal_bytes)),
         *((("disk: raw-vector files, one replica", _bytes(p.raw_vector_file_bytes)),) if p.raw_vector_file_bytes else ()),
-        ("disk / node", _bytes(p.disk_bytes_per_node)),
+        (f"disk / node ({SNAPSHOTS_KEPT + 1} snapshots at the peak, WAL, files)", _bytes(p.disk_bytes_per_node)),
         ("build, core-seconds (one replica)", f"{p.build_core_seconds:,.0f}"),
         ("build, wall clock (shards in parallel)", _duration(p.build_wall_seconds)),
         ("CPU / query: shard replica, router", f"{p.shard_core_s_per_query * 1e3:,.3f} ms, {p.router_core_s_per_query * 1e3:,.3f} ms"),
@@ -482,6 +543,28 @@ def _layout(inp: SizingInput, coeffs: Coefficients) -> _Layout:
         fixed_per_shard=inp.ivf_nlist * d * 4 + ksub * d * 4
         + (table if table <= FAISS_PRECOMPUTED_TABLE_MAX_BYTES else 0),
     )
+
+
+def _snapshot_estimate_bytes_per_point(inp: SizingInput, layout: _Layout, raw_vector_file: int) -> float:
+    """A snapshot's bytes per point from the layouts: the index's bytes without the allocator's (hnsw's
+    upper-level links are in it, IVF lists' slack and the calibrated overhead not), the id and metadata, and
+    hnsw's raw-vector copy with its label (a served shard saves the arena beside the graph)."""
+    arena = raw_vector_file + 8 if raw_vector_file else 0
+    return layout.exact_per_vector + layout.graph_fractional + inp.id_bytes_per_point + inp.metadata_bytes_per_point + arena
+
+
+def snapshot_estimate_bytes_per_point(inp: SizingInput, coeffs: Coefficients, *, served: bool) -> float:
+    """The layouts' estimate of a snapshot's bytes per point (served: with hnsw's raw-vector copy)."""
+    return _snapshot_estimate_bytes_per_point(inp, _layout(inp, coeffs), 4 * inp.dim if served and inp.index_kind == "hnsw" else 0)
+
+
+def _served_intercept_scales(inp: SizingInput, coeffs: Coefficients) -> tuple[float, float]:
+    """How the served per-shard intercepts scale to `inp` from the calibration's parameters: for ivf_pq, its
+    training's working memory as its sample (39 * nlist points of d floats) and its k-means CPU as nlist^2 * d."""
+    if inp.index_kind != "ivf_pq":
+        return 1.0, 1.0
+    nlist, dim = inp.ivf_nlist / coeffs.served_ref_ivf_nlist, inp.dim / coeffs.served_ref_dim
+    return nlist * dim, nlist * nlist * dim
 
 
 def _total(count: int, exact: int, fractional: float) -> int:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from loadtest.sizing import (
     DEFAULT_CALIBRATION,
     HNSWLIB_LABEL_LOCK_BYTES,
+    SNAPSHOTS_KEPT,
     Coefficients,
     SizingInput,
     format_plan,
@@ -139,13 +140,21 @@ def test_unreachable_qps_is_reported_not_hidden():
     assert any("replication_factor" in note for note in p.notes)
 
 
-def test_disk_is_snapshot_plus_wal():
+def test_disk_holds_the_kept_snapshots_the_next_one_being_written_and_the_wal_back_to_the_oldest():
     inp = SizingInput(vectors=1_000_000, dim=128, index_kind="flat", metadata_bytes_per_point=10,
                       wal_fraction=0.1, **BIG_NODE)
     p = plan(inp, COEFFS)
-    assert p.snapshot_bytes == p.replica_ram_bytes
-    assert p.wal_bytes == 100_000 * (512 + 40 + 10 + 16)
-    assert p.disk_bytes_per_node == p.shard_ram_bytes + p.wal_bytes
+    assert p.snapshot_bytes == 1_000_000 * (512 + 40 + 10)  # a flat snapshot: the vectors, ids and metadata
+    assert p.wal_bytes == SNAPSHOTS_KEPT * 100_000 * (512 + 40 + 10 + 16)
+    assert p.disk_bytes_per_node == (SNAPSHOTS_KEPT + 1) * p.snapshot_bytes + p.wal_bytes
+
+
+def test_a_snapshot_holds_the_layouts_exact_bytes_not_the_allocators_slack():
+    inp = SizingInput(vectors=1_000_000, dim=128, index_kind="hnsw", id_bytes_per_point=0, **BIG_NODE)
+    p = plan(inp, COEFFS)
+    # hnswlib's file: every element's level-0 block and its upper-level links, without the calibrated overhead.
+    assert p.overhead_bytes > 0
+    assert p.snapshot_bytes == pytest.approx(p.index_bytes - p.overhead_bytes, abs=2)
 
 
 def test_build_time_scales_with_dim_and_cores():

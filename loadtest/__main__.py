@@ -13,6 +13,7 @@ a table (stderr when the JSON goes to stdout). See loadtest/README.md for a sizi
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import sys
 import tempfile
@@ -263,11 +264,20 @@ def _run(**o: Any) -> dict[str, Any]:
 @click.option("--qps-seconds", type=float, default=5.0, show_default=True, help="Seconds of single-thread queries per build.")
 @click.option("--tolerance", type=float, default=15.0, show_default=True, help="Memory validation acceptance, percent.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Coefficients file (default loadtest/calibration.json); details go next to it.")
+@click.option("--refit", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Fit and validate again from an earlier run's details JSON (measures nothing), keeping --out's served "
+                   "coefficients (refit those after: calibrate-served --refit).")
 def calibrate(**o: Any) -> None:
     """Measure builds on this machine (synthetic data), fit the sizing coefficients, validate at a new size."""
-    from loadtest.calibrate import CalibrationParams, calibrate as run_calibration, details_path, format_summary
+    from loadtest.calibrate import CalibrationParams, calibrate as run_calibration, details_path, format_summary, refit
     from loadtest.sizing import DEFAULT_CALIBRATION
 
+    if o["refit"]:
+        out = o["out"] or DEFAULT_CALIBRATION
+        details = refit(json.loads(o["refit"].read_text()), out)
+        click.echo(format_summary(details))
+        click.echo(f"wrote {out} and {details_path(out)}")
+        return
     try:
         sizes = [parse_count(s) for s in o["sizes"].split(",") if s.strip()]
         validate = [parse_count(s) for s in o["validate_sizes"].split(",") if s.strip()]

@@ -43,7 +43,7 @@ import numpy as np
 
 from loadtest.calibration_fit import Measurement, Reference, fit_coefficients, percent_error, predict
 from loadtest.machine import describe_machine, machine_line
-from loadtest.sizing import Coefficients, save_coefficients
+from loadtest.sizing import Coefficients, load_coefficients, save_coefficients
 
 KINDS = ("hnsw", "ivf_pq", "flat")
 RECALL_QUERIES = 200
@@ -184,23 +184,32 @@ def calibrate(
     if not sizes:
         raise ValueError("need at least one calibration size")
     machine = describe_machine()
-    ref = params.reference(max(sizes))
     measured: list[Measurement] = []
     for kind in kinds:
         for n in sorted(sizes):
             log(f"measuring {kind} at {n:,} x {params.dim} (synthetic) ...")
             measured.append(measure_in_fresh_process(kind, n, params))
             log("  " + format_measurement(measured[-1]))
-    coeffs, fit = fit_coefficients(measured, ref, machine=machine_line(machine))
-
-    validation = []
+    checks: list[Measurement] = []
     for kind in kinds:
         for n in validate:
             log(f"validating {kind} at {n:,} x {params.dim} (synthetic) ...")
-            m = measure_in_fresh_process(kind, n, params)
-            log("  " + format_measurement(m))
-            validation.append(_validation_row(m, ref, coeffs, tolerance_percent))
+            checks.append(measure_in_fresh_process(kind, n, params))
+            log("  " + format_measurement(checks[-1]))
+    return fit_and_write(measured, checks, params, machine, out, tolerance_percent=tolerance_percent)
 
+
+def fit_and_write(
+    measured: Sequence[Measurement], checks: Sequence[Measurement], params: CalibrationParams, machine: dict[str, Any],
+    out: Path, *, tolerance_percent: float = 15.0, base: Coefficients | None = None,
+) -> dict[str, Any]:
+    """Fit on `measured`, validate on `checks`; write the coefficients (over `base`'s) to `out`, the details beside."""
+    sizes = sorted({m.n for m in measured})
+    kinds = list(dict.fromkeys(m.kind for m in measured))
+    validate = sorted({m.n for m in checks})
+    ref = params.reference(max(sizes))
+    coeffs, fit = fit_coefficients(measured, ref, machine=machine_line(machine), base=base)
+    validation = [_validation_row(m, ref, coeffs, tolerance_percent) for m in checks]
     coeffs = dataclasses.replace(coeffs, notes=_notes(sizes, validate, kinds, params, ref, measured, validation, tolerance_percent))
     out.parent.mkdir(parents=True, exist_ok=True)
     save_coefficients(coeffs, out)
@@ -219,6 +228,17 @@ def calibrate(
     }
     details_path(out).write_text(json.dumps(details, indent=2) + "\n")
     return details
+
+
+def refit(details: dict[str, Any], out: Path, *, tolerance_percent: float | None = None) -> dict[str, Any]:
+    """The fit and validation again from a run's details (after a change to the model), measuring nothing.
+    `out`'s other coefficients (the served calibration's) are kept: refit that too, it is fitted over these."""
+    base = load_coefficients(out) if out.exists() else None
+    params = CalibrationParams(**details["params"])
+    measured = [Measurement(**m) for m in details["measurements"]]
+    checks = [Measurement(**v["measurement"]) for v in details["validation"]]
+    return fit_and_write(measured, checks, params, details["machine"], out, base=base,
+                         tolerance_percent=details.get("tolerance_percent", 15.0) if tolerance_percent is None else tolerance_percent)
 
 
 def details_path(out: Path) -> Path:

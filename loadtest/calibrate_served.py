@@ -127,6 +127,7 @@ class ServedMeasurement:
     p99_ms: float
     recall_at_10: float
     snapshot_bytes: int = 0  # the shard's newest snapshot file once loaded (0: not measured, an older run)
+    client_ingest_core_s: float = 0.0  # the loading client's own CPU (the machine's speed while loading; 0: an older run)
 
 
 def _labels(results: Sequence[Any]) -> np.ndarray:
@@ -168,7 +169,7 @@ def measure_served(kind: str, n: int, params: ServedParams, log: Callable[[str],
         shard_pid, router_pid = pid_of(cluster.shard_servers[0]), pid_of(cluster.router)
         time.sleep(1.0)
         empty = memory_of(shard_pid)
-        meter = CpuMeter({"router": router_pid, "shard": shard_pid}).start()
+        meter = CpuMeter({"router": router_pid, "shard": shard_pid, "client": os.getpid()}).start()
         wall = time.perf_counter()
         asyncio.run(_load(cluster.router_address, kind, base, params))
         ingest_wall = time.perf_counter() - wall
@@ -212,6 +213,7 @@ def measure_served(kind: str, n: int, params: ServedParams, log: Callable[[str],
         shard_core_s_per_query=used["shard"] / calls, router_core_s_per_query=used["router"] / calls,
         client_core_s_per_query=used["client"] / calls,
         p50_ms=run.percentile_ms(50), p99_ms=run.percentile_ms(99), recall_at_10=recall, snapshot_bytes=snapshot,
+        client_ingest_core_s=ingest["client"],
     )
 
 
@@ -277,25 +279,41 @@ def request_cost_fit(shard_core_s: Sequence[float], index_core_s: Sequence[float
     return factor, request
 
 
-def speed_reference(measurements: Sequence[ServedMeasurement]) -> float:
-    """The client's mean CPU per query over `measurements`: the machine's speed of record for CPU costs.
+@dataclass(frozen=True)
+class SpeedReference:
+    """The machine's speed of record for CPU costs, read from the client's own CPU: mean seconds per query
+    while querying and per point while loading, over the fit's measurements (0: not measured).
 
-    The client does the same work for every query at every size (encode, send, decode k results), so its
-    CPU per query moves only with the machine: on this shared 2-core VM by up to 20% between windows a
-    few minutes apart, and the router's and shard's costs with it (router / client stayed 2.10-2.24 over
-    six windows in which the router's own cost ranged 0.49-0.66 ms)."""
-    costs = [m.client_core_s_per_query for m in measurements if m.client_core_s_per_query > 0]
-    return float(np.mean(costs)) if costs else 0.0
+    The client does the same work for every query and every point at every size (encode, send, decode), so its
+    CPU per unit moves only with the machine: on this shared 2-core VM by up to 20% between windows a few
+    minutes apart, and the router's and shard's costs with it (router / client stayed 2.10-2.24 over six
+    windows in which the router's own cost ranged 0.49-0.66 ms)."""
+
+    query_core_s: float = 0.0
+    ingest_core_s_per_point: float = 0.0
 
 
-def at_reference_speed(m: ServedMeasurement, reference: float) -> ServedMeasurement:
-    """`m` with its router and shard CPU per query scaled to the machine's speed of record."""
-    if reference <= 0 or m.client_core_s_per_query <= 0:
-        return m
-    scale = reference / m.client_core_s_per_query
-    return dataclasses.replace(m, shard_core_s_per_query=m.shard_core_s_per_query * scale,
-                               router_core_s_per_query=m.router_core_s_per_query * scale,
-                               client_core_s_per_query=reference)
+def speed_reference(measurements: Sequence[ServedMeasurement]) -> SpeedReference:
+    query = [m.client_core_s_per_query for m in measurements if m.client_core_s_per_query > 0]
+    ingest = [m.client_ingest_core_s / m.n for m in measurements if m.client_ingest_core_s > 0]
+    return SpeedReference(float(np.mean(query)) if query else 0.0, float(np.mean(ingest)) if ingest else 0.0)
+
+
+def speed_scales(m: ServedMeasurement, reference: SpeedReference) -> tuple[float, float]:
+    """(queries, ingest): what `m`'s CPU costs are multiplied by to be at the speed of record (1: unknown)."""
+    query = reference.query_core_s / m.client_core_s_per_query if reference.query_core_s > 0 and m.client_core_s_per_query > 0 else 1.0
+    ingest = (reference.ingest_core_s_per_point / (m.client_ingest_core_s / m.n)
+              if reference.ingest_core_s_per_point > 0 and m.client_ingest_core_s > 0 else 1.0)
+    return query, ingest
+
+
+def at_reference_speed(m: ServedMeasurement, reference: SpeedReference) -> ServedMeasurement:
+    """`m` with its router's and shard's CPU costs (per query, and loading) scaled to the speed of record."""
+    query, ingest = speed_scales(m, reference)
+    return dataclasses.replace(m, shard_core_s_per_query=m.shard_core_s_per_query * query,
+                               router_core_s_per_query=m.router_core_s_per_query * query,
+                               client_core_s_per_query=m.client_core_s_per_query * query,
+                               ingest_core_s=m.ingest_core_s * ingest, client_ingest_core_s=m.client_ingest_core_s * ingest)
 
 
 def fit_served(measurements: Sequence[ServedMeasurement], params: ServedParams, bare: Coefficients) -> tuple[Coefficients, dict[str, Any]]:
@@ -317,17 +335,22 @@ def fit_served(measurements: Sequence[ServedMeasurement], params: ServedParams, 
         # Lines over sizes: memory's intercept holds the per-shard structures, ingest's the IVF training.
         # What the planner adds per point is the slope of what the bare plan does not explain.
         beyond_ingest = [(m.n, m.ingest_core_s - bare_build(m.n)) for m in ms]
+        # Over the bare plan at each size (its bytes per point are not constant: IVF lists' slack shrinks as
+        # they grow), so the served line is what the bare plan does not explain.
+        beyond_bytes = [(m.n, m.rss_anon_growth_bytes - plan(params.sizing_input(kind, m.n), bare).shard_ram_bytes) for m in ms]
         if len({m.n for m in ms}) >= 2:
             bytes_slope, bytes_fixed = line_fit([(m.n, m.rss_anon_growth_bytes) for m in ms])
+            served_bytes, served_fixed = line_fit(beyond_bytes)
             ingest_slope, ingest_fixed = line_fit(beyond_ingest)
         else:
             bytes_slope, bytes_fixed = (ms[0].rss_anon_growth_bytes - bare_plan.fixed_bytes) / ms[0].n, float(bare_plan.fixed_bytes)
+            served_bytes, served_fixed = beyond_bytes[0][1] / ms[0].n, 0.0
             ingest_slope, ingest_fixed = beyond_ingest[0][1] / ms[0].n, 0.0
         fitted[f"{prefix}_served_measured"] = True
-        fitted[f"{prefix}_served_bytes_per_point"] = bytes_slope - bare_per_point
+        fitted[f"{prefix}_served_bytes_per_point"] = served_bytes
         fitted[f"{prefix}_served_ingest_core_s_per_point"] = ingest_slope
         # The intercepts: what a served shard holds and spends once, beyond the bare plan's fixed structures.
-        fitted[f"{prefix}_served_fixed_bytes"] = max(0.0, bytes_fixed - bare_plan.fixed_bytes)
+        fitted[f"{prefix}_served_fixed_bytes"] = max(0.0, served_fixed)
         fitted[f"{prefix}_served_ingest_fixed_core_s"] = max(0.0, ingest_fixed)
         index_core_s = [1.0 / _qps_per_core(params.sizing_input(kind, m.n), bare, m.n) for m in ms]
         factor, request = request_cost_fit([m.shard_core_s_per_query for m in ms], index_core_s)
@@ -370,14 +393,16 @@ def predict_served(kind: str, n: int, params: ServedParams, coeffs: Coefficients
 
 
 def validation_row(m: ServedMeasurement, params: ServedParams, coeffs: Coefficients, tolerance: float,
-                   speed_reference_core_s: float = 0.0) -> dict[str, Any]:
-    """The plan against `m`. QPS is compared at the machine's speed of record (at_reference_speed); the
-    raw figure is reported beside it."""
+                   speed: SpeedReference = SpeedReference()) -> dict[str, Any]:
+    """The plan against `m`. CPU figures are compared at the machine's speed of record (at_reference_speed);
+    the raw figures are reported beside them."""
     p = predict_served(m.kind, m.n, params, coeffs)
-    at_speed = at_reference_speed(m, speed_reference_core_s)
+    at_speed = at_reference_speed(m, speed)
+    raw = {"ingest_core_s_per_point": m.ingest_core_s / m.n,
+           "served_qps_per_core": 1.0 / (m.shard_core_s_per_query + m.router_core_s_per_query)}
     measured = {
         "bytes_per_point": m.rss_anon_growth_bytes / m.n,
-        "ingest_core_s_per_point": m.ingest_core_s / m.n,
+        "ingest_core_s_per_point": at_speed.ingest_core_s / m.n,
         "served_qps_per_core": 1.0 / (at_speed.shard_core_s_per_query + at_speed.router_core_s_per_query),
     }
     row: dict[str, Any] = {"kind": m.kind, "n": m.n, "source": "calibrate-served"}
@@ -385,11 +410,10 @@ def validation_row(m: ServedMeasurement, params: ServedParams, coeffs: Coefficie
         error = percent_error(getattr(p, name), value)
         row |= {f"{name}_predicted": getattr(p, name), f"{name}_measured": value, f"{name}_error_percent": error,
                 f"{name}_within_tolerance": abs(error) <= tolerance}
-    raw = 1.0 / (m.shard_core_s_per_query + m.router_core_s_per_query)
-    row |= {"served_qps_per_core_raw_measured": raw, "served_qps_per_core_raw_error_percent": percent_error(p.served_qps_per_core, raw),
-            "machine_speed_scale": (speed_reference_core_s / m.client_core_s_per_query
-                                    if speed_reference_core_s > 0 and m.client_core_s_per_query > 0 else 1.0)}
-    return row
+    for name, value in raw.items():
+        row |= {f"{name}_raw_measured": value, f"{name}_raw_error_percent": percent_error(getattr(p, name), value)}
+    query_scale, ingest_scale = speed_scales(m, speed)
+    return row | {"machine_speed_scale": query_scale, "machine_ingest_speed_scale": ingest_scale}
 
 
 def bench_memory_row(path: Path, params: ServedParams, coeffs: Coefficients, tolerance: float) -> dict[str, Any]:
@@ -507,7 +531,7 @@ def fit_and_validate(
         "measurements": [dataclasses.asdict(m) for m in measured],
         "validation_measurements": [dataclasses.asdict(m) for m in checks],
         "fit": fit,
-        "speed_reference_client_core_s_per_query": reference,
+        "speed_reference": dataclasses.asdict(reference),
         "coefficients": {name: getattr(coeffs, name) for name in SERVED_FIELDS},
         "validation": validation,
         "tolerance_percent": tolerance_percent,
@@ -529,12 +553,15 @@ def _notes(
         rows = "; ".join(
             f"{v['kind']} at {v['n']:,}{' (bench_memory)' if v['source'] != 'calibrate-served' else ''}: memory "
             f"{v['bytes_per_point_error_percent']:+.1f}%"
-            + (f", ingest {v['ingest_core_s_per_point_error_percent']:+.1f}%, QPS/core {v['served_qps_per_core_error_percent']:+.1f}% "
-               f"at the machine's speed of record ({v.get('served_qps_per_core_raw_error_percent', v['served_qps_per_core_error_percent']):+.1f}% raw)"
+            + (f", ingest {v['ingest_core_s_per_point_error_percent']:+.1f}% "
+               f"({v.get('ingest_core_s_per_point_raw_error_percent', v['ingest_core_s_per_point_error_percent']):+.1f}% raw), "
+               f"QPS/core {v['served_qps_per_core_error_percent']:+.1f}% "
+               f"({v.get('served_qps_per_core_raw_error_percent', v['served_qps_per_core_error_percent']):+.1f}% raw)"
                if "ingest_core_s_per_point_error_percent" in v else "")
             for v in validation
         )
-        parts.append(f"Validation against the plan (tolerance {tolerance:g}%): {rows}.")
+        parts.append(f"Validation against the plan (tolerance {tolerance:g}%; CPU figures at the machine's speed of record, "
+                     f"read from the client's own CPU per query and per point, raw beside them): {rows}.")
     return " ".join(parts)
 
 
@@ -551,16 +578,19 @@ def format_summary(coeffs: Coefficients, details: dict[str, Any]) -> str:
     lines += [f"  {name:<38} {getattr(coeffs, name):.6g}" for name in SERVED_FIELDS if name != "served_notes"]
     tol = details["tolerance_percent"]
     lines.append(f"validation at sizes the fit did not use (acceptance: within {tol:g}%):")
-    lines.append(f"  {'kind':<7} {'n':>11}  {'B/point plan':>12} {'measured':>9} {'err':>7}  {'ingest err':>10}  {'QPS/core plan':>13} {'measured':>9} {'err':>7} {'raw err':>8} {'speed':>6}  source")
+    lines.append("  (CPU figures at the machine's speed of record; raw: as measured; speed: the factor between them, from the client's own CPU)")
+    lines.append(f"  {'kind':<7} {'n':>11}  {'B/point plan':>12} {'measured':>9} {'err':>7}  {'ingest err':>10} {'raw':>7} {'speed':>6}  "
+                 f"{'QPS/core plan':>13} {'measured':>9} {'err':>7} {'raw':>7} {'speed':>6}  source")
     for v in details["validation"]:
         served = "ingest_core_s_per_point_error_percent" in v
+        cpu = (f"{v['ingest_core_s_per_point_error_percent']:>+9.1f}% {v.get('ingest_core_s_per_point_raw_error_percent', 0.0):>+6.1f}% "
+               f"{v.get('machine_ingest_speed_scale', 1.0):>6.3f}  {v['served_qps_per_core_predicted']:>13,.0f} "
+               f"{v['served_qps_per_core_measured']:>9,.0f} {v['served_qps_per_core_error_percent']:>+6.1f}% "
+               f"{v.get('served_qps_per_core_raw_error_percent', 0.0):>+6.1f}% {v.get('machine_speed_scale', 1.0):>6.3f}"
+               if served else f"{'-':>10} {'-':>7} {'-':>6}  {'-':>13} {'-':>9} {'-':>7} {'-':>7} {'-':>6}")
         lines.append(
             f"  {v['kind']:<7} {v['n']:>11,}  {v['bytes_per_point_predicted']:>12,.1f} {v['bytes_per_point_measured']:>9,.1f} "
-            f"{v['bytes_per_point_error_percent']:>+6.1f}%  "
-            + (f"{v['ingest_core_s_per_point_error_percent']:>+9.1f}%  {v['served_qps_per_core_predicted']:>13,.0f} "
-               f"{v['served_qps_per_core_measured']:>9,.0f} {v['served_qps_per_core_error_percent']:>+6.1f}% "
-               f"{v.get('served_qps_per_core_raw_error_percent', v['served_qps_per_core_error_percent']):>+7.1f}% {v.get('machine_speed_scale', 1.0):>6.3f}"
-               if served else f"{'-':>10}  {'-':>13} {'-':>9} {'-':>7} {'-':>8} {'-':>6}")
-            + f"  {'calibrate-served' if v['source'] == 'calibrate-served' else Path(v['source']).name}"
+            f"{v['bytes_per_point_error_percent']:>+6.1f}%  {cpu}"
+            f"  {'calibrate-served' if v['source'] == 'calibrate-served' else Path(v['source']).name}"
         )
     return "\n".join(lines)

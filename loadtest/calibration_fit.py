@@ -29,6 +29,7 @@ from loadtest.sizing import (
     _build_core_s_per_vector,
     _layout,
     _qps_per_core,
+    ivf_list_slack_fraction,
     plan,
 )
 
@@ -108,7 +109,15 @@ def fit_coefficients(
         prefix = _PREFIX[kind]
         exact = dataclasses.replace(coeffs, hnsw_overhead_bytes_per_vector=0.0, ivfpq_list_slack_fraction=0.0)
         layout = _layout(sizing_input(kind, ref.vectors, ref), exact)
-        if len({m.n for m in ms}) >= 2:
+        if kind == "ivf_pq" and len({m.n for m in ms}) >= 2:
+            # The lists' resident slack per point changes with their length (sizing.ivf_list_slack_fraction):
+            # fit the fraction at the reference as the slope over the slack each size would carry.
+            entry = layout.code_bytes + layout.label_bytes
+            at_ref = dataclasses.replace(exact, ivfpq_list_slack_fraction=1.0)
+            xs = [m.n * entry * ivf_list_slack_fraction(at_ref, m.n / ref.ivf_nlist * entry) for m in ms]
+            fraction, intercept = line_fit([(x, m.rss_bytes - m.n * layout.per_vector) for x, m in zip(xs, ms)])
+            per_vector = layout.per_vector + fraction * entry
+        elif len({m.n for m in ms}) >= 2:
             per_vector, intercept = line_fit([(m.n, m.rss_bytes) for m in ms])
         else:
             per_vector, intercept = (ms[0].rss_bytes - layout.fixed_per_shard) / ms[0].n, float(layout.fixed_per_shard)

@@ -261,7 +261,20 @@ class SizingPlan:
 
 def plan(inp: SizingInput, coeffs: Coefficients) -> SizingPlan:
     """Work out memory, shards, nodes, disk, build time and throughput for `inp`."""
-    layout = _layout(inp, coeffs)
+    # IVF lists' resident slack depends on how long a shard's lists are, which depends on how many shards
+    # the memory needs: from one shard, re-plan at the shard size planned until it holds (a few passes:
+    # more shards, shorter lists, more slack per point, never fewer shards).
+    vectors_per_shard = inp.vectors
+    for _ in range(8):
+        result = _plan(inp, coeffs, vectors_per_shard)
+        if inp.index_kind != "ivf_pq" or result.vectors_per_shard == vectors_per_shard:
+            break
+        vectors_per_shard = result.vectors_per_shard
+    return result
+
+
+def _plan(inp: SizingInput, coeffs: Coefficients, layout_vectors_per_shard: int) -> SizingPlan:
+    layout = _layout(inp, coeffs, layout_vectors_per_shard)
     kind = inp.index_kind
     served = coeffs.is_served(kind)
     # A served hnsw shard keeps each raw vector beside the graph (exact scoring, snapshots) in a mapped file.
@@ -514,7 +527,36 @@ class _Layout:
         return self.exact_per_vector + self.fractional_per_vector
 
 
-def _layout(inp: SizingInput, coeffs: Coefficients) -> _Layout:
+# IVF lists are std::vectors grown by doubling; what of their spare capacity is resident falls as the lists
+# grow (pages a large buffer never touched are not in RSS). Measured by `python -m loadtest.bench_ivf_list_slack`
+# (faiss ArrayInvertedLists filled as a shard fills them, in batches of 2,000 points over 4,096 lists; RssAnon
+# growth after malloc_trim over the exact bytes; loadtest/results/ivf-list-slack-2026-12-04.json): the resident
+# slack fraction by a list's bytes (codes and ids). Applied relative to the calibrated fraction at the
+# calibration's own list length, so the calibration stays the measure of record there.
+IVF_LIST_SLACK_BY_LIST_BYTES = ((1_758, 0.704), (5_859, 0.608), (17_578, 0.386), (52_734, 0.248), (175_781, 0.241))
+
+
+def _relative_list_slack(list_bytes: float) -> float:
+    """The curve, linear in log(list bytes) between its points and flat beyond its ends."""
+    points = IVF_LIST_SLACK_BY_LIST_BYTES
+    if list_bytes <= points[0][0]:
+        return points[0][1]
+    for (b0, f0), (b1, f1) in zip(points, points[1:]):
+        if list_bytes <= b1:
+            t = math.log(list_bytes / b0) / math.log(b1 / b0)
+            return f0 + t * (f1 - f0)
+    return points[-1][1]
+
+
+def ivf_list_slack_fraction(coeffs: Coefficients, list_bytes: float) -> float:
+    """The resident slack of IVF lists of `list_bytes` each, as a fraction of their bytes: the calibrated
+    fraction, scaled by the measured curve from the calibration's list length to this one."""
+    ref_code = math.ceil(coeffs.ref_pq_m * coeffs.ref_pq_nbits / 8)
+    ref_list_bytes = coeffs.ref_vectors / coeffs.ref_ivf_nlist * (ref_code + FAISS_ID_BYTES)
+    return coeffs.ivfpq_list_slack_fraction * _relative_list_slack(list_bytes) / _relative_list_slack(ref_list_bytes)
+
+
+def _layout(inp: SizingInput, coeffs: Coefficients, vectors_per_shard: int | None = None) -> _Layout:
     d = inp.dim
     if inp.index_kind == "flat":
         return _Layout(vector_bytes=4 * d, code_bytes=0, label_bytes=0, graph_exact=0, graph_fractional=0.0,
@@ -539,7 +581,8 @@ def _layout(inp: SizingInput, coeffs: Coefficients) -> _Layout:
         label_bytes=FAISS_ID_BYTES,
         graph_exact=0,
         graph_fractional=0.0,
-        overhead=coeffs.ivfpq_list_slack_fraction * (code + FAISS_ID_BYTES),
+        overhead=ivf_list_slack_fraction(coeffs, (vectors_per_shard or inp.vectors) / inp.ivf_nlist * (code + FAISS_ID_BYTES))
+        * (code + FAISS_ID_BYTES),
         fixed_per_shard=inp.ivf_nlist * d * 4 + ksub * d * 4
         + (table if table <= FAISS_PRECOMPUTED_TABLE_MAX_BYTES else 0),
     )

@@ -107,3 +107,13 @@ def test_tiny_calibration_writes_coefficients_that_load_coefficients_reads(tmp_p
         assert v["bytes_per_vector_measured"] > 0 and v["bytes_per_vector_predicted"] > 0
     assert "predicted" in result.output and "%" in result.output
     assert DEFAULT_CALIBRATION.read_text() == before
+
+    # A refit from those details measures nothing, gives the same coefficients, and keeps the file's others.
+    saved = tmp_path / "run.details.json"
+    saved.write_text(details_path(out).read_text())
+    out.write_text(json.dumps(json.loads(out.read_text()) | {"router_core_s_per_query": 0.00123}))
+    again = CliRunner().invoke(main, ["calibrate", "--refit", str(saved), "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    refitted = load_coefficients(out)
+    assert refitted.router_core_s_per_query == 0.00123
+    assert dataclasses.replace(refitted, router_core_s_per_query=coeffs.router_core_s_per_query) == coeffs

@@ -42,6 +42,7 @@ MACHINE = {"cpu_model": "test", "usable_cores": 2, "ram_bytes": 0, "os": "test",
 
 
 CLIENT_CORE_S = 2.8e-4
+CLIENT_INGEST_CORE_S = 6e-5  # per point
 
 
 def as_measured(kind: str, n: int, coeffs: Coefficients = SERVED, scale: float = 1.0, speed: float = 1.0) -> ServedMeasurement:
@@ -52,7 +53,7 @@ def as_measured(kind: str, n: int, coeffs: Coefficients = SERVED, scale: float =
         kind=kind, n=n, rss_growth_bytes=round(scale * p.shard_ram_bytes) + p.raw_vector_file_bytes,
         rss_anon_growth_bytes=round(scale * p.shard_ram_bytes), rss_file_growth_bytes=p.raw_vector_file_bytes,
         empty_shard_rss_bytes=round(coeffs.shard_process_bytes), ingest_wall_s=1.0,
-        ingest_core_s=scale * p.build_core_seconds,
+        ingest_core_s=scale * p.build_core_seconds / speed, client_ingest_core_s=CLIENT_INGEST_CORE_S * n / speed,
         queries=1000, qps_wall=1.0, shard_core_s_per_query=scale * p.shard_core_s_per_query / speed,
         router_core_s_per_query=scale * coeffs.router_core_s_per_query / speed, client_core_s_per_query=CLIENT_CORE_S / speed,
         p50_ms=1.0, p99_ms=2.0,
@@ -202,18 +203,22 @@ def test_the_request_cost_fit_does_not_read_a_factor_into_bare_costs_that_barely
 
 def test_cpu_costs_are_fitted_and_validated_at_the_machines_speed_of_record():
     # The machine ran 25% faster while the 1M points were measured and 20% slower during the validation:
-    # the client's own CPU per query says so, and the fit and the check see through it.
+    # the client's own CPU per query and per point says so, and the fit and the check see through it.
     measured = [as_measured(kind, n, speed=1.25 if n == FIT_SIZES[-1] else 1.0) for kind in ("hnsw", "ivf_pq") for n in FIT_SIZES]
     coeffs, details = fit_and_validate(measured, [as_measured("hnsw", 300_000, speed=0.8)], PARAMS, BARE, machine=MACHINE)
-    reference = CLIENT_CORE_S * (1 + 1 / 1.25) / 2
-    assert details["speed_reference_client_core_s_per_query"] == pytest.approx(reference)
-    # Costs of record are those at the reference speed: a factor reference / CLIENT_CORE_S of the model's.
-    assert coeffs.router_core_s_per_query == pytest.approx(SERVED.router_core_s_per_query * reference / CLIENT_CORE_S)
-    assert coeffs.hnsw_served_index_cost_factor == pytest.approx(SERVED.hnsw_served_index_cost_factor * reference / CLIENT_CORE_S, rel=1e-3)
+    slower = (1 + 1 / 1.25) / 2  # the reference: the fit's mean client cost, in units of the model's
+    assert details["speed_reference"] == pytest.approx({"query_core_s": CLIENT_CORE_S * slower,
+                                                        "ingest_core_s_per_point": CLIENT_INGEST_CORE_S * slower})
+    # Costs of record are those at the reference speed: `slower` times the model's.
+    assert coeffs.router_core_s_per_query == pytest.approx(SERVED.router_core_s_per_query * slower)
+    assert coeffs.hnsw_served_index_cost_factor == pytest.approx(SERVED.hnsw_served_index_cost_factor * slower, rel=1e-3)
     row = details["validation"][0]
     assert row["served_qps_per_core_error_percent"] == pytest.approx(0.0, abs=1e-6)
-    assert row["served_qps_per_core_raw_error_percent"] == pytest.approx(100 * (CLIENT_CORE_S / reference / 0.8 - 1), rel=1e-3)
-    assert row["machine_speed_scale"] == pytest.approx(reference / (CLIENT_CORE_S / 0.8))
+    # Ingest: within a fraction of a percent (the bare build is of record and not scaled, and not linear in n).
+    assert row["ingest_core_s_per_point_error_percent"] == pytest.approx(0.0, abs=0.5)
+    assert row["served_qps_per_core_raw_error_percent"] == pytest.approx(100 * (1 / slower / 0.8 - 1), rel=1e-3)
+    assert row["ingest_core_s_per_point_raw_error_percent"] == pytest.approx(100 * (slower * 0.8 - 1), abs=0.5)
+    assert row["machine_speed_scale"] == pytest.approx(slower * 0.8)
     assert coeffs.hnsw_served_validated
 
 

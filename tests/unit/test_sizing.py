@@ -14,6 +14,7 @@ from loadtest.sizing import (
     Coefficients,
     SizingInput,
     format_plan,
+    ivf_list_slack_fraction,
     load_coefficients,
     plan,
     save_coefficients,
@@ -46,12 +47,16 @@ def test_seed_figure_ivf_pq_m64_nbits8():
     p = plan(inp, COEFFS)
     assert p.code_bytes == 64_000_000_000
     assert p.label_bytes == 8_000_000_000
-    assert p.overhead_bytes == 36_000_000_000  # slack 0.5 * (64 + 8)
+    # Lists past 175 KB keep 0.241 of their slack resident, the reference's 5.9 KB lists (1M points, 4096
+    # lists, 24 B an entry) 0.608: the calibrated 0.5 scaled by 0.241 / 0.608, times 64 + 8 bytes.
+    assert p.vectors_per_shard / 65536 * 72 > 175_781
+    slack = 0.5 * 0.241 / 0.608 * 72 * 10**9
+    assert p.overhead_bytes == pytest.approx(slack, rel=1e-4)  # the reference lists are 5,859.4 bytes, not 5,859
     assert p.vector_bytes == 0
     # Per shard: centroids 65536 * 1536 * 4 and codebooks 256 * 1536 * 4; the precomputed table
     # (65536 * 64 * 256 * 4 = 4 GiB) is over faiss's 2 GiB limit, so faiss does not build it.
     assert p.fixed_bytes == p.shards * (65536 * 1536 * 4 + 256 * 1536 * 4)
-    assert p.index_bytes == 108_000_000_000 + p.fixed_bytes
+    assert p.index_bytes == pytest.approx(72_000_000_000 + slack + p.fixed_bytes, rel=1e-4)
     assert p.id_map_bytes == 40_000_000_000
     assert p.replica_ram_bytes == p.index_bytes + p.id_map_bytes
 
@@ -62,10 +67,35 @@ def test_ivf_pq_refine_adds_the_vectors_and_small_tables_are_counted():
     p = plan(inp, COEFFS)
     assert p.vector_bytes == 512_000_000
     assert p.code_bytes == 16_000_000
-    assert p.overhead_bytes == 12_000_000  # 0.5 * (16 + 8)
+    # Lists of 1M / 1024 * 24 = 23,438 bytes: between the curve's 17,578 (0.386) and 52,734 (0.248) bytes,
+    # linear in log bytes; the reference's lists (5,859 bytes) keep 0.608.
+    t = math.log(23_437.5 / 17_578) / math.log(52_734 / 17_578)
+    slack_per_vector = 0.5 * (0.386 + t * (0.248 - 0.386)) / 0.608 * (16 + 8)
+    assert p.overhead_bytes == pytest.approx(slack_per_vector * 1_000_000, rel=1e-4)
     table = 1024 * 16 * 256 * 4  # 16 MiB: under the limit, so faiss builds it
     assert p.fixed_bytes == 1024 * 128 * 4 + 256 * 128 * 4 + table
-    assert p.index_bytes_per_vector == 512 + 16 + 8 + 12
+    assert p.index_bytes_per_vector == pytest.approx(512 + 16 + 8 + slack_per_vector, rel=1e-4)
+
+
+def test_ivf_lists_keep_less_of_their_slack_resident_the_longer_they_grow():
+    reference_list = 1_000_000 / 4096 * 24  # the calibration's own lists keep the calibrated fraction
+    assert ivf_list_slack_fraction(COEFFS, reference_list) == pytest.approx(0.5)
+    lengths = [500, 1_758, 5_000, 20_000, 60_000, 175_781, 10**7]
+    fractions = [ivf_list_slack_fraction(COEFFS, b) for b in lengths]
+    assert all(a >= b for a, b in zip(fractions, fractions[1:])) and fractions[0] > fractions[-1]
+    assert fractions[0] == pytest.approx(0.5 * 0.704 / 0.608, rel=1e-4) and fractions[-1] == pytest.approx(0.5 * 0.241 / 0.608, rel=1e-4)
+
+
+def test_an_ivf_plan_split_over_more_shards_carries_the_slack_of_its_shorter_lists():
+    inp = SizingInput(vectors=100_000_000, dim=128, index_kind="ivf_pq", pq_m=16, ivf_nlist=4096, id_bytes_per_point=0,
+                      node_cores=32, node_ram_bytes=2**40)
+    one = plan(inp, COEFFS)
+    many = plan(dataclasses.replace(inp, node_ram_bytes=2**28), COEFFS)
+    assert (one.shards, many.shards > 4) == (1, True)
+    assert many.overhead_bytes > one.overhead_bytes
+    # The plan's slack is the one its own shards' lists carry, not that of the whole collection in one shard.
+    per_list = many.vectors_per_shard / 4096 * 24
+    assert many.overhead_bytes == pytest.approx(ivf_list_slack_fraction(COEFFS, per_list) * 24 * 100_000_000, abs=many.shards)
 
 
 def test_ivf_pq_code_bytes_round_up_to_whole_bytes():

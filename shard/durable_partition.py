@@ -38,6 +38,7 @@ from quiver.filters import Filter, Metadata
 from quiver.metrics import WRITE_VISIBLE_SECONDS
 from quiver.specs import PartitionSpec
 from shard.executors import ShardExecutors, default_executors, run_in
+from shard.heap_release import release_free_heap
 from shard.indexes import QueryKnobs
 from shard.indexes.base import WouldWait
 from shard.indexes.blob_container import STAGING_PREFIX
@@ -654,7 +655,10 @@ class DurablePartition:
                 self._snapshot_now()
                 return int(build.trained_on)
 
-            return int(await self._submit(finish))
+            trained_on = int(await self._submit(finish))
+            del build  # its training sample and buffered vectors, before the heap is trimmed
+            await run_in(self._executors.index_builds, release_free_heap)
+            return trained_on
 
     def _maybe_train_in_background(self) -> None:
         if (self.state.index.wants_training and not self._train_lock.locked() and not self._closed

@@ -11,24 +11,20 @@ list growth alone is measured. Prints JSON and a table.
 
 from __future__ import annotations
 
-import ctypes
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import click
 
+from loadtest.bench_memory import memory_of
+from shard.heap_release import release_free_heap
+
 NLIST = 4096
 BATCH = 2000
 CONFIGS = ((300_000, 16), (1_000_000, 16), (3_000_000, 16), (1_000_000, 64), (3_000_000, 64), (10_000_000, 64))
-
-
-def _rss_anon() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no RssAnon in /proc/self/status")
 
 
 def measure(n: int, code_size: int) -> dict[str, float]:
@@ -36,21 +32,20 @@ def measure(n: int, code_size: int) -> dict[str, float]:
     import faiss
     import numpy as np
 
-    libc = ctypes.CDLL("libc.so.6")
     lists = np.random.default_rng(1).integers(0, NLIST, n)
     codes = np.zeros((BATCH, code_size), dtype=np.uint8)
     ids = np.arange(BATCH, dtype=np.int64)
     inverted = faiss.ArrayInvertedLists(NLIST, code_size)
-    libc.malloc_trim(0)
-    before = _rss_anon()
+    release_free_heap()
+    before = memory_of(os.getpid())["RssAnon"]
     for start in range(0, n, BATCH):
         batch = np.sort(lists[start:start + BATCH])
         cuts = np.flatnonzero(np.diff(batch)) + 1
         for group in np.split(batch, cuts):
             inverted.add_entries(int(group[0]), len(group), faiss.swig_ptr(ids), faiss.swig_ptr(codes))
-    libc.malloc_trim(0)
+    release_free_heap()
     exact = n * (code_size + 8)
-    grown = _rss_anon() - before
+    grown = memory_of(os.getpid())["RssAnon"] - before
     return {"n": n, "code_bytes": code_size, "list_bytes": exact / NLIST, "rss_anon_growth_bytes": grown,
             "exact_bytes": exact, "resident_slack_fraction": grown / exact - 1}
 

@@ -28,7 +28,6 @@ What is measured, and why that way:
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import dataclasses
 import gc
 import json
@@ -44,6 +43,7 @@ import numpy as np
 from loadtest.calibration_fit import Measurement, Reference, fit_coefficients, percent_error, predict
 from loadtest.machine import describe_machine, machine_line
 from loadtest.sizing import Coefficients, load_coefficients, save_coefficients
+from shard.heap_release import release_free_heap
 
 KINDS = ("hnsw", "ivf_pq", "flat")
 RECALL_QUERIES = 200
@@ -76,10 +76,7 @@ def _rss_bytes() -> int:
 def _settle() -> None:
     """Give freed memory back to the OS so RSS readings show what is held, not what was once used."""
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    release_free_heap()
 
 
 def _warm_up(dim: int) -> None:

@@ -337,7 +337,7 @@ def fit_served(measurements: Sequence[ServedMeasurement], params: ServedParams, 
         beyond_ingest = [(m.n, m.ingest_core_s - bare_build(m.n)) for m in ms]
         # Over the bare plan at each size (its bytes per point are not constant: IVF lists' slack shrinks as
         # they grow), so the served line is what the bare plan does not explain.
-        beyond_bytes = [(m.n, m.rss_anon_growth_bytes - plan(params.sizing_input(kind, m.n), bare).shard_ram_bytes) for m in ms]
+        beyond_bytes = [(m.n, m.rss_anon_growth_bytes - m.n * _bare_bytes_per_point(kind, m.n, params, bare)) for m in ms]
         if len({m.n for m in ms}) >= 2:
             bytes_slope, bytes_fixed = line_fit([(m.n, m.rss_anon_growth_bytes) for m in ms])
             served_bytes, served_fixed = line_fit(beyond_bytes)

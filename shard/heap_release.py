@@ -1,33 +1,31 @@
 """Give the C heap's free pages back to the OS after a large transient allocation.
 
-IVF-PQ training (k-means and PQ residuals over the sample, encoding the buffered points) and snapshots
-allocate hundreds of MiB in faiss, numpy and protobuf and free them again; glibc keeps what was freed in the
-middle of its arenas (one per thread that allocated), so a shard's resident memory kept 100-300 MiB of
-nothing after training, by more or less depending on how the training overlapped the ingest. malloc_trim
-returns every whole free page of every arena. It costs milliseconds and runs only after those rare steps.
+IVF-PQ training (k-means and PQ residuals over the sample, encoding the buffered points) allocates hundreds
+of MiB in faiss and numpy and frees them again; glibc keeps what was freed in the middle of its arenas (one
+per thread that allocated), so a shard's resident memory kept 100-300 MiB of nothing after training, by more
+or less depending on how the training overlapped the ingest. malloc_trim returns every whole free page of
+every arena. It costs milliseconds and runs only after training.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import threading
 
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
-_libc: ctypes.CDLL | None | bool = None  # None: not looked up yet; False: not glibc
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
-    global _libc
-    if _libc is None:
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _libc = libc if hasattr(libc, "malloc_trim") else False
-        except OSError:
-            _libc = False
-    return _libc or None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None
 
 
 def release_free_heap() -> bool:

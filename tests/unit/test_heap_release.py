@@ -1,20 +1,18 @@
 """Freed C-heap memory goes back to the OS when the shard asks (after IVF-PQ training)."""
 
 import gc
+import os
 import platform
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from loadtest.bench_memory import memory_of
 from shard.heap_release import release_free_heap
 
 
 def _rss_anon() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no RssAnon")
+    return memory_of(os.getpid())["RssAnon"]
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")

@@ -16,6 +16,7 @@ from quiver.client import RETRY_SERVICE_CONFIG
 from quiver.errors import InvalidArgument, Unavailable
 from quiver.filters import Range
 from router.hashring import shard_for_key
+from shard.durable_partition import StaleTerm
 from tests.eventually import assert_eventually_async as eventually
 from tests.fake_shard import FakeCluster, exact_top, fake_cluster
 
@@ -106,6 +107,21 @@ async def test_an_upsert_whose_primary_answers_unavailable_is_answered_unavailab
     attempts = RETRY_SERVICE_CONFIG["methodConfig"][0]["retryPolicy"]["maxAttempts"]
     assert shards_asked(cluster, 1, "Upsert") == [1] * attempts
     assert 1 not in shards_asked(cluster, 2, "Upsert")
+
+
+@pytest.mark.parametrize("method", ["Upsert", "Delete"])
+async def test_a_write_refused_by_a_deposed_primary_is_answered_unavailable_and_retried_not_failed_precondition(cluster, method):
+    # A primary that has seen a newer term refuses with StaleTerm (FAILED_PRECONDITION, marked stale-term):
+    # the router's placement is behind, which is not the caller's error, so the caller's retry policy resends.
+    vectors = await load(cluster)
+    cluster.fakes[1].fail(method, StaleTerm("partition docs/1: a write of term 1 arrived, but term 2 has begun"))
+    with pytest.raises(Unavailable, match="shard map was behind the cluster's for a moment, nothing was applied there"):
+        if method == "Upsert":
+            await cluster.client.upsert("docs", [f"p{i}" for i in range(N)], vectors)
+        else:
+            await cluster.client.delete("docs", [f"p{i}" for i in range(N)])
+    attempts = RETRY_SERVICE_CONFIG["methodConfig"][0]["retryPolicy"]["maxAttempts"]
+    assert shards_asked(cluster, 1, method) == [1] * attempts
 
 
 async def test_a_delete_counts_what_each_shards_primary_deleted(cluster):

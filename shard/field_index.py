@@ -24,7 +24,7 @@ Layout per field (`_Column`):
 - `postings` str -> set of labels, for string-list fields: `contains` is one lookup, turned into a
   bitmap with `np.fromiter`; that label array is cached per item until the item's postings change, since
   iterating a large set costs far more than the bitmap itself.
-Columns grow by doubling up to the highest label that has the field; a field whose last value is removed
+Columns grow by an eighth (shard.columns) up to the highest label that has the field; a field whose last value is removed
 is dropped. eq/in are compares on codes/ints/floats/kind (for several strings, a lookup table indexed by
 code; for several numbers, `np.isin`), range compares the numeric columns, and/or/not are bitwise ops;
 `not` is the complement within the caller's `live`.
@@ -54,6 +54,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from quiver.filters import And, Contains, Eq, Exists, Filter, In, Metadata, MetaValue, Not, Or, Range
+from shard.columns import grow, grown_capacity
 
 _ABSENT, _STR, _INT, _FLOAT, _FALSE, _TRUE, _LIST = range(7)
 _N_KINDS = 7
@@ -94,10 +95,8 @@ def _kind_of(value: object) -> int:
     raise TypeError(f"unsupported metadata value type {type(value).__name__}")
 
 
-def _grow(array: np.ndarray, capacity: int, fill: object) -> np.ndarray:
-    grown = np.full(capacity, fill, dtype=array.dtype)
-    grown[: len(array)] = array
-    return grown
+def _grow(array: np.ndarray, needed: int, fill: object) -> np.ndarray:
+    return grow(array, needed, fill, _MIN_CAPACITY)
 
 
 def _fit(mask: np.ndarray, n: int) -> np.ndarray:
@@ -207,7 +206,7 @@ class _Column:
         capacity = len(self.kind)
         if label < capacity:
             return
-        capacity = max(label + 1, 2 * capacity, _MIN_CAPACITY)
+        capacity = grown_capacity(capacity, label + 1, _MIN_CAPACITY)
         self.kind = _grow(self.kind, capacity, _ABSENT)
         if self.codes is not None:
             self.codes = _grow(self.codes, capacity, -1)
@@ -493,7 +492,7 @@ class FieldIndex:
                 column = self._fields[name] = _Column(0)
             column.put(label, kind, value)
         if label >= len(self._schema_of):
-            self._schema_of = _grow(self._schema_of, max(label + 1, 2 * len(self._schema_of), _MIN_CAPACITY), 0)
+            self._schema_of = _grow(self._schema_of, label + 1, 0)
         self._schema_of[label] = self._schema_id(tuple(stored))
         self._labels += 1
 

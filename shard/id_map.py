@@ -2,15 +2,18 @@
 
 Why: a dict of str -> int plus a list of str costs ~160 B a point in CPython objects (the string, the dict
 entry, the boxed int), more than the raw id many times over, and a shard holds millions of points. Here a
-point costs its id's UTF-8 bytes plus 36 B of columns:
+point costs its id's UTF-8 bytes plus 18 B of columns (22 B once the id bytes pass 4 GiB):
 
-- label -> id: every id's bytes in one growable uint8 buffer, with an int64 offset and an int32 length per
-  label (-1: a free label). A label freed and reused writes its new id at the buffer's end; the buffer is
-  compacted once its dead bytes outgrow its live ones.
-- id -> label: a sorted int64 column of id hashes with the label beside each (a binary search, then the
-  id's bytes compared, so a hash collision costs a comparison, never a wrong answer), plus a small dict of
-  the ids assigned since the last merge. The dict is merged into the sorted columns once it holds an
-  eighth of them, so an insert costs O(log n) amortised and the dict stays a small share of the memory.
+- label -> id: every id's bytes in one growable uint8 buffer, with a uint32 offset (int64 once the buffer
+  passes 4 GiB) and a uint16 length per label (0: a free label; ids are never empty). Both columns are
+  zero-filled, so their spare capacity is never written and never resident. A label freed and reused
+  writes its new id at the buffer's end; the buffer is compacted once its dead bytes outgrow its live ones.
+- id -> label: a sorted int64 column of id hashes with the int32 label beside each (a binary search, then
+  the id's bytes compared, so a hash collision costs a comparison, never a wrong answer), plus a small dict
+  of the ids assigned since the last merge. The dict is merged into the sorted columns by insertion (the
+  dict's entries sorted, then one pass over the columns) once it holds an eighth of them or 65,536 ids,
+  whichever is fewer: a dict entry with its str costs ~140 B, so an eighth of a 10M-id map would have cost
+  17 B a point, while a merge costs one pass over the columns (~50 ms at 10M ids) per 65,536 inserts.
   A removed id's entry in the columns is marked -1 and dropped at the next merge.
 
 Hashes are Python's own `hash()` of the id (per process, randomised), so they are never saved: a snapshot
@@ -29,6 +32,10 @@ import numpy as np
 
 _MIN_CAPACITY = 1024
 _MIN_RECENT = 4096  # below this, the recent dict is never merged
+_MAX_RECENT = 65536  # at most this many ids wait in the recent dict
+_MAX_LABELS = 2**31 - 1  # the sorted labels column is int32
+_MAX_ID_BYTES = 2**16 - 1  # lengths are uint16; 0 marks a free label
+_NARROW_OFFSET_LIMIT = 2**32 - 1  # uint32 offsets address a buffer up to this many bytes
 _FORMAT = 1
 
 
@@ -37,13 +44,13 @@ class IdMap:
         self._buffer = np.zeros(16 * _MIN_CAPACITY, dtype=np.uint8)
         self._used = 0  # bytes of _buffer written
         self._dead = 0  # bytes of _buffer whose label was freed or re-assigned
-        self._offsets = np.zeros(_MIN_CAPACITY, dtype=np.int64)
-        self._lengths = np.full(_MIN_CAPACITY, -1, dtype=np.int32)
+        self._offsets = np.zeros(_MIN_CAPACITY, dtype=np.uint32)
+        self._lengths = np.zeros(_MIN_CAPACITY, dtype=np.uint16)
         self._slots = 0  # labels ever handed out: the label space is 0.._slots-1
         self._free: list[int] = []  # a heap: the lowest free label is reused first
         self._count = 0
         self._sorted_hashes = np.zeros(0, dtype=np.int64)
-        self._sorted_labels = np.zeros(0, dtype=np.int64)
+        self._sorted_labels = np.zeros(0, dtype=np.int32)
         self._recent: dict[str, int] = {}
 
     # -- reads --------------------------------------------------------------------------------------
@@ -99,7 +106,7 @@ class IdMap:
         return out
 
     def id_of(self, label: int) -> str | None:
-        if label < 0 or label >= self._slots or self._lengths[label] < 0:
+        if label < 0 or label >= self._slots or self._lengths[label] == 0:
             return None
         return self._decode(label)
 
@@ -112,29 +119,30 @@ class IdMap:
         return [str(view[offset : offset + length], "utf-8") for offset, length in zip(offsets, lengths)]
 
     def is_live(self, label: int) -> bool:
-        return 0 <= label < self._slots and bool(self._lengths[label] >= 0)
+        return 0 <= label < self._slots and bool(self._lengths[label] > 0)
 
     def live_labels(self, after: int = -1, limit: int | None = None) -> np.ndarray:
         """The live labels above `after`, ascending: all of them, or the first `limit` (scanned a window at
         a time, so paging through a large map costs what it returns)."""
         start = max(after + 1, 0)
         if limit is None:
-            return start + np.flatnonzero(self._lengths[start : self._slots] >= 0)
+            return start + np.flatnonzero(self._lengths[start : self._slots] > 0)
         found: list[np.ndarray] = []
         wanted = limit
         window = max(4 * limit, 65536)
         while wanted > 0 and start < self._slots:
             stop = min(start + window, self._slots)
-            part = start + np.flatnonzero(self._lengths[start:stop] >= 0)[:wanted]
+            part = start + np.flatnonzero(self._lengths[start:stop] > 0)[:wanted]
             found.append(part)
             wanted -= len(part)
             start = stop
         return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
     def memory_bytes(self) -> int:
-        columns = self._buffer.nbytes + self._offsets.nbytes + self._lengths.nbytes
+        """Resident bytes: the zero-filled columns' spare capacity is never written, so it is not counted."""
+        columns = self._used + self._slots * (self._offsets.itemsize + self._lengths.itemsize)
         columns += self._sorted_hashes.nbytes + self._sorted_labels.nbytes
-        return columns + 8 * len(self._free) + 120 * len(self._recent)  # ~120 B a dict entry with its str
+        return columns + 8 * len(self._free) + 140 * len(self._recent)  # ~140 B a dict entry with its str
 
     # -- writes -------------------------------------------------------------------------------------
 
@@ -163,7 +171,7 @@ class IdMap:
                 if label is None:
                     continue
             self._dead += int(self._lengths[label])
-            self._lengths[label] = -1
+            self._lengths[label] = 0
             heapq.heappush(self._free, label)
             self._count -= 1
             freed.append(label)
@@ -177,8 +185,10 @@ class IdMap:
         """The ids by label (no hashes: those are per process), compacted into new arrays: this runs under
         the partition's read lock, beside searches reading the map, so it must change nothing."""
         buffer, offsets = self._compacted()
+        lengths = self._lengths[: self._slots].astype(np.int32)
+        lengths[lengths == 0] = -1  # the snapshot format's free label
         out = io.BytesIO()
-        np.savez(out, format=np.array([_FORMAT]), buffer=buffer, offsets=offsets, lengths=self._lengths[: self._slots])
+        np.savez(out, format=np.array([_FORMAT]), buffer=buffer, offsets=offsets, lengths=lengths)
         return out.getvalue()
 
     @classmethod
@@ -190,9 +200,11 @@ class IdMap:
         buffer, offsets, lengths = arrays["buffer"], arrays["offsets"], arrays["lengths"]
         id_map._buffer = np.concatenate([buffer, np.zeros(max(len(buffer), 16 * _MIN_CAPACITY), dtype=np.uint8)])
         id_map._used = len(buffer)
+        if len(buffer) > _NARROW_OFFSET_LIMIT:
+            id_map._offsets = id_map._offsets.astype(np.int64)
         id_map._grow_labels(len(offsets))
         id_map._offsets[: len(offsets)] = offsets
-        id_map._lengths[: len(lengths)] = lengths
+        id_map._lengths[: len(lengths)] = np.maximum(lengths, 0)
         id_map._slots = len(offsets)
         id_map._free = np.flatnonzero(lengths < 0).tolist()  # ascending: already a heap
         id_map._count = int(np.count_nonzero(lengths >= 0))
@@ -233,6 +245,8 @@ class IdMap:
     def _new_label(self) -> int:
         if self._free:
             return heapq.heappop(self._free)
+        if self._slots >= _MAX_LABELS:
+            raise OverflowError(f"a partition holds at most {_MAX_LABELS:,} points")
         label = self._slots
         self._slots += 1
         self._grow_labels(self._slots)
@@ -241,42 +255,51 @@ class IdMap:
     def _grow_labels(self, needed: int) -> None:
         if needed <= len(self._offsets):
             return
-        size = max(needed, 2 * len(self._offsets))
-        offsets = np.zeros(size, dtype=np.int64)
-        lengths = np.full(size, -1, dtype=np.int32)
+        size = max(needed, 2 * len(self._offsets))  # doubling: the unwritten zeros are not resident
+        offsets = np.zeros(size, dtype=self._offsets.dtype)
+        lengths = np.zeros(size, dtype=self._lengths.dtype)
         offsets[: len(self._offsets)] = self._offsets
         lengths[: len(self._lengths)] = self._lengths
         self._offsets, self._lengths = offsets, lengths
 
     def _write(self, label: int, point_id: str) -> None:
         data = point_id.encode("utf-8")
+        if not 0 < len(data) <= _MAX_ID_BYTES:
+            raise ValueError(f"a point id must be 1..{_MAX_ID_BYTES} bytes of UTF-8, got {len(data)}")
         end = self._used + len(data)
         if end > len(self._buffer):
             grown = np.zeros(max(end, 2 * len(self._buffer)), dtype=np.uint8)
             grown[: self._used] = self._buffer[: self._used]
             self._buffer = grown
+        if end > _NARROW_OFFSET_LIMIT and self._offsets.dtype != np.int64:
+            self._offsets = self._offsets.astype(np.int64)
         self._buffer[self._used : end] = np.frombuffer(data, dtype=np.uint8)
         self._offsets[label] = self._used
         self._lengths[label] = len(data)
         self._used = end
 
     def _maybe_merge(self) -> None:
-        if len(self._recent) <= max(_MIN_RECENT, len(self._sorted_hashes) // 8):
+        if len(self._recent) <= max(_MIN_RECENT, min(_MAX_RECENT, len(self._sorted_hashes) // 8)):
             return
-        kept = self._sorted_labels >= 0
         recent_hashes = np.fromiter((hash(i) for i in self._recent), dtype=np.int64, count=len(self._recent))
-        recent_labels = np.fromiter(self._recent.values(), dtype=np.int64, count=len(self._recent))
-        hashes = np.concatenate([self._sorted_hashes[kept], recent_hashes])
-        labels = np.concatenate([self._sorted_labels[kept], recent_labels])
-        order = np.argsort(hashes, kind="stable")
-        self._sorted_hashes, self._sorted_labels = hashes[order], labels[order]
+        recent_labels = np.fromiter(self._recent.values(), dtype=np.int32, count=len(self._recent))
+        order = np.argsort(recent_hashes, kind="stable")
+        recent_hashes, recent_labels = recent_hashes[order], recent_labels[order]
+        hashes, labels = self._sorted_hashes, self._sorted_labels
+        if np.any(labels < 0):  # removed entries, dropped now
+            kept = labels >= 0
+            hashes, labels = hashes[kept], labels[kept]
+        # One pass: each new entry goes in after the equal hashes already there, so the columns stay sorted.
+        at = np.searchsorted(hashes, recent_hashes, side="right")
+        self._sorted_hashes = np.insert(hashes, at, recent_hashes)
+        self._sorted_labels = np.insert(labels, at, recent_labels)
         self._recent = {}
 
     def _rebuild_sorted(self) -> None:
         labels = self.live_labels()
         hashes = np.fromiter((hash(self._decode(label)) for label in labels.tolist()), dtype=np.int64, count=len(labels))
         order = np.argsort(hashes, kind="stable")
-        self._sorted_hashes, self._sorted_labels = hashes[order], labels[order]
+        self._sorted_hashes, self._sorted_labels = hashes[order], labels[order].astype(np.int32)
         self._recent = {}
 
     def _compacted(self) -> tuple[np.ndarray, np.ndarray]:

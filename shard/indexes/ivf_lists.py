@@ -15,6 +15,8 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from shard.columns import grow
+
 _MIN_CAPACITY = 1024
 
 
@@ -111,8 +113,4 @@ class LabeledIvf:
         return list_no, offset, ids
 
     def _ensure(self, max_label: int) -> None:
-        if max_label < len(self._list_of):
-            return
-        grown = np.full(max(max_label + 1, 2 * len(self._list_of)), -1, dtype=np.int32)
-        grown[: len(self._list_of)] = self._list_of
-        self._list_of = grown
+        self._list_of = grow(self._list_of, max_label + 1, -1, _MIN_CAPACITY)

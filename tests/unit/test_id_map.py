@@ -111,3 +111,42 @@ def test_a_snapshot_changes_nothing_in_the_map_it_reads():
     assert ids._buffer is buffer and ids._used == used and np.array_equal(ids._offsets, offsets)
     again = IdMap.from_bytes(data)
     assert dict(again.items()) == dict(ids.items()) and again._used == sum(len(n) for n in names[1::2])
+
+
+def test_the_recent_dict_is_merged_by_its_cap_not_by_an_eighth_of_a_large_map(monkeypatch):
+    """A recent-dict entry costs ~140 B: an eighth of a 10M-id map waiting there would be 17 B a point."""
+    monkeypatch.setattr(id_map_module, "_MIN_RECENT", 100)
+    monkeypatch.setattr(id_map_module, "_MAX_RECENT", 1000)
+    ids, names = IdMap(), [f"id-{n}" for n in range(40_000)]
+    for start in range(0, len(names), 500):
+        ids.assign(names[start : start + 500])
+        assert len(ids._recent) <= 1000
+    ids.remove(names[::7])
+    ids.assign([f"again-{n}" for n in range(3000)])  # merged past removed entries, which are dropped
+    assert np.all(ids._sorted_labels >= 0)
+    assert np.all(np.diff(ids._sorted_hashes) >= 0)
+    model = {n: ids.label_of(n) for n in names if n not in set(names[::7])}
+    assert None not in model.values() and len(set(model.values())) == len(model)
+    check_same(ids, {**model, **{f"again-{n}": ids.label_of(f"again-{n}") for n in range(3000)}})
+
+
+def test_ids_past_the_narrow_offsets_reach_are_still_found_after_the_offsets_widen(monkeypatch):
+    monkeypatch.setattr(id_map_module, "_NARROW_OFFSET_LIMIT", 1000)  # stands in for 4 GiB
+    ids, names = IdMap(), [f"point-{n:05d}" for n in range(500)]  # 5,500 bytes of ids
+    labels = ids.assign(names)
+    assert ids._offsets.dtype == np.int64
+    assert ids.ids_of(labels) == names
+    check_same(ids, dict(zip(names, labels.tolist())))
+    again = IdMap.from_bytes(ids.to_bytes())
+    assert again._offsets.dtype == np.int64 and again.ids_of(labels) == names
+
+
+def test_a_map_of_short_ids_costs_its_id_bytes_plus_its_columns_and_no_more():
+    ids, names = IdMap(), [f"doc-{n:09d}" for n in range(200_000)]
+    for start in range(0, len(names), 5000):
+        ids.assign(names[start : start + 5000])
+    per_id = ids.memory_bytes() / len(names)
+    # 13 id bytes, a uint32 offset, a uint16 length, an int64 hash and an int32 label: 31 B, plus the
+    # ids still in the recent dict.
+    assert 31 <= per_id <= 31 + 140 * id_map_module._MAX_RECENT / len(names) + 1, per_id
+    assert ids._offsets.dtype == np.uint32 and ids._lengths.dtype == np.uint16 and ids._sorted_labels.dtype == np.int32

@@ -85,6 +85,7 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--max-concurrent-rpcs", default=4096, show_default=True, help="RPCs handled at once; past it, gRPC refuses with RESOURCE_EXHAUSTED before any work.")
 @click.option("--search-threads", default=0, show_default=True, help="Threads for searches (0: one per core).")
 @click.option("--index-build-threads", default=ExecutorSizes.index_builds, show_default=True, help="Threads for IVF-PQ training.")
+@click.option("--malloc-mmap-threshold-bytes", default=ShardConfig.malloc_mmap_threshold_bytes, show_default=True, help="Allocations this large get their own mapping, returned to the OS when freed (glibc M_MMAP_THRESHOLD, fixed; 0: glibc's dynamic default). Keeps freed batch and snapshot buffers from staying resident.")
 @click.option("--drain-delay", default=1.0, show_default=True, help="On SIGTERM: seconds between leaving etcd and refusing new calls (routers move away meanwhile).")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus /metrics over HTTP on this port (default: off).")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address /metrics listens on (0.0.0.0 in a container).")
@@ -97,7 +98,7 @@ def main(
     max_message_bytes: int, wal_segment_bytes: int, snapshot_after_wal_bytes: int, snapshot_interval_s: float,
     snapshots_kept: int, max_batch_writes: int, min_free_bytes: int, fault_retry_s: float,
     queued_write_bytes: int, queries_in_flight: int, max_concurrent_rpcs: int, search_threads: int, index_build_threads: int,
-    drain_delay: float, metrics_port: int | None, metrics_host: str, log_level: str, log_format: str, slow_rpc_ms: float,
+    malloc_mmap_threshold_bytes: int, drain_delay: float, metrics_port: int | None, metrics_host: str, log_level: str, log_format: str, slow_rpc_ms: float,
 ) -> None:
     configure_logging(log_level, log_format)
     log_effective_options(click.get_current_context())
@@ -126,6 +127,7 @@ def main(
         executors=ExecutorSizes(searches=search_threads, index_builds=index_build_threads),
         search=SearchPolicy(exact_filter_fraction=exact_filter_fraction, exact_filter_min_points=exact_filter_min_points),
         drain_delay_s=drain_delay,
+        malloc_mmap_threshold_bytes=malloc_mmap_threshold_bytes,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         slow_rpc_s=slow_rpc_ms / 1e3,

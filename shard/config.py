@@ -37,3 +37,6 @@ class ShardConfig:
     # At start, etcd unreachable (restarting, or slow to answer) is retried this long before giving up.
     etcd_start_wait_s: float = 60.0
     advertise_address: str = ""  # address the router dials; defaults to host:port
+    # Allocations this large or larger are mapped on their own and returned to the OS when freed (glibc's
+    # M_MMAP_THRESHOLD, fixed: see shard.heap_release); 0 leaves glibc's dynamic threshold.
+    malloc_mmap_threshold_bytes: int = 4 * 2**20

@@ -99,6 +99,14 @@ def _grow(array: np.ndarray, needed: int, fill: object) -> np.ndarray:
     return grow(array, needed, fill, _MIN_CAPACITY)
 
 
+def _schema_dtype(schemas: int) -> np.dtype:
+    """The narrowest unsigned column that numbers `schemas` schemas."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if schemas - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise OverflowError(f"{schemas} distinct sets of metadata field names")
+
+
 def _fit(mask: np.ndarray, n: int) -> np.ndarray:
     """Pads a mask computed over a column shorter than the caller's label space with False."""
     if len(mask) == n:
@@ -461,8 +469,9 @@ class FieldIndex:
     def __init__(self) -> None:
         self._fields: dict[str, _Column] = {}
         # Which fields each label holds, as an index into _schemas (the distinct field-name tuples, in the
-        # order the metadata gave them): 4 B a label instead of a dict per point. Schema 0 is no fields.
-        self._schema_of = np.zeros(0, dtype=np.int32)
+        # order the metadata gave them): 1 B a label while there are at most 256 schemas (then 2, then 4)
+        # instead of a dict per point. Schema 0 is no fields.
+        self._schema_of = np.zeros(0, dtype=_schema_dtype(1))
         self._schemas: list[tuple[str, ...]] = [()]
         self._schema_ids: dict[tuple[str, ...], int] = {(): 0}
         self._labels = 0  # labels holding at least one field
@@ -493,7 +502,8 @@ class FieldIndex:
             column.put(label, kind, value)
         if label >= len(self._schema_of):
             self._schema_of = _grow(self._schema_of, label + 1, 0)
-        self._schema_of[label] = self._schema_id(tuple(stored))
+        schema = self._schema_id(tuple(stored))  # first: a new schema may widen the column
+        self._schema_of[label] = schema
         self._labels += 1
 
     def _schema_id(self, names: tuple[str, ...]) -> int:
@@ -501,6 +511,9 @@ class FieldIndex:
         if schema is None:
             schema = self._schema_ids[names] = len(self._schemas)
             self._schemas.append(names)
+            wanted = _schema_dtype(len(self._schemas))
+            if wanted != self._schema_of.dtype:
+                self._schema_of = self._schema_of.astype(wanted)
         return schema
 
     def _names_of(self, label: int) -> tuple[str, ...]:
@@ -617,7 +630,7 @@ class FieldIndex:
             else:
                 index._schemas = [tuple(names) for names in header["schemas"]]
                 index._schema_ids = {names: n for n, names in enumerate(index._schemas)}
-                index._schema_of = arrays["schema_of"].astype(np.int32, copy=False)
+                index._schema_of = arrays["schema_of"].astype(_schema_dtype(len(index._schemas)), copy=False)
                 if len(index._schemas) == 0 or index._schemas[0] != () or (
                     len(index._schema_of) and int(index._schema_of.max()) >= len(index._schemas)
                 ):
@@ -630,7 +643,7 @@ class FieldIndex:
         """Version 1 kept no schemas (its points' dicts were rebuilt): derive each label's field names
         from the columns that hold a value for it, in column order."""
         size = int(labels.max()) + 1 if len(labels) else 0
-        self._schema_of = np.zeros(max(size, _MIN_CAPACITY), dtype=np.int32)
+        self._schema_of = np.zeros(max(size, _MIN_CAPACITY), dtype=np.int32)  # narrowed once the schemas are known
         names = list(self._fields)
         held = np.zeros((len(names), len(self._schema_of)), dtype=bool)
         for row, column in enumerate(self._fields.values()):
@@ -638,7 +651,7 @@ class FieldIndex:
             held[row, : len(part)] = part
         patterns, inverse = np.unique(held.T, axis=0, return_inverse=True) if names else (np.zeros((1, 0), bool), np.zeros(len(self._schema_of), np.int64))
         ids = [self._schema_id(tuple(n for n, h in zip(names, pattern.tolist()) if h)) for pattern in patterns]
-        self._schema_of[:] = np.asarray(ids, dtype=np.int32)[inverse.reshape(-1)]
+        self._schema_of = np.asarray(ids, dtype=np.int32)[inverse.reshape(-1)].astype(_schema_dtype(len(self._schemas)))
         self._labels = int(np.count_nonzero(self._schema_of))
 
     def _check_schemas(self) -> None:

@@ -14,6 +14,7 @@ from quiver.v1 import shard_pb2
 from shard.admission import Admission
 from shard.config import ShardConfig
 from shard.executors import ShardExecutors
+from shard.heap_release import fix_mmap_threshold
 from quiver.metrics import MetricsEndpoint
 from shard import partition_metrics
 from shard.partition_registry import PartitionRegistry
@@ -65,6 +66,7 @@ class ShardServer:
         return self.config.advertise_address or f"{self.config.host}:{self.port}"
 
     async def start(self) -> None:
+        fix_mmap_threshold(self.config.malloc_mmap_threshold_bytes)  # before recovery allocates anything
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await self.registry.open_all()
         partition_metrics.watch(self.registry, self.config.server_id)

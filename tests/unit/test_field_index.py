@@ -421,6 +421,21 @@ def test_columns_filled_label_by_label_keep_their_spare_capacity_within_an_eight
     n = 150_000
     for label in range(n):
         fields.set(label, {"category": "news", "year": 2000 + label % 20, "score": label / n})
-    # kind (1 B per field), code 4, int 8, float 8, and the 4-byte schema id per label: 27 B.
+    # kind (1 B per field), code 4, int 8, float 8, and the 1-byte schema id per label (one schema): 24 B.
     columns = sum(column.nbytes() - column.dict_bytes for column in fields._fields.values()) + fields._schema_of.nbytes
-    assert 27 * n <= columns <= 27 * (n + n // 8 + 1)
+    assert 24 * n <= columns <= 24 * (n + n // 8 + 1)
+
+
+def test_the_schema_column_widens_past_256_schemas_and_every_label_keeps_its_fields() -> None:
+    fields = FieldIndex()
+    fields.set(0, {"a": 1})
+    assert fields._schema_of.dtype == np.uint8
+    expected = {label: {f"f{label}": label, "a": "x"} for label in range(1, 300)}  # 300 schemas with {"a"}
+    for label, metadata in expected.items():
+        fields.set(label, metadata)
+    assert fields._schema_of.dtype == np.uint16
+    expected[0] = {"a": 1}
+    for index in (fields, FieldIndex.from_bytes(fields.to_bytes())):
+        assert all(index.get(label) == metadata for label, metadata in expected.items())
+        assert index._schema_of.dtype == np.uint16
+        assert list(index.get(299)) == ["f299", "a"]  # keys in the order they were set

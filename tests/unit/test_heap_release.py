@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from loadtest.bench_memory import memory_of
+from shard.config import ShardConfig
 from shard.heap_release import release_free_heap
 from shard.server import ShardServer
 
@@ -38,12 +39,11 @@ def test_memory_freed_in_the_middle_of_the_heap_is_returned_to_the_os():
 _TRANSIENT_AFTER_A_LARGER_ONE = textwrap.dedent("""
     import os, sys
     import numpy as np
+    from loadtest.bench_memory import memory_of
     from shard.heap_release import fix_mmap_threshold
 
     def anon():
-        for line in open(f"/proc/{os.getpid()}/status"):
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
+        return memory_of(os.getpid())["RssAnon"]
 
     if sys.argv[1] != "0":
         assert fix_mmap_threshold(int(sys.argv[1]))
@@ -75,8 +75,6 @@ async def test_a_shard_server_fixes_the_threshold_it_is_configured_with_when_it_
 
     asked: list[int] = []
     monkeypatch.setattr(server_module, "fix_mmap_threshold", lambda threshold: asked.append(threshold) or True)
-    from shard.config import ShardConfig
-
     server = ShardServer(ShardConfig(data_dir=tmp_path, port=0, malloc_mmap_threshold_bytes=3 * 2**20))
     await server.start()
     try:

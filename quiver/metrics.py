@@ -53,6 +53,10 @@ WATCH_APPLY_SECONDS = Histogram(
     "From an etcd watch event reaching this process to the new cluster snapshot being served (watch lag here).",
     buckets=LATENCY_BUCKETS,
 )
+SEARCH_ADMISSION_SHARE = Gauge(
+    "quiver_router_search_admission_share",
+    "The share of a search's budget its expected answer time may fill and be admitted (adapts to missed deadlines).",
+)
 CLUSTER_REVISION = Gauge("quiver_cluster_state_revision", "etcd revision of the cluster snapshot this process serves from.")
 WAL_FSYNC_SECONDS = Histogram(
     "quiver_shard_wal_fsync_duration_seconds", "fsync of a WAL batch (one per group commit).",

@@ -35,6 +35,7 @@ async def serve(config: RouterConfig) -> None:
 @click.option("--max-queued-searches", default=RouterConfig.max_queued_searches, show_default=True, help="Searches waiting for the shards; past it, searches are refused with RESOURCE_EXHAUSTED.")
 @click.option("--max-concurrent-rpcs", default=RouterConfig.max_concurrent_rpcs, show_default=True, help="RPCs handled at once; past it, gRPC refuses with RESOURCE_EXHAUSTED before any work.")
 @click.option("--deadline-admission/--no-deadline-admission", default=RouterConfig.deadline_admission, show_default=True, help="Refuse a search at once when the queue ahead of it would outlast its deadline.")
+@click.option("--deadline-admission-share", default=RouterConfig.deadline_admission_share, show_default=True, help="The share of a search's budget its expected answer time may fill to be admitted, at start; it then adapts to the searches answered and missed (0.1 to 0.9).")
 @click.option("--max-queued-write-bytes", default=RouterConfig.max_queued_write_bytes, show_default=True, help="Bytes of upserts waiting for the shards; past it, upserts are refused with RESOURCE_EXHAUSTED.")
 @click.option("--controller/--no-controller", default=RouterConfig.controller, show_default=True, help="Stand for the controller role (one router holds it): promotes an in-sync replica when a shard's primary is gone.")
 @click.option("--hedge/--no-hedge", "hedge_reads", default=RouterConfig.hedge_reads, show_default=True, help="Send a read to a second replica when the first is slower than its recent p95 (at most 5% extra reads).")
@@ -48,7 +49,7 @@ async def serve(config: RouterConfig) -> None:
 def main(
     etcd_endpoints: str, etcd_root: str, host: str, port: int, default_timeout: float, max_k: int,
     max_queries_per_request: int, max_message_bytes: int, max_queued_searches: int,
-    max_concurrent_rpcs: int, deadline_admission: bool, max_queued_write_bytes: int, controller: bool, hedge_reads: bool, replace_after_s: float, router_id: str, metrics_port: int | None, metrics_host: str, log_level: str, log_format: str, slow_rpc_ms: float,
+    max_concurrent_rpcs: int, deadline_admission: bool, deadline_admission_share: float, max_queued_write_bytes: int, controller: bool, hedge_reads: bool, replace_after_s: float, router_id: str, metrics_port: int | None, metrics_host: str, log_level: str, log_format: str, slow_rpc_ms: float,
 ) -> None:
     configure_logging(log_level, log_format)
     log_effective_options(click.get_current_context())
@@ -64,6 +65,7 @@ def main(
         max_queued_searches=max_queued_searches,
         max_concurrent_rpcs=max_concurrent_rpcs,
         deadline_admission=deadline_admission,
+        deadline_admission_share=deadline_admission_share,
         max_queued_write_bytes=max_queued_write_bytes,
         controller=controller,
         replace_after_s=replace_after_s,

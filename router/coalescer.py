@@ -8,7 +8,9 @@ number of waiting clients.
 
 A batch holds at most `max_batch` jobs and only as many as `fits` allows (the shards' per-request query
 and message limits), so joining others can never get a request refused that would pass alone. A job
-whose caller went away while it waited is dropped before its batch is sent. `run_batch` returns one
+whose caller went away while it waited is dropped before its batch is sent, and so is one that `expired`
+names a failure for (say, a search whose deadline can no longer be met): it fails at once, without
+taking a place in the batch or costing the shards any work. `run_batch` returns one
 result per job; a result that is an exception fails that job alone, and an exception raised by
 `run_batch` fails every member.
 """
@@ -39,10 +41,12 @@ class Coalescer(Generic[Job]):
         run_batch: Callable[[Hashable, list[Job]], Awaitable[list[Any]]],
         max_batch: int = 64,
         fits: Callable[[list[Job]], bool] | None = None,
+        expired: Callable[[Job], BaseException | None] | None = None,
     ) -> None:
         self._run_batch = run_batch
-        self._max_batch = max_batch
+        self.max_batch = max_batch
         self._fits = fits or (lambda jobs: True)
+        self._expired = expired or (lambda job: None)
         self._busy: set[Hashable] = set()
         self._waiting: dict[Hashable, _Pending[Job]] = {}
 
@@ -74,13 +78,21 @@ class Coalescer(Generic[Job]):
         pending = self._waiting.pop(key, None)
         if pending is not None:
             # A cancelled caller's future is done: nobody waits for that search any more.
-            live = [(j, f) for j, f in zip(pending.jobs, pending.futures) if not f.done()]
+            live = []
+            for job, future in zip(pending.jobs, pending.futures):
+                if future.done():
+                    continue
+                failure = self._expired(job)
+                if failure is not None:
+                    future.set_exception(failure)
+                else:
+                    live.append((job, future))
             pending = _Pending([j for j, _ in live], [f for _, f in live])
         if pending is None or not pending.jobs:
             self._busy.discard(key)
             return
         take = 1  # a job alone is always sent; a shard refuses it the same way it would uncoalesced
-        while take < min(len(pending.jobs), self._max_batch) and self._fits(pending.jobs[: take + 1]):
+        while take < min(len(pending.jobs), self.max_batch) and self._fits(pending.jobs[: take + 1]):
             take += 1
         if take < len(pending.jobs):
             self._waiting[key] = _Pending(pending.jobs[take:], pending.futures[take:])

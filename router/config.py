@@ -31,6 +31,11 @@ class RouterConfig:
     # within `batch_estimate_max_age_s` (one from before a quiet spell could refuse what the shards now serve).
     deadline_admission: bool = True
     batch_estimate_max_age_s: float = 5.0
+    # The share of a search's budget its expected answer time may fill and still be admitted, at start (and at
+    # most): batch times vary with the load (a burst of writes, another tenant's searches), and a search
+    # admitted to finish just in time misses whenever the next batch is slower than the last. It narrows as
+    # admitted searches miss their deadlines and widens back as they are answered (`router.admission_share`).
+    deadline_admission_share: float = 0.9
     max_concurrent_rpcs: int = 4096  # RPCs being handled at once; past it gRPC answers RESOURCE_EXHAUSTED
     retry_after_s: float = 0.1
     metrics_port: int | None = None  # Prometheus /metrics over HTTP on this port (0: a free one); None: off

@@ -23,7 +23,7 @@ from quiver.control_plane.records import ShardMap
 from quiver.control_plane.watcher import ClusterWatcher
 from quiver.errors import DeadlineExceeded, InvalidArgument, NotFound, QuiverError, ResourceExhausted, SealedAgainstWrites, Unavailable
 from quiver.logs import REQUEST_ID, outgoing_metadata
-from quiver.metrics import PARTIAL_RESULTS, SHARD_CALL_SECONDS, refused, timed_call
+from quiver.metrics import PARTIAL_RESULTS, SEARCH_ADMISSION_SHARE, SHARD_CALL_SECONDS, refused, timed_call
 from quiver.rpc_guard import rpc_guard
 from quiver.v1 import router_pb2, router_pb2_grpc, shard_pb2, types_pb2
 from quiver.validation import check_ids, check_k, check_vectors
@@ -31,7 +31,9 @@ from quiver.wire.filters import filter_from_proto
 from quiver.wire.points import metadata_list_from_proto, vectors_from_bytes
 from quiver.wire.specs import index_from_proto
 from router.admin import Admin, Budget
+from router.admission_share import AdmissionShare
 from router.backpressure import Backpressure
+from router.batch_cost import BatchCostModel
 from router.collection_view import CollectionView, check_model, collection_view
 from router.catch_up import SnapshotCatchUp
 from router.coalescer import Coalescer
@@ -49,6 +51,10 @@ from quiver.shard_channels import ShardPool
 T = TypeVar("T")
 
 
+# Deadline-aware admission refuses on an estimate only once it rests on a few batches: the first batch
+# after a start or a quiet spell is often the slow one (connections opening, a replica failing over).
+MIN_BATCHES_TO_REFUSE = 3
+
 class RouterServicer(router_pb2_grpc.RouterServicer):
     SERVICE = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
 
@@ -62,11 +68,16 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._versions = VersionAdmin(admin)
         self._coverage = ModelCoverage(pool)
         self.replica_reads = ReplicaReads(HedgePolicy() if config.hedge_reads else HedgePolicy(hedge_ratio=0.0))
-        self._coalescer: Coalescer[_SearchJob] = Coalescer(self._search_batch, fits=self._batch_fits)
+        self._coalescer: Coalescer[_SearchJob] = Coalescer(
+            self._search_batch, fits=self._batch_fits, expired=self._search_expired
+        )
         self._write_bytes = InFlightBudget(config.max_queued_write_bytes, "router_queued_write_bytes")
         self.backpressure = Backpressure(config.max_pushback_hold_s)
-        # Per collection: an EWMA of a batch's time to its shards' answers, and when it last took a sample.
-        self._batch_seconds: dict[str, tuple[float, float]] = {}
+        # Per collection: a batch's time to its shards' answers by its queries (`router.batch_cost`).
+        self._batch_costs: dict[str, BatchCostModel] = {}
+        # Per coalescing key: when its batch in flight was sent, and how long it was expected to take.
+        self._in_flight: dict[Any, tuple[float, float]] = {}
+        self.admission_share = AdmissionShare(initial=config.deadline_admission_share, ceiling=min(1.0, max(config.deadline_admission_share, 0.9)))
         # CPU work of large requests (checking and splitting a big upsert, merging a big search batch) runs
         # here, not on the event loop, so one large request cannot stall every other RPC of the router.
         self._cpu = ThreadPoolExecutor(self._config.cpu_threads, thread_name_prefix="router-cpu")
@@ -413,16 +424,18 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         )
         budget = self._timeout(context)
         deadline = asyncio.get_running_loop().time() + budget
-        expected = self._expected_answer_s(key, view.record.name, len(queries)) if self._config.deadline_admission else None
-        if expected is not None and expected > budget:
+        expected = self._expected_answer_s(key, view.record.name, len(queries), budget) if self._config.deadline_admission else None
+        share = self.admission_share.value
+        if expected is not None and expected > budget * share:
             # Deadline-aware admission: behind this queue the answer would come after the caller stopped
             # waiting, so the work would be wasted and would push every later search past its deadline too.
             refused("router_search_deadline")
             raise ResourceExhausted(
                 f"the router is overloaded: searches of {view.record.name!r} are answered in about "
-                f"{expected * 1e3:.0f} ms now, past this search's deadline ({budget * 1e3:.0f} ms left); retry "
-                "after a pause, with a longer deadline, or on another router",
-                retry_after_s=max(self._config.retry_after_s, expected - budget),
+                f"{expected * 1e3:.0f} ms now, more than the {share:.0%} of this search's {budget * 1e3:.0f} ms "
+                "budget that would leave it safely in time; retry after a pause, with a longer deadline, or on "
+                "another router",
+                retry_after_s=max(self._config.retry_after_s, expected - budget * share),
             )
         if self._coalescer.queued >= self._config.max_queued_searches:
             # Overloaded: a queue this long only grows until every caller's deadline passes; say so now.
@@ -432,40 +445,96 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 f"budget is {self._config.max_queued_searches}); retry after a pause or on another router",
                 retry_after_s=self._config.retry_after_s,
             )
-        return await self._coalescer.submit(key, _SearchJob(view, request, len(queries), deadline, REQUEST_ID.get()))
+        job = _SearchJob(view, request, len(queries), deadline, REQUEST_ID.get())
+        if not self._config.deadline_admission:
+            return await self._coalescer.submit(key, job)
+        try:
+            answer = await self._coalescer.submit(key, job)
+        except (DeadlineExceeded, Unavailable) as error:
+            now = asyncio.get_running_loop().time()
+            # A shard that is down fails searches at once: that says nothing about the queue's timing.
+            if isinstance(error, DeadlineExceeded) or now >= deadline - 0.01:
+                self.admission_share.missed(now)
+                SEARCH_ADMISSION_SHARE.set(self.admission_share.value)
+            raise
+        except asyncio.CancelledError:
+            now = asyncio.get_running_loop().time()
+            if now >= deadline:  # still queued when the caller's deadline ended the call: a miss too
+                self.admission_share.missed(now)
+                SEARCH_ADMISSION_SHARE.set(self.admission_share.value)
+            raise
+        self.admission_share.answered()
+        SEARCH_ADMISSION_SHARE.set(self.admission_share.value)
+        return answer
 
-    def _expected_answer_s(self, key: Any, collection: str, n_queries: int) -> float | None:
-        """When a search of `key` sent now would be answered: the batches ahead of it (one in flight, the
-        queued ones) and its own, each taking what this collection's recent batches took."""
-        estimate = self._batch_seconds.get(collection)
-        if estimate is None:
-            return None
-        per_batch, sampled_at = estimate
-        if asyncio.get_running_loop().time() - sampled_at > self._config.batch_estimate_max_age_s:
-            # Measured before a quiet spell: the shards may be far faster now; admit, and measure again.
-            return None
+    def _predict_batch_s(self, collection: str, n_queries: int) -> float | None:
+        model = self._batch_costs.get(collection)
+        return model.predict(n_queries, asyncio.get_running_loop().time()) if model is not None else None
+
+    def _expected_answer_s(self, key: Any, collection: str, n_queries: int, budget_s: float) -> float | None:
+        """When a search of `key` sent now would be answered: what is left of the batch in flight, then the
+        batches the queue ahead of it and its own queries make, formed as the coalescer will form them (up
+        to the query cap, and no longer than their earliest member's deadline allows), each priced by its
+        queries."""
         busy, queued = self._coalescer.backlog(key)
         if not busy or not queued:
-            return None  # nothing queued: sent at once (and measured again), never refused on an estimate
-        queued_queries = sum(j.n_queries for j in queued) + n_queries
-        batches = -(-queued_queries // max(self._config.max_batch_queries, 1))
-        return per_batch * (1 + batches)
+            # Sent at once, or next: never refused on an estimate alone (one slow batch, a replica failing
+            # over, would otherwise refuse the searches that the next batch, measured again, answers in time).
+            return None
+        model = self._batch_costs.get(collection)
+        now = asyncio.get_running_loop().time()
+        if model is None or model.predict(n_queries, now) is None or model.batches < MIN_BATCHES_TO_REFUSE:
+            return None
+        sent, expected = self._in_flight.get(key, (0.0, 0.0))
+        clock = now + max(0.0, sent + expected - now)
+        ahead = [(j.n_queries, j.deadline) for j in queued] + [(n_queries, now + budget_s)]
+        while ahead:
+            size, due = ahead[0]
+            if due <= clock:  # its deadline will have passed by then: dropped unsent, it costs nothing
+                ahead = ahead[1:]
+                continue
+            take = 1
+            while take < len(ahead) and take < self._coalescer.max_batch:
+                size_next, due_next = size + ahead[take][0], min(due, ahead[take][1])
+                if size_next > self._config.max_batch_queries or clock + (model.predict(size_next, now) or 0.0) > due_next:
+                    break
+                size, due, take = size_next, due_next, take + 1
+            clock += model.predict(size, now) or 0.0
+            ahead = ahead[take:]
+        return clock - now
 
-    def _record_batch_time(self, collection: str, seconds: float) -> None:
-        previous = self._batch_seconds.get(collection)
-        smoothed = seconds if previous is None else 0.8 * previous[0] + 0.2 * seconds
-        self._batch_seconds[collection] = (smoothed, asyncio.get_running_loop().time())
+    def _record_batch_time(self, collection: str, n_queries: int, seconds: float) -> None:
+        model = self._batch_costs.get(collection)
+        if model is None:
+            model = self._batch_costs[collection] = BatchCostModel(max_age_s=self._config.batch_estimate_max_age_s)
+        model.observe(n_queries, seconds, asyncio.get_running_loop().time())
 
     def _batch_fits(self, jobs: list["_SearchJob"]) -> bool:
         """Whether one shard request may carry these searches: within the per-batch query cap (a lone
-        request of more is sent alone), and their queries within half the message limit (the rest is left
-        for the answers' headroom). The cap keeps a batch short: one batch of thousands of queries would
-        take longer than its members' deadlines, and every one of them would be lost together."""
-        return (
-            (len(jobs) == 1 or sum(j.n_queries for j in jobs) <= self._config.max_batch_queries)
-            and sum(j.n_queries for j in jobs) <= self._config.max_queries_per_request
-            and sum(len(j.request.queries) for j in jobs) <= self._config.max_message_bytes // 2
-        )
+        request of more is sent alone), their queries within half the message limit (the rest is left for
+        the answers' headroom), and, by the recent batch times, answered before the earliest of their
+        deadlines. The caps keep a batch short: one batch of thousands of queries would take longer than
+        its members' deadlines, and every one of them would be lost together."""
+        if len(jobs) == 1:
+            return True
+        n_queries = sum(j.n_queries for j in jobs)
+        if (
+            n_queries > self._config.max_batch_queries
+            or n_queries > self._config.max_queries_per_request
+            or sum(len(j.request.queries) for j in jobs) > self._config.max_message_bytes // 2
+        ):
+            return False
+        predicted = self._predict_batch_s(jobs[0].view.record.name, n_queries)
+        now = asyncio.get_running_loop().time()
+        return predicted is None or predicted <= min(j.deadline - now for j in jobs)
+
+    def _search_expired(self, job: "_SearchJob") -> Exception | None:
+        """A queued search whose deadline passed is failed before its batch is sent: it takes no place in
+        the batch and costs the shards nothing. (Not one the estimates say will be late: a few slow batches,
+        a replica failing over, would then drop searches the next batch answers in time.)"""
+        if job.deadline <= asyncio.get_running_loop().time():
+            return DeadlineExceeded("the search's deadline passed while it waited in the router's queue")
+        return None
 
     async def _search_batch(self, key: Any, jobs: list["_SearchJob"]) -> list[Any]:
         """One scatter-gather for every job in the batch (they share `key`), split back per job.
@@ -507,6 +576,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             calls[shard] = self._replicated(view, shard, "Search", sub, timeout, [j.request_id for j in batch], first_due)
         offsets = np.cumsum([0] + [j.n_queries for j in batch]).tolist()
         sent = loop.time()
+        self._in_flight[key] = (sent, self._predict_batch_s(view.record.name, n_queries) or 0.0)
         gather = Gather(calls)
         translated: set[int] = set()
         try:
@@ -523,7 +593,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 waiting = [m for m in waiting if m not in due]
         finally:
             # A batch cut off by its deadlines counts with the time it had: it took at least that long.
-            self._record_batch_time(view.record.name, loop.time() - sent)
+            self._record_batch_time(view.record.name, n_queries, loop.time() - sent)
+            self._in_flight.pop(key, None)
             gather.cancel()
         return answers
 

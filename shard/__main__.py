@@ -85,6 +85,7 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--max-concurrent-rpcs", default=4096, show_default=True, help="RPCs handled at once; past it, gRPC refuses with RESOURCE_EXHAUSTED before any work.")
 @click.option("--search-threads", default=0, show_default=True, help="Threads for searches (0: one per core).")
 @click.option("--index-build-threads", default=ExecutorSizes.index_builds, show_default=True, help="Threads for IVF-PQ training.")
+@click.option("--worker-nice", default=ExecutorSizes.worker_nice, show_default=True, help="Nice increment for search, commit and index-build threads; set it where routers or clients share these cores (keeps admission refusals prompt under CPU saturation).")
 @click.option("--malloc-mmap-threshold-bytes", default=ShardConfig.malloc_mmap_threshold_bytes, show_default=True, help="Allocations this large get their own mapping, returned to the OS when freed (glibc M_MMAP_THRESHOLD, fixed; 0: glibc's dynamic default). Keeps freed batch and snapshot buffers from staying resident.")
 @click.option("--drain-delay", default=1.0, show_default=True, help="On SIGTERM: seconds between leaving etcd and refusing new calls (routers move away meanwhile).")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus /metrics over HTTP on this port (default: off).")
@@ -97,7 +98,7 @@ def main(
     etcd_start_wait_s: float, exact_filter_fraction: float, exact_filter_min_points: int, max_k: int, max_queries_per_request: int,
     max_message_bytes: int, wal_segment_bytes: int, snapshot_after_wal_bytes: int, snapshot_interval_s: float,
     snapshots_kept: int, max_batch_writes: int, min_free_bytes: int, fault_retry_s: float,
-    queued_write_bytes: int, queries_in_flight: int, max_concurrent_rpcs: int, search_threads: int, index_build_threads: int,
+    queued_write_bytes: int, queries_in_flight: int, max_concurrent_rpcs: int, search_threads: int, index_build_threads: int, worker_nice: int,
     malloc_mmap_threshold_bytes: int, drain_delay: float, metrics_port: int | None, metrics_host: str, log_level: str, log_format: str, slow_rpc_ms: float,
 ) -> None:
     configure_logging(log_level, log_format)
@@ -124,7 +125,7 @@ def main(
         ),
         max_concurrent_rpcs=max_concurrent_rpcs,
         admission=AdmissionBudgets(queued_write_bytes=queued_write_bytes, queries_in_flight=queries_in_flight),
-        executors=ExecutorSizes(searches=search_threads, index_builds=index_build_threads),
+        executors=ExecutorSizes(searches=search_threads, index_builds=index_build_threads, worker_nice=worker_nice),
         search=SearchPolicy(exact_filter_fraction=exact_filter_fraction, exact_filter_min_points=exact_filter_min_points),
         drain_delay_s=drain_delay,
         malloc_mmap_threshold_bytes=malloc_mmap_threshold_bytes,

@@ -259,7 +259,7 @@ class DurablePartition:
         return (kept[-1], self._snapshots.path_of(kept[-1])) if kept else None
 
     def start(self) -> None:
-        self._commit_thread = ShardExecutors.commit_thread(str(self.spec.key))
+        self._commit_thread = self._executors.commit_thread(str(self.spec.key))
         self._loop_task = asyncio.get_running_loop().create_task(self._commit_loop(), name=f"commit {self.spec.key}")
         self._maybe_train_in_background()
 

@@ -35,6 +35,8 @@ INDEX_BUILD_NICE = 10
 
 def _niced(increment: int) -> Callable[[], None]:
     def lower_this_threads_priority() -> None:
+        if increment <= 0:
+            return
         # Linux schedules threads as tasks: PRIO_PROCESS with a thread id sets that thread's nice value.
         try:
             tid = threading.get_native_id()
@@ -49,6 +51,11 @@ def _niced(increment: int) -> Callable[[], None]:
 class ExecutorSizes:
     searches: int = 0  # 0: one thread per core
     index_builds: int = 1
+    # Added to every worker thread's nice value (searches, commits, index builds), never to the event loop's.
+    # Where a router or clients share this machine's cores (a node, a local cluster), a positive value keeps
+    # their event loops, and this server's own, first in line for a CPU under a saturating load: admission
+    # refusals stay prompt instead of waiting behind index work for a scheduler slice.
+    worker_nice: int = 0
 
     def resolved_searches(self) -> int:
         return self.searches or max(1, os.cpu_count() or 1)
@@ -57,13 +64,13 @@ class ExecutorSizes:
 class ShardExecutors:
     def __init__(self, sizes: ExecutorSizes = ExecutorSizes()) -> None:
         self.sizes = sizes
-        self.searches = ThreadPoolExecutor(sizes.resolved_searches(), thread_name_prefix="search")
-        self.index_builds = ThreadPoolExecutor(max(1, sizes.index_builds), thread_name_prefix="index-build", initializer=_niced(INDEX_BUILD_NICE))
+        nice = max(0, sizes.worker_nice)
+        self.searches = ThreadPoolExecutor(sizes.resolved_searches(), thread_name_prefix="search", initializer=_niced(nice))
+        self.index_builds = ThreadPoolExecutor(max(1, sizes.index_builds), thread_name_prefix="index-build", initializer=_niced(nice + INDEX_BUILD_NICE))
         self.stats = ThreadPoolExecutor(2, thread_name_prefix="stats")
 
-    @staticmethod
-    def commit_thread(name: str) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(1, thread_name_prefix=f"commit-{name}", initializer=_niced(COMMIT_NICE))
+    def commit_thread(self, name: str) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(1, thread_name_prefix=f"commit-{name}", initializer=_niced(max(0, self.sizes.worker_nice) + COMMIT_NICE))
 
     def shutdown(self) -> None:
         self.searches.shutdown(wait=False, cancel_futures=True)

@@ -248,9 +248,10 @@ async def test_with_deadline_admission_a_search_the_queue_would_make_late_is_ref
         await cluster.client.upsert("docs", ["a", "b"], np.eye(2, DIM, dtype=np.float32))
         request = router_pb2.RouterSearchRequest(collection="docs", queries=np.ones(DIM, "<f4").tobytes(), k=1)
         cluster.fakes[0].delay("Search", 0.5)
-        await cluster.stub.Search(request, timeout=5)  # measured: a batch takes ~0.5 s now
+        for _ in range(3):  # measured: a batch takes ~0.5 s now (three batches: enough to refuse on)
+            await cluster.stub.Search(request, timeout=5)
         first = asyncio.ensure_future(cluster.stub.Search(request, timeout=5))
-        await assert_eventually_async(lambda: len(cluster.fakes[0].requests("Search")) == 2)
+        await assert_eventually_async(lambda: len(cluster.fakes[0].requests("Search")) == 4)
         behind = asyncio.ensure_future(cluster.stub.Search(request, timeout=5))  # queued: fits in 5 s
         await assert_eventually_async(lambda: cluster.router.servicer.queued_searches == 1)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -279,3 +280,27 @@ async def test_deadline_admission_ignores_a_batch_time_measured_before_a_quiet_s
         await assert_eventually_async(lambda: cluster.router.servicer.queued_searches == 2)
         cluster.fakes[0].release("Search")
         assert all(r.results[0].ids for r in await asyncio.gather(first, behind, third))
+
+
+async def test_a_search_admitted_and_then_failed_by_its_deadline_makes_admission_stricter(etcd, etcd_root):
+    async with fake_cluster(etcd.endpoint, etcd_root, servers=1, deadline_admission=True) as cluster:
+        await cluster.client.create_collection("docs", DIM, index="flat", shards=1)
+        await cluster.client.upsert("docs", ["a", "b"], np.eye(2, DIM, dtype=np.float32))
+        lead = router_pb2.RouterSearchRequest(collection="docs", queries=np.ones(DIM, "<f4").tobytes(), k=1)
+        late = router_pb2.RouterSearchRequest(collection="docs", queries=np.full(DIM, 2.0, "<f4").tobytes(), k=1)
+        cluster.fakes[0].delay("Search", 0.3)
+        await cluster.stub.Search(lead, timeout=5)  # measured: a batch takes ~0.3 s now
+        share_before = cluster.router.servicer.admission_share.value
+        cluster.fakes[0].freeze("Search")
+        first = asyncio.ensure_future(cluster.stub.Search(lead, timeout=10))
+        await assert_eventually_async(lambda: len(cluster.fakes[0].requests("Search")) == 2)
+        # Admitted: ~0.3 s left of the batch in flight plus its own ~0.3 s is within its share of 1.5 s.
+        behind = asyncio.ensure_future(cluster.stub.Search(late, timeout=1.5))
+        await assert_eventually_async(lambda: cluster.router.servicer.queued_searches == 1)
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await behind  # the batch ahead overruns past this search's deadline
+        assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        cluster.fakes[0].release("Search")
+        await first
+        assert late.queries not in [r.queries for r in cluster.fakes[0].requests("Search")]
+        assert cluster.router.servicer.admission_share.value < share_before  # the estimates fell short: admit less

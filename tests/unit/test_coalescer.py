@@ -107,6 +107,24 @@ async def test_a_job_whose_caller_gave_up_while_queued_is_never_sent():
     assert run.batches == [[0], [2]]
 
 
+async def test_a_job_expired_while_queued_fails_with_its_reason_and_never_takes_a_place_in_a_batch():
+    run = HeldBatches()
+
+    def expired(job: int) -> BaseException | None:
+        return TimeoutError(f"job {job} is too late") if job % 2 else None
+
+    coalescer: Coalescer[int] = Coalescer(run, fits=lambda jobs: len(jobs) <= 2, expired=expired)
+    leader = asyncio.create_task(coalescer.submit("k", 1))  # an idle key sends at once: never checked
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(coalescer.submit("k", j)) for j in (2, 3, 4)]
+    await asyncio.sleep(0)
+    run.release.set()
+    outcomes = await asyncio.gather(leader, *waiting, return_exceptions=True)
+    assert outcomes[0] == 1 and outcomes[1] == 2 and outcomes[3] == 4
+    assert isinstance(outcomes[2], TimeoutError) and "job 3 is too late" in str(outcomes[2])
+    assert run.batches == [[1], [2, 4]]  # 3 neither went out nor kept 4 from joining 2
+
+
 async def test_an_exception_as_one_result_fails_that_member_alone():
     async def run(key, jobs):
         await asyncio.sleep(0.01)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import threading
 
-from shard.executors import COMMIT_NICE, INDEX_BUILD_NICE, ShardExecutors
+from shard.executors import COMMIT_NICE, INDEX_BUILD_NICE, ExecutorSizes, ShardExecutors
 
 
 def _nice_of_this_thread() -> int:
@@ -14,11 +14,25 @@ def _nice_of_this_thread() -> int:
 def test_commit_and_index_build_threads_run_at_a_lower_priority_than_searches() -> None:
     base = _nice_of_this_thread()
     executors = ShardExecutors()
-    commit = ShardExecutors.commit_thread("docs/shard-0/v1")
+    commit = executors.commit_thread("docs/shard-0/v1")
     try:
         assert executors.searches.submit(_nice_of_this_thread).result() == base
         assert commit.submit(_nice_of_this_thread).result() == min(19, base + COMMIT_NICE)
         assert executors.index_builds.submit(_nice_of_this_thread).result() == min(19, base + INDEX_BUILD_NICE)
+    finally:
+        commit.shutdown()
+        executors.shutdown()
+
+
+def test_worker_nice_lowers_every_worker_thread_but_keeps_their_order() -> None:
+    base = _nice_of_this_thread()
+    executors = ShardExecutors(ExecutorSizes(worker_nice=3))
+    commit = executors.commit_thread("docs/shard-0/v1")
+    try:
+        assert _nice_of_this_thread() == base  # the caller's thread (the event loop's) is left as it was
+        assert executors.searches.submit(_nice_of_this_thread).result() == min(19, base + 3)
+        assert commit.submit(_nice_of_this_thread).result() == min(19, base + 3 + COMMIT_NICE)
+        assert executors.index_builds.submit(_nice_of_this_thread).result() == min(19, base + 3 + INDEX_BUILD_NICE)
     finally:
         commit.shutdown()
         executors.shutdown()

@@ -33,3 +33,17 @@ class InFlightBudget:
             yield
         finally:
             self.used -= amount
+
+    def keep(self, amount: int) -> Callable[[], None]:
+        """Counts `amount` already admitted (work that outlives its request, still in flight) until the
+        returned release is called; never refuses."""
+        self.used += amount
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.used -= amount
+
+        return release

@@ -47,10 +47,24 @@ class Gather(Generic[T]):
     def finished(self) -> bool:
         return all(task.done() for task in self._tasks.values())
 
-    async def wait(self, timeout: float | None) -> list[Outcome[T]]:
+    async def wait(self, timeout: float | None, until: Callable[[Outcome[T]], bool] | None = None) -> list[Outcome[T]]:
+        """Every shard's outcome once all calls finished or `timeout` passed, or as soon as one finished
+        call's outcome satisfies `until` (the others then read DEADLINE_EXCEEDED and go on running)."""
         running = [task for task in self._tasks.values() if not task.done()]
-        if running and (timeout is None or timeout > 0):
-            await asyncio.wait(running, timeout=timeout)
+        if until is not None and any(until(self._outcome(shard, task)) for shard, task in self._tasks.items() if task.done()):
+            running = []
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
+        while running and (end is None or end > loop.time()):
+            left = None if end is None else end - loop.time()
+            if until is None:
+                await asyncio.wait(running, timeout=left)
+                break
+            done, pending = await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            shard_of = {task: shard for shard, task in self._tasks.items()}
+            if any(until(self._outcome(shard_of[task], task)) for task in done):
+                break
+            running = list(pending)
         return [self._outcome(shard, task) for shard, task in self._tasks.items()]
 
     @staticmethod

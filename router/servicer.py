@@ -77,6 +77,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._batch_costs: dict[str, BatchCostModel] = {}
         # Per coalescing key: when its batch in flight was sent, and how long it was expected to take.
         self._in_flight: dict[Any, tuple[float, float]] = {}
+        self._background: set[asyncio.Task[None]] = set()  # writes' shard calls outliving their refused request
         self.admission_share = AdmissionShare(initial=config.deadline_admission_share, ceiling=min(1.0, max(config.deadline_admission_share, 0.9)))
         # CPU work of large requests (checking and splitting a big upsert, merging a big search batch) runs
         # here, not on the event loop, so one large request cannot stall every other RPC of the router.
@@ -84,6 +85,13 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     def close(self) -> None:
         self._cpu.shutdown(wait=False, cancel_futures=True)
+        for task in list(self._background):
+            task.cancel()
+
+    @property
+    def queued_write_bytes(self) -> int:
+        """Bytes of upserts admitted and not yet answered by every shard (refused ones' other parts included)."""
+        return self._write_bytes.used
 
     @property
     def queued_searches(self) -> int:
@@ -253,7 +261,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             f"the router is overloaded with writes: {self._write_bytes.used} bytes of upserts wait for the shards "
             f"and this one ({size} bytes) would pass the budget of {self._write_bytes.budget}; retry after a "
             "pause, or send smaller batches"), self._config.retry_after_s):
-            return await self._through_cutover(view, request.version, request.model, context, lambda v: self._upsert(request, context, v))
+            return await self._through_cutover(view, request.version, request.model, context, lambda v: self._upsert(request, context, v, size))
 
     async def _through_cutover(
         self, view: CollectionView, pinned: int, model: str, context: Any, write: Callable[[CollectionView], Awaitable[T]],
@@ -278,7 +286,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                     )
                 view = await self._view(view.record.name, pinned, write=True, model=model)  # resolved as the request was
 
-    async def _upsert(self, request: Any, context: Any, view: CollectionView) -> router_pb2.RouterUpsertResponse:
+    async def _upsert(self, request: Any, context: Any, view: CollectionView, size: int) -> router_pb2.RouterUpsertResponse:
         # Checking, normalising-to-check and splitting a large batch is CPU work: off the event loop.
         split = functools.partial(_split_upsert, request, view, self._ref)
         if len(request.ids) > self._config.offload_points:
@@ -295,10 +303,31 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             address, sub.term = view.primary(shard)
             addresses[shard] = address
             calls[shard] = self._bind(address, "Upsert", sub, timeout)
-        outcomes = await fan_out(calls, timeout)
+        # A shard that refuses for overload answers at once; the caller hears of it at once too, not after
+        # the other shards' commits (hundreds of ms under load). Their parts go on in the background, their
+        # bytes still counted against the write budget; the caller resends the whole batch (idempotent).
+        gather = Gather(calls)
+        try:
+            outcomes = await gather.wait(timeout, until=lambda o: o.code == grpc.StatusCode.RESOURCE_EXHAUSTED)
+        except BaseException:
+            gather.cancel()
+            raise
+        if gather.finished:
+            gather.cancel()
+        else:
+            release = self._write_bytes.keep(size)
+            task = asyncio.get_running_loop().create_task(_finish_in_background(gather, timeout, release))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         for outcome in outcomes:
             if outcome.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 self.backpressure.refused(addresses[outcome.shard], outcome.retry_after_s)
+                if len(outcomes) > 1:
+                    raise ResourceExhausted(
+                        f"shard {outcome.shard}: {outcome.message}; the batch's parts for other shards may have been "
+                        "applied: resend all of it (upserts are idempotent)",
+                        retry_after_s=outcome.retry_after_s,
+                    )
         _raise_if_sealed(view, outcomes)
         raise_caller_errors(outcomes)
         require_coverage(outcomes, False, f"upsert into {view.record.name!r} (safe to retry: upserts are idempotent)")
@@ -672,6 +701,16 @@ def _split_upsert(request: router_pb2.RouterUpsertRequest, view: CollectionView,
             metadata=[metadata[r] for r in rows.tolist()] if len(metadata) else [],
         )
     return by_shard
+
+
+async def _finish_in_background(gather: Gather[Any], timeout: float, release: Callable[[], None]) -> None:
+    """Lets a refused write's other shard calls finish (they may have been applied: the caller resends
+    all of it), then gives their bytes back to the write budget."""
+    try:
+        await gather.wait(timeout)
+    finally:
+        gather.cancel()
+        release()
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import pytest
 
 from quiver.errors import ERRORS_BY_CODE, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from quiver.v1 import router_pb2, types_pb2
+from tests.eventually import assert_eventually_async
 from tests.fake_shard import FakeCluster, exact_top, fake_cluster, unit_rows
 
 DIM = 8
@@ -162,6 +163,21 @@ async def test_a_shards_retry_pushback_reaches_the_caller_with_its_resource_exha
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "disk full at /data/wal" in refused.value.details()
     assert ("grpc-retry-pushback-ms", "2500") in tuple(refused.value.trailing_metadata())
+
+
+async def test_a_shards_overload_refusal_reaches_the_caller_before_the_other_shards_answer(cluster):
+    await load(cluster)
+    cluster.fakes[0].freeze("Upsert")  # this shard's part is slow to commit
+    cluster.fakes[1].fail("Upsert", ResourceExhausted("write queue full", retry_after_s=0.5))
+    request = upsert(12)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await cluster.stub.Upsert(request, timeout=20)  # answered while shard 0 still holds its part
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "write queue full" in refused.value.details() and "resend all of it" in refused.value.details()
+    # The part still in flight is still counted against the router's write budget, until it is answered.
+    assert cluster.router.servicer.queued_write_bytes == request.ByteSize()
+    cluster.fakes[0].release("Upsert")
+    await assert_eventually_async(lambda: cluster.router.servicer.queued_write_bytes == 0)
 
 
 def search(**fields) -> router_pb2.RouterSearchRequest:

@@ -151,6 +151,16 @@ async def sample_rss(pids: dict[str, int], peaks: dict[str, int], stop: asyncio.
             pass
 
 
+async def probe_loop_lag(lags: list[float], stop: asyncio.Event, interval_s: float = 0.005) -> None:
+    """This generator's own event-loop lag: how late a 5 ms sleep wakes. Every latency measured here from
+    send includes up to this much of the generator's own delay (it shares the cores with the cluster)."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        before = loop.time()
+        await asyncio.sleep(interval_s)
+        lags.append(max(0.0, loop.time() - before - interval_s))
+
+
 async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any]:
     data = load_glove50()
     base = data.base[: args.n_base].astype("<f4")
@@ -186,11 +196,14 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
     peaks: dict[str, int] = {}
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_rss(pids, peaks, stop))
+    lags: list[float] = []
+    lag_probe = asyncio.create_task(probe_loop_lag(lags, stop))
     tally = Tally(mix)
     offsets = poisson_offsets(rate, args.duration, np.random.default_rng(3))
     wall = await open_loop(mix, tally, offsets=offsets, max_inflight=20_000)
     stop.set()
     await sampler
+    await lag_probe
 
     alive = {name: server.running for name, server in (*((f"shard-{i}", s) for i, s in enumerate(cluster.shard_servers)), ("router", cluster.router))}
     log(f"checking {len(mix.acknowledged)} acknowledged writes")
@@ -224,6 +237,7 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
         "messages": {f"{k} {c}": {shape: {"count": len(times), "p50_ms": _ms(times, 50), "p99_ms": _ms(times, 99)}
                                   for shape, times in sorted(shapes.items(), key=lambda item: -len(item[1]))[:4]}
                      for (k, c), shapes in sorted(mix.messages.items())},
+        "generator_loop_lag_ms": {"p50": _ms(lags, 50), "p99": _ms(lags, 99)},
         "refusal_ms_from_send": {kind: {"p50": _ms(mix.from_send.get((kind, "RESOURCE_EXHAUSTED"), []), 50), "p99": _ms(mix.from_send.get((kind, "RESOURCE_EXHAUSTED"), []), 99)} for kind in ("search", "write")},
         "accepted_search_ms": {"p50": tally.percentile_ms(("search", "OK"), 50), "p99": tally.percentile_ms(("search", "OK"), 99),
                                "over_deadline": int(sum(1 for x in searches_ok if x > SEARCH_DEADLINE_S)),
@@ -263,6 +277,7 @@ def main() -> None:
             ["processes alive at end", all(report["alive_at_end"].values())],
             *[[f"peak RSS {name}", f"{mib} MiB"] for name, mib in report["peak_rss_mib"].items()],
             ["search refusal p50/p99 from send", f"{report['refusal_ms_from_send']['search']['p50']} / {report['refusal_ms_from_send']['search']['p99']} ms"],
+            ["this generator's own loop lag p50/p99", f"{report['generator_loop_lag_ms']['p50']} / {report['generator_loop_lag_ms']['p99']} ms"],
             ["write refusal p50/p99 from send", f"{report['refusal_ms_from_send']['write']['p50']} / {report['refusal_ms_from_send']['write']['p99']} ms"],
             ["accepted search p50/p99 from intended send", f"{report['accepted_search_ms']['p50']} / {report['accepted_search_ms']['p99']} ms (deadline {SEARCH_DEADLINE_S * 1e3:.0f})"],
             ["accepted search p50/p99 from send", f"{report['accepted_search_ms']['from_send_p50']} / {report['accepted_search_ms']['from_send_p99']} ms"],

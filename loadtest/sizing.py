@@ -281,7 +281,9 @@ def _plan(inp: SizingInput, coeffs: Coefficients, layout_vectors_per_shard: int)
     raw_vector_file = 4 * inp.dim if served and kind == "hnsw" else 0
     served_fractional = coeffs.served(kind, "bytes_per_point") if served else 0.0
     point_exact = layout.exact_per_vector + inp.metadata_bytes_per_point + inp.id_bytes_per_point
-    point_fractional = layout.fractional_per_vector + served_fractional
+    # A served fit on noisy small measurements can take off more than the layout's fractional bytes (RSS that
+    # shrank between two sizes); a point still holds at least its exact bytes.
+    point_fractional = max(0.0, layout.fractional_per_vector + served_fractional)
     per_point = point_exact + point_fractional
     process_bytes = math.ceil(coeffs.shard_process_bytes) if served else 0
     memory_scale, training_scale = _served_intercept_scales(inp, coeffs)

@@ -3,6 +3,8 @@ post-filtering for broad filters, the graph's own filtered search where k is lar
 index always scores exactly; a forced strategy is used whatever it costs."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from shard.search_cost import ANN_FILTERED, ANN_POST_FILTERED, EXACT_FILTERED, FilterCosts, plan_filtered
@@ -19,8 +21,9 @@ def strategy(matches: int, k: int = 10, ef: int = 96, graph: bool = True, force:
 def test_few_matches_are_scored_exactly_and_broad_filters_are_post_filtered():
     assert strategy(13) == EXACT_FILTERED  # 0.01%
     assert strategy(1_300) == EXACT_FILTERED  # 1%
-    assert strategy(13_000) == EXACT_FILTERED  # 10%: scoring 13,000 rows beats ef 960 on the graph
-    assert strategy(26_000) == ANN_POST_FILTERED  # 20%: ef 480 on the graph beats scoring 26,000 rows
+    assert strategy(2_600) == EXACT_FILTERED  # 2%: scoring 2,600 rows beats 1,010 candidates on the graph
+    assert strategy(13_000) == ANN_POST_FILTERED  # 10%: 304 candidates (ef 96 x sqrt 10) beat scoring 13,000 rows
+    assert strategy(26_000) == ANN_POST_FILTERED  # 20%
     assert strategy(65_000) == ANN_POST_FILTERED  # 50%
     assert strategy(LIVE) == ANN_POST_FILTERED
 
@@ -36,14 +39,17 @@ def test_the_choice_is_the_cheapest_estimate_and_reports_it():
     assert chosen.estimated_cost_us == min(p.estimated_cost_us for p in plans.values())
     assert chosen.matches == 65_000
     post = plans[ANN_POST_FILTERED]
-    # ef / s = 192 candidates, more than k * 2 / s + k = 50; hnswlib's list is as long as the results asked.
+    # ef / sqrt(s) = 136 candidates, more than k * 2 / s + k = 50; hnswlib's list is as long as the results asked.
     assert COSTS.post_filter_k(10, 65_000, LIVE) == 10 * 2 * 2 + 10
-    assert post.candidates == post.ef == 96 * 2
+    assert post.candidates == post.ef == math.ceil(96 * 2**0.5)
 
 
-def test_post_filtering_fetches_the_larger_of_oversampled_k_over_selectivity_and_ef_over_selectivity():
-    assert plan_filtered(13_000, LIVE, 10, 64, DIM, COSTS, True, ANN_POST_FILTERED).candidates == 64 * 10
+def test_post_filtering_fetches_the_larger_of_oversampled_k_over_selectivity_and_ef_over_root_selectivity():
+    assert plan_filtered(13_000, LIVE, 10, 96, DIM, COSTS, True, ANN_POST_FILTERED).candidates == math.ceil(96 * 10**0.5)
     assert plan_filtered(13_000, LIVE, 10, 8, DIM, COSTS, True, ANN_POST_FILTERED).candidates == 10 * 2 * 10 + 10
+    # the exponent is the model's: 1 widens the list by 1/s
+    wide = FilterCosts(post_filter_ef_exponent=1.0)
+    assert plan_filtered(13_000, LIVE, 10, 64, DIM, wide, True, ANN_POST_FILTERED).candidates == 64 * 10
     # k above the cap: never fewer candidates than k
     assert plan_filtered(65_000, LIVE, 5_000, 64, DIM, COSTS, True, ANN_POST_FILTERED).candidates == 5_000
 

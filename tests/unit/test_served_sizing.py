@@ -280,3 +280,11 @@ def test_a_refit_from_a_runs_details_gives_the_same_coefficients():
     assert dataclasses.asdict(again) == dataclasses.asdict(coeffs)
     assert details_again["validation"] == details["validation"]
     assert math.isclose(details["validation"][0]["bytes_per_point_error_percent"], 100 * (1 / 1.05 - 1), rel_tol=1e-3)
+
+
+def test_a_served_fit_below_the_layouts_fractional_bytes_still_plans_a_point_at_its_exact_bytes():
+    # Tiny, noisy calibrations (RSS that shrank between two sizes) can fit a served slope below zero.
+    shrunk = dataclasses.replace(SERVED, ivfpq_served_bytes_per_point=-1e6)
+    inp = SizingInput(vectors=1_000_000, dim=128, index_kind="ivf_pq", node_ram_bytes=2**34, node_cores=8)
+    p = plan(inp, shrunk)
+    assert p.shards >= 1 and p.shard_ram_bytes > 0

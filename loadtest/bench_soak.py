@@ -81,6 +81,8 @@ class Mix:
         self.from_send: dict[tuple[str, str], list[float]] = {}
         # What callers were told, by (kind, code) and the message's shape, with each call's time from send.
         self.messages: dict[tuple[str, str], dict[str, list[float]]] = {}
+        # When each call ended (perf_counter) and how, for the timeline: steady misses and stalls read apart.
+        self.ended: list[tuple[float, str, str]] = []
         rng = np.random.default_rng(7)
         self.is_search = rng.random(10_000_000) < SEARCH_SHARE
 
@@ -94,8 +96,10 @@ class Mix:
             # Numbers vary per call; the message's shape is what says which path refused or failed it.
             shape = re.sub(r"[0-9][0-9.]*", "N", error.details() or "")[:160]
             self.messages.setdefault((kind, error.code().name), {}).setdefault(shape, []).append(time.perf_counter() - sent)
+            self.ended.append((time.perf_counter(), kind, error.code().name))
             raise
         self.from_send.setdefault((kind, "OK"), []).append(time.perf_counter() - sent)
+        self.ended.append((time.perf_counter(), kind, "OK"))
         return "ok"
 
     async def _send(self, slot: int, kind: str) -> None:
@@ -190,6 +194,8 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
     # From here on only the soak counts: the capacity runs' own refusals and failures are not its figures.
     mix.from_send.clear()
     mix.messages.clear()
+    mix.ended.clear()
+    soak_start = time.perf_counter()
     pids = {f"shard-{i}": pid_of(s) for i, s in enumerate(cluster.shard_servers)}
     assert cluster.router is not None
     pids["router"] = pid_of(cluster.router)
@@ -237,6 +243,7 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
         "messages": {f"{k} {c}": {shape: {"count": len(times), "p50_ms": _ms(times, 50), "p99_ms": _ms(times, 99)}
                                   for shape, times in sorted(shapes.items(), key=lambda item: -len(item[1]))[:4]}
                      for (k, c), shapes in sorted(mix.messages.items())},
+        "search_timeline": timeline(mix.ended, soak_start, bucket_s=max(5.0, args.duration / 20)),
         "generator_loop_lag_ms": {"p50": _ms(lags, 50), "p99": _ms(lags, 99)},
         "refusal_ms_from_send": {kind: {"p50": _ms(mix.from_send.get((kind, "RESOURCE_EXHAUSTED"), []), 50), "p99": _ms(mix.from_send.get((kind, "RESOURCE_EXHAUSTED"), []), 99)} for kind in ("search", "write")},
         "accepted_search_ms": {"p50": tally.percentile_ms(("search", "OK"), 50), "p99": tally.percentile_ms(("search", "OK"), 99),
@@ -250,6 +257,17 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
                    "other_failures": count("write") - count("write", "OK") - count("write", "RESOURCE_EXHAUSTED"),
                    "acknowledged_ids": len(mix.acknowledged), "lost_ids": len(set(mix.acknowledged) - present)},
     }
+
+
+def timeline(ended: list[tuple[float, str, str]], start: float, bucket_s: float) -> list[dict[str, Any]]:
+    """Searches per time bucket: answered, failed after admission, refused."""
+    buckets: dict[int, Counter[str]] = {}
+    for at, kind, code in ended:
+        if kind != "search":
+            continue
+        group = "ok" if code == "OK" else "refused" if code == "RESOURCE_EXHAUSTED" else "failed"
+        buckets.setdefault(int((at - start) // bucket_s), Counter())[group] += 1
+    return [{"from_s": round(b * bucket_s), **{g: counts.get(g, 0) for g in ("ok", "failed", "refused")}} for b, counts in sorted(buckets.items())]
 
 
 def _ms(values: list[float], p: float) -> float | None:
@@ -283,6 +301,7 @@ def main() -> None:
             ["accepted search p50/p99 from send", f"{report['accepted_search_ms']['from_send_p50']} / {report['accepted_search_ms']['from_send_p99']} ms"],
             ["admitted searches: failed / answered in time", f"{report['admitted_searches']['failed']} / {report['admitted_searches']['answered_in_time']} of {report['admitted_searches']['count']}"],
             ["admitted search p50/p99 from send (failed = late)", f"{report['admitted_searches']['p50_ms_from_send']} / {report['admitted_searches']['p99_ms_from_send']} ms"],
+            ["admitted searches failed, per time bucket", ",".join(str(b["failed"]) for b in report["search_timeline"])],
             ["search goodput", f"{report['admitted_searches']['goodput_per_s']} /s"],
             ["acknowledged writes lost", report["writes"]["lost_ids"]],
             *[[f"outcome {k}", n] for k, n in report["outcomes"].items()]]

@@ -506,10 +506,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         to the query cap, and no longer than their earliest member's deadline allows), each priced by its
         queries."""
         busy, queued = self._coalescer.backlog(key)
-        if not busy or not queued:
-            # Sent at once, or next: never refused on an estimate alone (one slow batch, a replica failing
-            # over, would otherwise refuse the searches that the next batch, measured again, answers in time).
-            return None
+        if not busy:
+            return None  # sent at once (and measured again), never refused on an estimate
         model = self._batch_costs.get(collection)
         now = asyncio.get_running_loop().time()
         if model is None or model.predict(n_queries, now) is None or model.batches < MIN_BATCHES_TO_REFUSE:

@@ -92,14 +92,16 @@ class Mix:
         try:
             await self._send(slot, kind)
         except grpc.aio.AioRpcError as error:
-            self.from_send.setdefault((kind, error.code().name), []).append(time.perf_counter() - sent)
+            ended, code = time.perf_counter(), error.code().name
+            self.from_send.setdefault((kind, code), []).append(ended - sent)
             # Numbers vary per call; the message's shape is what says which path refused or failed it.
             shape = re.sub(r"[0-9][0-9.]*", "N", error.details() or "")[:160]
-            self.messages.setdefault((kind, error.code().name), {}).setdefault(shape, []).append(time.perf_counter() - sent)
-            self.ended.append((time.perf_counter(), kind, error.code().name))
+            self.messages.setdefault((kind, code), {}).setdefault(shape, []).append(ended - sent)
+            self.ended.append((ended, kind, code))
             raise
-        self.from_send.setdefault((kind, "OK"), []).append(time.perf_counter() - sent)
-        self.ended.append((time.perf_counter(), kind, "OK"))
+        ended = time.perf_counter()
+        self.from_send.setdefault((kind, "OK"), []).append(ended - sent)
+        self.ended.append((ended, kind, "OK"))
         return "ok"
 
     async def _send(self, slot: int, kind: str) -> None:

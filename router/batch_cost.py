@@ -37,7 +37,7 @@ class BatchCostModel:
         """A batch of `queries` took `seconds` (measured at `now`)."""
         if queries <= 0 or seconds < 0:
             return
-        if self._sampled_at is not None and now - self._sampled_at > self.max_age_s:
+        if self._sampled_at is not None and not self.fresh(now):
             self.batches = 0  # a fresh start after a quiet spell: the stale batches are not evidence
         self.batches += 1
         keep = self.decay
@@ -64,9 +64,13 @@ class BatchCostModel:
             return 0.0, self._qt / self._qq
         return fixed, slope
 
+    def fresh(self, now: float) -> bool:
+        """Whether a batch was measured within `max_age_s` of `now`."""
+        return self._sampled_at is not None and now - self._sampled_at <= self.max_age_s
+
     def predict(self, queries: int, now: float) -> float | None:
         """Seconds a batch of `queries` sent at `now` would take; None with no estimate recent enough."""
-        if self._sampled_at is None or now - self._sampled_at > self.max_age_s:
+        if not self.fresh(now):
             return None
         coefficients = self.coefficients()
         if coefficients is None:

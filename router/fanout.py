@@ -55,13 +55,13 @@ class Gather(Generic[T]):
             running = []
         loop = asyncio.get_running_loop()
         end = None if timeout is None else loop.time() + timeout
+        shard_of = {task: shard for shard, task in self._tasks.items()}
         while running and (end is None or end > loop.time()):
             left = None if end is None else end - loop.time()
             if until is None:
                 await asyncio.wait(running, timeout=left)
                 break
             done, pending = await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-            shard_of = {task: shard for shard, task in self._tasks.items()}
             if any(until(self._outcome(shard_of[task], task)) for task in done):
                 break
             running = list(pending)

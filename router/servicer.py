@@ -479,16 +479,13 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             return await self._coalescer.submit(key, job)
         try:
             answer = await self._coalescer.submit(key, job)
-        except (DeadlineExceeded, Unavailable) as error:
+        except (DeadlineExceeded, Unavailable, asyncio.CancelledError) as error:
             now = asyncio.get_running_loop().time()
-            # A shard that is down fails searches at once: that says nothing about the queue's timing.
-            if isinstance(error, DeadlineExceeded) or now >= deadline - 0.01:
-                self.admission_share.missed(now)
-                SEARCH_ADMISSION_SHARE.set(self.admission_share.value)
-            raise
-        except asyncio.CancelledError:
-            now = asyncio.get_running_loop().time()
-            if now >= deadline:  # still queued when the caller's deadline ended the call: a miss too
+            # A shard that is down fails searches at once, and a caller may leave early: neither says anything
+            # about the queue's timing. Cancelled past the deadline: still queued when the caller's deadline
+            # ended the call, a miss too.
+            late = now >= deadline - (0.01 if isinstance(error, Unavailable) else 0.0)
+            if isinstance(error, DeadlineExceeded) or late:
                 self.admission_share.missed(now)
                 SEARCH_ADMISSION_SHARE.set(self.admission_share.value)
             raise
@@ -510,8 +507,10 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             return None  # sent at once (and measured again), never refused on an estimate
         model = self._batch_costs.get(collection)
         now = asyncio.get_running_loop().time()
-        if model is None or model.predict(n_queries, now) is None or model.batches < MIN_BATCHES_TO_REFUSE:
+        coefficients = model.coefficients() if model is not None and model.fresh(now) else None
+        if model is None or coefficients is None or model.batches < MIN_BATCHES_TO_REFUSE:
             return None
+        fixed, per_query = coefficients  # fitted once: the simulation below prices every batch it forms
         sent, expected = self._in_flight.get(key, (0.0, 0.0))
         clock = now + max(0.0, sent + expected - now)
         ahead = [(j.n_queries, j.deadline) for j in queued] + [(n_queries, now + budget_s)]
@@ -523,10 +522,10 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             take = 1
             while take < len(ahead) and take < self._coalescer.max_batch:
                 size_next, due_next = size + ahead[take][0], min(due, ahead[take][1])
-                if size_next > self._config.max_batch_queries or clock + (model.predict(size_next, now) or 0.0) > due_next:
+                if size_next > self._config.max_batch_queries or clock + fixed + per_query * size_next > due_next:
                     break
                 size, due, take = size_next, due_next, take + 1
-            clock += model.predict(size, now) or 0.0
+            clock += fixed + per_query * size
             ahead = ahead[take:]
         return clock - now
 

@@ -64,13 +64,15 @@ class ExecutorSizes:
 class ShardExecutors:
     def __init__(self, sizes: ExecutorSizes = ExecutorSizes()) -> None:
         self.sizes = sizes
-        nice = max(0, sizes.worker_nice)
-        self.searches = ThreadPoolExecutor(sizes.resolved_searches(), thread_name_prefix="search", initializer=_niced(nice))
-        self.index_builds = ThreadPoolExecutor(max(1, sizes.index_builds), thread_name_prefix="index-build", initializer=_niced(nice + INDEX_BUILD_NICE))
+        self._worker_nice = max(0, sizes.worker_nice)
+        self.searches = ThreadPoolExecutor(sizes.resolved_searches(), thread_name_prefix="search", initializer=_niced(self._worker_nice))
+        self.index_builds = ThreadPoolExecutor(
+            max(1, sizes.index_builds), thread_name_prefix="index-build", initializer=_niced(self._worker_nice + INDEX_BUILD_NICE)
+        )
         self.stats = ThreadPoolExecutor(2, thread_name_prefix="stats")
 
     def commit_thread(self, name: str) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(1, thread_name_prefix=f"commit-{name}", initializer=_niced(max(0, self.sizes.worker_nice) + COMMIT_NICE))
+        return ThreadPoolExecutor(1, thread_name_prefix=f"commit-{name}", initializer=_niced(self._worker_nice + COMMIT_NICE))
 
     def shutdown(self) -> None:
         self.searches.shutdown(wait=False, cancel_futures=True)

@@ -40,3 +40,7 @@ class ShardConfig:
     # Allocations this large or larger are mapped on their own and returned to the OS when freed (glibc's
     # M_MMAP_THRESHOLD, fixed: see shard.heap_release); 0 leaves glibc's dynamic threshold.
     malloc_mmap_threshold_bytes: int = 4 * 2**20
+    # Added to the whole process's nice value at start (every thread inherits it, the event loop's included):
+    # where a router shares this machine's cores (a local cluster, a small node), its event loop, and so its
+    # prompt refusals under overload, come before this server's work. Worker threads go lower still.
+    process_nice: int = 0

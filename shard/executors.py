@@ -47,6 +47,18 @@ def _niced(increment: int) -> Callable[[], None]:
     return lower_this_threads_priority
 
 
+def lower_process_priority(increment: int) -> None:
+    """Add `increment` to the nice value of every thread of this process, those already started by imports
+    (gRPC's, say) included; threads started later inherit it from the thread that starts them."""
+    if increment <= 0:
+        return
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, int(tid), min(19, os.getpriority(os.PRIO_PROCESS, int(tid)) + increment))
+        except OSError as error:  # the thread ended meanwhile, or this is not Linux
+            _log.debug("could not lower thread %s's priority: %s", tid, error)
+
+
 @dataclass(frozen=True)
 class ExecutorSizes:
     searches: int = 0  # 0: one thread per core
@@ -56,6 +68,10 @@ class ExecutorSizes:
     # their event loops, and this server's own, first in line for a CPU under a saturating load: admission
     # refusals stay prompt instead of waiting behind index work for a scheduler slice.
     worker_nice: int = 0
+    # Added on top for each partition's commit thread: how far writes' index work yields to searches when
+    # both want the cores (CFS weights: +5 gives a commit thread about a third of a search thread's share,
+    # +16 about a thirtieth, so writes then use what searches leave idle).
+    commit_nice: int = COMMIT_NICE
 
     def resolved_searches(self) -> int:
         return self.searches or max(1, os.cpu_count() or 1)
@@ -72,7 +88,7 @@ class ShardExecutors:
         self.stats = ThreadPoolExecutor(2, thread_name_prefix="stats")
 
     def commit_thread(self, name: str) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(1, thread_name_prefix=f"commit-{name}", initializer=_niced(self._worker_nice + COMMIT_NICE))
+        return ThreadPoolExecutor(1, thread_name_prefix=f"commit-{name}", initializer=_niced(self._worker_nice + max(0, self.sizes.commit_nice)))
 
     def shutdown(self) -> None:
         self.searches.shutdown(wait=False, cancel_futures=True)

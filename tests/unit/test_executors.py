@@ -36,3 +36,15 @@ def test_worker_nice_lowers_every_worker_thread_but_keeps_their_order() -> None:
     finally:
         commit.shutdown()
         executors.shutdown()
+
+
+def test_commit_nice_sets_how_far_commit_threads_yield_to_searches() -> None:
+    base = _nice_of_this_thread()
+    executors = ShardExecutors(ExecutorSizes(worker_nice=2, commit_nice=11))
+    commit = executors.commit_thread("docs/shard-0/v1")
+    try:
+        assert executors.searches.submit(_nice_of_this_thread).result() == min(19, base + 2)
+        assert commit.submit(_nice_of_this_thread).result() == min(19, base + 2 + 11)
+    finally:
+        commit.shutdown()
+        executors.shutdown()

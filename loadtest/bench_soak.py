@@ -38,6 +38,7 @@ from loadtest.bench_common import emit_json, log, machine, pid_of, print_table, 
 from loadtest.datasets import load_glove50
 from loadtest.drivers import closed_loop, open_loop
 from loadtest.schedule import poisson_offsets
+from quiver.gc_tuning import freeze_startup_heap
 from quiver.local_cluster import LocalCluster
 from quiver.v1 import router_pb2, router_pb2_grpc, types_pb2
 
@@ -209,6 +210,7 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
     lags: list[float] = []
     lag_probe = asyncio.create_task(probe_loop_lag(lags, stop))
     tally = Tally(mix)
+    freeze_startup_heap()  # this generator's own GC pauses would count in every latency it measures
     offsets = poisson_offsets(rate, args.duration, np.random.default_rng(3))
     wall = await open_loop(mix, tally, offsets=offsets, max_inflight=20_000)
     stop.set()

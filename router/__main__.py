@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 import uvloop
 
+from quiver.gc_tuning import freeze_startup_heap
 from quiver.grpc_server import until_stop_signal
 from quiver.logs import configure_logging
 from quiver.server_options import config_file_option, log_effective_options, with_environment
@@ -15,6 +16,7 @@ from router.server import RouterServer
 async def serve(config: RouterConfig) -> None:
     server = RouterServer(config)
     await server.start()
+    freeze_startup_heap()  # after recovery: what the server holds from here on is not walked by every GC
     if server.metrics.port is not None:
         print(f"quiver-router metrics on {config.metrics_host}:{server.metrics.port}", flush=True)
     print(f"quiver-router serving on {server.address}", flush=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 import uvloop
 
+from quiver.gc_tuning import freeze_startup_heap
 from quiver.grpc_server import until_stop_signal
 from quiver.logs import configure_logging
 from quiver.server_options import config_file_option, log_effective_options, with_environment
@@ -71,6 +72,7 @@ class Node:
 async def serve(config: NodeConfig) -> None:
     node = Node(config)
     await node.start()
+    freeze_startup_heap()  # after recovery: what the node holds from here on is not walked by every GC
     assert node.router is not None
     print(f"quiver-node shard server {node.shard.address} id={config.shard.server_id}", flush=True)
     print(f"quiver-node serving on {node.router.address}", flush=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import uvloop
 
+from quiver.gc_tuning import freeze_startup_heap
 from quiver.grpc_server import until_stop_signal
 from quiver.logs import configure_logging
 from quiver.server_options import config_file_option, log_effective_options, with_environment
@@ -41,6 +42,7 @@ def port_and_id(host: str, port: int, data_dir: Path, server_id: str) -> tuple[i
 async def serve(config: ShardConfig) -> None:
     server = ShardServer(config)
     await server.start()
+    freeze_startup_heap()  # after recovery: what the server holds from here on is not walked by every GC
     if server.metrics.port is not None:
         print(f"quiver-shard metrics on {config.metrics_host}:{server.metrics.port}", flush=True)
     # The line launchers and tests wait for; keep its shape.

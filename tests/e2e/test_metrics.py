@@ -77,6 +77,9 @@ def test_request_counters_latency_histograms_and_partition_gauges_move_with_the_
     assert all(value(s, "quiver_shard_partition_wal_bytes", collection="m") > 0 for s in per_shard)
     assert all(value(s, "quiver_shard_partition_index_bytes", collection="m") > 0 for s in per_shard)
     assert all(value(s, "quiver_shard_wal_fsync_duration_seconds_count") >= 1 for s in per_shard)
+    # Each process froze its start-up heap (quiver.gc_tuning): full collections skip those objects.
+    assert value(scrape(router), "quiver_gc_frozen_objects") > 10_000
+    assert all(value(s, "quiver_gc_frozen_objects") > 10_000 for s in per_shard)
     shard_searches = sum(value(s, "quiver_rpc_requests_total", service="quiver.v1.Shard", method="Search", code="OK") for s in per_shard)
     assert shard_searches == 2 * SEARCHES
     assert all(value(s, "quiver_shard_partition_read_only", collection="m") == 0 for s in per_shard)

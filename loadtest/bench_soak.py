@@ -26,6 +26,7 @@ import math
 import re
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 import grpc
 import numpy as np
 import uvloop
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.bench_common import emit_json, log, machine, pid_of, print_table, rss_bytes, run_main
 from loadtest.datasets import load_glove50
@@ -45,6 +47,8 @@ from quiver.v1 import router_pb2, router_pb2_grpc, types_pb2
 SEARCH_DEADLINE_S = 0.2
 WRITE_DEADLINE_S = 1.0
 SEARCH_SHARE = 0.9
+# What the shard servers' searches and commit slices did with the index lock (quiver.metrics).
+LOCK_HISTOGRAMS = ("quiver_shard_search_lock_wait_seconds", "quiver_shard_write_slice_hold_seconds")
 
 
 def parse_args() -> argparse.Namespace:
@@ -200,6 +204,7 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
     mix.from_send.clear()
     mix.messages.clear()
     mix.ended.clear()
+    locks_at_start = scrape_locks(cluster)  # the soak's own lock waits: the load's and capacity runs' are subtracted
     soak_start = time.perf_counter()
     pids = {f"shard-{i}": pid_of(s) for i, s in enumerate(cluster.shard_servers)}
     assert cluster.router is not None
@@ -217,6 +222,8 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
     await sampler
     await lag_probe
 
+    lock_histograms = [{name: [(bound, count - dict(before[name]).get(bound, 0.0)) for bound, count in after[name]] for name in LOCK_HISTOGRAMS}
+                       for before, after in zip(locks_at_start, scrape_locks(cluster))]
     alive = {name: server.running for name, server in (*((f"shard-{i}", s) for i, s in enumerate(cluster.shard_servers)), ("router", cluster.router))}
     log(f"checking {len(mix.acknowledged)} acknowledged writes")
     present: set[str] = set()
@@ -250,6 +257,9 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
                                   for shape, times in sorted(shapes.items(), key=lambda item: -len(item[1]))[:4]}
                      for (k, c), shapes in sorted(mix.messages.items())},
         "search_timeline": timeline(mix.ended, soak_start, bucket_s=max(5.0, args.duration / 20)),
+        "index_lock": {name.removeprefix("quiver_shard_").removesuffix("_seconds"): {
+            "count": int(total[-1][1]) if total else 0, **{f"share_over_{int(t * 1e3)}ms": share_over(total, t) for t in (0.001, 0.01, 0.05, 0.1)}}
+            for name in LOCK_HISTOGRAMS for total in [summed_buckets([h[name] for h in lock_histograms])]},
         "generator_loop_lag_ms": {"p50": _ms(lags, 50), "p99": _ms(lags, 99)},
         "refusal_ms_from_send": {kind: {"p50": _ms(mix.from_send.get((kind, "RESOURCE_EXHAUSTED"), []), 50), "p99": _ms(mix.from_send.get((kind, "RESOURCE_EXHAUSTED"), []), 99)} for kind in ("search", "write")},
         "accepted_search_ms": {"p50": tally.percentile_ms(("search", "OK"), 50), "p99": tally.percentile_ms(("search", "OK"), 99),
@@ -263,6 +273,37 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
                    "other_failures": count("write") - count("write", "OK") - count("write", "RESOURCE_EXHAUSTED"),
                    "acknowledged_ids": len(mix.acknowledged), "lost_ids": len(set(mix.acknowledged) - present)},
     }
+
+
+def scrape_histograms(address: str, names: tuple[str, ...]) -> dict[str, list[tuple[float, float]]]:
+    """Cumulative buckets (upper bound, count) of each named histogram in a server's /metrics."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    buckets: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for family in text_string_to_metric_families(text):
+        if family.name in buckets:
+            buckets[family.name] = sorted((float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket"))
+    return buckets
+
+
+def scrape_locks(cluster: LocalCluster) -> list[dict[str, list[tuple[float, float]]]]:
+    return [scrape_histograms(s.metrics_address, LOCK_HISTOGRAMS) for s in cluster.shard_servers]
+
+
+def summed_buckets(per_server: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:
+    totals: dict[float, float] = {}
+    for buckets in per_server:
+        for bound, count in buckets:
+            totals[bound] = totals.get(bound, 0.0) + count
+    return sorted(totals.items())
+
+
+def share_over(buckets: list[tuple[float, float]], seconds: float) -> float | None:
+    """The share of observations above `seconds` (a bucket bound), from cumulative buckets."""
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    at_most = next((count for bound, count in buckets if bound >= seconds), buckets[-1][1])
+    return round(1.0 - at_most / buckets[-1][1], 5)
 
 
 def timeline(ended: list[tuple[float, str, str]], start: float, bucket_s: float) -> list[dict[str, Any]]:
@@ -291,7 +332,7 @@ def _ms_or_missed(ordered: list[float], p: float) -> float | str | None:
 def main() -> None:
     args = parse_args()
     shard_args = ("--queries-in-flight", str(args.queries_in_flight), "--queued-write-bytes", str(args.queued_write_bytes),
-                  "--max-concurrent-rpcs", str(args.max_concurrent_rpcs), "--worker-nice", str(args.worker_nice), "--commit-nice", str(args.commit_nice), "--nice", str(args.shard_nice))
+                  "--max-concurrent-rpcs", str(args.max_concurrent_rpcs), "--worker-nice", str(args.worker_nice), "--commit-nice", str(args.commit_nice), "--nice", str(args.shard_nice), "--metrics-port", "0")
     router_args = ("--max-queued-searches", str(args.max_queued_searches), "--max-concurrent-rpcs", str(args.max_concurrent_rpcs),
                    "--deadline-admission", "--max-queued-write-bytes", str(args.router_queued_write_bytes))
     with tempfile.TemporaryDirectory(prefix="quiver-soak-") as tmp, LocalCluster(Path(tmp), shards=3, shard_args=shard_args, router_args=router_args) as cluster:
@@ -308,6 +349,8 @@ def main() -> None:
             ["admitted searches: failed / answered in time", f"{report['admitted_searches']['failed']} / {report['admitted_searches']['answered_in_time']} of {report['admitted_searches']['count']}"],
             ["admitted search p50/p99 from send (failed = late)", f"{report['admitted_searches']['p50_ms_from_send']} / {report['admitted_searches']['p99_ms_from_send']} ms"],
             ["admitted searches failed, per time bucket", ",".join(str(b["failed"]) for b in report["search_timeline"])],
+            *[[f"{name}: share over 10 / 50 / 100 ms", " / ".join(str(lock[f"share_over_{t}ms"]) for t in (10, 50, 100)) + f" of {lock['count']}"]
+              for name, lock in report["index_lock"].items()],
             ["search goodput", f"{report['admitted_searches']['goodput_per_s']} /s"],
             ["acknowledged writes lost", report["writes"]["lost_ids"]],
             *[[f"outcome {k}", n] for k, n in report["outcomes"].items()]]

@@ -43,6 +43,16 @@ REPLICAS_MOVED = Counter(
 IN_SYNC_CHANGES = Counter(
     "quiver_shard_in_sync_changes", "On a primary: replicas dropped from or added back to a shard's in-sync set.", ["change"]
 )
+SEARCH_LOCK_WAIT_SECONDS = Histogram(
+    "quiver_shard_search_lock_wait_seconds",
+    "Time a search on a worker thread waited for its partition's index lock (held, or claimed first, by a commit slice).",
+    buckets=(0.0001, 0.00025,) + LATENCY_BUCKETS,
+)
+WRITE_SLICE_HOLD_SECONDS = Histogram(
+    "quiver_shard_write_slice_hold_seconds",
+    "Time one slice of a commit batch held its partition's index lock, searches shut out meanwhile.",
+    buckets=(0.0001, 0.00025,) + LATENCY_BUCKETS,
+)
 WRITE_VISIBLE_SECONDS = Histogram(
     "quiver_shard_write_visible_seconds",
     "From a write reaching its partition to its points being searchable (logged and applied; the ack follows).",

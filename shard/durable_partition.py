@@ -35,7 +35,7 @@ import numpy as np
 
 from quiver.errors import DeadlineExceeded, FailedPrecondition, OutOfRange, ResourceExhausted, STALE_TERM_REFUSAL, Unavailable
 from quiver.filters import Filter, Metadata
-from quiver.metrics import WRITE_VISIBLE_SECONDS
+from quiver.metrics import SEARCH_LOCK_WAIT_SECONDS, WRITE_SLICE_HOLD_SECONDS, WRITE_VISIBLE_SECONDS
 from quiver.specs import PartitionSpec
 from shard.executors import ShardExecutors, default_executors, run_in
 from shard.heap_release import release_free_heap
@@ -402,18 +402,27 @@ class DurablePartition:
         self.last_term = pending[-1][1].record.term
         # Applied in slices of about APPLY_SLICE_POINTS points, each under the write lock on its own: a batch
         # of thousands of HNSW inserts held under one lock would stall every search of the partition for as
-        # long. Searches between slices may see part of a batch: all of it is logged, none acknowledged yet.
+        # long, and so would one large upsert, which is cut into pieces for that (applied in order, so the
+        # last of an id repeated across pieces still wins). Searches between slices may see part of a batch,
+        # or of an upsert: all of it is logged, none of it acknowledged yet.
+        unapplied: set[int] = set()  # positions of records a piece of which failed to apply
         for group in _slices(list(zip(pending, lsns))):
             with self._lock.write():
-                for (position, logged), lsn in group:
+                held = time.perf_counter()
+                for piece, (position, logged), lsn, last in group:
+                    if position in unapplied:
+                        continue
                     try:
-                        _apply(self.state, logged.record)
+                        _apply(self.state, piece)
                     except Exception as error:  # noqa: BLE001 - logged but not applied: memory and log disagree
                         _log.critical("partition %s: logged write %d could not be applied", self.spec.key, lsn, exc_info=True)
                         self._failed = f"write {lsn} was logged but could not be applied ({error})"
                         outcomes[position] = (False, Unavailable(self._failed))
+                        unapplied.add(position)
                         continue
-                    outcomes[position] = (True, logged.result(lsn))
+                    if last:
+                        outcomes[position] = (True, logged.result(lsn))
+                WRITE_SLICE_HOLD_SECONDS.observe(time.perf_counter() - held)
 
     def _refusal(self, payload_bytes: int) -> Exception | None:
         """Why a batch of this size must not be logged now (commit thread), or None. A read-only log that is
@@ -697,7 +706,9 @@ class DurablePartition:
             return [self._result(h, include_metadata, include_vectors) for h in hits]
 
         def run_locked() -> list[QueryResult]:
+            asked = time.perf_counter()
             with self._lock.read():
+                SEARCH_LOCK_WAIT_SECONDS.observe(time.perf_counter() - asked)
                 return run()
 
         # A single unfiltered ANN query takes ~0.1 ms: handing it to a worker thread costs more than that,
@@ -821,18 +832,32 @@ def _read_term(directory: Path, storage: Storage) -> int:
         return 0
 
 
-def _slices(items: list[tuple[tuple[int, _Logged], int]]) -> list[list[tuple[tuple[int, _Logged], int]]]:
-    """Consecutive groups of logged records holding about APPLY_SLICE_POINTS points each (a record is never
-    split: each write is applied whole)."""
-    groups: list[list[tuple[tuple[int, _Logged], int]]] = [[]]
+_Piece = tuple[WalRecord, tuple[int, "_Logged"], int, bool]  # (part of a record, its pending entry, lsn, last part)
+
+
+def _slices(items: list[tuple[tuple[int, _Logged], int]]) -> list[list[_Piece]]:
+    """Consecutive groups of about APPLY_SLICE_POINTS points each, in log order: an upsert of more points is
+    cut into pieces of at most that many (the caller is answered after its last piece); deletes go whole."""
+    groups: list[list[_Piece]] = [[]]
     points = 0
-    for item in items:
-        if groups[-1] and points >= APPLY_SLICE_POINTS:
-            groups.append([])
-            points = 0
-        groups[-1].append(item)
-        points += len(item[0][1].record.ids)
+    for entry, lsn in items:
+        for piece, last in _pieces(entry[1].record):
+            if groups[-1] and points + len(piece.ids) > APPLY_SLICE_POINTS:
+                groups.append([])
+                points = 0
+            groups[-1].append((piece, entry, lsn, last))
+            points += len(piece.ids)
     return groups
+
+
+def _pieces(record: WalRecord) -> list[tuple[WalRecord, bool]]:
+    if not isinstance(record, UpsertRecord) or len(record.ids) <= APPLY_SLICE_POINTS:
+        return [(record, True)]
+    count = len(record.ids)
+    size = -(-count // -(-count // APPLY_SLICE_POINTS))  # equal pieces: 33 points go as 17 + 16, not 32 + 1
+    return [(UpsertRecord(record.ids[start : start + size], record.vectors[start : start + size],
+                          None if record.metadata is None else record.metadata[start : start + size], record.term),
+             start + size >= count) for start in range(0, count, size)]
 
 
 def _scratch_dir(directory: Path, storage: Storage) -> str | None:

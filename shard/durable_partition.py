@@ -90,6 +90,12 @@ class DurabilityPolicy:
     min_free_bytes: int = 256 * 2**20
     fault_retry_s: float = 5.0  # a read-only partition tries to recover its log this often (on a write)
     train_retry_max_s: float = 300.0  # failed IVF-PQ training retries back off from 1 s up to this
+    # While searches of the partition are in flight, the commit thread rests this many times as long as
+    # each slice held the index lock before it takes the next: applying writes then takes at most
+    # 1 / (1 + ratio) of a core from those searches, and the searches waiting for the lock get it between
+    # slices. (Lowering the commit thread's priority instead does not bound it: a commit thread preempted
+    # while holding the index lock, or the GIL, stalls the searches waiting on it for as long.) 0: no rest.
+    commit_yield_ratio: float = 0.0
 
 
 WRITE_STATES = ("ok", "disk_full", "read_only")
@@ -168,6 +174,7 @@ class DurablePartition:
         self.last_snapshot_unix = last_snapshot_unix
         self._last_snapshot_mono = time.monotonic()
         self.searches_served = 0
+        self._searches_in_flight = 0  # read by the commit thread to rest between slices (commit_yield_ratio)
         self._closed = False
         self._failed: str | None = None  # set when a logged write could not be applied; writes stop
         self._train_lock = asyncio.Lock()
@@ -422,7 +429,10 @@ class DurablePartition:
                         continue
                     if last:
                         outcomes[position] = (True, logged.result(lsn))
-                WRITE_SLICE_HOLD_SECONDS.observe(time.perf_counter() - held)
+                hold = time.perf_counter() - held
+            WRITE_SLICE_HOLD_SECONDS.observe(hold)
+            if self._policy.commit_yield_ratio > 0 and self._searches_in_flight:
+                time.sleep(hold * self._policy.commit_yield_ratio)
 
     def _refusal(self, payload_bytes: int) -> Exception | None:
         """Why a batch of this size must not be logged now (commit thread), or None. A read-only log that is
@@ -711,6 +721,16 @@ class DurablePartition:
                 SEARCH_LOCK_WAIT_SECONDS.observe(time.perf_counter() - asked)
                 return run()
 
+        self._searches_in_flight += 1
+        try:
+            results = await self._search(queries, knobs, flt, force_exact, run, run_locked)
+        finally:
+            self._searches_in_flight -= 1
+        self.searches_served += len(results)
+        return results
+
+    async def _search(self, queries: np.ndarray, knobs: QueryKnobs, flt: Filter | None, force_exact: bool,
+                      run: Callable[..., list[QueryResult]], run_locked: Callable[[], list[QueryResult]]) -> list[QueryResult]:
         # A single unfiltered ANN query takes ~0.1 ms: handing it to a worker thread costs more than that,
         # so it runs on the event loop when no writer holds or waits for the lock. Everything else
         # (batches, filters, exact scans) goes to threads, where hnswlib/faiss use all cores.
@@ -725,7 +745,6 @@ class DurablePartition:
                 self._lock.release_read()
         if results is None:
             results = await run_in(self._executors.searches, run_locked)
-        self.searches_served += len(results)
         return results
 
     def _cheap(self, n_queries: int, flt: Filter | None, knobs: QueryKnobs, force_exact: bool) -> bool:

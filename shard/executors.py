@@ -12,8 +12,11 @@ behind them, and an IVF-PQ training would hold threads that searches need. So:
 - the etcd client has its own threads (quiver.control_plane.etcd_client), lease renewals a dedicated one.
 
 On a saturated machine the pools still compete for the cores, so commit threads run at a lower scheduling
-priority (nice +COMMIT_NICE) and index builds lower still: under overload the CPU goes to searches first,
-while writes still progress (CFS gives a niced thread a smaller share, never none).
+priority (nice +COMMIT_NICE, `--commit-nice`) and index builds lower still: under overload the CPU goes to
+searches first, while writes still progress (CFS gives a niced thread a smaller share, never none). A
+commit thread niced far below the searches can be preempted while it holds the index lock or the GIL, and
+every search of its partition then waits for it; where that shows (quiver_shard_search_lock_wait_seconds),
+`--commit-nice 0` with `--commit-yield-ratio` (shard.durable_partition) bounds the writes' share instead.
 """
 from __future__ import annotations
 

@@ -58,3 +58,25 @@ async def test_a_search_behind_a_held_write_lock_records_its_wait_and_each_commi
         assert waited_after - waited_before >= 0.1
     finally:
         await partition.close()
+
+
+async def test_with_searches_in_flight_the_commit_thread_rests_in_proportion_to_each_slices_lock_hold(tmp_path):
+    ratio = 200.0
+    vectors = np.random.default_rng(1).standard_normal((3 * APPLY_SLICE_POINTS, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    partition = DurablePartition.create(tmp_path, SPEC, DurabilityPolicy(commit_yield_ratio=ratio), SearchPolicy())
+    partition.start()
+    try:
+        partition._searches_in_flight += 1  # as a search running on a worker thread counts itself
+        _, held_before = _count_and_sum(WRITE_SLICE_HOLD_SECONDS)
+        started = time.perf_counter()
+        await partition.upsert([f"p{i}" for i in range(len(vectors))], vectors, None)
+        elapsed = time.perf_counter() - started
+        _, held_after = _count_and_sum(WRITE_SLICE_HOLD_SECONDS)
+        partition._searches_in_flight -= 1
+        assert elapsed >= ratio * (held_after - held_before) > 0  # rested after each of the three slices
+        results = await partition.search(vectors[:4], 1, None, QueryKnobs(), False, False, False)
+        assert [r.ids[0] for r in results] == [f"p{i}" for i in range(4)]
+        assert partition._searches_in_flight == 0  # the search counted itself while it ran, and no longer
+    finally:
+        await partition.close()

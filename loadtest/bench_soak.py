@@ -223,7 +223,7 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
     await sampler
     await lag_probe
 
-    lock_histograms = [{name: [(bound, count - dict(before[name]).get(bound, 0.0)) for bound, count in after[name]] for name in LOCK_HISTOGRAMS}
+    lock_histograms = [{name: bucket_increase(before[name], after[name]) for name in LOCK_HISTOGRAMS}
                        for before, after in zip(locks_at_start, scrape_locks(cluster))]
     alive = {name: server.running for name, server in (*((f"shard-{i}", s) for i, s in enumerate(cluster.shard_servers)), ("router", cluster.router))}
     log(f"checking {len(mix.acknowledged)} acknowledged writes")
@@ -289,6 +289,12 @@ def scrape_histograms(address: str, names: tuple[str, ...]) -> dict[str, list[tu
 
 def scrape_locks(cluster: LocalCluster) -> list[dict[str, list[tuple[float, float]]]]:
     return [scrape_histograms(s.metrics_address, LOCK_HISTOGRAMS) for s in cluster.shard_servers]
+
+
+def bucket_increase(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Cumulative buckets of what was observed between two scrapes of one histogram."""
+    earlier = dict(before)
+    return [(bound, count - earlier.get(bound, 0.0)) for bound, count in after]
 
 
 def summed_buckets(per_server: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:

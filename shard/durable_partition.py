@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -721,30 +722,25 @@ class DurablePartition:
                 SEARCH_LOCK_WAIT_SECONDS.observe(time.perf_counter() - asked)
                 return run()
 
-        self._searches_in_flight += 1
-        try:
-            results = await self._search(queries, knobs, flt, force_exact, run, run_locked)
-        finally:
-            self._searches_in_flight -= 1
-        self.searches_served += len(results)
-        return results
-
-    async def _search(self, queries: np.ndarray, knobs: QueryKnobs, flt: Filter | None, force_exact: bool,
-                      run: Callable[..., list[QueryResult]], run_locked: Callable[[], list[QueryResult]]) -> list[QueryResult]:
         # A single unfiltered ANN query takes ~0.1 ms: handing it to a worker thread costs more than that,
         # so it runs on the event loop when no writer holds or waits for the lock. Everything else
         # (batches, filters, exact scans) goes to threads, where hnswlib/faiss use all cores.
         # On the loop it must never wait either: an HNSW index busy at another ef goes to a thread instead.
         results = None
-        if self._cheap(len(queries), flt, knobs, force_exact) and self._lock.try_acquire_read():
-            try:
-                results = run(replace(knobs, no_wait=True))
-            except WouldWait:
-                results = None
-            finally:
-                self._lock.release_read()
-        if results is None:
-            results = await run_in(self._executors.searches, run_locked)
+        self._searches_in_flight += 1
+        try:
+            if self._cheap(len(queries), flt, knobs, force_exact) and self._lock.try_acquire_read():
+                try:
+                    results = run(replace(knobs, no_wait=True))
+                except WouldWait:
+                    results = None
+                finally:
+                    self._lock.release_read()
+            if results is None:
+                results = await run_in(self._executors.searches, run_locked)
+        finally:
+            self._searches_in_flight -= 1
+        self.searches_served += len(results)
         return results
 
     def _cheap(self, n_queries: int, flt: Filter | None, knobs: QueryKnobs, force_exact: bool) -> bool:
@@ -873,7 +869,7 @@ def _pieces(record: WalRecord) -> list[tuple[WalRecord, bool]]:
     if not isinstance(record, UpsertRecord) or len(record.ids) <= APPLY_SLICE_POINTS:
         return [(record, True)]
     count = len(record.ids)
-    size = -(-count // -(-count // APPLY_SLICE_POINTS))  # equal pieces: 33 points go as 17 + 16, not 32 + 1
+    size = math.ceil(count / math.ceil(count / APPLY_SLICE_POINTS))  # equal pieces: 33 points go as 17 + 16, not 32 + 1
     return [(UpsertRecord(record.ids[start : start + size], record.vectors[start : start + size],
                           None if record.metadata is None else record.metadata[start : start + size], record.term),
              start + size >= count) for start in range(0, count, size)]

@@ -36,16 +36,18 @@ COMMIT_NICE = 5
 INDEX_BUILD_NICE = 10
 
 
+def _lower_thread_priority(tid: int, increment: int) -> None:
+    # Linux schedules threads as tasks: PRIO_PROCESS with a thread id sets that thread's nice value.
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+    except (OSError, AttributeError) as error:  # the thread ended meanwhile, or this is not Linux
+        _log.debug("could not lower thread %s's priority: %s", tid, error)
+
+
 def _niced(increment: int) -> Callable[[], None]:
     def lower_this_threads_priority() -> None:
-        if increment <= 0:
-            return
-        # Linux schedules threads as tasks: PRIO_PROCESS with a thread id sets that thread's nice value.
-        try:
-            tid = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
-        except (OSError, AttributeError) as error:
-            _log.debug("could not lower a worker thread's priority: %s", error)
+        if increment > 0:
+            _lower_thread_priority(threading.get_native_id(), increment)
 
     return lower_this_threads_priority
 
@@ -53,13 +55,9 @@ def _niced(increment: int) -> Callable[[], None]:
 def lower_process_priority(increment: int) -> None:
     """Add `increment` to the nice value of every thread of this process, those already started by imports
     (gRPC's, say) included; threads started later inherit it from the thread that starts them."""
-    if increment <= 0:
-        return
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, int(tid), min(19, os.getpriority(os.PRIO_PROCESS, int(tid)) + increment))
-        except OSError as error:  # the thread ended meanwhile, or this is not Linux
-            _log.debug("could not lower thread %s's priority: %s", tid, error)
+    if increment > 0:
+        for tid in os.listdir("/proc/self/task"):
+            _lower_thread_priority(int(tid), increment)
 
 
 @dataclass(frozen=True)
@@ -84,6 +82,7 @@ class ShardExecutors:
     def __init__(self, sizes: ExecutorSizes = ExecutorSizes()) -> None:
         self.sizes = sizes
         self._worker_nice = max(0, sizes.worker_nice)
+        self._commit_nice = self._worker_nice + max(0, sizes.commit_nice)
         self.searches = ThreadPoolExecutor(sizes.resolved_searches(), thread_name_prefix="search", initializer=_niced(self._worker_nice))
         self.index_builds = ThreadPoolExecutor(
             max(1, sizes.index_builds), thread_name_prefix="index-build", initializer=_niced(self._worker_nice + INDEX_BUILD_NICE)
@@ -91,7 +90,7 @@ class ShardExecutors:
         self.stats = ThreadPoolExecutor(2, thread_name_prefix="stats")
 
     def commit_thread(self, name: str) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(1, thread_name_prefix=f"commit-{name}", initializer=_niced(self._worker_nice + max(0, self.sizes.commit_nice)))
+        return ThreadPoolExecutor(1, thread_name_prefix=f"commit-{name}", initializer=_niced(self._commit_nice))
 
     def shutdown(self) -> None:
         self.searches.shutdown(wait=False, cancel_futures=True)

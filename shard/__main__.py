@@ -17,7 +17,7 @@ from quiver.server_options import config_file_option, log_effective_options, wit
 from shard.config import ShardConfig
 from shard.admission import AdmissionBudgets
 from shard.durable_partition import DurabilityPolicy
-from shard.executors import ExecutorSizes, lower_process_priority
+from shard.executors import WORKER_POLICIES, ExecutorSizes, lower_process_priority
 from shard.identity import ServerIdMismatch, resolve_server_id
 from shard.partition_state import SearchPolicy
 from shard.replication import ReplicationPolicy
@@ -89,6 +89,7 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--search-threads", default=0, show_default=True, help="Threads for searches (0: one per core).")
 @click.option("--index-build-threads", default=ExecutorSizes.index_builds, show_default=True, help="Threads for IVF-PQ training.")
 @click.option("--worker-nice", default=ExecutorSizes.worker_nice, show_default=True, help="Nice increment for search, commit and index-build threads; set it where routers or clients share these cores (keeps admission refusals prompt under CPU saturation).")
+@click.option("--worker-policy", type=click.Choice(list(WORKER_POLICIES)), default=ExecutorSizes.worker_policy, show_default=True, help="Scheduling policy of search, commit and index-build threads: idle (Linux SCHED_IDLE) runs them only on cores no normal thread wants, so co-located routers and clients, and this server's own event loop, are never kept waiting by index work.")
 @click.option("--nice", "process_nice", default=ShardConfig.process_nice, show_default=True, help="Nice increment for the whole server at start (event loop included), where a router shares these cores: its answers, refusals included, then come first.")
 @click.option("--commit-nice", default=ExecutorSizes.commit_nice, show_default=True, help="Further nice increment for each partition's commit thread (writes' index work), so searches come first when both want the cores.")
 @click.option("--malloc-mmap-threshold-bytes", default=ShardConfig.malloc_mmap_threshold_bytes, show_default=True, help="Allocations this large get their own mapping, returned to the OS when freed (glibc M_MMAP_THRESHOLD, fixed; 0: glibc's dynamic default). Keeps freed batch and snapshot buffers from staying resident.")
@@ -103,7 +104,7 @@ def main(
     etcd_start_wait_s: float, exact_filter_fraction: float, exact_filter_min_points: int, max_k: int, max_queries_per_request: int,
     max_message_bytes: int, wal_segment_bytes: int, snapshot_after_wal_bytes: int, snapshot_interval_s: float,
     snapshots_kept: int, max_batch_writes: int, commit_yield_ratio: float, min_free_bytes: int, fault_retry_s: float,
-    queued_write_bytes: int, queries_in_flight: int, max_concurrent_rpcs: int, search_threads: int, index_build_threads: int, worker_nice: int, commit_nice: int, process_nice: int,
+    queued_write_bytes: int, queries_in_flight: int, max_concurrent_rpcs: int, search_threads: int, index_build_threads: int, worker_nice: int, worker_policy: str, commit_nice: int, process_nice: int,
     malloc_mmap_threshold_bytes: int, drain_delay: float, metrics_port: int | None, metrics_host: str, log_level: str, log_format: str, slow_rpc_ms: float,
 ) -> None:
     configure_logging(log_level, log_format)
@@ -130,7 +131,7 @@ def main(
         ),
         max_concurrent_rpcs=max_concurrent_rpcs,
         admission=AdmissionBudgets(queued_write_bytes=queued_write_bytes, queries_in_flight=queries_in_flight),
-        executors=ExecutorSizes(searches=search_threads, index_builds=index_build_threads, worker_nice=worker_nice, commit_nice=commit_nice),
+        executors=ExecutorSizes(searches=search_threads, index_builds=index_build_threads, worker_nice=worker_nice, commit_nice=commit_nice, worker_policy=worker_policy),
         search=SearchPolicy(exact_filter_fraction=exact_filter_fraction, exact_filter_min_points=exact_filter_min_points),
         drain_delay_s=drain_delay,
         malloc_mmap_threshold_bytes=malloc_mmap_threshold_bytes,

@@ -1,8 +1,11 @@
 """Under a saturated CPU, searches get the cores first: commit threads and index builds run niced."""
 from __future__ import annotations
 
+import functools
 import os
 import threading
+
+import pytest
 
 from shard.executors import COMMIT_NICE, INDEX_BUILD_NICE, ExecutorSizes, ShardExecutors
 
@@ -48,3 +51,23 @@ def test_commit_nice_sets_how_far_commit_threads_yield_to_searches() -> None:
     finally:
         commit.shutdown()
         executors.shutdown()
+
+
+def test_idle_policy_runs_every_worker_thread_under_sched_idle_but_not_the_caller_or_stats() -> None:
+    executors = ShardExecutors(ExecutorSizes(worker_policy="idle"))
+    commit = executors.commit_thread("docs/shard-0/v1")
+    try:
+        policy_here = functools.partial(os.sched_getscheduler, 0)
+        assert executors.searches.submit(policy_here).result() == os.SCHED_IDLE
+        assert commit.submit(policy_here).result() == os.SCHED_IDLE
+        assert executors.index_builds.submit(policy_here).result() == os.SCHED_IDLE
+        assert executors.stats.submit(policy_here).result() == os.SCHED_OTHER  # status answers even when saturated
+        assert policy_here() == os.SCHED_OTHER  # the caller's thread (the event loop's)
+    finally:
+        commit.shutdown()
+        executors.shutdown()
+
+
+def test_an_unknown_worker_policy_is_refused_when_configured() -> None:
+    with pytest.raises(ValueError, match="worker_policy 'fifo'"):
+        ExecutorSizes(worker_policy="fifo")

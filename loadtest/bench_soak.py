@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import itertools
 import math
+import os
 import re
 import tempfile
 import time
@@ -36,7 +37,7 @@ import numpy as np
 import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.bench_common import emit_json, log, machine, pid_of, print_table, rss_bytes, run_main
+from loadtest.bench_common import cpu_seconds, emit_json, log, machine, pid_of, print_table, rss_bytes, run_main
 from loadtest.datasets import load_glove50
 from loadtest.drivers import closed_loop, open_loop
 from loadtest.schedule import poisson_offsets
@@ -44,6 +45,7 @@ from quiver.gc_tuning import freeze_startup_heap
 from quiver.local_cluster import LocalCluster
 from quiver.v1 import router_pb2, router_pb2_grpc, types_pb2
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SEARCH_DEADLINE_S = 0.2
 WRITE_DEADLINE_S = 1.0
 SEARCH_SHARE = 0.9
@@ -166,6 +168,33 @@ async def sample_rss(pids: dict[str, int], peaks: dict[str, int], stop: asyncio.
             pass
 
 
+def cpu_by_policy(pid: int) -> dict[str, float]:
+    """CPU seconds a process has used so far, split by scheduling class: "normal" threads (event loops, gRPC
+    pollers) compete for the cores with every other normal thread of the machine, "idle" ones (SCHED_IDLE
+    workers) only take what they leave. Threads that ended count as idle: the normal ones live as long as the
+    process, while hnswlib starts (and ends) threads of its own from the workers for each call, which inherit
+    their class."""
+    normal = 0.0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            if os.sched_getscheduler(int(tid)) != os.SCHED_IDLE:
+                normal += cpu_seconds_of_thread(pid, int(tid))
+        except (ProcessLookupError, FileNotFoundError):
+            continue  # the thread ended meanwhile
+    return {"normal": normal, "idle": max(0.0, cpu_seconds(pid) - normal)}
+
+
+def cpu_seconds_of_thread(pid: int, tid: int) -> float:
+    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # comm may hold spaces; fields after it are space-separated
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def cores_used(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], seconds: float) -> dict[str, dict[str, float]]:
+    return {name: {policy: round((after[name][policy] - before[name].get(policy, 0.0)) / seconds, 3) for policy in after[name]}
+            for name in after if name in before}
+
+
 async def probe_loop_lag(lags: list[float], stop: asyncio.Event, interval_s: float = 0.005) -> None:
     """This generator's own event-loop lag: how late a 5 ms sleep wakes. Every latency measured here from
     send includes up to this much of the generator's own delay (it shares the cores with the cluster)."""
@@ -211,6 +240,8 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
     pids = {f"shard-{i}": pid_of(s) for i, s in enumerate(cluster.shard_servers)}
     assert cluster.router is not None
     pids["router"] = pid_of(cluster.router)
+    cpu_pids = {**pids, "etcd": cluster.etcd.pid, "generator": os.getpid()}
+    cpu_at_start = {name: cpu_by_policy(pid) for name, pid in cpu_pids.items()}
     peaks: dict[str, int] = {}
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_rss(pids, peaks, stop))
@@ -220,6 +251,7 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
     freeze_startup_heap()  # this generator's own GC pauses would count in every latency it measures
     offsets = poisson_offsets(rate, args.duration, np.random.default_rng(3))
     wall = await open_loop(mix, tally, offsets=offsets, max_inflight=20_000)
+    cpu = cores_used(cpu_at_start, {name: cpu_by_policy(pid) for name, pid in cpu_pids.items()}, time.perf_counter() - soak_start)
     stop.set()
     await sampler
     await lag_probe
@@ -262,6 +294,7 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
         "index_lock": {name.removeprefix("quiver_shard_").removesuffix("_seconds"): {
             "count": int(total[-1][1]) if total else 0, **{f"share_over_{int(t * 1e3)}ms": share_over(total, t) for t in (0.001, 0.01, 0.05, 0.1)}}
             for name in LOCK_HISTOGRAMS for total in [summed_buckets([h[name] for h in lock_histograms])]},
+        "cores_used": cpu,
         "generator_loop_lag_ms": {"p50": _ms(lags, 50), "p99": _ms(lags, 99)},
         "refusal_ms_from_send": {kind: {"p50": _ms(mix.from_send.get((kind, "RESOURCE_EXHAUSTED"), []), 50), "p99": _ms(mix.from_send.get((kind, "RESOURCE_EXHAUSTED"), []), 99)} for kind in ("search", "write")},
         "accepted_search_ms": {"p50": tally.percentile_ms(("search", "OK"), 50), "p99": tally.percentile_ms(("search", "OK"), 99),
@@ -359,6 +392,7 @@ def main() -> None:
             ["admitted searches failed, per time bucket", ",".join(str(b["failed"]) for b in report["search_timeline"])],
             *[[f"{name}: share over 10 / 50 / 100 ms", " / ".join(str(lock[f"share_over_{t}ms"]) for t in (10, 50, 100)) + f" of {lock['count']}"]
               for name, lock in report["index_lock"].items()],
+            *[[f"cores used by {name} (normal / idle threads)", f"{used['normal']} / {used['idle']}"] for name, used in report["cores_used"].items()],
             ["search goodput", f"{report['admitted_searches']['goodput_per_s']} /s"],
             ["acknowledged writes lost", report["writes"]["lost_ids"]],
             *[[f"outcome {k}", n] for k, n in report["outcomes"].items()]]

@@ -113,6 +113,12 @@ class EtcdProcess:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("etcd has not been started yet, so it has no pid")
+        return self._proc.pid
+
     def _command(self, binary: str) -> list[str]:
         peer_url = f"http://{_HOST}:{self._peer_port}"
         return [

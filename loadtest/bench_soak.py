@@ -70,6 +70,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--router-queued-write-bytes", type=int, default=3 * 65536, help="the router's write budget (bytes)")
     parser.add_argument("--worker-nice", type=int, default=16, help="the shard servers' worker-thread nice increment: the router and this generator share their cores")
     parser.add_argument("--worker-policy", choices=("normal", "idle"), default="idle", help="the shard servers' worker-thread scheduling policy: idle (SCHED_IDLE) leaves every core to the event loops first")
+    parser.add_argument("--snapshot-interval-s", type=float, default=600.0, help="the shard servers' snapshot interval (a partition that changed is snapshotted this long after its last one)")
     parser.add_argument("--shard-nice", type=int, default=0, help="the shard servers' whole-process nice increment (event loops included)")
     parser.add_argument("--commit-yield-ratio", type=float, default=2.0, help="the shard servers' commit rest per slice, as a multiple of its lock hold, while searches run")
     parser.add_argument("--commit-nice", type=int, default=0, help="the shard servers' further nice increment for commit threads")
@@ -278,7 +279,7 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
     return {
         "benchmark": "soak",
         "machine": machine(),
-        "settings": {k: getattr(args, k) for k in ("duration", "overload", "n_base", "queries_per_search", "ef_search", "write_batch", "queries_in_flight", "queued_write_bytes", "router_queued_write_bytes", "max_queued_searches", "max_concurrent_rpcs", "worker_nice", "worker_policy", "commit_nice", "shard_nice", "commit_yield_ratio")},
+        "settings": {k: getattr(args, k) for k in ("duration", "overload", "n_base", "queries_per_search", "ef_search", "write_batch", "queries_in_flight", "queued_write_bytes", "router_queued_write_bytes", "max_queued_searches", "max_concurrent_rpcs", "worker_nice", "worker_policy", "commit_nice", "shard_nice", "commit_yield_ratio", "snapshot_interval_s")},
         "capacity_rps": round(capacity, 1),
         "goodput_by_concurrency": {c: round(r, 1) for c, r in goodput.items()},
         "offered_rps": round(rate, 1),
@@ -373,7 +374,7 @@ def _ms_or_missed(ordered: list[float], p: float) -> float | str | None:
 def main() -> None:
     args = parse_args()
     shard_args = ("--queries-in-flight", str(args.queries_in_flight), "--queued-write-bytes", str(args.queued_write_bytes),
-                  "--max-concurrent-rpcs", str(args.max_concurrent_rpcs), "--worker-nice", str(args.worker_nice), "--worker-policy", args.worker_policy, "--commit-nice", str(args.commit_nice), "--nice", str(args.shard_nice), "--commit-yield-ratio", str(args.commit_yield_ratio), "--metrics-port", "0")
+                  "--max-concurrent-rpcs", str(args.max_concurrent_rpcs), "--worker-nice", str(args.worker_nice), "--worker-policy", args.worker_policy, "--commit-nice", str(args.commit_nice), "--nice", str(args.shard_nice), "--commit-yield-ratio", str(args.commit_yield_ratio), "--snapshot-interval-s", str(args.snapshot_interval_s), "--metrics-port", "0")
     router_args = ("--max-queued-searches", str(args.max_queued_searches), "--max-concurrent-rpcs", str(args.max_concurrent_rpcs),
                    "--deadline-admission", "--max-queued-write-bytes", str(args.router_queued_write_bytes))
     with tempfile.TemporaryDirectory(prefix="quiver-soak-") as tmp, LocalCluster(Path(tmp), shards=3, shard_args=shard_args, router_args=router_args) as cluster:

@@ -10,6 +10,7 @@ down at once, as losing the machine would.
 """
 from __future__ import annotations
 
+import quiver.grpc_fork  # noqa: F401 - first, before gRPC loads: its fork handlers off (shard.indexes.forked_call)
 import asyncio
 import logging
 from dataclasses import dataclass

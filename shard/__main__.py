@@ -1,6 +1,7 @@
 """`python -m shard` / `quiver-shard`: run one shard server until SIGTERM or Ctrl-C."""
 from __future__ import annotations
 
+import quiver.grpc_fork  # noqa: F401 - first, before gRPC loads: its fork handlers off (shard.indexes.forked_call)
 import asyncio
 import logging
 import socket

@@ -1,6 +1,7 @@
 """Fixtures shared by every test suite: one real etcd per session, and a fresh key prefix per test."""
 from __future__ import annotations
 
+import quiver.grpc_fork  # noqa: F401 - before any test loads gRPC, as the servers' entry points do
 import uuid
 from collections.abc import Iterator
 

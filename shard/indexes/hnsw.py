@@ -12,6 +12,8 @@
   allowed set, exact completion and vector reads use it. hnswlib's own get_items builds Python floats
   (about 4 us a 50-d vector here, against 0.5 ns a component for BLAS over the arena), which made exact
   filtered search slower than the graph.
+- Snapshots: hnswlib's save_index holds the GIL for the whole write, so it runs in a forked child
+  (shard.indexes.forked_call) and the server's event loop and searches go on meanwhile.
 - ef is global state in hnswlib, so searches that want a different ef wait until the ones in flight with
   the current ef finish (`_EfGate`), instead of racing on set_ef.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import os
 import threading
 from contextlib import contextmanager
@@ -31,8 +34,10 @@ from shard.indexes.arena import VectorArena
 from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits, WouldWait
 from shard.indexes.blob_container import map_file, pack, staging_dir, unpack
 from shard.indexes.exact import exact_topk_of
+from shard.indexes.forked_call import call_in_child
 
 DEFAULTS = {"m": 16, "ef_construction": 200, "ef_search": 64}
+SAVE_TIMEOUT_S_PER_GIB = 60.0  # a child saving the graph is killed past this (it writes ~1 GiB/s here)
 
 
 class _EfGate:
@@ -162,8 +167,12 @@ class HnswIndex:
         directory = None if in_memory else self.config.vector_dir
         with staging_dir(directory) as tmp:
             path = os.path.join(tmp, "index.bin")
-            self._index.save_index(path)
-            written, expected = os.path.getsize(path), int(self._index.index_file_size())
+            size = int(self._index.index_file_size())
+            # In a child: save_index holds the GIL for the whole write (shard.indexes.forked_call).
+            timeout_s = max(60.0, SAVE_TIMEOUT_S_PER_GIB * size / 2**30)
+            if not call_in_child(functools.partial(self._index.save_index, path), "saving the HNSW graph", timeout_s):
+                self._index.save_index(path)
+            written, expected = os.path.getsize(path), size
             if written != expected:
                 # hnswlib does not check its writes: on a full disk it leaves a short file and says nothing.
                 raise OSError(errno.ENOSPC, f"hnswlib wrote {written} of {expected} bytes of its index (disk full?)", path)

@@ -1,0 +1,87 @@
+"""A GIL-holding call run in a forked child: its effects on files are seen, its failure is an OSError naming
+what failed, one that hangs is killed at its timeout, and meanwhile this process's threads keep the GIL."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shard.indexes import IndexConfig, QueryKnobs, create_index, load_index
+from shard.indexes.forked_call import call_in_child
+
+
+def test_the_call_runs_in_another_process_and_its_file_is_there_after(tmp_path: Path) -> None:
+    out = tmp_path / "pid"
+    assert call_in_child(lambda: out.write_text(str(os.getpid())), "writing a pid", timeout_s=30)
+    assert int(out.read_text()) != os.getpid()
+
+
+def test_a_call_that_raises_in_the_child_is_an_os_error_naming_it() -> None:
+    def fail() -> None:
+        raise ValueError("no")
+
+    with pytest.raises(OSError, match="saving the thing failed in its child process, which exited with 1"):
+        call_in_child(fail, "saving the thing", timeout_s=30)
+
+
+def test_with_grpcs_fork_handlers_on_nothing_is_forked_and_the_caller_runs_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRPC_ENABLE_FORK_SUPPORT", "true")  # as gRPC read it in a process that set it so
+    out = tmp_path / "pid"
+    assert not call_in_child(lambda: out.write_text(str(os.getpid())), "writing a pid", timeout_s=30)
+    assert not out.exists()
+
+
+def test_a_child_killed_by_a_signal_hands_the_call_back_to_the_caller() -> None:
+    assert not call_in_child(lambda: os.kill(os.getpid(), signal.SIGKILL), "crashing", timeout_s=30)
+
+
+def test_a_child_that_does_not_finish_is_killed_at_its_timeout() -> None:
+    started = time.monotonic()
+    with pytest.raises(OSError, match="did not finish within 1 s"):
+        call_in_child(lambda: time.sleep(60), "sleeping", timeout_s=1)
+    assert time.monotonic() - started < 30
+
+
+def test_while_an_hnsw_index_is_snapshotted_this_process_runs_python() -> None:
+    """hnswlib's save_index holds the GIL for the whole write; the HNSW index runs it in a child, so another
+    thread here keeps running Python code: it counts how often it did while the save's child was alive."""
+    config = IndexConfig("hnsw", 32, "l2", {"m": 16, "ef_construction": 20, "ef_search": 32})
+    index = create_index(config)
+    vectors = np.random.default_rng(0).standard_normal((60_000, 32)).astype("f4")
+    index.add(np.arange(len(vectors)), vectors)
+    children: list[int] = []
+    beside_child = 0
+    saving = threading.Event()
+    done = threading.Event()
+    data: list[bytes | memoryview] = []
+
+    def snapshot() -> None:
+        saving.set()
+        try:
+            data.append(index.to_bytes())
+        finally:
+            done.set()
+
+    saver = threading.Thread(target=snapshot)
+    saver.start()
+    saving.wait()
+    while not done.is_set():
+        # The saver thread's children, as the kernel lists them: the save's child, while it runs.
+        try:
+            alive = Path(f"/proc/self/task/{saver.native_id}/children").read_text().split()
+        except FileNotFoundError:
+            break  # the saver thread has ended
+        if alive:
+            children.extend(int(c) for c in alive)
+            beside_child += 1
+    saver.join()
+    assert children, "the graph was not saved in a child process"
+    assert beside_child > 10  # this thread ran Python code again and again while the child saved
+    knobs = QueryKnobs(ef_search=32)
+    loaded = load_index(config, bytes(data[0]))
+    np.testing.assert_array_equal(loaded.search(vectors[:50], 5, knobs, None).labels, index.search(vectors[:50], 5, knobs, None).labels)

@@ -43,10 +43,11 @@ from loadtest.drivers import closed_loop, open_loop
 from loadtest.schedule import poisson_offsets
 from quiver.gc_tuning import freeze_startup_heap
 from quiver.local_cluster import LocalCluster
-from quiver.v1 import router_pb2, router_pb2_grpc, types_pb2
+from quiver.v1 import router_pb2, router_pb2_grpc, shard_pb2, shard_pb2_grpc, types_pb2
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SEARCH_DEADLINE_S = 0.2
+QUERY_BYTES = 50 * 4  # one GloVe-50 float32 query vector, as a shard holds it in flight
 WRITE_DEADLINE_S = 1.0
 SEARCH_SHARE = 0.9
 # What the shard servers' searches and commit slices did with the index lock (quiver.metrics).
@@ -71,6 +72,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--worker-nice", type=int, default=16, help="the shard servers' worker-thread nice increment: the router and this generator share their cores")
     parser.add_argument("--worker-policy", choices=("normal", "idle"), default="idle", help="the shard servers' worker-thread scheduling policy: idle (SCHED_IDLE) leaves every core to the event loops first")
     parser.add_argument("--snapshot-interval-s", type=float, default=600.0, help="the shard servers' snapshot interval (a partition that changed is snapshotted this long after its last one)")
+    parser.add_argument("--timeline-bucket-s", type=float, default=0.0, help="the failure timeline's bucket (0: a twentieth of the duration)")
     parser.add_argument("--shard-nice", type=int, default=0, help="the shard servers' whole-process nice increment (event loops included)")
     parser.add_argument("--commit-yield-ratio", type=float, default=2.0, help="the shard servers' commit rest per slice, as a multiple of its lock hold, while searches run")
     parser.add_argument("--commit-nice", type=int, default=0, help="the shard servers' further nice increment for commit threads")
@@ -196,6 +198,27 @@ def cores_used(before: dict[str, dict[str, float]], after: dict[str, dict[str, f
             for name in after if name in before}
 
 
+async def partition_stats(address: str) -> list[Any]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        return list((await shard_pb2_grpc.ShardStub(channel).Stats(shard_pb2.StatsRequest(), timeout=30)).partitions)
+
+
+async def memory_split(cluster: LocalCluster) -> dict[str, dict[str, int]]:
+    """Each shard server's RSS, and what its partitions hold as it accounts them (index, graph and vectors,
+    plus ids and metadata columns): its RSS beyond that is the process itself, buffers and requests included."""
+    split = {}
+    for i, server in enumerate(cluster.shard_servers):
+        stats = await partition_stats(server.address)
+        split[f"shard-{i}"] = {"rss": rss_bytes(pid_of(server)), "data": sum(p.index_memory_bytes + p.metadata_memory_bytes for p in stats)}
+    return split
+
+
+async def snapshots_since(cluster: LocalCluster, start_unix: float) -> list[float]:
+    """When each partition's latest snapshot was taken, in seconds into the soak, if it was taken during it."""
+    taken = [p.last_snapshot_unix for server in cluster.shard_servers for p in await partition_stats(server.address)]
+    return sorted(round(t - start_unix, 1) for t in taken if t >= start_unix)
+
+
 async def probe_loop_lag(lags: list[float], stop: asyncio.Event, interval_s: float = 0.005) -> None:
     """This generator's own event-loop lag: how late a 5 ms sleep wakes. Every latency measured here from
     send includes up to this much of the generator's own delay (it shares the cores with the cluster)."""
@@ -236,8 +259,10 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
     mix.from_send.clear()
     mix.messages.clear()
     mix.ended.clear()
+    memory_at_start = await memory_split(cluster)
     locks_at_start = scrape_locks(cluster)  # the soak's own lock waits: the load's and capacity runs' are subtracted
     soak_start = time.perf_counter()
+    soak_start_unix = time.time()
     pids = {f"shard-{i}": pid_of(s) for i, s in enumerate(cluster.shard_servers)}
     assert cluster.router is not None
     pids["router"] = pid_of(cluster.router)
@@ -257,6 +282,8 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
     await sampler
     await lag_probe
 
+    memory_at_end = await memory_split(cluster)
+    snapshots = await snapshots_since(cluster, soak_start_unix)
     lock_histograms = [{name: bucket_increase(before[name], after[name]) for name in LOCK_HISTOGRAMS}
                        for before, after in zip(locks_at_start, scrape_locks(cluster))]
     alive = {name: server.running for name, server in (*((f"shard-{i}", s) for i, s in enumerate(cluster.shard_servers)), ("router", cluster.router))}
@@ -287,11 +314,21 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
         "wall_s": round(wall, 1),
         "alive_at_end": alive,
         "peak_rss_mib": {name: round(b / 2**20, 1) for name, b in peaks.items()},
+        # Peak RSS against what the overload may add: the partitions' data (grown by the acknowledged writes)
+        # plus the process besides it, which the admission budgets bound (queued write bytes, queries in
+        # flight); "besides_data" before the overload and at its peak shows whether refusing held it.
+        "memory_mib": {name: {
+            "data_before": _mib(memory_at_start[name]["data"]), "data_after": _mib(memory_at_end[name]["data"]),
+            "besides_data_before": _mib(memory_at_start[name]["rss"] - memory_at_start[name]["data"]),
+            "besides_data_at_peak": _mib(peaks[name] - memory_at_end[name]["data"]),
+            "admission_budgets": _mib(args.queued_write_bytes + args.queries_in_flight * QUERY_BYTES),
+        } for name in memory_at_start},
         "outcomes": {f"{k} {c}": n for (k, c), n in sorted(tally.codes.items())},
         "messages": {f"{k} {c}": {shape: {"count": len(times), "p50_ms": _ms(times, 50), "p99_ms": _ms(times, 99)}
                                   for shape, times in sorted(shapes.items(), key=lambda item: -len(item[1]))[:4]}
                      for (k, c), shapes in sorted(mix.messages.items())},
-        "search_timeline": timeline(mix.ended, soak_start, bucket_s=max(5.0, args.duration / 20)),
+        "search_timeline": timeline(mix.ended, soak_start, bucket_s=args.timeline_bucket_s or max(5.0, args.duration / 20)),
+        "snapshots_at_s": snapshots,
         "index_lock": {name.removeprefix("quiver_shard_").removesuffix("_seconds"): {
             "count": int(total[-1][1]) if total else 0, **{f"share_over_{int(t * 1e3)}ms": share_over(total, t) for t in (0.001, 0.01, 0.05, 0.1)}}
             for name in LOCK_HISTOGRAMS for total in [summed_buckets([h[name] for h in lock_histograms])]},
@@ -359,6 +396,10 @@ def timeline(ended: list[tuple[float, str, str]], start: float, bucket_s: float)
     return [{"from_s": round(b * bucket_s), **{g: counts.get(g, 0) for g in ("ok", "failed", "refused")}} for b, counts in sorted(buckets.items())]
 
 
+def _mib(n: int) -> float:
+    return round(n / 2**20, 1)
+
+
 def _ms(values: list[float], p: float) -> float | None:
     return round(float(np.percentile(values, p)) * 1e3, 2) if values else None
 
@@ -383,6 +424,9 @@ def main() -> None:
     rows = [["offered / capacity", f"{report['offered_rps']} / {report['capacity_rps']} req/s"],
             ["processes alive at end", all(report["alive_at_end"].values())],
             *[[f"peak RSS {name}", f"{mib} MiB"] for name, mib in report["peak_rss_mib"].items()],
+            *[[f"{name}: data before / after; RSS besides data before / at peak (budgets {m['admission_budgets']})",
+               f"{m['data_before']} / {m['data_after']}; {m['besides_data_before']} / {m['besides_data_at_peak']} MiB"]
+              for name, m in report["memory_mib"].items()],
             ["search refusal p50/p99 from send", f"{report['refusal_ms_from_send']['search']['p50']} / {report['refusal_ms_from_send']['search']['p99']} ms"],
             ["this generator's own loop lag p50/p99", f"{report['generator_loop_lag_ms']['p50']} / {report['generator_loop_lag_ms']['p99']} ms"],
             ["write refusal p50/p99 from send", f"{report['refusal_ms_from_send']['write']['p50']} / {report['refusal_ms_from_send']['write']['p99']} ms"],
@@ -391,6 +435,7 @@ def main() -> None:
             ["admitted searches: failed / answered in time", f"{report['admitted_searches']['failed']} / {report['admitted_searches']['answered_in_time']} of {report['admitted_searches']['count']}"],
             ["admitted search p50/p99 from send (failed = late)", f"{report['admitted_searches']['p50_ms_from_send']} / {report['admitted_searches']['p99_ms_from_send']} ms"],
             ["admitted searches failed, per time bucket", ",".join(str(b["failed"]) for b in report["search_timeline"])],
+            ["partition snapshots taken, seconds into the soak", ", ".join(map(str, report["snapshots_at_s"])) or "none"],
             *[[f"{name}: share over 10 / 50 / 100 ms", " / ".join(str(lock[f"share_over_{t}ms"]) for t in (10, 50, 100)) + f" of {lock['count']}"]
               for name, lock in report["index_lock"].items()],
             *[[f"cores used by {name} (normal / idle threads)", f"{used['normal']} / {used['idle']}"] for name, used in report["cores_used"].items()],

@@ -335,6 +335,36 @@ def test_shard_create_and_drop_partition(target, name, shard, version, dim, metr
         assert dropped in CALLER_CODES, f"DropPartition: {dropped.name} {details!r}"
 
 
+@FUZZ
+@given(name=mostly_names, expected=st.sampled_from([0, 1, 2, 2**32 - 1]), target_version=st.sampled_from([0, 1, 2, 7, 2**32 - 1]),
+       version=st.sampled_from([0, 1, 2, 2**32 - 1]), force=st.booleans())
+def test_router_version_calls(target, name, expected, target_version, version, force) -> None:  # type: ignore[no-untyped-def]
+    """The fixture's collections have one version, v1, active: no cutover, rollback or retirement can apply,
+    and each must say why; listing versions and builds answers for any name."""
+    router = target.router
+    check(target, "Router.ListVersions", lambda: router.ListVersions(router_pb2.ListVersionsRequest(collection=name), timeout=30))
+    check(target, "Router.ReindexStatus", lambda: router.ReindexStatus(router_pb2.ReindexStatusRequest(collection=name), timeout=30))
+    if target_version != 1:  # a cutover to the active version itself would be a no-op switch, not a refusal
+        check(target, "Router.Cutover", lambda: router.Cutover(
+            router_pb2.CutoverRequest(collection=name, expected_active=expected, target=target_version, force=force), timeout=30))
+    check(target, "Router.Rollback", lambda: router.Rollback(router_pb2.RollbackRequest(collection=name, expected_active=expected, force=force), timeout=30))
+    check(target, "Router.RetireVersion", lambda: router.RetireVersion(router_pb2.RetireVersionRequest(collection=name, version=version), timeout=30))
+
+
+@FUZZ
+@given(ref=refs, after=st.sampled_from([-(2**63), -2, -1, 0, 5, 2**62]), limit=uint32, ids_only=st.booleans(),
+       lsn=st.sampled_from([0, 1, 59, 2**63, 2**64 - 1]), max_bytes=uint32)
+def test_shard_read_only_log_and_replica_calls(target, ref, after, limit, ids_only, lsn, max_bytes) -> None:  # type: ignore[no-untyped-def]
+    """The calls a primary, a catching-up replica or a verifier make that read and change nothing (a term of
+    0 only asks): any partition ref, slot, page size, LSN and byte budget gets an answer or a reason."""
+    shard = target.shards[0]
+    check(target, "Shard.ReplicaStatus", lambda: shard.ReplicaStatus(shard_pb2.ReplicaStatusRequest(ref=ref, term=0), timeout=30))
+    check(target, "Shard.Digest", lambda: shard.Digest(shard_pb2.DigestRequest(ref=ref), timeout=30))
+    check(target, "Shard.ExportPoints", lambda: shard.ExportPoints(
+        shard_pb2.ExportPointsRequest(ref=ref, after_slot=after, limit=limit, ids_only=ids_only), timeout=30))
+    check(target, "Shard.ReadLog", lambda: shard.ReadLog(shard_pb2.ReadLogRequest(ref=ref, after_lsn=lsn, max_bytes=max_bytes), timeout=30))
+
+
 # -- bytes that are not a message at all ------------------------------------------------------------
 
 SHARD_METHODS = [m.name for m in shard_pb2.DESCRIPTOR.services_by_name["Shard"].methods]

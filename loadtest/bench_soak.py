@@ -38,6 +38,7 @@ import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.bench_common import cpu_seconds, emit_json, log, machine, pid_of, print_table, rss_bytes, run_main
+from loadtest.bench_memory import memory_of
 from loadtest.datasets import load_glove50
 from loadtest.drivers import closed_loop, open_loop
 from loadtest.schedule import poisson_offsets
@@ -158,13 +159,19 @@ class Tally:
         return round(float(np.percentile(values, p)) * 1e3, 2) if values else None
 
 
-async def sample_rss(pids: dict[str, int], peaks: dict[str, int], stop: asyncio.Event) -> None:
+async def sample_rss(pids: dict[str, int], peaks: dict[str, int], stop: asyncio.Event, anon_peaks: dict[str, int] | None = None) -> None:
+    """Peak RSS of each process, sampled each second; with `anon_peaks`, the peak of its anonymous part too
+    (RssAnon: heap and stacks, without the file pages it maps, such as a snapshot's staged files)."""
     while not stop.is_set():
         for name, pid in pids.items():
             try:
-                peaks[name] = max(peaks.get(name, 0), rss_bytes(pid))
+                memory = memory_of(pid)
             except OSError:
                 peaks[name] = -1  # gone
+                continue
+            peaks[name] = max(peaks.get(name, 0), memory["VmRSS"])
+            if anon_peaks is not None:
+                anon_peaks[name] = max(anon_peaks.get(name, 0), memory["RssAnon"])
         try:
             await asyncio.wait_for(stop.wait(), timeout=1.0)
         except TimeoutError:
@@ -269,8 +276,9 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
     cpu_pids = {**pids, "etcd": cluster.etcd.pid, "generator": os.getpid()}
     cpu_at_start = {name: cpu_by_policy(pid) for name, pid in cpu_pids.items()}
     peaks: dict[str, int] = {}
+    anon_peaks: dict[str, int] = {}
     stop = asyncio.Event()
-    sampler = asyncio.create_task(sample_rss(pids, peaks, stop))
+    sampler = asyncio.create_task(sample_rss(pids, peaks, stop, anon_peaks))
     lags: list[float] = []
     lag_probe = asyncio.create_task(probe_loop_lag(lags, stop))
     tally = Tally(mix)
@@ -321,6 +329,7 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
             "data_before": _mib(memory_at_start[name]["data"]), "data_after": _mib(memory_at_end[name]["data"]),
             "besides_data_before": _mib(memory_at_start[name]["rss"] - memory_at_start[name]["data"]),
             "besides_data_at_peak": _mib(peaks[name] - memory_at_end[name]["data"]),
+            "peak_anonymous": _mib(anon_peaks[name]),
             "admission_budgets": _mib(args.queued_write_bytes + args.queries_in_flight * QUERY_BYTES),
         } for name in memory_at_start},
         "outcomes": {f"{k} {c}": n for (k, c), n in sorted(tally.codes.items())},
@@ -425,7 +434,7 @@ def main() -> None:
             ["processes alive at end", all(report["alive_at_end"].values())],
             *[[f"peak RSS {name}", f"{mib} MiB"] for name, mib in report["peak_rss_mib"].items()],
             *[[f"{name}: data before / after; RSS besides data before / at peak (budgets {m['admission_budgets']})",
-               f"{m['data_before']} / {m['data_after']}; {m['besides_data_before']} / {m['besides_data_at_peak']} MiB"]
+               f"{m['data_before']} / {m['data_after']}; {m['besides_data_before']} / {m['besides_data_at_peak']} MiB (peak anonymous {m['peak_anonymous']})"]
               for name, m in report["memory_mib"].items()],
             ["search refusal p50/p99 from send", f"{report['refusal_ms_from_send']['search']['p50']} / {report['refusal_ms_from_send']['search']['p99']} ms"],
             ["this generator's own loop lag p50/p99", f"{report['generator_loop_lag_ms']['p50']} / {report['generator_loop_lag_ms']['p99']} ms"],

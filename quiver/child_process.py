@@ -26,9 +26,17 @@ def command_dying_with_this_process(argv: list[str]) -> list[str]:
     return [sys.executable, "-m", "quiver.child_process", str(os.getpid()), *argv]
 
 
+def die_with_parent(signum: int) -> bool:
+    """Asks the kernel to send this process `signum` when the thread that forked it ends (Linux); whether
+    it took effect."""
+    if not sys.platform.startswith("linux"):
+        return False
+    return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum) == 0
+
+
 def main() -> None:
     parent, argv = int(sys.argv[1]), sys.argv[2:]
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    die_with_parent(signal.SIGTERM)
     if os.getppid() != parent:
         sys.exit(1)  # the parent died before the request took effect: its children must not run on
     os.execvp(argv[0], argv)

@@ -23,6 +23,7 @@ import traceback
 import warnings
 from collections.abc import Callable
 
+from quiver.child_process import die_with_parent
 from quiver.grpc_fork import fork_handlers_off
 
 _log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ def call_in_child(fn: Callable[[], None], what: str, timeout_s: float) -> bool:
     is killed then)."""
     if not hasattr(os, "fork") or not fork_handlers_off():
         return False
+    parent = os.getpid()
     try:
         with warnings.catch_warnings():
             # Python 3.12+ warns about forking a threaded process; the child runs no other thread's code.
@@ -48,6 +50,11 @@ def call_in_child(fn: Callable[[], None], what: str, timeout_s: float) -> bool:
     if pid == 0:  # the child: only this thread exists here
         code = 1
         try:
+            # A server killed outright must not leave its child behind, holding a copy of its listening socket
+            # (which a restarted server shares by SO_REUSEPORT) and writing into its partition's directory.
+            die_with_parent(signal.SIGKILL)
+            if os.getppid() != parent:
+                os._exit(1)  # the parent died before the request took effect
             fn()
             code = 0
         except BaseException:  # noqa: BLE001 - reported to the parent by the exit code; the trace goes to the log

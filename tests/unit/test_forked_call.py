@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 
 from shard.indexes import IndexConfig, QueryKnobs, create_index, load_index
 from shard.indexes.forked_call import call_in_child
+from tests.eventually import assert_eventually
 
 
 def test_the_call_runs_in_another_process_and_its_file_is_there_after(tmp_path: Path) -> None:
@@ -85,3 +88,35 @@ def test_while_an_hnsw_index_is_snapshotted_this_process_runs_python() -> None:
     knobs = QueryKnobs(ef_search=32)
     loaded = load_index(config, bytes(data[0]))
     np.testing.assert_array_equal(loaded.search(vectors[:50], 5, knobs, None).labels, index.search(vectors[:50], 5, knobs, None).labels)
+
+
+def test_a_child_does_not_outlive_a_server_killed_outright(tmp_path: Path) -> None:
+    """SIGKILL of the forking process ends its child too: an orphan would keep the server's listening
+    socket, which a restarted server shares by SO_REUSEPORT, and go on writing into its directory."""
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import os, time, sys\n"
+        "from shard.indexes.forked_call import call_in_child\n"
+        f"call_in_child(lambda: (open({str(pid_file)!r}, 'w').write(str(os.getpid())), time.sleep(120)), 'sleeping', 300)\n"
+    )
+    server = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ, GRPC_ENABLE_FORK_SUPPORT="false"))
+    child = 0
+    try:
+        assert_eventually(lambda: pid_file.exists() and pid_file.read_text() != "", timeout=30)
+        child = int(pid_file.read_text())
+        server.kill()
+        server.wait(10)
+        assert_eventually(lambda: not _alive(child), timeout=10)
+    finally:
+        server.kill()
+        server.wait(10)
+        if child and _alive(child):
+            os.kill(child, signal.SIGKILL)  # the test's own leftover, had the behaviour failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has ended; only its parent's wait (init's, once orphaned) is missing

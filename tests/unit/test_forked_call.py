@@ -70,17 +70,15 @@ def test_while_an_hnsw_index_is_snapshotted_this_process_runs_python() -> None:
         finally:
             done.set()
 
+    earlier = _children_of(os.getpid())  # a session's etcd, say: not the save's
     saver = threading.Thread(target=snapshot)
     saver.start()
     saving.wait()
     while not done.is_set():
-        # The saver thread's children, as the kernel lists them: the save's child, while it runs.
-        try:
-            alive = Path(f"/proc/self/task/{saver.native_id}/children").read_text().split()
-        except FileNotFoundError:
-            break  # the saver thread has ended
-        if alive:
-            children.extend(int(c) for c in alive)
+        # This process's children as /proc lists them (every kernel has it): the save's child, while it runs.
+        if not children:
+            children.extend(_children_of(os.getpid()) - earlier)
+        elif _alive(children[0]):
             beside_child += 1
     saver.join()
     assert children, "the graph was not saved in a child process"
@@ -114,9 +112,22 @@ def test_a_child_does_not_outlive_a_server_killed_outright(tmp_path: Path) -> No
             os.kill(child, signal.SIGKILL)  # the test's own leftover, had the behaviour failed
 
 
+def _children_of(parent: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(fields[1]) == parent and fields[0] != "Z":
+                found.add(int(entry))
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or going while it was read
         return False
     return state != "Z"  # a zombie has ended; only its parent's wait (init's, once orphaned) is missing

@@ -215,9 +215,11 @@ def rss_bytes(pid: int | None = None) -> int:
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int | None = None) -> float:
-    """User + system CPU time a process has used so far (all its threads)."""
-    with open(f"/proc/{pid or os.getpid()}/stat") as f:
+def cpu_seconds(pid: int | None = None, tid: int | None = None) -> float:
+    """User + system CPU time a process has used so far (all its threads, those that ended included), or
+    with `tid` one of its threads."""
+    process = f"/proc/{pid or os.getpid()}"
+    with open(f"{process}/task/{tid}/stat" if tid is not None else f"{process}/stat") as f:
         # Field 2 (comm) may contain spaces; everything after its closing parenthesis is space-separated.
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS

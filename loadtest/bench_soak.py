@@ -46,7 +46,6 @@ from quiver.gc_tuning import freeze_startup_heap
 from quiver.local_cluster import LocalCluster
 from quiver.v1 import router_pb2, router_pb2_grpc, shard_pb2, shard_pb2_grpc, types_pb2
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SEARCH_DEADLINE_S = 0.2
 QUERY_BYTES = 50 * 4  # one GloVe-50 float32 query vector, as a shard holds it in flight
 WRITE_DEADLINE_S = 1.0
@@ -159,9 +158,9 @@ class Tally:
         return round(float(np.percentile(values, p)) * 1e3, 2) if values else None
 
 
-async def sample_rss(pids: dict[str, int], peaks: dict[str, int], stop: asyncio.Event, anon_peaks: dict[str, int] | None = None) -> None:
-    """Peak RSS of each process, sampled each second; with `anon_peaks`, the peak of its anonymous part too
-    (RssAnon: heap and stacks, without the file pages it maps, such as a snapshot's staged files)."""
+async def sample_rss(pids: dict[str, int], peaks: dict[str, int], anon_peaks: dict[str, int], stop: asyncio.Event) -> None:
+    """Peak RSS of each process, sampled each second, and the peak of its anonymous part (RssAnon: heap and
+    stacks, without the file pages it maps, such as a snapshot's staged files)."""
     while not stop.is_set():
         for name, pid in pids.items():
             try:
@@ -170,8 +169,7 @@ async def sample_rss(pids: dict[str, int], peaks: dict[str, int], stop: asyncio.
                 peaks[name] = -1  # gone
                 continue
             peaks[name] = max(peaks.get(name, 0), memory["VmRSS"])
-            if anon_peaks is not None:
-                anon_peaks[name] = max(anon_peaks.get(name, 0), memory["RssAnon"])
+            anon_peaks[name] = max(anon_peaks.get(name, 0), memory["RssAnon"])
         try:
             await asyncio.wait_for(stop.wait(), timeout=1.0)
         except TimeoutError:
@@ -188,16 +186,10 @@ def cpu_by_policy(pid: int) -> dict[str, float]:
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             if os.sched_getscheduler(int(tid)) != os.SCHED_IDLE:
-                normal += cpu_seconds_of_thread(pid, int(tid))
+                normal += cpu_seconds(pid, int(tid))
         except (ProcessLookupError, FileNotFoundError):
             continue  # the thread ended meanwhile
     return {"normal": normal, "idle": max(0.0, cpu_seconds(pid) - normal)}
-
-
-def cpu_seconds_of_thread(pid: int, tid: int) -> float:
-    with open(f"/proc/{pid}/task/{tid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()  # comm may hold spaces; fields after it are space-separated
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def cores_used(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], seconds: float) -> dict[str, dict[str, float]]:
@@ -210,20 +202,21 @@ async def partition_stats(address: str) -> list[Any]:
         return list((await shard_pb2_grpc.ShardStub(channel).Stats(shard_pb2.StatsRequest(), timeout=30)).partitions)
 
 
-async def memory_split(cluster: LocalCluster) -> dict[str, dict[str, int]]:
+async def cluster_stats(cluster: LocalCluster) -> list[list[Any]]:
+    """Each shard server's partition stats, in the order of `cluster.shard_servers`."""
+    return [await partition_stats(server.address) for server in cluster.shard_servers]
+
+
+def memory_split(cluster: LocalCluster, stats: list[list[Any]]) -> dict[str, dict[str, int]]:
     """Each shard server's RSS, and what its partitions hold as it accounts them (index, graph and vectors,
     plus ids and metadata columns): its RSS beyond that is the process itself, buffers and requests included."""
-    split = {}
-    for i, server in enumerate(cluster.shard_servers):
-        stats = await partition_stats(server.address)
-        split[f"shard-{i}"] = {"rss": rss_bytes(pid_of(server)), "data": sum(p.index_memory_bytes + p.metadata_memory_bytes for p in stats)}
-    return split
+    return {f"shard-{i}": {"rss": rss_bytes(pid_of(server)), "data": sum(p.index_memory_bytes + p.metadata_memory_bytes for p in partitions)}
+            for i, (server, partitions) in enumerate(zip(cluster.shard_servers, stats))}
 
 
-async def snapshots_since(cluster: LocalCluster, start_unix: float) -> list[float]:
+def snapshots_since(stats: list[list[Any]], start_unix: float) -> list[float]:
     """When each partition's latest snapshot was taken, in seconds into the soak, if it was taken during it."""
-    taken = [p.last_snapshot_unix for server in cluster.shard_servers for p in await partition_stats(server.address)]
-    return sorted(round(t - start_unix, 1) for t in taken if t >= start_unix)
+    return sorted(round(p.last_snapshot_unix - start_unix, 1) for partitions in stats for p in partitions if p.last_snapshot_unix >= start_unix)
 
 
 async def probe_loop_lag(lags: list[float], stop: asyncio.Event, interval_s: float = 0.005) -> None:
@@ -266,7 +259,7 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
     mix.from_send.clear()
     mix.messages.clear()
     mix.ended.clear()
-    memory_at_start = await memory_split(cluster)
+    memory_at_start = memory_split(cluster, await cluster_stats(cluster))
     locks_at_start = scrape_locks(cluster)  # the soak's own lock waits: the load's and capacity runs' are subtracted
     soak_start = time.perf_counter()
     soak_start_unix = time.time()
@@ -278,7 +271,7 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
     peaks: dict[str, int] = {}
     anon_peaks: dict[str, int] = {}
     stop = asyncio.Event()
-    sampler = asyncio.create_task(sample_rss(pids, peaks, stop, anon_peaks))
+    sampler = asyncio.create_task(sample_rss(pids, peaks, anon_peaks, stop))
     lags: list[float] = []
     lag_probe = asyncio.create_task(probe_loop_lag(lags, stop))
     tally = Tally(mix)
@@ -290,8 +283,9 @@ async def soak(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any
     await sampler
     await lag_probe
 
-    memory_at_end = await memory_split(cluster)
-    snapshots = await snapshots_since(cluster, soak_start_unix)
+    stats_at_end = await cluster_stats(cluster)
+    memory_at_end = memory_split(cluster, stats_at_end)
+    snapshots = snapshots_since(stats_at_end, soak_start_unix)
     lock_histograms = [{name: bucket_increase(before[name], after[name]) for name in LOCK_HISTOGRAMS}
                        for before, after in zip(locks_at_start, scrape_locks(cluster))]
     alive = {name: server.running for name, server in (*((f"shard-{i}", s) for i, s in enumerate(cluster.shard_servers)), ("router", cluster.router))}

@@ -3,13 +3,12 @@ running meanwhile.
 
 hnswlib's save_index writes the whole graph in one call without releasing the GIL (about 0.3 ms per 1,000
 points here: a third of a second for a million), and a snapshot runs it on a commit thread, which under
-`--worker-policy idle` only gets the CPU other work leaves: the shard's event loop then waited for the GIL for
-as long as the save took, and every search of that server missed its deadline (the failures at the end of a
-10-minute soak, when the partitions' first timed snapshots ran). As Redis's BGSAVE does, the child is a
-copy-on-write image of this process holding only the forking thread: it runs the call and leaves by
-os._exit (no finalisers, no atexit handlers; gRPC's fork support is off, and the child touches none of its
-state), while the forking thread waits for it without the GIL. The parent pays for the fork itself: copying
-its page tables, about 1 ms per 100 MiB resident.
+`--worker-policy idle` only gets the CPU other work leaves: the shard's event loop waited for the GIL for as
+long as the save took (239-250 ms during a snapshot of a 300,000-point 50-d partition under searches; 29-31
+ms with the child). As Redis's BGSAVE does, the child is a copy-on-write image of this process holding only
+the forking thread: it runs the call and leaves by os._exit (no finalisers, no atexit handlers; gRPC's fork
+support is off, and the child touches none of its state), while the forking thread waits for it without the
+GIL. The parent pays for the fork itself: copying its page tables, which grows with its resident memory.
 """
 from __future__ import annotations
 

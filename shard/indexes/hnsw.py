@@ -172,10 +172,10 @@ class HnswIndex:
             timeout_s = max(60.0, SAVE_TIMEOUT_S_PER_GIB * size / 2**30)
             if not call_in_child(functools.partial(self._index.save_index, path), "saving the HNSW graph", timeout_s):
                 self._index.save_index(path)
-            written, expected = os.path.getsize(path), size
-            if written != expected:
+            written = os.path.getsize(path)
+            if written != size:
                 # hnswlib does not check its writes: on a full disk it leaves a short file and says nothing.
-                raise OSError(errno.ENOSPC, f"hnswlib wrote {written} of {expected} bytes of its index (disk full?)", path)
+                raise OSError(errno.ENOSPC, f"hnswlib wrote {written} of {size} bytes of its index (disk full?)", path)
             if directory is None:
                 with open(path, "rb") as f:
                     graph: bytes | memoryview = f.read()

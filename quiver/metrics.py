@@ -96,17 +96,48 @@ class MetricsEndpoint:
             self._server = None
 
 
+class LabelledChildren:
+    """A metric's children by label values, kept in a dict. prometheus_client's `labels()` checks and
+    locks on every call, and the search path asks for a child several times per query (once per RPC and
+    per shard call). Nothing here removes a child, so a cached one is always the one the registry serves."""
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._by_values: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._by_values.get(values)
+        if child is None:
+            child = self._by_values[values] = self._metric.labels(*values)
+        return child
+
+
+_CHILDREN: dict[int, LabelledChildren] = {}
+
+
+def children_of(metric: Any) -> LabelledChildren:
+    """The one `LabelledChildren` of `metric` in this process."""
+    children = _CHILDREN.get(id(metric))
+    if children is None:
+        children = _CHILDREN[id(metric)] = LabelledChildren(metric)
+    return children
+
+
 async def timed_call(histogram: Histogram, labels: tuple[str, ...], call: Callable[[], Awaitable[T]]) -> T:
     started = time.perf_counter()
     try:
         return await call()
     finally:
-        histogram.labels(*labels).observe(time.perf_counter() - started)
+        children_of(histogram)(*labels).observe(time.perf_counter() - started)
+
+
+_RPC_REQUESTS = children_of(RPC_REQUESTS)
+_RPC_SECONDS = children_of(RPC_SECONDS)
 
 
 def observe_rpc(service: str, method: str, code: str, seconds: float) -> None:
-    RPC_REQUESTS.labels(service, method, code).inc()
-    RPC_SECONDS.labels(service, method).observe(seconds)
+    _RPC_REQUESTS(service, method, code).inc()
+    _RPC_SECONDS(service, method).observe(seconds)
 
 
 def refused(budget: str) -> None:

@@ -720,26 +720,19 @@ class _SearchJob:
 
 
 def _merge_batch(answers: list[shard_pb2.SearchResponse], n_queries: int, k: int, dim: int) -> list[types_pb2.QueryResult]:
-    """Global top-k per query from the shards' answers; scores are merged for the whole batch at once."""
-    padded = []
-    for answer in answers:
-        width = max((len(r.scores) for r in answer.results), default=0)
-        block = np.full((n_queries, max(width, 1)), -np.inf, dtype=np.float32)
-        for row, result in enumerate(answer.results):
-            if len(result.scores):
-                block[row, : len(result.scores)] = result.scores
-        padded.append(block)
-    shards, positions = merge_topk_batch(padded, k)
+    """Global top-k per query from the shards' answers; scores are merged for the whole batch at once, or,
+    for a single query, by sorting its few candidates in Python (the arrays cost more than the merge)."""
+    chosen = _top_of_one(answers, k) if n_queries == 1 else _top_of_batch(answers, n_queries, k)
     with_metadata = any(len(r.metadata) for a in answers for r in a.results)
     with_vectors = any(r.vectors for a in answers for r in a.results)
     row_bytes = 4 * dim
     merged = []
     for q in range(n_queries):
         per_shard = [a.results[q] for a in answers]
-        pairs = [(s, p) for s, p in zip(shards[q].tolist(), positions[q].tolist()) if p >= 0]
+        pairs = chosen[q]
         result = types_pb2.QueryResult(
             ids=[per_shard[s].ids[p] for s, p in pairs],
-            scores=[padded[s][q, p] for s, p in pairs],
+            scores=[per_shard[s].scores[p] for s, p in pairs],
             strategy=per_shard[0].strategy,
             estimated_cost_us=sum(r.estimated_cost_us for r in per_shard),
             filter_matches=sum(r.filter_matches for r in per_shard),
@@ -750,3 +743,25 @@ def _merge_batch(answers: list[shard_pb2.SearchResponse], n_queries: int, k: int
             result.vectors = b"".join(per_shard[s].vectors[p * row_bytes : (p + 1) * row_bytes] for s, p in pairs)
         merged.append(result)
     return merged
+
+
+def _top_of_batch(answers: list[shard_pb2.SearchResponse], n_queries: int, k: int) -> list[list[tuple[int, int]]]:
+    """(shard, position) of each query's global top k, best first, merged in numpy for the whole batch."""
+    padded = []
+    for answer in answers:
+        width = max((len(r.scores) for r in answer.results), default=0)
+        block = np.full((n_queries, max(width, 1)), -np.inf, dtype=np.float32)
+        for row, result in enumerate(answer.results):
+            if len(result.scores):
+                block[row, : len(result.scores)] = result.scores
+        padded.append(block)
+    shards, positions = merge_topk_batch(padded, k)
+    return [[(s, p) for s, p in zip(shards[q].tolist(), positions[q].tolist()) if p >= 0] for q in range(n_queries)]
+
+
+def _top_of_one(answers: list[shard_pb2.SearchResponse], k: int) -> list[list[tuple[int, int]]]:
+    """The same for a batch of one query: a stable sort of its candidates, listed in shard then position
+    order, so ties keep that order as merge_topk_batch's do."""
+    candidates = [(score, s, p) for s, answer in enumerate(answers) for p, score in enumerate(answer.results[0].scores)]
+    candidates.sort(key=lambda c: -c[0])
+    return [[(s, p) for _, s, p in candidates[:k]]]

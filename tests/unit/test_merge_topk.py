@@ -50,3 +50,25 @@ def test_many_tied_scores_come_out_in_shard_then_position_order():
     for row in range(4):
         merged = [(float(-scores[s][row, p]), s, p) for s, p in zip(shards[row].tolist(), positions[row].tolist())]
         assert merged == sorted(merged)
+
+
+@given(shard_blocks(), st.integers(min_value=1, max_value=40))
+@settings(max_examples=200)
+def test_a_single_query_merges_to_the_same_ids_scores_and_order_as_in_a_batch(blocks, k):
+    # The router merges a lone query by sorting in Python and a batch in numpy: both must give the same
+    # answer, ties included (shard order, then position). Ids name (shard, position) so ties are visible.
+    from quiver.v1 import shard_pb2, types_pb2
+    from router.servicer import _merge_batch
+
+    def answer(s: int, rows: range) -> shard_pb2.SearchResponse:
+        results = []
+        for q in rows:
+            scores = [float(x) for x in blocks[s][q] if np.isfinite(x)]
+            results.append(types_pb2.QueryResult(ids=[f"{s}:{p}" for p in range(len(scores))], scores=scores))
+        return shard_pb2.SearchResponse(results=results)
+
+    batched = _merge_batch([answer(s, range(N_QUERIES)) for s in range(len(blocks))], N_QUERIES, k, 2)
+    for q in range(N_QUERIES):
+        alone = _merge_batch([answer(s, range(q, q + 1)) for s in range(len(blocks))], 1, k, 2)[0]
+        assert list(alone.ids) == list(batched[q].ids)
+        assert list(alone.scores) == list(batched[q].scores)

@@ -149,3 +149,30 @@ async def test_a_replica_that_keeps_losing_hedges_is_asked_less_and_less():
     # without the penalty for a lost race, a is asked about 90 times in these 400 reads.
     await asyncio.gather(*(reader() for _ in range(8)))
     assert 0 < replicas.asked.count("a") <= 12, replicas.asked.count("a")
+
+
+async def test_a_single_replica_is_read_under_the_deadline_its_errors_pass_through_and_misses_are_recorded():
+    # A group of one replica has no hedge to fall back on: the deadline, errors and misses must still hold.
+    reads = ReplicaReads()
+    replicas = Replicas({"a": 0.001})
+    assert await reads.call(["a"], replicas, 5.0) == "a"
+    answered_wait = reads.expected_wait("a")
+    assert answered_wait > 0 and reads._of("a").outstanding == 0 and reads._of("a").misses == 0
+    replicas.delays["a"] = None  # frozen, and deaf to its budget
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await reads.call(["a"], replicas, 0.05)
+    await asyncio.sleep(0.01)  # the abandoned read is cancelled in the background
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and replicas.cancelled == ["a"]
+    assert reads._of("a").misses == 1 and reads.expected_wait("a") > answered_wait
+    replicas.errors["a"] = grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await reads.call(["a"], replicas, 5.0)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and reads._of("a").misses == 2
+    del replicas.errors["a"]
+    replicas.delays["a"] = 0.5
+    caller = asyncio.ensure_future(reads.call(["a"], replicas, 5.0))
+    await asyncio.sleep(0.01)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert reads._of("a").misses == 2 and reads._of("a").outstanding == 0  # the caller left: not the replica's miss

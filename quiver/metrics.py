@@ -7,6 +7,7 @@ conventions (`_total` on counters, `_seconds` and `_bytes` units); the list is i
 """
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -112,15 +113,10 @@ class LabelledChildren:
         return child
 
 
-_CHILDREN: dict[int, LabelledChildren] = {}
-
-
+@functools.cache
 def children_of(metric: Any) -> LabelledChildren:
-    """The one `LabelledChildren` of `metric` in this process."""
-    children = _CHILDREN.get(id(metric))
-    if children is None:
-        children = _CHILDREN[id(metric)] = LabelledChildren(metric)
-    return children
+    """The one `LabelledChildren` of `metric` in this process (metrics hash by identity)."""
+    return LabelledChildren(metric)
 
 
 async def timed_call(histogram: Histogram, labels: tuple[str, ...], call: Callable[[], Awaitable[T]]) -> T:

@@ -37,10 +37,12 @@ STRATEGIES = (EXACT_FILTERED, ANN_POST_FILTERED, ANN_FILTERED)
 @dataclass(frozen=True)
 class FilterCosts:
     fixed_us: float = 40.0
-    # Gathering the allowed rows from the arena costs more than the BLAS scoring them, and holds the GIL:
-    # 0.0018 one query at a time in process, 0.0037 served by a node whose 3 partitions share 2 cores
-    # (bench_peers, 10% of 390k: 9.8 ms exact against 2.6 ms unfiltered); between the two.
-    exact_per_point_dim_us: float = 0.003
+    # A query is scored in place over the allowed rows (faiss, no GIL, no gather; shard.indexes.arena), plus
+    # the mask's label list: 0.0009-0.0011 one query at a time in process at 1%-10% of 130k 50-d rows
+    # (2026-12-07; 0.0018 when the rows were gathered first), with headroom for partitions sharing cores. It
+    # puts the crossover with ann_post_filtered near 6.5% there, where both measure ~470 us at 10% and exact
+    # is 1.85x cheaper at 5%.
+    exact_per_point_dim_us: float = 0.0015
     ann_per_ef_dim_us: float = 0.045
     callback_exponent: float = 0.93
     oversample: float = 2.0  # candidates fetched per match expected in the top k

@@ -22,11 +22,12 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
+import faiss
 import numpy as np
 
 from shard.indexes.base import SearchHits
 from shard.indexes.blob_container import scratch_map
-from shard.indexes.exact import chunk_rows, topk_over_chunks
+from shard.indexes.exact import chunk_rows, exact_topk_of, topk_over_chunks
 
 
 _log = logging.getLogger(__name__)
@@ -132,7 +133,19 @@ class VectorArena:
             self._changed.update(labels.tolist())
 
     def get(self, labels: np.ndarray) -> np.ndarray:
-        return np.asarray(self._vectors[labels])
+        # np.take copies whole rows and releases the GIL; fancy indexing holds it and is a third slower
+        # (6,500 of 130k 50-d rows: 115 against 152 us, and two threads' gathers run side by side).
+        return np.asarray(np.take(self._vectors, labels, axis=0))
+
+    def search_labels(self, queries: np.ndarray, k: int, labels: np.ndarray, space: str) -> SearchHits:
+        """Exact top-k among `labels` (live rows of this arena). Up to a few queries are scored in place by faiss,
+        row by row, without the GIL and without gathering the rows; more queries gather the rows a chunk at
+        a time and score them with BLAS, whose one pass over the gathered rows serves every query."""
+        rows = self._vectors  # this reference keeps the rows faiss reads alive should a write grow the arena
+        if len(queries) > SCORE_IN_PLACE_MAX_QUERIES or len(labels) == 0 or k == 0 or not _inside(labels, len(rows)):
+            # (a label outside the rows fails there as an IndexError, as any read of it does)
+            return exact_topk_of(queries, labels, self.get, k, space)
+        return _score_in_place(np.ascontiguousarray(queries, dtype=np.float32), rows, np.ascontiguousarray(labels, dtype=np.int64), k, space)
 
     def search_exact(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, space: str) -> SearchHits:
         """Exact top-k over the live vectors (and `allowed`, a mask over labels, if given), scored a chunk of
@@ -194,6 +207,30 @@ class VectorArena:
         arena = cls(dim, capacity=max(1024, int(labels.max()) + 1 if len(labels) else 1024), directory=directory)
         arena.put(labels, vectors)
         return arena
+
+
+# Scoring in place costs a dot product per row and query, without the GIL (6,500 of 130k 50-d rows: 105 us a
+# query, against 211 us to gather them and score with BLAS, GIL held for the merge); one gather serves every
+# query of a batch, so from about 4 queries on it is cheaper (1%, 5% and 50% of 130k rows, measured).
+SCORE_IN_PLACE_MAX_QUERIES = 4
+
+
+def _inside(labels: np.ndarray, n_rows: int) -> bool:
+    return int(labels.min()) >= 0 and int(labels.max()) < n_rows
+
+
+def _score_in_place(queries: np.ndarray, rows: np.ndarray, labels: np.ndarray, k: int, space: str) -> SearchHits:
+    """Top-k of rows[labels] per query, best first, padded with (-inf, -1): faiss's *_by_idx scans."""
+    n, dim = queries.shape
+    values = np.empty((n, k), dtype=np.float32)
+    found = np.empty((n, k), dtype=np.int64)
+    scan = faiss.knn_inner_products_by_idx if space == "ip" else faiss.knn_L2sqr_by_idx
+    # ld 0: every query scans the same labels.
+    scan(faiss.swig_ptr(queries), faiss.swig_ptr(rows), faiss.swig_ptr(labels), dim, n, len(rows), len(labels), k,
+         faiss.swig_ptr(values), faiss.swig_ptr(found), 0)
+    scores = values if space == "ip" else np.negative(values, out=values)  # l2: higher is better
+    scores[found < 0] = -np.inf
+    return SearchHits(scores, found)
 
 
 def _mask_part(mask: np.ndarray, start: int, stop: int) -> np.ndarray:

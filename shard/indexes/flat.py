@@ -12,7 +12,6 @@ import numpy as np
 from shard.indexes.arena import VectorArena
 from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits
 from shard.indexes.blob_container import pack, unpack
-from shard.indexes.exact import exact_topk_of
 
 
 class FlatIndex:
@@ -41,7 +40,7 @@ class FlatIndex:
         return self._arena.search_exact(queries, k, allowed, self.config.space)
 
     def search_subset(self, queries: np.ndarray, k: int, labels: np.ndarray) -> SearchHits:
-        return exact_topk_of(queries, labels, self._arena.get, k, self.config.space)
+        return self._arena.search_labels(queries, k, labels, self.config.space)
 
     def search_exact(self, queries: np.ndarray, k: int, mask: np.ndarray) -> SearchHits:
         return self._arena.search_exact(queries, k, mask, self.config.space)

@@ -33,7 +33,6 @@ import numpy as np
 from shard.indexes.arena import VectorArena
 from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits, WouldWait
 from shard.indexes.blob_container import map_file, pack, staging_dir, unpack
-from shard.indexes.exact import exact_topk_of
 from shard.indexes.forked_call import call_in_child
 
 DEFAULTS = {"m": 16, "ef_construction": 200, "ef_search": 64}
@@ -142,7 +141,7 @@ class HnswIndex:
     def search_subset(self, queries: np.ndarray, k: int, labels: np.ndarray) -> SearchHits:
         if len(labels) == 0:
             return SearchHits.empty(len(queries), k)
-        return exact_topk_of(queries, labels, self._arena.get, k, self.config.space)
+        return self._arena.search_labels(queries, k, labels, self.config.space)
 
     def search_exact(self, queries: np.ndarray, k: int, mask: np.ndarray) -> SearchHits:
         return self._arena.search_exact(queries, k, mask, self.config.space)

@@ -23,7 +23,7 @@ from shard.indexes.arena import VectorArena
 from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits
 from shard.indexes.blob_container import map_file, pack, staging_dir, unpack
 from shard.indexes.ivf_lists import LabeledIvf
-from shard.indexes.exact import exact_topk, exact_topk_of
+from shard.indexes.exact import exact_topk
 
 
 def default_pq_m(dim: int) -> int:
@@ -203,7 +203,7 @@ class IvfPqIndex:
 
     def search_subset(self, queries: np.ndarray, k: int, labels: np.ndarray) -> SearchHits:
         if self._arena is not None:
-            return exact_topk_of(queries, labels, self._arena.get, k, self.config.space)
+            return self._arena.search_labels(queries, k, labels, self.config.space)
         # Without raw vectors the best we have is an exhaustive scan of the compressed codes.
         selector = faiss.IDSelectorBatch(labels)
         return self._search_ivf(queries, k, self._params["nlist"], selector)

@@ -148,3 +148,27 @@ def test_labels_at_or_past_the_arenas_capacity_are_not_live() -> None:
     arena = VectorArena(2, capacity=4)
     arena.put(np.array([0, 3]), np.ones((2, 2), dtype=np.float32))
     assert arena.is_live(np.array([0, 1, 3, 4, 5, 10**6])).tolist() == [True, False, True, False, False, False]
+
+
+@given(shapes)
+@settings(max_examples=150, deadline=None)
+def test_scoring_labels_in_place_or_gathered_equals_brute_force(shape) -> None:  # type: ignore[no-untyped-def]
+    """A few queries are scored row by row in place (faiss), more are gathered and scored by BLAS: both give
+    the true top-k of exactly the labels asked for, in either space, padded when fewer than k are asked."""
+    n, dim, n_queries, k, space, seed = shape
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    arena = VectorArena(dim, capacity=4)
+    arena.put(np.arange(n), vectors)
+    labels = rng.permutation(np.flatnonzero(rng.random(n) < rng.random()))  # in no particular order
+    for batch in (1, 4, n_queries + 4):
+        queries = rng.standard_normal((batch, dim)).astype(np.float32)
+        assert_exact(arena.search_labels(queries, k, labels, space), queries, vectors, labels, k, space)
+
+
+def test_scoring_a_label_past_the_arenas_rows_fails_as_a_read_of_it_does() -> None:
+    arena = VectorArena(2, capacity=4)
+    arena.put(np.array([0, 1]), np.ones((2, 2), dtype=np.float32))
+    for n_queries in (1, 5):  # in place and gathered alike
+        with pytest.raises(IndexError):
+            arena.search_labels(np.ones((n_queries, 2), dtype=np.float32), 1, np.array([0, 4]), "ip")

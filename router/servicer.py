@@ -40,7 +40,7 @@ from router.coalescer import Coalescer
 from router.config import RouterConfig
 from router.fanout import Gather, Outcome, fan_out, raise_caller_errors, require_coverage
 from router.hashring import shard_for_key, shards_for_keys
-from router.merge import merge_topk_batch
+from router.merge import merge_results_batch
 from router.partition_keys import caller_id, check_key, key_filter, stored_id, with_key
 from router.replica_reads import HedgePolicy, ReplicaReads
 from router.model_coverage import ModelCoverage
@@ -720,43 +720,36 @@ class _SearchJob:
 
 
 def _merge_batch(answers: list[shard_pb2.SearchResponse], n_queries: int, k: int, dim: int) -> list[types_pb2.QueryResult]:
-    """Global top-k per query from the shards' answers; scores are merged for the whole batch at once, or,
-    for a single query, by sorting its few candidates in Python (the arrays cost more than the merge)."""
-    chosen = _top_of_one(answers, k) if n_queries == 1 else _top_of_batch(answers, n_queries, k)
-    with_metadata = any(len(r.metadata) for a in answers for r in a.results)
-    with_vectors = any(r.vectors for a in answers for r in a.results)
+    """Global top-k per query from the shards' answers; a batch is merged in numpy at once, a single query
+    by sorting its few candidates in Python (the arrays cost more than the merge)."""
+    results = [answer.results for answer in answers]
+    if n_queries == 1:
+        chosen = _top_of_one(answers, k)
+        ids = [[results[s][0].ids[p] for s, p in chosen[0]]]
+        scores = [[results[s][0].scores[p] for s, p in chosen[0]]]
+    else:
+        ids, scores, shards, positions = merge_results_batch(results, n_queries, k)
+        chosen = [[(s, p) for s, p in zip(shards[q].tolist(), positions[q].tolist()) if p >= 0] for q in range(n_queries)]
+    with_metadata = any(len(r.metadata) for shard in results for r in shard)
+    with_vectors = any(r.vectors for shard in results for r in shard)
     row_bytes = 4 * dim
     merged = []
     for q in range(n_queries):
-        per_shard = [a.results[q] for a in answers]
-        pairs = chosen[q]
+        per_shard = [shard[q] for shard in results]
         result = types_pb2.QueryResult(
-            ids=[per_shard[s].ids[p] for s, p in pairs],
-            scores=[per_shard[s].scores[p] for s, p in pairs],
+            ids=ids[q],
+            scores=scores[q],
             strategy=per_shard[0].strategy,
             estimated_cost_us=sum(r.estimated_cost_us for r in per_shard),
             filter_matches=sum(r.filter_matches for r in per_shard),
         )
+        pairs = chosen[q]
         if with_metadata:
             result.metadata.extend(per_shard[s].metadata[p] for s, p in pairs)
         if with_vectors:
             result.vectors = b"".join(per_shard[s].vectors[p * row_bytes : (p + 1) * row_bytes] for s, p in pairs)
         merged.append(result)
     return merged
-
-
-def _top_of_batch(answers: list[shard_pb2.SearchResponse], n_queries: int, k: int) -> list[list[tuple[int, int]]]:
-    """(shard, position) of each query's global top k, best first, merged in numpy for the whole batch."""
-    padded = []
-    for answer in answers:
-        width = max((len(r.scores) for r in answer.results), default=0)
-        block = np.full((n_queries, max(width, 1)), -np.inf, dtype=np.float32)
-        for row, result in enumerate(answer.results):
-            if len(result.scores):
-                block[row, : len(result.scores)] = result.scores
-        padded.append(block)
-    shards, positions = merge_topk_batch(padded, k)
-    return [[(s, p) for s, p in zip(shards[q].tolist(), positions[q].tolist()) if p >= 0] for q in range(n_queries)]
 
 
 def _top_of_one(answers: list[shard_pb2.SearchResponse], k: int) -> list[list[tuple[int, int]]]:

@@ -72,3 +72,25 @@ def test_a_single_query_merges_to_the_same_ids_scores_and_order_as_in_a_batch(bl
         alone = _merge_batch([answer(s, range(q, q + 1)) for s in range(len(blocks))], 1, k, 2)[0]
         assert list(alone.ids) == list(batched[q].ids)
         assert list(alone.scores) == list(batched[q].scores)
+
+
+@given(shard_blocks(), st.integers(min_value=1, max_value=40))
+@settings(max_examples=200)
+def test_a_batch_merged_from_shard_results_keeps_the_best_k_with_their_own_ids(blocks, k):
+    # Shards answer rows of different lengths; each winner must come back with the id its shard gave it.
+    from quiver.v1 import types_pb2
+    from router.merge import merge_results_batch
+
+    results = []
+    for s, block in enumerate(blocks):
+        rows = []
+        for q in range(N_QUERIES):
+            scores = [float(x) for x in block[q] if np.isfinite(x)]
+            rows.append(types_pb2.QueryResult(ids=[f"{s}:{q}:{p}" for p in range(len(scores))], scores=scores))
+        results.append(rows)
+    ids, scores, _, _ = merge_results_batch(results, N_QUERIES, k)
+    for q in range(N_QUERIES):
+        union = sorted(((float(x), f"{s}:{q}:{p}") for s, block in enumerate(blocks) for p, x in enumerate(block[q]) if np.isfinite(x)), key=lambda c: -c[0])
+        assert scores[q] == [c[0] for c in union[:k]]
+        by_id = dict((i, sc) for sc, i in union)
+        assert [by_id[i] for i in ids[q]] == scores[q] and len(set(ids[q])) == len(ids[q])

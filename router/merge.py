@@ -12,19 +12,13 @@ from typing import Any, Sequence
 import numpy as np
 
 
-def merge_topk_batch(scores_per_shard: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+def merge_topk_batch(scores_per_shard: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The best k entries per query across shards, for a whole batch in one array operation.
 
     Each input is (n_queries, width_s) with -inf where a shard had fewer results. Returns (shard index,
-    position) arrays of shape (n_queries, min(k, total width)); entries with score -inf are padding
+    position, score) arrays of shape (n_queries, min(k, total width)); entries with score -inf are padding
     (position -1).
     """
-    shards, positions, _ = _merged(scores_per_shard, k)
-    return shards, positions
-
-
-def _merged(scores_per_shard: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """merge_topk_batch's (shard, position) arrays and the scores they point at."""
     widths = [s.shape[1] for s in scores_per_shard]
     scores = np.concatenate(scores_per_shard, axis=1)
     take = min(k, scores.shape[1])
@@ -61,10 +55,10 @@ def merge_results_batch(results_per_shard: Sequence[Sequence[Any]], n_queries: i
         id_lists.append(ids)
         row_starts.append(base + np.concatenate(([0], np.cumsum(lengths)[:-1])))
         base += total
-    shards, positions, best = _merged(blocks, k)
+    shards, positions, best = merge_topk_batch(blocks, k)
     found = positions >= 0
     counts = found.sum(axis=1).tolist()  # padding sorts last, so each row's winners are a prefix
-    starts = np.stack(row_starts) if row_starts else np.zeros((0, n_queries), dtype=np.int64)
+    starts = np.stack(row_starts)
     flat_index = np.where(found, starts[shards, np.arange(n_queries)[:, None]] + positions, 0)
     all_ids = np.empty(base, dtype=object)
     all_ids[:] = list(chain.from_iterable(id_lists))
@@ -72,4 +66,3 @@ def merge_results_batch(results_per_shard: Sequence[Sequence[Any]], n_queries: i
     ids_out = [picked_ids[q, : counts[q]].tolist() for q in range(n_queries)]
     scores_out = [best[q, : counts[q]].tolist() for q in range(n_queries)]
     return ids_out, scores_out, shards, positions
-

@@ -723,15 +723,17 @@ def _merge_batch(answers: list[shard_pb2.SearchResponse], n_queries: int, k: int
     """Global top-k per query from the shards' answers; a batch is merged in numpy at once, a single query
     by sorting its few candidates in Python (the arrays cost more than the merge)."""
     results = [answer.results for answer in answers]
+    with_metadata = any(len(r.metadata) for shard in results for r in shard)
+    with_vectors = any(r.vectors for shard in results for r in shard)
     if n_queries == 1:
         chosen = _top_of_one(answers, k)
         ids = [[results[s][0].ids[p] for s, p in chosen[0]]]
         scores = [[results[s][0].scores[p] for s, p in chosen[0]]]
     else:
         ids, scores, shards, positions = merge_results_batch(results, n_queries, k)
-        chosen = [[(s, p) for s, p in zip(shards[q].tolist(), positions[q].tolist()) if p >= 0] for q in range(n_queries)]
-    with_metadata = any(len(r.metadata) for shard in results for r in shard)
-    with_vectors = any(r.vectors for shard in results for r in shard)
+        chosen = []  # (shard, position) pairs: wanted only to carry metadata or vectors over with the ids
+        if with_metadata or with_vectors:
+            chosen = [[(s, p) for s, p in zip(shards[q].tolist(), positions[q].tolist()) if p >= 0] for q in range(n_queries)]
     row_bytes = 4 * dim
     merged = []
     for q in range(n_queries):
@@ -743,11 +745,10 @@ def _merge_batch(answers: list[shard_pb2.SearchResponse], n_queries: int, k: int
             estimated_cost_us=sum(r.estimated_cost_us for r in per_shard),
             filter_matches=sum(r.filter_matches for r in per_shard),
         )
-        pairs = chosen[q]
         if with_metadata:
-            result.metadata.extend(per_shard[s].metadata[p] for s, p in pairs)
+            result.metadata.extend(per_shard[s].metadata[p] for s, p in chosen[q])
         if with_vectors:
-            result.vectors = b"".join(per_shard[s].vectors[p * row_bytes : (p + 1) * row_bytes] for s, p in pairs)
+            result.vectors = b"".join(per_shard[s].vectors[p * row_bytes : (p + 1) * row_bytes] for s, p in chosen[q])
         merged.append(result)
     return merged
 

@@ -26,7 +26,7 @@ def shard_blocks(draw):  # type: ignore[no-untyped-def]
 @given(shard_blocks(), st.integers(min_value=1, max_value=40))
 @settings(max_examples=300)
 def test_batch_merge_equals_sorting_the_union_per_query(blocks, k):
-    shards, positions = merge_topk_batch(blocks, k)
+    shards, positions, _ = merge_topk_batch(blocks, k)
     for q in range(N_QUERIES):
         pairs = [(s, p) for s, p in zip(shards[q].tolist(), positions[q].tolist()) if p >= 0]
         merged = [float(blocks[s][q, p]) for s, p in pairs]
@@ -37,7 +37,7 @@ def test_batch_merge_equals_sorting_the_union_per_query(blocks, k):
 
 def test_merge_of_shards_that_found_nothing_is_empty():
     empty = np.full((2, 1), -np.inf, dtype=np.float32)
-    shards, positions = merge_topk_batch([empty, empty], 5)
+    shards, positions, _ = merge_topk_batch([empty, empty], 5)
     assert (positions == -1).all()
 
 
@@ -46,7 +46,7 @@ def test_many_tied_scores_come_out_in_shard_then_position_order():
     scores = [np.random.default_rng(s).choice(np.array([1.0, 2.0, 3.0], dtype=np.float32), size=(4, 50)) for s in range(3)]
     for block in scores:
         block[:] = -np.sort(-block, axis=1)  # each shard's list is in descending order, as shards answer
-    shards, positions = merge_topk_batch(scores, 150)
+    shards, positions, _ = merge_topk_batch(scores, 150)
     for row in range(4):
         merged = [(float(-scores[s][row, p]), s, p) for s, p in zip(shards[row].tolist(), positions[row].tolist())]
         assert merged == sorted(merged)

@@ -82,6 +82,9 @@ def raw_metadata_bytes(n: int) -> int:
     return ids + categories + 16 * n
 
 
+COMPACTION_WAIT_S = 30.0
+
+
 def batches(n: int, dim: int, batch: int, seed: int):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(seed)
     for start in range(0, n, batch):
@@ -110,9 +113,24 @@ async def load(address: str, pid: int, args: argparse.Namespace, params: dict[st
         while not stats.trained:  # IVF-PQ trains in the background once it holds train_size points
             await asyncio.sleep(1)
             stats = (await stub.Stats(shard_pb2.StatsRequest(ref=REF))).partitions[0]
+        before_compaction = None
+        if args.index == "ivf_pq":
+            # The shard compacts its IVF lists once writes have been quiet for a few seconds (if 1% of the index
+            # was written since its last compaction): what a loaded, idle shard holds. The memory from just
+            # before is kept when one follows the load (what a shard holds while writes go on).
+            compactions, just_loaded = stats.list_compactions, memory_of(pid)
+            waited = time.monotonic()
+            while stats.list_compactions == compactions and time.monotonic() - waited < COMPACTION_WAIT_S:
+                await asyncio.sleep(1)
+                stats = (await stub.Stats(shard_pb2.StatsRequest(ref=REF))).partitions[0]
+            if stats.list_compactions > compactions:
+                before_compaction = just_loaded
+            else:
+                log(f"no list compaction within {COMPACTION_WAIT_S:.0f} s of the load (under 1% of the index written since "
+                    f"the last of {compactions} during it)")
         await asyncio.sleep(2)  # let a snapshot or training still finishing give its memory back
         after = memory_of(pid)
-    return {"before": before, "after": after, "load_s": load_s, "stats": stats}
+    return {"before": before, "after": after, "before_compaction": before_compaction, "load_s": load_s, "stats": stats}
 
 
 def _raw_hnswlib_growth(n: int, dim: int, batch: int, seed: int, params: dict[str, int], out: Any) -> None:
@@ -188,6 +206,8 @@ def main() -> None:
         "shard_stats": {"index_memory_bytes": stats.index_memory_bytes, "metadata_memory_bytes": stats.metadata_memory_bytes},
         "memory_before": before,
         "memory_after": after,
+        "memory_before_list_compaction": measured["before_compaction"],
+        "list_compactions": stats.list_compactions,
         "grown": grown,
         "ratios": {
             "rss_growth_over_reference": ratio(grown["VmRSS"], reference),
@@ -197,6 +217,7 @@ def main() -> None:
             "anon_growth_over_raw_hnswlib_rss_plus_metadata": ratio(grown["RssAnon"], raw_rss + raw_meta) if raw_rss else None,
         },
     }
+    uncompacted = measured["before_compaction"]["RssAnon"] - before["RssAnon"] if measured["before_compaction"] else None
     mib = 2**20
     print_table(
         f"Shard memory, {n:,} {args.dim}-d {args.index} vectors with ids and 3 metadata fields ({', '.join(f'{k}={v}' for k, v in params.items())})",
@@ -209,6 +230,8 @@ def main() -> None:
             ["RSS growth", grown["VmRSS"] / mib, grown["VmRSS"] / n, ratio(grown["VmRSS"], reference)],
             ["  RssAnon growth", grown["RssAnon"] / mib, grown["RssAnon"] / n, ratio(grown["RssAnon"], reference)],
             ["  RssFile growth", grown["RssFile"] / mib, grown["RssFile"] / n, ratio(grown["RssFile"], reference)],
+            *([["  RssAnon growth before list compaction", uncompacted / mib, uncompacted / n, ratio(uncompacted, reference)]]
+              if uncompacted is not None else []),
             ["RSS after load", after["VmRSS"] / mib, after["VmRSS"] / n, ratio(after["VmRSS"], reference)],
             ["  RssAnon after load", after["RssAnon"] / mib, after["RssAnon"] / n, ratio(after["RssAnon"], reference)],
             ["peak RSS (VmHWM)", after["VmHWM"] / mib, after["VmHWM"] / n, ratio(after["VmHWM"], reference)],

@@ -156,6 +156,23 @@ async def _load(address: str, kind: str, base: np.ndarray, params: ServedParams)
             await asyncio.sleep(0.5)  # IVF-PQ trains in the background once it holds train_size points
 
 
+def _wait_for_list_compaction(address: str, log: Callable[[str], None], timeout_s: float = 120.0) -> None:
+    """Until every IVF-PQ partition of the shard has compacted its lists (it does once writes go quiet): the
+    memory of a loaded, idle shard."""
+    from quiver.v1 import shard_pb2, shard_pb2_grpc
+
+    with grpc.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+        stub = shard_pb2_grpc.ShardStub(channel)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            stats = [p for p in stub.Stats(shard_pb2.StatsRequest(), timeout=60).partitions if json.loads(p.index_params_json).get("nlist")]
+            if all(p.list_compactions for p in stats) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    if not all(p.list_compactions for p in stats):
+        log(f"  the shard did not compact its IVF lists within {timeout_s:.0f} s; measured without")
+
+
 def measure_served(kind: str, n: int, params: ServedParams, log: Callable[[str], None] = print) -> ServedMeasurement:
     from loadtest.datasets import exact_ground_truth, gaussian_mixture, recall_at_k
     from quiver.local_cluster import LocalCluster
@@ -174,6 +191,8 @@ def measure_served(kind: str, n: int, params: ServedParams, log: Callable[[str],
         asyncio.run(_load(cluster.router_address, kind, base, params))
         ingest_wall = time.perf_counter() - wall
         ingest = meter.stop()
+        if kind == "ivf_pq":
+            _wait_for_list_compaction(cluster.shard_servers[0].address, log)
         time.sleep(3.0)  # a snapshot or training still finishing gives its memory back
         loaded = memory_of(shard_pid)
         log(f"  loaded {n:,} in {ingest_wall:,.1f} s; shard RSS {empty['VmRSS'] / 2**20:,.0f} -> {loaded['VmRSS'] / 2**20:,.0f} MiB")
@@ -235,7 +254,10 @@ def _snapshot_bytes(shard_address: str, data_dir: Path) -> int:
 
 
 def _bare_bytes_per_point(kind: str, n: int, params: ServedParams, bare: Coefficients) -> float:
-    """What the bare plan puts in one shard of n points: the index, the ids' and metadata's own bytes."""
+    """What the bare plan puts in one shard of n points: the index, the ids' and metadata's own bytes. IVF lists
+    at their exact size: a served shard compacts them once writes go quiet, and is measured after that."""
+    if kind == "ivf_pq":
+        bare = dataclasses.replace(bare, ivfpq_list_slack_fraction=0.0)
     return plan(params.sizing_input(kind, n), bare).shard_ram_bytes / n
 
 

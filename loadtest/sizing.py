@@ -22,7 +22,10 @@ The served system (coefficients from `quiver-loadtest calibrate-served`, per kin
 holds more than its index, and a query or a write costs more than the library call. Then memory is the
 shard process's own (anonymous) resident memory: the index as above, plus a calibrated
 `*_served_bytes_per_point` (the id map's offsets and hashes, metadata columns, liveness, allocator), plus
-one empty shard process per node (`shard_process_bytes`). hnsw's raw-vector copy beside the graph (4d, for
+one empty shard process per node (`shard_process_bytes`). A served ivf_pq shard copies its lists to their
+exact size once writes go quiet (shard/indexes/ivf_lists.py), so its plan has no list slack at rest; the
+slack its lists carry while writes go on is planned beside it (`ingest_list_slack_bytes`, not in the RAM
+total, a note when it would not fit the node). hnsw's raw-vector copy beside the graph (4d, for
 exact scoring and snapshots) is a memory-mapped file that searches do not touch: it is counted on disk, and
 what of it the page cache holds is the kernel's to reclaim (flat's vectors are its index, searched whole,
 so they stay in RAM). A query costs a shard
@@ -257,6 +260,8 @@ class SizingPlan:
     cluster_qps: float
     meets_target_qps: bool
     notes: tuple[str, ...]
+    # A served ivf_pq shard's lists while writes go on, beyond their exact size (compacted when writes go quiet).
+    ingest_list_slack_bytes: int = 0
 
 
 def plan(inp: SizingInput, coeffs: Coefficients) -> SizingPlan:
@@ -274,9 +279,9 @@ def plan(inp: SizingInput, coeffs: Coefficients) -> SizingPlan:
 
 
 def _plan(inp: SizingInput, coeffs: Coefficients, layout_vectors_per_shard: int) -> SizingPlan:
-    layout = _layout(inp, coeffs, layout_vectors_per_shard)
     kind = inp.index_kind
     served = coeffs.is_served(kind)
+    layout = _layout(inp, coeffs, layout_vectors_per_shard, compacted=served)
     # A served hnsw shard keeps each raw vector beside the graph (exact scoring, snapshots) in a mapped file.
     raw_vector_file = 4 * inp.dim if served and kind == "hnsw" else 0
     served_fractional = coeffs.served(kind, "bytes_per_point") if served else 0.0
@@ -373,6 +378,13 @@ def _plan(inp: SizingInput, coeffs: Coefficients, layout_vectors_per_shard: int)
     if kind == "ivf_pq" and vectors_per_shard < 39 * inp.ivf_nlist:
         notes.append(f"{vectors_per_shard} vectors per shard is under 39 * nlist = {39 * inp.ivf_nlist} "
                      "training points; consider a smaller ivf_nlist")
+    ingest_slack = 0
+    if served and kind == "ivf_pq":
+        ingest_slack = _total(inp.vectors, 0, _layout(inp, coeffs, vectors_per_shard).overhead)
+        slack_per_shard = math.ceil(ingest_slack / shards)
+        if per_node * (shard_ram + slack_per_shard) + process_bytes > inp.node_ram_bytes:
+            notes.append(f"while writes go on, each shard's IVF lists hold up to {_bytes(slack_per_shard)} more until "
+                         "they are compacted (writes quiet for a few seconds): more than a node's RAM beyond the budget")
     if not coeffs.measured:
         notes.append("coefficients are estimates, not measured: treat time and QPS as rough")
     if not served:
@@ -429,6 +441,7 @@ def _plan(inp: SizingInput, coeffs: Coefficients, layout_vectors_per_shard: int)
         cluster_qps=cluster_qps,
         meets_target_qps=cluster_qps >= inp.target_qps,
         notes=tuple(notes),
+        ingest_list_slack_bytes=ingest_slack,
     )
 
 
@@ -461,6 +474,8 @@ def format_plan(p: SizingPlan) -> str:
         ("shard structures (served)", p.served_bytes),
         ("RAM, one replica", p.replica_ram_bytes),
         (f"RAM, all {inp.replication_factor} replica(s)", p.cluster_ram_bytes),
+        ("IVF list slack while ingesting, one replica (compacted once writes go quiet; not in the RAM above)",
+         p.ingest_list_slack_bytes),
     ):
         if value or label.startswith(("index total", "RAM")):
             rows.append((label, _bytes(value)))
@@ -558,7 +573,8 @@ def ivf_list_slack_fraction(coeffs: Coefficients, list_bytes: float) -> float:
     return coeffs.ivfpq_list_slack_fraction * _relative_list_slack(list_bytes) / _relative_list_slack(ref_list_bytes)
 
 
-def _layout(inp: SizingInput, coeffs: Coefficients, vectors_per_shard: int | None = None) -> _Layout:
+def _layout(inp: SizingInput, coeffs: Coefficients, vectors_per_shard: int | None = None, *, compacted: bool = False) -> _Layout:
+    """`compacted`: IVF lists at their exact size, as a served shard keeps them once writes go quiet."""
     d = inp.dim
     if inp.index_kind == "flat":
         return _Layout(vector_bytes=4 * d, code_bytes=0, label_bytes=0, graph_exact=0, graph_fractional=0.0,
@@ -583,7 +599,8 @@ def _layout(inp: SizingInput, coeffs: Coefficients, vectors_per_shard: int | Non
         label_bytes=FAISS_ID_BYTES,
         graph_exact=0,
         graph_fractional=0.0,
-        overhead=ivf_list_slack_fraction(coeffs, (vectors_per_shard or inp.vectors) / inp.ivf_nlist * (code + FAISS_ID_BYTES))
+        overhead=0.0 if compacted else
+        ivf_list_slack_fraction(coeffs, (vectors_per_shard or inp.vectors) / inp.ivf_nlist * (code + FAISS_ID_BYTES))
         * (code + FAISS_ID_BYTES),
         fixed_per_shard=inp.ivf_nlist * d * 4 + ksub * d * 4
         + (table if table <= FAISS_PRECOMPUTED_TABLE_MAX_BYTES else 0),

@@ -82,6 +82,7 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--snapshots-kept", default=DurabilityPolicy.snapshots_kept, show_default=True, help="Snapshots kept per partition (the older ones are the fallback when the newest is damaged).")
 @click.option("--max-batch-writes", default=DurabilityPolicy.max_batch_writes, show_default=True, help="Writes grouped into one WAL fsync at most (group commit).")
 @click.option("--commit-yield-ratio", default=DurabilityPolicy.commit_yield_ratio, show_default=True, help="While searches are in flight, the commit thread rests this many times as long as each write slice held the index lock (writes then take at most 1/(1+ratio) of a core from searches); 0: no rest.")
+@click.option("--compact-lists-after-idle-s", default=DurabilityPolicy.compact_lists_after_idle_s, show_default=True, help="IVF-PQ: once writes have been quiet this long (and 1% of the index changed since the last time), copy its inverted lists to their exact size, dropping faiss's doubling slack; 0: never.")
 @click.option("--min-free-bytes", default=DurabilityPolicy.min_free_bytes, show_default=True, help="Writes are refused (RESOURCE_EXHAUSTED) unless this much stays free on the data volume after them.")
 @click.option("--fault-retry-s", default=DurabilityPolicy.fault_retry_s, show_default=True, help="How often a partition made read-only by a log I/O error tries to recover (on a write).")
 @click.option("--queued-write-bytes", default=AdmissionBudgets.queued_write_bytes, show_default=True, help="Budget of writes accepted but not yet answered; past it, writes are refused with RESOURCE_EXHAUSTED.")
@@ -104,7 +105,7 @@ def main(
     data_dir: Path, host: str, port: int, etcd_endpoints: str, etcd_root: str, replica_ack_timeout_s: float, server_id: str, advertise: str, lease_ttl: float,
     etcd_start_wait_s: float, exact_filter_fraction: float, exact_filter_min_points: int, max_k: int, max_queries_per_request: int,
     max_message_bytes: int, wal_segment_bytes: int, snapshot_after_wal_bytes: int, snapshot_interval_s: float,
-    snapshots_kept: int, max_batch_writes: int, commit_yield_ratio: float, min_free_bytes: int, fault_retry_s: float,
+    snapshots_kept: int, max_batch_writes: int, commit_yield_ratio: float, compact_lists_after_idle_s: float, min_free_bytes: int, fault_retry_s: float,
     queued_write_bytes: int, queries_in_flight: int, max_concurrent_rpcs: int, search_threads: int, index_build_threads: int, worker_nice: int, worker_policy: str, commit_nice: int, process_nice: int,
     malloc_mmap_threshold_bytes: int, drain_delay: float, metrics_port: int | None, metrics_host: str, log_level: str, log_format: str, slow_rpc_ms: float,
 ) -> None:
@@ -129,6 +130,7 @@ def main(
             wal_segment_bytes=wal_segment_bytes, snapshot_after_wal_bytes=snapshot_after_wal_bytes,
             snapshot_interval_s=snapshot_interval_s, snapshots_kept=snapshots_kept, max_batch_writes=max_batch_writes,
             min_free_bytes=min_free_bytes, fault_retry_s=fault_retry_s, commit_yield_ratio=commit_yield_ratio,
+            compact_lists_after_idle_s=compact_lists_after_idle_s,
         ),
         max_concurrent_rpcs=max_concurrent_rpcs,
         admission=AdmissionBudgets(queued_write_bytes=queued_write_bytes, queries_in_flight=queries_in_flight),

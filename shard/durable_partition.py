@@ -58,6 +58,9 @@ LOG_POSITION_SECTION = "log_position"  # snapshot section: the term of the recor
 INLINE_MAX_QUERIES = 2
 INLINE_MAX_EF = 128
 APPLY_SLICE_POINTS = 32
+# A compaction copies this many IVF lists under one hold of the read lock (~60 ms at 10M points, m=64), so a
+# write waits at most that long for the lock.
+COMPACT_LISTS_PER_STEP = 256
 
 
 class StaleTerm(FailedPrecondition):
@@ -97,6 +100,9 @@ class DurabilityPolicy:
     # slices. (Lowering the commit thread's priority instead does not bound it: a commit thread preempted
     # while holding the index lock, or the GIL, stalls the searches waiting on it for as long.) 0: no rest.
     commit_yield_ratio: float = 0.0
+    # IVF-PQ lists are copied to their exact size once writes have been quiet this long (and enough was written
+    # since the last time: ivf_lists.ListCompaction); 0: never.
+    compact_lists_after_idle_s: float = 5.0
 
 
 WRITE_STATES = ("ok", "disk_full", "read_only")
@@ -180,6 +186,9 @@ class DurablePartition:
         self._failed: str | None = None  # set when a logged write could not be applied; writes stop
         self._train_lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
+        self._compaction_timer: asyncio.TimerHandle | None = None
+        self._compaction: asyncio.Task[None] | None = None
+        self.list_compactions = 0
         self._train_not_before = 0.0  # monotonic; after a failed training, backs off
         self.training_failures = 0
         self._train_backoff_s = 1.0
@@ -276,9 +285,12 @@ class DurablePartition:
             return
         if snapshot and self._wal.last_lsn > (self._snapshots.kept_lsns() or [0])[-1]:
             await self.snapshot()
-        if self._background is not None and not self._background.done():
-            self._background.cancel()
-            await asyncio.gather(self._background, return_exceptions=True)
+        if self._compaction_timer is not None:
+            self._compaction_timer.cancel()
+        for task in (self._background, self._compaction):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         self._closed = True
         await self._queue.put(None)
         if self._loop_task is not None:
@@ -349,6 +361,7 @@ class DurablePartition:
             if self.fault is not fault_before and self.on_fault_change is not None:
                 self.on_fault_change(self)
             self._maybe_train_in_background()
+            self._arm_compaction()
             if stop:
                 return
 
@@ -697,6 +710,53 @@ class DurablePartition:
         self._train_backoff_s = 1.0
         _log.info("partition %s trained IVF-PQ on %d vectors", self.spec.key, trained_on)
 
+    def _arm_compaction(self) -> None:
+        """Writes just landed: (re)start the quiet period after which the IVF lists are compacted."""
+        idle = self._policy.compact_lists_after_idle_s
+        if idle <= 0 or self._closed or not getattr(self.state.index, "wants_compaction", False):
+            return
+        if self._compaction_timer is not None:
+            self._compaction_timer.cancel()
+        self._compaction_timer = asyncio.get_running_loop().call_later(idle, self._start_compaction)
+
+    def _start_compaction(self) -> None:
+        self._compaction_timer = None
+        # Training compacts the lists it builds; a running compaction that goes stale is re-armed by the
+        # write that made it stale.
+        if self._closed or self._train_lock.locked() or (self._compaction is not None and not self._compaction.done()):
+            return
+        self._compaction = asyncio.get_running_loop().create_task(self._compact_lists(), name=f"compact {self.spec.key}")
+
+    async def _compact_lists(self) -> None:
+        """Copy the IVF lists to their exact size a few at a time under the read lock (searches go on; writes
+        wait one step at most) and swap the copy in under the write lock, unless a write made it stale."""
+        index = self.state.index
+        pool = self._executors.index_builds
+
+        def begin() -> Any:
+            with self._lock.read():
+                return index.start_compaction()  # type: ignore[attr-defined]
+
+        def step(job: Any) -> None:
+            with self._lock.read():
+                job.copy(COMPACT_LISTS_PER_STEP)
+
+        def finish(job: Any) -> bool:
+            with self._lock.write():
+                return self.state.index is index and bool(index.finish_compaction(job))  # type: ignore[attr-defined]
+
+        try:
+            job = await run_in(pool, begin)
+            while job is not None and not job.done and not job.stale:
+                await run_in(pool, step, job)
+            if job is None or not await run_in(pool, finish, job):
+                return
+            self.list_compactions += 1
+            del job  # the old lists are freed by the swap; the heap's free pages go back now
+            await run_in(pool, release_free_heap)
+        except Exception:  # noqa: BLE001 - an optimisation: the lists stay as they were, the next quiet period retries
+            _log.exception("compacting the IVF lists of %s failed", self.spec.key)
+
     async def snapshot(self) -> int:
         return int(await self._submit(self._snapshot_now))
 
@@ -818,6 +878,7 @@ class DurablePartition:
                 "trained": self.state.index.trained,
                 "index_params": self.state.index.effective_params(),
                 "searches_served": self.searches_served,
+                "list_compactions": self.list_compactions,
                 "write_state": self.fault.state if self.fault else "ok",
                 "write_fault": self.fault.detail if self.fault else "",
             }

@@ -5,6 +5,8 @@
   explicit Train call; the buffered points then go into the index.
 - `refine` > 0 keeps raw vectors and re-ranks refine*k PQ candidates exactly. With refine = 0 the raw
   vectors are dropped after training: that is what makes IVF-PQ ~m bytes per vector.
+- Lists are compacted to their exact size after a build and, by the partition, once writes go quiet
+  (ivf_lists.ListCompaction): faiss's doubling growth otherwise leaves ~17 B a point resident at 10M.
 - Per-query nprobe and filters travel in faiss SearchParametersIVF (no shared mutable state), the filter
   as an IDSelectorBitmap evaluated inside faiss.
 """
@@ -22,7 +24,7 @@ from quiver.errors import FailedPrecondition, InvalidArgument
 from shard.indexes.arena import VectorArena
 from shard.indexes.base import IndexConfig, QueryKnobs, SearchHits
 from shard.indexes.blob_container import map_file, pack, staging_dir, unpack
-from shard.indexes.ivf_lists import LabeledIvf
+from shard.indexes.ivf_lists import LabeledIvf, ListCompaction
 from shard.indexes.exact import exact_topk
 
 
@@ -70,6 +72,7 @@ class IvfBuild:
         ivf.train(self._training)
         lists = LabeledIvf(ivf)
         lists.add(self._labels, self._vectors)
+        lists.compact()  # faiss grew each list one entry at a time: to exact size while nobody reads them
         self.lists = lists
 
 
@@ -111,6 +114,18 @@ class IvfPqIndex:
     def wants_training(self) -> bool:
         """Enough points are buffered to train; the partition then trains in the background."""
         return self._ivf is None and self._arena is not None and self._arena.count >= self._params["train_size"]
+
+    @property
+    def wants_compaction(self) -> bool:
+        """Enough was written since the lists were last sized exactly to copy them again (ivf_lists.py)."""
+        return self._lists is not None and self._lists.wants_compaction
+
+    def start_compaction(self) -> ListCompaction | None:
+        return ListCompaction(self._lists) if self._lists is not None else None
+
+    def finish_compaction(self, job: ListCompaction) -> bool:
+        """Install a finished compaction (call under the write lock); False if it went stale meanwhile."""
+        return job.owner is self._lists and job.install()
 
     def remove(self, labels: np.ndarray) -> None:
         if self._arena is not None:

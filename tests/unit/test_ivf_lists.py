@@ -8,7 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
-from shard.indexes.ivf_lists import LabeledIvf
+from shard.indexes.ivf_lists import LabeledIvf, ListCompaction
 
 DIM, NLIST = 16, 8
 
@@ -80,3 +80,87 @@ def test_an_index_saved_with_faiss_hashtable_direct_map_loads_with_every_label_f
     assert loaded.ivf.direct_map.type == faiss.DirectMap.NoMap
     np.testing.assert_array_equal(loaded.reconstruct(labels), expected)
     assert loaded.remove(labels[:100]) == 100 and loaded.ntotal == 200
+
+
+def list_bytes(ivf: faiss.IndexIVFPQ) -> list[tuple[bytes, bytes]]:
+    """Every list's ids and codes, in list order and entry order."""
+    lists, out = ivf.invlists, []
+    for l in range(ivf.nlist):
+        size = lists.list_size(l)
+        ids = faiss.rev_swig_ptr(lists.get_ids(l), size).tobytes() if size else b""
+        codes = faiss.rev_swig_ptr(lists.get_codes(l), size * ivf.code_size).tobytes() if size else b""
+        out.append((ids, codes))
+    return out
+
+
+def filled(seed: int, n: int = 3000) -> tuple[LabeledIvf, np.random.Generator]:
+    rng = np.random.default_rng(seed)
+    ours = LabeledIvf(trained(seed))
+    for start in range(0, n, 200):
+        ours.add(np.arange(start, start + 200), rng.standard_normal((200, DIM)).astype(np.float32))
+    ours.remove(np.arange(0, n, 7))
+    return ours, rng
+
+
+@pytest.mark.parametrize("per_step", [1, 3, NLIST])
+def test_compacted_lists_hold_the_same_entries_in_the_same_order_and_answer_the_same(per_step):
+    ours, rng = filled(per_step)
+    before, old_lists = list_bytes(ours.ivf), ours.ivf.invlists
+    queries = rng.standard_normal((30, DIM)).astype(np.float32)
+    ours.ivf.nprobe = 3
+    want = ours.ivf.search(queries, 10)
+    assert ours.wants_compaction
+    job = ListCompaction(ours)
+    while not job.done:
+        job.copy(per_step)
+    assert job.install()
+    assert ours.ivf.invlists.this != old_lists.this  # the lists were swapped, not left in place
+    assert list_bytes(ours.ivf) == before and ours.ivf.invlists.compute_ntotal() == ours.ntotal
+    got = ours.ivf.search(queries, 10)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+    assert not ours.wants_compaction  # nothing written since
+    # Still a working index: removal and replacement find their codes in the new lists.
+    assert ours.remove(np.array([1, 2, 3])) == 3 and ours.ntotal == 3000 - len(range(0, 3000, 7)) - 3
+    ours.add(np.array([2, 5]), queries[:2])  # 2 comes back, 5 is replaced
+    assert [sum(label in c for c in list_contents(ours.ivf)) for label in (2, 5)] == [1, 1] and ours.ntotal == 3000 - len(range(0, 3000, 7)) - 2
+
+
+@pytest.mark.parametrize("write", ["add", "remove"])
+def test_a_write_between_compaction_steps_makes_it_stale_and_install_changes_nothing(write):
+    ours, rng = filled(11)
+    job = ListCompaction(ours)
+    job.copy(2)
+    if write == "add":
+        ours.add(np.array([99_999]), rng.standard_normal((1, DIM)).astype(np.float32))
+    else:
+        assert ours.remove(np.array([1])) == 1
+    after_write, lists = list_bytes(ours.ivf), ours.ivf.invlists
+    while not job.done:
+        job.copy(2)
+    assert job.stale and not job.install()
+    assert ours.ivf.invlists.this == lists.this and list_bytes(ours.ivf) == after_write
+    assert ours.present(np.array([99_999]))[0] == (write == "add") and ours.present(np.array([1]))[0] == (write == "add")
+
+
+def test_an_unfinished_compaction_installs_nothing():
+    ours, _ = filled(12)
+    lists = ours.ivf.invlists
+    job = ListCompaction(ours)
+    job.copy(NLIST - 1)
+    assert not job.install() and ours.ivf.invlists.this == lists.this
+
+
+def test_compaction_is_wanted_once_a_hundredth_of_the_index_changed_since_the_last():
+    ours, rng = filled(13)
+    ours.compact()
+    assert not ours.wants_compaction
+    written = 0
+    while not ours.wants_compaction:
+        ours.add(np.array([10_000 + written]), rng.standard_normal((1, DIM)).astype(np.float32))
+        written += 1
+    assert written == int(np.ceil(0.01 * ours.ntotal))
+    ours.compact()
+    assert not ours.wants_compaction
+    ours.remove(np.arange(10_000, 10_000 + written))  # removals count as changes too
+    assert ours.wants_compaction

@@ -105,6 +105,22 @@ def test_ivf_pq_served_memory_adds_no_raw_vectors_without_refine():
     assert plan(inp, SERVED).vector_bytes == 0
 
 
+def test_a_served_ivf_pq_shard_is_planned_with_compacted_lists_and_its_ingest_slack_beside_the_ram():
+    inp = SizingInput(vectors=10**9, dim=1536, index_kind="ivf_pq", pq_m=64, ivf_nlist=65536, id_bytes_per_point=8,
+                      node_ram_bytes=2**40, node_cores=32)
+    bare, served = plan(inp, BARE), plan(inp, SERVED)
+    assert bare.overhead_bytes > 0 and bare.ingest_list_slack_bytes == 0  # the bare index keeps faiss's slack
+    assert served.overhead_bytes == 0  # a served shard's lists are compacted once writes go quiet
+    at_served_shards = plan(dataclasses.replace(inp, vectors=served.vectors_per_shard), BARE)
+    assert served.ingest_list_slack_bytes == pytest.approx(served.shards * at_served_shards.overhead_bytes, rel=1e-6)
+    assert served.replica_ram_bytes == served.fixed_bytes + inp.vectors * (64 + 8 + 8 + 90)
+    assert not any("while writes go on" in note for note in served.notes)
+    # One shard fills a node whose whole RAM is its budget: the slack of an ingest would not fit.
+    tight = plan(dataclasses.replace(inp, node_ram_bytes=math.ceil(served.shard_ram_bytes / 0.99) + 10**8, ram_headroom=0.99), SERVED)
+    assert tight.shards == 1
+    assert any("while writes go on" in note for note in tight.notes)
+
+
 def test_routing_cpu_spreads_over_every_node_of_a_larger_cluster():
     inp = SizingInput(vectors=40_000_000, dim=128, index_kind="hnsw", node_ram_bytes=16 * 2**30, node_cores=8)
     p = plan(inp, SERVED)

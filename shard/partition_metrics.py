@@ -25,6 +25,7 @@ _GAUGES = (
     ("quiver_shard_partition_last_snapshot_timestamp_seconds", "When the partition last wrote a snapshot (Unix time; 0: never).", "last_snapshot_unix"),
     ("quiver_shard_partition_last_lsn", "The partition's last logged sequence number.", "last_lsn"),
     ("quiver_shard_partition_searches", "Searches the partition has answered since the server started.", "searches_served"),
+    ("quiver_shard_partition_list_compactions", "Times an IVF-PQ partition copied its lists to their exact size since the server started.", "list_compactions"),
 )
 _LABELS = ["server", "collection", "shard", "version"]
 

@@ -99,11 +99,11 @@ class ServedParams(CalibrationParams):
             return {"nlist": self.nlist, "m": self.pq_m, "nbits": self.nbits, "nprobe": self.nprobe, "train_size": min(n, self.train_size)}
         return {}
 
-    def sizing_input(self, kind: str, n: int, *, pq_m: int | None = None, nlist: int | None = None) -> SizingInput:
-        """One shard of n points as this calibration loads them, on a node too big to split it."""
+    def sizing_input(self, kind: str, n: int, *, pq_m: int | None = None, nlist: int | None = None, metric: str = "l2") -> SizingInput:
+        """One shard of n points as this calibration loads them (l2), on a node too big to split it."""
         return SizingInput(
             vectors=n, dim=self.dim, index_kind=kind, hnsw_m=self.hnsw_m, ivf_nlist=nlist or self.nlist,
-            ivf_nprobe=self.nprobe, pq_m=pq_m or self.pq_m, pq_nbits=self.nbits, id_bytes_per_point=ID_BYTES,
+            ivf_nprobe=self.nprobe, pq_m=pq_m or self.pq_m, pq_nbits=self.nbits, metric=metric, id_bytes_per_point=ID_BYTES,
             metadata_bytes_per_point=METADATA_BYTES, node_ram_bytes=2**62, node_cores=1,
         )
 
@@ -157,8 +157,8 @@ async def _load(address: str, kind: str, base: np.ndarray, params: ServedParams)
 
 
 def _wait_for_list_compaction(address: str, log: Callable[[str], None], timeout_s: float = 120.0) -> None:
-    """Until every IVF-PQ partition of the shard has compacted its lists (it does once writes go quiet): the
-    memory of a loaded, idle shard."""
+    """Until no IVF-PQ partition of the shard has a compaction of its lists due (one runs once writes go
+    quiet): the memory of a loaded, idle shard."""
     from quiver.v1 import shard_pb2, shard_pb2_grpc
 
     with grpc.insecure_channel(address, options=GRPC_OPTIONS) as channel:
@@ -166,10 +166,10 @@ def _wait_for_list_compaction(address: str, log: Callable[[str], None], timeout_
         deadline = time.monotonic() + timeout_s
         while True:
             stats = [p for p in stub.Stats(shard_pb2.StatsRequest(), timeout=60).partitions if json.loads(p.index_params_json).get("nlist")]
-            if all(p.list_compactions for p in stats) or time.monotonic() > deadline:
+            if not any(p.list_compaction_due for p in stats) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-    if not all(p.list_compactions for p in stats):
+    if any(p.list_compaction_due for p in stats):
         log(f"  the shard did not compact its IVF lists within {timeout_s:.0f} s; measured without")
 
 
@@ -405,8 +405,8 @@ class ServedPrediction:
 
 
 def predict_served(kind: str, n: int, params: ServedParams, coeffs: Coefficients, *, pq_m: int | None = None,
-                   nlist: int | None = None) -> ServedPrediction:
-    p = plan(params.sizing_input(kind, n, pq_m=pq_m, nlist=nlist), coeffs)
+                   nlist: int | None = None, metric: str = "l2") -> ServedPrediction:
+    p = plan(params.sizing_input(kind, n, pq_m=pq_m, nlist=nlist, metric=metric), coeffs)
     return ServedPrediction(
         bytes_per_point=p.shard_ram_bytes / n,
         ingest_core_s_per_point=p.build_core_seconds / n,
@@ -445,7 +445,8 @@ def bench_memory_row(path: Path, params: ServedParams, coeffs: Coefficients, tol
     if report.get("dim", params.dim) != params.dim or (kind == "hnsw" and index_params.get("m", params.hnsw_m) != params.hnsw_m):
         raise ValueError(f"{path}: dim {report.get('dim')} / params {index_params} differ from the calibration's")
     p = predict_served(kind, n, params, coeffs, pq_m=index_params.get("m") if kind == "ivf_pq" else None,
-                       nlist=index_params.get("nlist") if kind == "ivf_pq" else None)
+                       nlist=index_params.get("nlist") if kind == "ivf_pq" else None,
+                       metric=report.get("metric", "cosine"))  # bench_memory loads cosine collections
     measured = report["grown"]["RssAnon"] / n
     error = percent_error(p.bytes_per_point, measured)
     return {"kind": kind, "n": n, "source": str(path), "params": index_params, "bytes_per_point_predicted": p.bytes_per_point,

@@ -68,7 +68,7 @@ def sizing_input(kind: str, n: int, ref: Reference) -> SizingInput:
     """A one-shard, index-only input at n vectors (no ids, metadata or RAM limit in the way)."""
     return SizingInput(
         vectors=n, dim=ref.dim, index_kind=kind, hnsw_m=ref.hnsw_m, ivf_nlist=ref.ivf_nlist, ivf_nprobe=ref.ivf_nprobe,
-        pq_m=ref.pq_m, pq_nbits=ref.pq_nbits, id_bytes_per_point=0, node_ram_bytes=2**62, node_cores=1,
+        pq_m=ref.pq_m, pq_nbits=ref.pq_nbits, metric="l2", id_bytes_per_point=0, node_ram_bytes=2**62, node_cores=1,
     )
 
 

@@ -98,6 +98,7 @@ def demo(data_dir: Path, shard_count: int, n_base: int | None, ef_search: int, k
 @click.option("--pq-m", default=64, show_default=True)
 @click.option("--pq-nbits", default=8, show_default=True)
 @click.option("--refine", is_flag=True)
+@click.option("--metric", type=click.Choice(["cosine", "ip", "l2"]), default="cosine", show_default=True, help="IVF-PQ under l2 also holds faiss's precomputed table.")
 @click.option("--replication-factor", default=1, show_default=True)
 @click.option("--metadata-bytes", default=0, show_default=True, help="Each point's metadata values' own bytes (strings' UTF-8, 8 per number).")
 @click.option("--id-bytes", default=40, show_default=True, help="Each id's own UTF-8 bytes (a UUID's text is 36; a decimal counter's about 10).")
@@ -106,14 +107,14 @@ def demo(data_dir: Path, shard_count: int, n_base: int | None, ef_search: int, k
 @click.option("--node-cores", default=32, show_default=True)
 @click.option("--calibration", type=click.Path(exists=True, path_type=Path), default=None)
 @one_line_errors
-def sizing(vectors: float, dim: int, index: str, hnsw_m: int, nlist: int, pq_m: int, pq_nbits: int, refine: bool, replication_factor: int, metadata_bytes: int, id_bytes: int, target_qps: float, node_ram_gib: float, node_cores: int, calibration: Path | None) -> None:
+def sizing(vectors: float, dim: int, index: str, hnsw_m: int, nlist: int, pq_m: int, pq_nbits: int, refine: bool, metric: str, replication_factor: int, metadata_bytes: int, id_bytes: int, target_qps: float, node_ram_gib: float, node_cores: int, calibration: Path | None) -> None:
     """Capacity plan: memory per vector and shard, shards, nodes, disk, build time, QPS per node."""
     from loadtest.sizing import DEFAULT_CALIBRATION, SizingInput, format_plan, load_coefficients, plan
 
     coefficients = load_coefficients(calibration or DEFAULT_CALIBRATION)
     inp = SizingInput(
         vectors=int(vectors), dim=dim, index_kind=index, hnsw_m=hnsw_m, ivf_nlist=nlist, pq_m=pq_m, pq_nbits=pq_nbits,
-        refine=refine, replication_factor=replication_factor, metadata_bytes_per_point=metadata_bytes, id_bytes_per_point=id_bytes,
+        refine=refine, metric=metric, replication_factor=replication_factor, metadata_bytes_per_point=metadata_bytes, id_bytes_per_point=id_bytes,
         target_qps=target_qps, node_ram_bytes=int(node_ram_gib * 2**30), node_cores=node_cores,
     )
     click.echo(format_plan(plan(inp, coefficients)))

@@ -15,7 +15,7 @@ Memory, per vector, one replica (d = dim):
 - ivf_pq (faiss): ceil(pq_m * pq_nbits / 8) code bytes and an 8-byte id in the inverted lists,
   plus calibrated list slack (std::vector growth) as a fraction of both; refine adds the 4d
   float32 vectors. Per shard: nlist coarse centroids (4d each), the PQ codebooks (2^nbits * 4d)
-  and, where faiss builds it (L2, table <= 2 GiB), the precomputed table nlist*pq_m*2^nbits*4.
+  and, where faiss builds it (metric l2 only, table <= 2 GiB), the precomputed table nlist*pq_m*2^nbits*4.
 Every point also costs metadata_bytes_per_point and id_bytes_per_point (its id's own bytes).
 
 The served system (coefficients from `quiver-loadtest calibrate-served`, per kind: `*_served_measured`): a shard server
@@ -73,6 +73,7 @@ HNSWLIB_LABEL_LOCK_BYTES = 65_536 * 40
 FAISS_ID_BYTES = 8
 # faiss builds the IVF-PQ precomputed table only up to precomputed_table_max_bytes (default).
 FAISS_PRECOMPUTED_TABLE_MAX_BYTES = 1 << 31
+METRICS = ("cosine", "ip", "l2")
 # A WAL record: the float32 vector, id, metadata and a small frame (length, crc, op, sequence).
 WAL_FRAME_BYTES = 16
 # shard.durable_partition.DurabilityPolicy.snapshots_kept: kept snapshots, the WAL kept back to the oldest.
@@ -92,6 +93,9 @@ class SizingInput:
     pq_m: int = 64
     pq_nbits: int = 8
     refine: bool = False
+    # faiss builds IVF-PQ's precomputed table (nlist * pq_m * 2^nbits floats) for l2 only; cosine and ip search
+    # by inner product and need none. Quiver's default metric is cosine.
+    metric: str = "cosine"
     replication_factor: int = 1
     metadata_bytes_per_point: int = 0
     id_bytes_per_point: int = 40  # each id's own UTF-8 bytes; the id map's structure is a served coefficient
@@ -113,6 +117,8 @@ class SizingInput:
         for field in ("metadata_bytes_per_point", "id_bytes_per_point", "target_qps", "wal_fraction"):
             if getattr(self, field) < 0:
                 raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
         if self.hnsw_m < 2:
             raise ValueError(f"hnsw_m must be >= 2, got {self.hnsw_m}")
         if self.index_kind == "ivf_pq":
@@ -474,11 +480,11 @@ def format_plan(p: SizingPlan) -> str:
         ("shard structures (served)", p.served_bytes),
         ("RAM, one replica", p.replica_ram_bytes),
         (f"RAM, all {inp.replication_factor} replica(s)", p.cluster_ram_bytes),
-        ("IVF list slack while ingesting, one replica (compacted once writes go quiet; not in the RAM above)",
-         p.ingest_list_slack_bytes),
+        ("+ IVF list slack while ingesting", p.ingest_list_slack_bytes),
     ):
         if value or label.startswith(("index total", "RAM")):
-            rows.append((label, _bytes(value)))
+            rows.append((label, _bytes(value) + (" (not in the RAM above: the lists are compacted once writes go quiet)"
+                                                  if label.startswith("+ IVF") else "")))
     rows += [
         ("node RAM budget", f"{_bytes(p.node_ram_budget_bytes)} ({inp.ram_headroom:.0%} of {_bytes(inp.node_ram_bytes)}"
                             + (f", less a shard server process's {_bytes(p.shard_process_bytes)}" if p.shard_process_bytes else "") + ")"),
@@ -603,7 +609,7 @@ def _layout(inp: SizingInput, coeffs: Coefficients, vectors_per_shard: int | Non
         ivf_list_slack_fraction(coeffs, (vectors_per_shard or inp.vectors) / inp.ivf_nlist * (code + FAISS_ID_BYTES))
         * (code + FAISS_ID_BYTES),
         fixed_per_shard=inp.ivf_nlist * d * 4 + ksub * d * 4
-        + (table if table <= FAISS_PRECOMPUTED_TABLE_MAX_BYTES else 0),
+        + (table if inp.metric == "l2" and table <= FAISS_PRECOMPUTED_TABLE_MAX_BYTES else 0),
     )
 
 

@@ -879,6 +879,7 @@ class DurablePartition:
                 "index_params": self.state.index.effective_params(),
                 "searches_served": self.searches_served,
                 "list_compactions": self.list_compactions,
+                "list_compaction_due": bool(getattr(self.state.index, "wants_compaction", False)),
                 "write_state": self.fault.state if self.fault else "ok",
                 "write_fault": self.fault.detail if self.fault else "",
             }

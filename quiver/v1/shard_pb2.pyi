@@ -182,7 +182,7 @@ class StatsRequest(_message.Message):
     def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ...) -> None: ...
 
 class PartitionStats(_message.Message):
-    __slots__ = ("spec", "point_count", "deleted_count", "index_memory_bytes", "metadata_memory_bytes", "wal_bytes", "last_snapshot_unix", "last_lsn", "trained", "index_params_json", "searches_served", "write_state", "write_fault", "list_compactions")
+    __slots__ = ("spec", "point_count", "deleted_count", "index_memory_bytes", "metadata_memory_bytes", "wal_bytes", "last_snapshot_unix", "last_lsn", "trained", "index_params_json", "searches_served", "write_state", "write_fault", "list_compactions", "list_compaction_due")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     POINT_COUNT_FIELD_NUMBER: _ClassVar[int]
     DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +197,7 @@ class PartitionStats(_message.Message):
     WRITE_STATE_FIELD_NUMBER: _ClassVar[int]
     WRITE_FAULT_FIELD_NUMBER: _ClassVar[int]
     LIST_COMPACTIONS_FIELD_NUMBER: _ClassVar[int]
+    LIST_COMPACTION_DUE_FIELD_NUMBER: _ClassVar[int]
     spec: PartitionSpec
     point_count: int
     deleted_count: int
@@ -211,7 +212,8 @@ class PartitionStats(_message.Message):
     write_state: str
     write_fault: str
     list_compactions: int
-    def __init__(self, spec: _Optional[_Union[PartitionSpec, _Mapping]] = ..., point_count: _Optional[int] = ..., deleted_count: _Optional[int] = ..., index_memory_bytes: _Optional[int] = ..., metadata_memory_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., last_snapshot_unix: _Optional[float] = ..., last_lsn: _Optional[int] = ..., trained: _Optional[bool] = ..., index_params_json: _Optional[str] = ..., searches_served: _Optional[int] = ..., write_state: _Optional[str] = ..., write_fault: _Optional[str] = ..., list_compactions: _Optional[int] = ...) -> None: ...
+    list_compaction_due: bool
+    def __init__(self, spec: _Optional[_Union[PartitionSpec, _Mapping]] = ..., point_count: _Optional[int] = ..., deleted_count: _Optional[int] = ..., index_memory_bytes: _Optional[int] = ..., metadata_memory_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., last_snapshot_unix: _Optional[float] = ..., last_lsn: _Optional[int] = ..., trained: _Optional[bool] = ..., index_params_json: _Optional[str] = ..., searches_served: _Optional[int] = ..., write_state: _Optional[str] = ..., write_fault: _Optional[str] = ..., list_compactions: _Optional[int] = ..., list_compaction_due: _Optional[bool] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
     __slots__ = ("partitions",)

@@ -274,9 +274,11 @@ def test_validation_passes_a_prediction_it_matches_and_fails_one_off_by_a_third(
     assert not off["bytes_per_point_within_tolerance"] and not off["served_qps_per_core_within_tolerance"]
 
 
-def test_a_bench_memory_result_is_checked_at_its_own_size_and_pq_m(tmp_path):
-    inp = PARAMS.sizing_input("ivf_pq", 10_000_000, pq_m=64)
+def test_a_bench_memory_result_is_checked_at_its_own_size_pq_m_and_metric(tmp_path):
+    # bench_memory loads cosine collections: no precomputed table, which the calibration's l2 shards hold.
+    inp = PARAMS.sizing_input("ivf_pq", 10_000_000, pq_m=64, metric="cosine")
     predicted = plan(inp, SERVED).shard_ram_bytes
+    assert predicted < plan(PARAMS.sizing_input("ivf_pq", 10_000_000, pq_m=64), SERVED).shard_ram_bytes
     path = tmp_path / "bench.json"
     path.write_text(json.dumps({"index": "ivf_pq", "n": 10_000_000, "dim": 128, "params": {"nlist": 4096, "m": 64},
                                 "grown": {"RssAnon": round(predicted * 1.1)}}))

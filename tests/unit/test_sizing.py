@@ -61,9 +61,9 @@ def test_seed_figure_ivf_pq_m64_nbits8():
     assert p.replica_ram_bytes == p.index_bytes + p.id_map_bytes
 
 
-def test_ivf_pq_refine_adds_the_vectors_and_small_tables_are_counted():
+def test_ivf_pq_refine_adds_the_vectors_and_small_tables_are_counted_under_l2_only():
     inp = SizingInput(vectors=1_000_000, dim=128, index_kind="ivf_pq", pq_m=16, pq_nbits=8, ivf_nlist=1024,
-                      refine=True, id_bytes_per_point=0, **BIG_NODE)
+                      refine=True, id_bytes_per_point=0, metric="l2", **BIG_NODE)
     p = plan(inp, COEFFS)
     assert p.vector_bytes == 512_000_000
     assert p.code_bytes == 16_000_000
@@ -75,6 +75,11 @@ def test_ivf_pq_refine_adds_the_vectors_and_small_tables_are_counted():
     table = 1024 * 16 * 256 * 4  # 16 MiB: under the limit, so faiss builds it
     assert p.fixed_bytes == 1024 * 128 * 4 + 256 * 128 * 4 + table
     assert p.index_bytes_per_vector == pytest.approx(512 + 16 + 8 + slack_per_vector, rel=1e-4)
+    # Cosine and inner product search by inner product: faiss builds no precomputed table for them.
+    for metric in ("cosine", "ip"):
+        assert plan(dataclasses.replace(inp, metric=metric), COEFFS).fixed_bytes == 1024 * 128 * 4 + 256 * 128 * 4
+    with pytest.raises(ValueError, match="metric"):
+        dataclasses.replace(inp, metric="hamming")
 
 
 def test_ivf_lists_keep_less_of_their_slack_resident_the_longer_they_grow():

@@ -645,7 +645,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             PARTIAL_RESULTS.inc()
         if len(answered) == 1:
             return list(answered[0].results), coverage
-        merge = functools.partial(_merge_batch, answered, n_queries, request.k, view.record.dim)
+        merge = functools.partial(_merge_batch, answered, n_queries, request.k, view.record.dim,
+                                  with_metadata=request.include_metadata, with_vectors=request.include_vectors)
         if n_queries * request.k > self._config.offload_points:
             return await asyncio.get_running_loop().run_in_executor(self._cpu, merge), coverage
         return merge(), coverage
@@ -719,12 +720,12 @@ class _SearchJob:
     request_id: str = ""
 
 
-def _merge_batch(answers: list[shard_pb2.SearchResponse], n_queries: int, k: int, dim: int) -> list[types_pb2.QueryResult]:
+def _merge_batch(answers: list[shard_pb2.SearchResponse], n_queries: int, k: int, dim: int, *,
+                 with_metadata: bool, with_vectors: bool) -> list[types_pb2.QueryResult]:
     """Global top-k per query from the shards' answers; a batch is merged in numpy at once, a single query
-    by sorting its few candidates in Python (the arrays cost more than the merge)."""
+    by sorting its few candidates in Python (the arrays cost more than the merge). `with_metadata` /
+    `with_vectors`: the request asked the shards for them (taken from it, not found by reading every result)."""
     results = [answer.results for answer in answers]
-    with_metadata = any(len(r.metadata) for shard in results for r in shard)
-    with_vectors = any(r.vectors for shard in results for r in shard)
     if n_queries == 1:
         chosen = _top_of_one(answers, k)
         ids = [[results[s][0].ids[p] for s, p in chosen[0]]]

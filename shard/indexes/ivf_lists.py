@@ -8,9 +8,10 @@ entry into its slot, as faiss's own removal does. Without a direct map faiss can
 add; `add` assigns lists itself (the quantizer's nearest centroid, exactly what add_with_ids computes) and
 hands them to `add_core`, so the assignment is known and not computed twice.
 
-Compaction: faiss grows a list's std::vectors by doubling them, and what a grown list leaves resident (the
-spare capacity of blocks reused from the heap, freed blocks that fragments keep resident) was ~17 B a point
-over the 72 B of codes and ids at 10M points, m=64. `ListCompaction` copies every list into a fresh
+Compaction: faiss grows a list's std::vectors by doubling them, and what grown lists leave resident (the
+spare capacity of blocks reused from the heap, freed blocks that fragments keep resident) was 30-37 B a
+point over the 72 B of codes and ids in a served shard of 10M points, m=64 (175.0 -> 138.1 B a point with
+compaction, loadtest/results/bench-memory-ivfpq-10m-2026-12-07-compacted.txt). `ListCompaction` copies every list into a fresh
 ArrayInvertedLists, each list allocated at its exact size, and swaps it in; the partition runs it once writes
 have been quiet for a while (and a build runs it on its private lists before installing them).
 

@@ -6,7 +6,7 @@
 - `refine` > 0 keeps raw vectors and re-ranks refine*k PQ candidates exactly. With refine = 0 the raw
   vectors are dropped after training: that is what makes IVF-PQ ~m bytes per vector.
 - Lists are compacted to their exact size after a build and, by the partition, once writes go quiet
-  (ivf_lists.ListCompaction): faiss's doubling growth otherwise leaves ~17 B a point resident at 10M.
+  (ivf_lists.ListCompaction): faiss's doubling growth otherwise leaves 30-37 B a point resident at 10M.
 - Per-query nprobe and filters travel in faiss SearchParametersIVF (no shared mutable state), the filter
   as an IDSelectorBitmap evaluated inside faiss.
 """

@@ -25,11 +25,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Awaitable, Callable, Iterator, Sequence
 
 import numpy as np
 
 from quiver.local_cluster import ServerProcess
+from quiver.wire.packed_hits import HitBatch
 from shard.indexes import IndexConfig, QueryKnobs, VectorIndex, create_index
 
 K = 10
@@ -353,6 +355,13 @@ def ids_to_rows(results: Sequence[Any], k: int = K) -> np.ndarray:
         ids = [int(i) for i in result.ids[:k]]
         out[row, : len(ids)] = ids
     return out
+
+
+def answered_rows(response: Any, k: int = K) -> np.ndarray:
+    """A search response's hits as row numbers (ids_to_rows), from packed hits or per-query results alike."""
+    if response.HasField("hits"):
+        return ids_to_rows([SimpleNamespace(ids=ids) for ids in HitBatch.from_proto(response.hits).id_lists()], k)
+    return ids_to_rows(response.results, k)
 
 
 def row_ids(start: int, stop: int) -> list[str]:

@@ -32,6 +32,7 @@ from loadtest.bench_common import (
     GRPC_OPTIONS,
     K,
     CpuMeter,
+    answered_rows,
     Run,
     build_in_process,
     emit_json,
@@ -239,7 +240,8 @@ def quiver_side(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, args: 
         out["rss_bytes_after_load"] = {name: rss_bytes(pid) for name, pid in pids.items() if name != "client"}
 
         def request(rows: np.ndarray, ef: int) -> router_pb2.RouterSearchRequest:
-            return router_pb2.RouterSearchRequest(collection=COLLECTION, queries=packed(rows), k=K, params=types_pb2.SearchParams(ef_search=ef))
+            # As quiver.client asks: a batch's hits packed, one query's in a message.
+            return router_pb2.RouterSearchRequest(collection=COLLECTION, queries=packed(rows), k=K, params=types_pb2.SearchParams(ef_search=ef), packed_hits=len(rows) > 1)
 
         def channel() -> router_pb2_grpc.RouterStub:
             return router_pb2_grpc.RouterStub(grpc.insecure_channel(address, options=GRPC_OPTIONS))
@@ -247,10 +249,8 @@ def quiver_side(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, args: 
         stub = channel()
 
         def recall_of(ef: int) -> float:
-            found = []
-            for s in range(0, len(queries), 500):
-                found.extend(stub.Search(request(queries[s : s + 500], ef), timeout=300).results)
-            return recall_at_k(ids_to_rows(found), truth, K)
+            found = [answered_rows(stub.Search(request(queries[s : s + 500], ef), timeout=300)) for s in range(0, len(queries), 500)]
+            return recall_at_k(np.concatenate(found), truth, K)
 
         ef, recall, out["ef_sweep"] = tune("quiver", recall_of, args.target_recall, candidates)
         out |= {"ef": ef, "recall_at_10": recall}

@@ -26,6 +26,7 @@ from quiver.errors import ERRORS_BY_CODE, QuiverError, ResourceExhausted, retry_
 from quiver.filters import Filter, Metadata
 from quiver.v1 import router_pb2, router_pb2_grpc, types_pb2
 from quiver.wire.filters import filter_to_proto, metadata_from_proto, metadata_to_proto
+from quiver.wire.packed_hits import HitBatch
 from quiver.wire.specs import index_to_proto, metric_to_proto
 
 DEFAULT_BATCH = 1000
@@ -242,11 +243,16 @@ def search_request(
     collection: str, queries: np.ndarray, k: int, filter: Filter | None, ef_search: int, nprobe: int, exact: bool,
     include_metadata: bool, include_vectors: bool, partition_key: str, allow_partial: bool, model: str, version: int = 0,
 ) -> router_pb2.RouterSearchRequest:
+    matrix = _as_matrix(queries)
     request = router_pb2.RouterSearchRequest(
-        collection=collection, queries=_as_matrix(queries).tobytes(), k=k,
+        collection=collection, queries=matrix.tobytes(), k=k,
         params=types_pb2.SearchParams(ef_search=ef_search, nprobe=nprobe, exact=exact),
         include_metadata=include_metadata, include_vectors=include_vectors,
         partition_key=partition_key, allow_partial=allow_partial, model=model, version=version,
+        # A batch's ids and scores alone come back packed: no message per query or string per hit for the
+        # router to build (a router too old to pack answers in `results`, which search_results reads as
+        # ever). One query's few hits cost less as a message at both ends.
+        packed_hits=len(matrix) > 1 and not (include_metadata or include_vectors),
     )
     if filter is not None:
         request.filter.CopyFrom(filter_to_proto(filter))
@@ -258,6 +264,17 @@ _STRATEGY_NAMES = {v: k.lower() for k, v in types_pb2.SearchStrategy.items()}
 
 def search_results(response: router_pb2.RouterSearchResponse) -> list[SearchResult]:
     coverage = response.coverage
+    if response.HasField("hits"):
+        packed = HitBatch.from_proto(response.hits)
+        return [
+            SearchResult(
+                [Hit(i, s, None, None) for i, s in zip(ids, scores)], _STRATEGY_NAMES.get(strategy, "?"), coverage.partial,
+                coverage.shards_asked, coverage.shards_answered, response.version, cost, matches,
+            )
+            for ids, scores, strategy, cost, matches in zip(
+                packed.id_lists(), packed.score_lists(), packed.strategies.tolist(), packed.estimated_cost_us.tolist(), packed.filter_matches.tolist()
+            )
+        ]
     out = []
     for result in response.results:
         metadata = [metadata_from_proto(m) for m in result.metadata] if len(result.metadata) else None

@@ -11,6 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from quiver.wire.packed_hits import HitBatch, gather_bytes
+
 
 def merge_topk_batch(scores_per_shard: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The best k entries per query across shards, for a whole batch in one array operation.
@@ -66,3 +68,48 @@ def merge_results_batch(results_per_shard: Sequence[Sequence[Any]], n_queries: i
     ids_out = [picked_ids[q, : counts[q]].tolist() for q in range(n_queries)]
     scores_out = [best[q, : counts[q]].tolist() for q in range(n_queries)]
     return ids_out, scores_out, shards, positions
+
+
+def merge_hit_batches(batches: Sequence[HitBatch], k: int) -> HitBatch:
+    """The global top-k of a batch from each shard's packed hits, in array operations only: no string is
+    decoded, the winners' id bytes are gathered in one take. Ties keep shard order, then in-shard order.
+    Each query's strategy is the first shard's; its estimated cost and filter matches are summed over the
+    shards (as merge_results_batch's callers do)."""
+    if len(batches) == 1:
+        return batches[0]
+    n_queries = batches[0].n_queries
+    if any(b.n_queries != n_queries for b in batches):
+        raise ValueError(f"shards answered for {[b.n_queries for b in batches]} queries; the batch has {n_queries}")
+    blocks, hit_bases, row_starts, hit_base = [], [], [], 0
+    for batch in batches:
+        width = max(int(batch.counts.max(initial=0)), 1)
+        if len(batch.scores) == n_queries * width:  # every query has as many hits (the usual case): no padding
+            block = batch.scores.reshape(n_queries, width)
+        else:
+            block = np.full((n_queries, width), -np.inf, dtype=np.float32)
+            block[np.arange(width) < batch.counts[:, None]] = batch.scores  # row-major, as the hits are listed
+        blocks.append(block)
+        row_starts.append(batch.row_starts())
+        hit_bases.append(hit_base)
+        hit_base += len(batch.scores)
+    shards, positions, best = merge_topk_batch(blocks, k)
+    found = positions >= 0  # padding sorts last, so each row's winners are a prefix
+    # Every shard's hits numbered in one sequence (shard after shard), and where each one's id begins in
+    # the shards' id bytes laid end to end.
+    starts_of_rows = np.stack(row_starts) + np.asarray(hit_bases, dtype=np.int64)[:, None]
+    hit = starts_of_rows[shards, np.arange(n_queries)[:, None]] + positions
+    winners = hit[found]
+    lengths = np.concatenate([b.id_lengths for b in batches])
+    byte_bases = np.cumsum([0] + [len(b.ids) for b in batches[:-1]])
+    id_starts = np.concatenate([b.id_starts() + base for b, base in zip(batches, byte_bases.tolist())])
+    blob = np.frombuffer(b"".join(b.ids for b in batches), dtype=np.uint8)
+    winner_lengths = lengths[winners]
+    return HitBatch(
+        counts=found.sum(axis=1).astype(np.int64),
+        scores=best[found],
+        id_lengths=winner_lengths,
+        ids=gather_bytes(blob, id_starts[winners], winner_lengths),
+        strategies=batches[0].strategies,
+        estimated_cost_us=np.sum([b.estimated_cost_us for b in batches], axis=0, dtype=np.float32),
+        filter_matches=np.sum([b.filter_matches for b in batches], axis=0, dtype=np.uint64),
+    )

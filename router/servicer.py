@@ -28,6 +28,7 @@ from quiver.rpc_guard import rpc_guard
 from quiver.v1 import router_pb2, router_pb2_grpc, shard_pb2, types_pb2
 from quiver.validation import check_ids, check_k, check_vectors
 from quiver.wire.filters import filter_from_proto
+from quiver.wire.packed_hits import HitBatch
 from quiver.wire.points import metadata_list_from_proto, vectors_from_bytes
 from quiver.wire.specs import index_from_proto
 from router.admin import Admin, Budget
@@ -40,7 +41,7 @@ from router.coalescer import Coalescer
 from router.config import RouterConfig
 from router.fanout import Gather, Outcome, fan_out, raise_caller_errors, require_coverage
 from router.hashring import shard_for_key, shards_for_keys
-from router.merge import merge_results_batch
+from router.merge import merge_hit_batches, merge_results_batch
 from router.partition_keys import caller_id, check_key, key_filter, stored_id, with_key
 from router.replica_reads import HedgePolicy, ReplicaReads
 from router.model_coverage import ModelCoverage
@@ -439,6 +440,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         check_k(request.k, self._config.max_k)
         check_key(view.record.name, view.record.partition_key_field, request.partition_key, "search", required=False)
         check_vectors(queries, view.record.metric, "queries")
+        if request.packed_hits and (request.include_metadata or request.include_vectors):
+            raise InvalidArgument("packed_hits carries ids and scores only: search without it to get metadata or vectors")
         filter_from_proto(request.filter)  # refuse a malformed filter here, once, not once per shard
         key = (
             view.record.name,
@@ -587,6 +590,9 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         field = view.record.partition_key_field
         # A keyed search sees only its key's points: its shard holds other keys' points too.
         shard_filter = key_filter(field, request.partition_key, request.filter) if field and request.partition_key else request.filter
+        # Batches come back packed (one message per shard, merged in arrays); a single query's few hits merge
+        # faster as messages. Metadata, vectors and keyed ids (translated back per hit) need the messages.
+        packed = n_queries > 1 and not (request.include_metadata or request.include_vectors or field)
         calls = {}
         for shard in shards:
             sub = shard_pb2.SearchRequest(
@@ -597,6 +603,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 params=request.params,
                 include_metadata=request.include_metadata,
                 include_vectors=request.include_vectors,
+                packed_hits=packed,
             )
             # A coalesced batch runs in its first member's task: name every member's request id explicitly.
             calls[shard] = self._replicated(view, shard, "Search", sub, timeout, [j.request_id for j in batch], first_due)
@@ -611,10 +618,10 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 outcomes = await gather.wait(batch[waiting[0]].deadline - loop.time())
                 now = loop.time()
                 due = waiting if gather.finished else [m for m in waiting if batch[m].deadline <= now] or waiting[:1]
-                replies = await self._replies(view, request, outcomes, n_queries, len(shards), translated)
+                replies = await self._replies(view, request, outcomes, n_queries, len(shards), translated, packed)
                 for member in due:
-                    answers[live[member]] = replies if isinstance(replies, Exception) else router_pb2.RouterSearchResponse(
-                        results=replies[0][offsets[member] : offsets[member + 1]], coverage=replies[1], version=view.version
+                    answers[live[member]] = replies if isinstance(replies, Exception) else _member_response(
+                        replies[0], offsets[member], offsets[member + 1], replies[1], view.version, batch[member].request.packed_hits
                     )
                 waiting = [m for m in waiting if m not in due]
         finally:
@@ -626,7 +633,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     async def _replies(
         self, view: CollectionView, request: Any, outcomes: list[Outcome[Any]], n_queries: int, n_shards: int, translated: set[int],
-    ) -> tuple[list[types_pb2.QueryResult], router_pb2.Coverage] | QuiverError:
+        packed: bool,
+    ) -> tuple[list[types_pb2.QueryResult] | HitBatch, router_pb2.Coverage] | QuiverError:
         """The merged results of a batch from the shards that have answered, or why they are not enough."""
         try:
             raise_caller_errors(outcomes)
@@ -643,10 +651,13 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         coverage = router_pb2.Coverage(shards_asked=n_shards, shards_answered=len(answered), partial=len(answered) < n_shards)
         if coverage.partial:
             PARTIAL_RESULTS.inc()
-        if len(answered) == 1:
+        if packed:
+            merge: Callable[[], Any] = functools.partial(_merge_packed, answered, request.k)
+        elif len(answered) == 1:
             return list(answered[0].results), coverage
-        merge = functools.partial(_merge_batch, answered, n_queries, request.k, view.record.dim,
-                                  with_metadata=request.include_metadata, with_vectors=request.include_vectors)
+        else:
+            merge = functools.partial(_merge_batch, answered, n_queries, request.k, view.record.dim,
+                                      with_metadata=request.include_metadata, with_vectors=request.include_vectors)
         if n_queries * request.k > self._config.offload_points:
             return await asyncio.get_running_loop().run_in_executor(self._cpu, merge), coverage
         return merge(), coverage
@@ -752,6 +763,26 @@ def _merge_batch(answers: list[shard_pb2.SearchResponse], n_queries: int, k: int
             result.vectors = b"".join(per_shard[s].vectors[p * row_bytes : (p + 1) * row_bytes] for s, p in chosen[q])
         merged.append(result)
     return merged
+
+
+def _merge_packed(answers: list[shard_pb2.SearchResponse], k: int) -> HitBatch:
+    """Global top-k per query from shards' packed answers (a shard too old to pack answers in messages)."""
+    return merge_hit_batches([HitBatch.from_proto(a.hits) if a.HasField("hits") else HitBatch.from_results(a.results) for a in answers], k)
+
+
+def _member_response(
+    merged: list[types_pb2.QueryResult] | HitBatch, start: int, end: int, coverage: router_pb2.Coverage, version: int, packed: bool,
+) -> router_pb2.RouterSearchResponse:
+    """One coalesced member's answer (its queries [start, end) of the batch), in the form it asked for."""
+    if isinstance(merged, HitBatch):
+        part = merged.queries(start, end)
+        if packed:
+            return router_pb2.RouterSearchResponse(hits=part.to_proto(), coverage=coverage, version=version)
+        return router_pb2.RouterSearchResponse(results=part.to_results(), coverage=coverage, version=version)
+    results = merged[start:end]
+    if packed:
+        return router_pb2.RouterSearchResponse(hits=HitBatch.from_results(results).to_proto(), coverage=coverage, version=version)
+    return router_pb2.RouterSearchResponse(results=results, coverage=coverage, version=version)
 
 
 def _top_of_one(answers: list[shard_pb2.SearchResponse], k: int) -> list[list[tuple[int, int]]]:

@@ -18,7 +18,9 @@ from quiver.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument,
 from quiver.rpc_guard import rpc_guard
 from quiver.v1 import shard_pb2, shard_pb2_grpc
 from quiver.wire.filters import filter_from_proto, metadata_to_proto
+from quiver.wire.packed_hits import HitBatch
 from quiver.wire.points import (
+    STRATEGIES,
     metadata_list_from_proto,
     point_to_proto,
     query_result_to_proto,
@@ -270,6 +272,8 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
         if len(queries) > self._config.max_queries_per_request:
             raise InvalidArgument(f"{len(queries)} queries in one request; the maximum is {self._config.max_queries_per_request}")
         check_k(request.k, self._config.max_k)
+        if request.packed_hits and (request.include_metadata or request.include_vectors):
+            raise InvalidArgument("packed_hits carries ids and scores only: search without it to get metadata or vectors")
         prepared = await self._off_loop(len(queries), functools.partial(prepare_vectors, queries, spec.metric, "queries"))
         flt = filter_from_proto(request.filter)
         knobs = QueryKnobs(ef_search=request.params.ef_search, nprobe=request.params.nprobe)
@@ -278,6 +282,11 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
             results = await partition.search(
                 prepared, request.k, flt, knobs, request.params.exact, request.include_metadata, request.include_vectors
             )
+        if request.packed_hits:
+            return shard_pb2.SearchResponse(hits=HitBatch.build(
+                [r.ids for r in results], [r.scores for r in results], [STRATEGIES[r.strategy] for r in results],
+                [r.estimated_cost_us for r in results], [r.filter_matches for r in results],
+            ).to_proto())
         return shard_pb2.SearchResponse(
             results=[query_result_to_proto(r.ids, r.scores, r.metadata, r.vectors, r.strategy, r.estimated_cost_us, r.filter_matches) for r in results]
         )

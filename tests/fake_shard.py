@@ -27,6 +27,7 @@ from quiver.filters import Metadata, matches
 from quiver.v1 import router_pb2_grpc, shard_pb2, shard_pb2_grpc, types_pb2
 from quiver.validation import check_k, prepare_vectors
 from quiver.wire.filters import filter_from_proto, metadata_from_proto, metadata_to_proto
+from quiver.wire.packed_hits import HitBatch
 from quiver.wire.points import vectors_from_bytes
 from quiver.wire.specs import metric_from_proto
 from router.config import RouterConfig
@@ -54,6 +55,9 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
         # The real shard's default limits (shard/config.py), so batches the router builds meet the same checks.
         self.max_queries_per_request = max_queries_per_request
         self.max_k = max_k
+        # Answers a search that asks for packed hits in them, as shard servers do; False plays a server too old
+        # to know the field (it answers in messages, as it always did).
+        self.packs_hits = True
         self.partitions: dict[PartitionKey, FakePartition] = {}
         self.peers: list[FakeShard] = []  # the other fakes of the cluster, which a write with a term reaches too
         self.log: list[tuple[str, Any]] = []
@@ -221,6 +225,8 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
             if request.include_vectors:
                 result.vectors = stored[top].astype("<f4").tobytes()
             results.append(result)
+        if request.packed_hits and self.packs_hits:
+            return shard_pb2.SearchResponse(hits=HitBatch.from_results(results).to_proto())
         return shard_pb2.SearchResponse(results=results)
 
     def _stats(self, request: shard_pb2.StatsRequest) -> shard_pb2.StatsResponse:

@@ -158,7 +158,7 @@ class Coverage(_message.Message):
     def __init__(self, shards_asked: _Optional[int] = ..., shards_answered: _Optional[int] = ..., partial: _Optional[bool] = ...) -> None: ...
 
 class RouterSearchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "k", "filter", "params", "include_metadata", "include_vectors", "partition_key", "allow_partial", "model", "version")
+    __slots__ = ("collection", "queries", "k", "filter", "params", "include_metadata", "include_vectors", "partition_key", "allow_partial", "model", "version", "packed_hits")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +170,7 @@ class RouterSearchRequest(_message.Message):
     ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    PACKED_HITS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: bytes
     k: int
@@ -181,17 +182,20 @@ class RouterSearchRequest(_message.Message):
     allow_partial: bool
     model: str
     version: int
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., params: _Optional[_Union[_types_pb2.SearchParams, _Mapping]] = ..., include_metadata: _Optional[bool] = ..., include_vectors: _Optional[bool] = ..., partition_key: _Optional[str] = ..., allow_partial: _Optional[bool] = ..., model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    packed_hits: bool
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., params: _Optional[_Union[_types_pb2.SearchParams, _Mapping]] = ..., include_metadata: _Optional[bool] = ..., include_vectors: _Optional[bool] = ..., partition_key: _Optional[str] = ..., allow_partial: _Optional[bool] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., packed_hits: _Optional[bool] = ...) -> None: ...
 
 class RouterSearchResponse(_message.Message):
-    __slots__ = ("results", "coverage", "version")
+    __slots__ = ("results", "coverage", "version", "hits")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     COVERAGE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[_types_pb2.QueryResult]
     coverage: Coverage
     version: int
-    def __init__(self, results: _Optional[_Iterable[_Union[_types_pb2.QueryResult, _Mapping]]] = ..., coverage: _Optional[_Union[Coverage, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
+    hits: _types_pb2.PackedHits
+    def __init__(self, results: _Optional[_Iterable[_Union[_types_pb2.QueryResult, _Mapping]]] = ..., coverage: _Optional[_Union[Coverage, _Mapping]] = ..., version: _Optional[int] = ..., hits: _Optional[_Union[_types_pb2.PackedHits, _Mapping]] = ...) -> None: ...
 
 class VersionInfo(_message.Message):
     __slots__ = ("version", "state", "index", "model", "shards", "replication_factor", "failure", "built_from", "created_unix", "point_count", "verification")

@@ -126,7 +126,7 @@ class GetResponse(_message.Message):
     def __init__(self, points: _Optional[_Iterable[_Union[_types_pb2.Point, _Mapping]]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("ref", "queries", "k", "filter", "params", "include_metadata", "include_vectors")
+    __slots__ = ("ref", "queries", "k", "filter", "params", "include_metadata", "include_vectors", "packed_hits")
     REF_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +134,7 @@ class SearchRequest(_message.Message):
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_METADATA_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_HITS_FIELD_NUMBER: _ClassVar[int]
     ref: PartitionRef
     queries: bytes
     k: int
@@ -141,13 +142,16 @@ class SearchRequest(_message.Message):
     params: _types_pb2.SearchParams
     include_metadata: bool
     include_vectors: bool
-    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., queries: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., params: _Optional[_Union[_types_pb2.SearchParams, _Mapping]] = ..., include_metadata: _Optional[bool] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
+    packed_hits: bool
+    def __init__(self, ref: _Optional[_Union[PartitionRef, _Mapping]] = ..., queries: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., params: _Optional[_Union[_types_pb2.SearchParams, _Mapping]] = ..., include_metadata: _Optional[bool] = ..., include_vectors: _Optional[bool] = ..., packed_hits: _Optional[bool] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "hits")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[_types_pb2.QueryResult]
-    def __init__(self, results: _Optional[_Iterable[_Union[_types_pb2.QueryResult, _Mapping]]] = ...) -> None: ...
+    hits: _types_pb2.PackedHits
+    def __init__(self, results: _Optional[_Iterable[_Union[_types_pb2.QueryResult, _Mapping]]] = ..., hits: _Optional[_Union[_types_pb2.PackedHits, _Mapping]] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
     __slots__ = ("ref", "vectors")

@@ -200,6 +200,24 @@ class QueryResult(_message.Message):
     filter_matches: int
     def __init__(self, ids: _Optional[_Iterable[str]] = ..., scores: _Optional[_Iterable[float]] = ..., metadata: _Optional[_Iterable[_Union[Metadata, _Mapping]]] = ..., vectors: _Optional[bytes] = ..., strategy: _Optional[_Union[SearchStrategy, str]] = ..., estimated_cost_us: _Optional[float] = ..., filter_matches: _Optional[int] = ...) -> None: ...
 
+class PackedHits(_message.Message):
+    __slots__ = ("counts", "scores", "id_lengths", "ids", "strategies", "estimated_cost_us", "filter_matches")
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    ID_LENGTHS_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    STRATEGIES_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_COST_US_FIELD_NUMBER: _ClassVar[int]
+    FILTER_MATCHES_FIELD_NUMBER: _ClassVar[int]
+    counts: bytes
+    scores: bytes
+    id_lengths: bytes
+    ids: bytes
+    strategies: bytes
+    estimated_cost_us: bytes
+    filter_matches: bytes
+    def __init__(self, counts: _Optional[bytes] = ..., scores: _Optional[bytes] = ..., id_lengths: _Optional[bytes] = ..., ids: _Optional[bytes] = ..., strategies: _Optional[bytes] = ..., estimated_cost_us: _Optional[bytes] = ..., filter_matches: _Optional[bytes] = ...) -> None: ...
+
 class Point(_message.Message):
     __slots__ = ("id", "vector", "metadata")
     ID_FIELD_NUMBER: _ClassVar[int]

@@ -82,8 +82,10 @@ async def cluster(etcd, etcd_root):
 async def test_the_router_splits_large_upserts_and_merges_large_batches_off_the_loop(cluster, monkeypatch):
     split = ThreadLog(router_servicer._split_upsert)
     merge = ThreadLog(router_servicer._merge_batch)
+    merge_packed = ThreadLog(router_servicer._merge_packed)
     monkeypatch.setattr(router_servicer, "_split_upsert", split)
     monkeypatch.setattr(router_servicer, "_merge_batch", merge)
+    monkeypatch.setattr(router_servicer, "_merge_packed", merge_packed)
     await cluster.client.create_collection("docs", DIM, index="flat", shards=3)
     vectors = unit_rows(np.random.default_rng(1), 2100, DIM)
     # One request of 2,000 points (the client would cut it into batches).
@@ -93,7 +95,12 @@ async def test_the_router_splits_large_upserts_and_merges_large_batches_off_the_
     assert on_loop(split.take())
 
     results = await cluster.client.search("docs", vectors[:100], 20)  # 2,000 slots to merge from 3 shards
-    assert on_worker(merge.take(), "router-cpu")
+    assert on_worker(merge_packed.take(), "router-cpu")  # ids and scores alone: the packed merge
     assert [r.ids[0] for r in results] == [f"p{i}" for i in range(100)]
     await cluster.client.search("docs", vectors[:2], 5)
+    assert on_loop(merge_packed.take())
+    with_metadata = await cluster.client.search("docs", vectors[:100], 20, include_metadata=True)
+    assert on_worker(merge.take(), "router-cpu")  # metadata travels in messages: the message merge
+    assert [r.ids[0] for r in with_metadata] == [f"p{i}" for i in range(100)]
+    await cluster.client.search("docs", vectors[:2], 5, include_metadata=True)
     assert on_loop(merge.take())

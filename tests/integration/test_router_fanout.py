@@ -11,6 +11,7 @@ import pytest
 
 from quiver.errors import ERRORS_BY_CODE, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from quiver.v1 import router_pb2, types_pb2
+from quiver.wire.packed_hits import HitBatch
 from tests.eventually import assert_eventually_async
 from tests.fake_shard import FakeCluster, exact_top, fake_cluster, unit_rows
 
@@ -64,6 +65,48 @@ async def test_fewer_points_than_k_with_an_empty_shard_merges_to_every_point_wit
     assert result.ids == ["b", "a"]
     assert [h.metadata for h in result.hits] == [{"name": "b"}, {"name": "a"}]
     np.testing.assert_allclose(np.stack([h.vector for h in result.hits]), vectors[::-1], atol=1e-6)
+
+
+def answer_of(response: router_pb2.RouterSearchResponse) -> list[tuple[list[str], list[float], int]]:
+    """Each query's (ids, scores, strategy), from whichever form the router answered in."""
+    if response.HasField("hits"):
+        packed = HitBatch.from_proto(response.hits)
+        return list(zip(packed.id_lists(), packed.score_lists(), packed.strategies.tolist()))
+    return [(list(r.ids), list(r.scores), r.strategy) for r in response.results]
+
+
+@pytest.mark.parametrize("shards_that_pack", [(0, 1, 2), (0, 2), ()], ids=["all", "one-too-old", "none"])
+async def test_packed_and_message_answers_hold_the_same_exact_hits_for_batches_and_single_queries(cluster, shards_that_pack):
+    """A rolling upgrade mixes shards that pack their answers and ones too old to: every form is the same."""
+    vectors = await load(cluster)
+    for n, fake in enumerate(cluster.fakes):
+        fake.packs_hits = n in shards_that_pack
+    queries = unit_rows(np.random.default_rng(3), 4, DIM)
+    for rows in (queries, queries[:1]):
+        request = dict(collection="docs", queries=rows.astype("<f4").tobytes(), k=12)
+        as_messages = await cluster.stub.Search(router_pb2.RouterSearchRequest(**request), timeout=10)
+        as_packed = await cluster.stub.Search(router_pb2.RouterSearchRequest(**request, packed_hits=True), timeout=10)
+        assert len(as_messages.results) == len(rows) and not as_messages.HasField("hits")
+        assert as_packed.HasField("hits") and not as_packed.results
+        assert answer_of(as_packed) == answer_of(as_messages)
+        assert [[int(i[1:]) for i in ids] for ids, _, _ in answer_of(as_packed)] == [exact_top(vectors, q, 12) for q in rows]
+        assert as_packed.coverage.shards_answered == 3
+    results = await cluster.client.search("docs", queries, 12)  # the client asks for packed hits
+    assert [[int(i[1:]) for i in r.ids] for r in results] == [exact_top(vectors, q, 12) for q in queries]
+
+
+async def test_the_router_asks_shards_for_packed_hits_only_for_batches_without_metadata_or_vectors(cluster):
+    await load(cluster)
+    queries = unit_rows(np.random.default_rng(4), 3, DIM)
+    asked = {}
+    for name, rows, options in [
+        ("batch", queries, {}), ("one query", queries[:1], {}),
+        ("batch with metadata", queries, {"include_metadata": True}), ("batch with vectors", queries, {"include_vectors": True}),
+    ]:
+        await cluster.client.search("docs", rows, 5, **options)
+        asked[name] = {r.packed_hits for _, r in cluster.data_requests()}
+        cluster.clear_logs()
+    assert asked == {"batch": {True}, "one query": {False}, "batch with metadata": {False}, "batch with vectors": {False}}
 
 
 async def test_get_returns_each_id_once_in_request_order_with_its_own_metadata_and_vector(cluster):
@@ -201,6 +244,8 @@ BAD_REQUESTS = {
     "search with another model": ("Search", search(model="m2"), FailedPrecondition),
     "search with a malformed filter": ("Search", search(filter=types_pb2.Filter(eq=types_pb2.FieldEq(field="x"))), InvalidArgument),
     "search of a missing collection": ("Search", search(collection="nope"), NotFound),
+    "packed search asking for metadata": ("Search", search(packed_hits=True, include_metadata=True), InvalidArgument),
+    "packed search asking for vectors": ("Search", search(packed_hits=True, include_vectors=True), InvalidArgument),
     "upsert with no ids": ("Upsert", upsert(0), InvalidArgument),
     "upsert with an empty id": ("Upsert", upsert(2, ids=["a", ""]), InvalidArgument),
     "upsert with a repeated id": ("Upsert", upsert(2, ids=["a", "a"]), InvalidArgument),

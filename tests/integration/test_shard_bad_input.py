@@ -38,6 +38,8 @@ BAD_CALLS = {
     "k above maximum": ("Search", lambda: shard_pb2.SearchRequest(ref=ref(), queries=packed(vecs(1)), k=100_000), grpc.StatusCode.INVALID_ARGUMENT),
     "query wrong dimension": ("Search", lambda: shard_pb2.SearchRequest(ref=ref(), queries=packed(np.ones((1, DIM - 1))), k=1), grpc.StatusCode.INVALID_ARGUMENT),
     "zero query under cosine": ("Search", lambda: shard_pb2.SearchRequest(ref=ref(), queries=packed(np.zeros((1, DIM))), k=1), grpc.StatusCode.INVALID_ARGUMENT),
+    "packed hits with metadata": ("Search", lambda: shard_pb2.SearchRequest(ref=ref(), queries=packed(vecs(2)), k=1, packed_hits=True, include_metadata=True), grpc.StatusCode.INVALID_ARGUMENT),
+    "packed hits with vectors": ("Search", lambda: shard_pb2.SearchRequest(ref=ref(), queries=packed(vecs(2)), k=1, packed_hits=True, include_vectors=True), grpc.StatusCode.INVALID_ARGUMENT),
     "malformed filter": ("Search", lambda: shard_pb2.SearchRequest(ref=ref(), queries=packed(vecs(1)), k=1, filter=filter_without_kind()), grpc.StatusCode.INVALID_ARGUMENT),
     "range without bounds": ("Search", lambda: shard_pb2.SearchRequest(ref=ref(), queries=packed(vecs(1)), k=1, filter=types_pb2.Filter(range=types_pb2.FieldRange(field="x"))), grpc.StatusCode.INVALID_ARGUMENT),
     "eq with a list value": ("Delete", lambda: shard_pb2.DeleteRequest(ref=ref(), filter=types_pb2.Filter(eq=types_pb2.FieldEq(field="x", value=types_pb2.Value(string_list=types_pb2.StringList(values=["a"]))))), grpc.StatusCode.INVALID_ARGUMENT),

@@ -88,7 +88,7 @@ async def serve(config: ShardConfig) -> None:
 @click.option("--queued-write-bytes", default=AdmissionBudgets.queued_write_bytes, show_default=True, help="Budget of writes accepted but not yet answered; past it, writes are refused with RESOURCE_EXHAUSTED.")
 @click.option("--queries-in-flight", default=AdmissionBudgets.queries_in_flight, show_default=True, help="Budget of query vectors being searched at once; past it, searches are refused with RESOURCE_EXHAUSTED.")
 @click.option("--max-concurrent-rpcs", default=4096, show_default=True, help="RPCs handled at once; past it, gRPC refuses with RESOURCE_EXHAUSTED before any work.")
-@click.option("--search-threads", default=0, show_default=True, help="Threads for searches (0: one per core).")
+@click.option("--search-threads", default=0, show_default=True, help="Threads for searches (0: one per core). A number set also caps the threads one HNSW search batch uses inside hnswlib (otherwise every core): servers sharing a machine can split its cores.")
 @click.option("--index-build-threads", default=ExecutorSizes.index_builds, show_default=True, help="Threads for IVF-PQ training.")
 @click.option("--worker-nice", default=ExecutorSizes.worker_nice, show_default=True, help="Nice increment for search, commit and index-build threads; set it where routers or clients share these cores (keeps admission refusals prompt under CPU saturation).")
 @click.option("--worker-policy", type=click.Choice(list(WORKER_POLICIES)), default=ExecutorSizes.worker_policy, show_default=True, help="Scheduling policy of search, commit and index-build threads: idle (Linux SCHED_IDLE) runs them only on cores no normal thread wants, so co-located routers and clients, and this server's own event loop, are never kept waiting by index work.")

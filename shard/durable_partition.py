@@ -38,6 +38,7 @@ from quiver.errors import DeadlineExceeded, FailedPrecondition, OutOfRange, Reso
 from quiver.filters import Filter, Metadata
 from quiver.metrics import SEARCH_LOCK_WAIT_SECONDS, WRITE_SLICE_HOLD_SECONDS, WRITE_VISIBLE_SECONDS
 from quiver.specs import PartitionSpec
+from quiver.wire.packed_hits import HitBatch
 from shard.executors import ShardExecutors, default_executors, run_in
 from shard.heap_release import release_free_heap
 from shard.indexes import QueryKnobs
@@ -771,16 +772,21 @@ class DurablePartition:
         force_exact: bool,
         include_metadata: bool,
         include_vectors: bool,
-    ) -> list[QueryResult]:
-        def run(with_knobs: QueryKnobs = knobs) -> list[QueryResult]:
+        packed: bool = False,
+    ) -> list[QueryResult] | HitBatch:
+        """Each query's results; or (packed: no metadata or vectors) the batch's hits in flat arrays, their ids
+        gathered as bytes under the read lock (a label names its id only while no write can reuse it)."""
+        def run(with_knobs: QueryKnobs = knobs) -> list[QueryResult] | HitBatch:
+            if packed:
+                return self.state.search(queries, k, flt, with_knobs, force_exact, self._search_policy, packed=True)
             hits = self.state.search(queries, k, flt, with_knobs, force_exact, self._search_policy)
             return [self._result(h, include_metadata, include_vectors) for h in hits]
 
-        def run_locked() -> list[QueryResult]:
+        def run_locked(with_knobs: QueryKnobs) -> list[QueryResult] | HitBatch:
             asked = time.perf_counter()
             with self._lock.read():
                 SEARCH_LOCK_WAIT_SECONDS.observe(time.perf_counter() - asked)
-                return run()
+                return run(with_knobs)
 
         # A single unfiltered ANN query takes ~0.1 ms: handing it to a worker thread costs more than that,
         # so it runs on the event loop when no writer holds or waits for the lock. Everything else
@@ -797,10 +803,11 @@ class DurablePartition:
                 finally:
                     self._lock.release_read()
             if results is None:
-                results = await run_in(self._executors.searches, run_locked)
+                threads = self._executors.sizes.searches  # 0 (one per core): hnswlib uses every core too
+                results = await run_in(self._executors.searches, run_locked, replace(knobs, threads=threads) if threads else knobs)
         finally:
             self._searches_in_flight -= 1
-        self.searches_served += len(results)
+        self.searches_served += len(queries)
         return results
 
     def _cheap(self, n_queries: int, flt: Filter | None, knobs: QueryKnobs, force_exact: bool) -> bool:

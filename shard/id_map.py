@@ -30,6 +30,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from quiver.wire.packed_hits import gather_bytes
+
 _MIN_CAPACITY = 1024
 _MIN_RECENT = 4096  # below this, the recent dict is never merged
 _MAX_RECENT = 65536  # at most this many ids wait in the recent dict
@@ -117,6 +119,13 @@ class IdMap:
         offsets, lengths = self._offsets[picked].tolist(), self._lengths[picked].tolist()
         view = self._buffer.data
         return [str(view[offset : offset + length], "utf-8") for offset, length in zip(offsets, lengths)]
+
+    def id_bytes_of(self, labels: np.ndarray) -> tuple[np.ndarray, bytes]:
+        """The ids of labels known to be live, undecoded: each one's length and their UTF-8 back to back,
+        gathered in one take (what a packed search answer carries), with no string made per id."""
+        picked = np.asarray(labels, dtype=np.int64)
+        lengths = self._lengths[picked].astype(np.int64)
+        return lengths, gather_bytes(self._buffer, self._offsets[picked].astype(np.int64), lengths)
 
     def is_live(self, label: int) -> bool:
         return 0 <= label < self._slots and bool(self._lengths[label] > 0)

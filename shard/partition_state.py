@@ -27,6 +27,8 @@ import numpy as np
 
 from quiver.filters import Filter, Metadata
 from quiver.specs import PartitionSpec
+from quiver.wire.packed_hits import HitBatch
+from quiver.wire.points import STRATEGIES
 from shard.field_index import FieldIndex
 from shard.id_map import IdMap
 from shard.indexes import IndexConfig, QueryKnobs, SearchHits, VectorIndex, create_index, load_index
@@ -111,15 +113,17 @@ class PartitionState:
         return self.index.vectors(labels)
 
     def search(
-        self, queries: np.ndarray, k: int, flt: Filter | None, knobs: QueryKnobs, force_exact: bool, policy: SearchPolicy
-    ) -> list[QueryHits]:
+        self, queries: np.ndarray, k: int, flt: Filter | None, knobs: QueryKnobs, force_exact: bool, policy: SearchPolicy,
+        packed: bool = False,
+    ) -> list[QueryHits] | HitBatch:
+        """Each query's hits, or (packed) the whole batch's in flat arrays with the ids left undecoded."""
         n = len(queries)
         if flt is None:
             candidates = self.count
             if candidates == 0:
-                return self._package(SearchHits.empty(n, k), ["exact"] * n)
+                return self._answer(packed, SearchHits.empty(n, k), ["exact"] * n)
             if force_exact:
-                return self._package(self.index.search_exact(queries, k, self.live), ["exact"] * n)
+                return self._answer(packed, self.index.search_exact(queries, k, self.live), ["exact"] * n)
             take = min(k, candidates)
             hits = self.index.search(queries, take, knobs, None)
             strategy = "exact" if self.index.exact else "ann"
@@ -128,12 +132,12 @@ class PartitionState:
             allowed = self.fields.evaluate(flt, self.live)
             candidates = int(np.count_nonzero(allowed))  # the labels themselves only where scored exactly
             if candidates == 0:
-                return self._package(SearchHits.empty(n, k), ["exact_filtered"] * n, FilterPlan(EXACT_FILTERED, 0.0, 0))
+                return self._answer(packed, SearchHits.empty(n, k), ["exact_filtered"] * n, FilterPlan(EXACT_FILTERED, 0.0, 0))
             take = min(k, candidates)
             plan = self._plan(candidates, take, knobs, policy, force_exact)
             if plan.strategy == EXACT_FILTERED:
                 hits = self.index.search_subset(queries, take, np.flatnonzero(allowed))
-                return self._package(self._pad(hits, k), ["exact_filtered"] * n, plan)
+                return self._answer(packed, self._pad(hits, k), ["exact_filtered"] * n, plan)
             if plan.strategy == ANN_POST_FILTERED:
                 # At the caller's ef: asking for more results widens hnswlib's candidate list by itself.
                 wide = self.index.search(queries, plan.candidates, knobs, None)
@@ -151,7 +155,7 @@ class PartitionState:
             hits.scores[short], hits.labels[short] = exact.scores, exact.labels
             for row in short.tolist():
                 strategies[row] = "exact_filtered" if allowed is not None else "exact"
-        return self._package(self._pad(hits, k), strategies, plan)
+        return self._answer(packed, self._pad(hits, k), strategies, plan)
 
     def _plan(self, matches: int, take: int, knobs: QueryKnobs, policy: SearchPolicy, force_exact: bool) -> FilterPlan:
         dim = self.spec.dim
@@ -171,6 +175,20 @@ class PartitionState:
         width = hits.labels.shape[1]
         padded.scores[:, :width], padded.labels[:, :width] = hits.scores, hits.labels
         return padded
+
+    def _answer(self, packed: bool, hits: SearchHits, strategies: list[str], plan: FilterPlan | None = None) -> list[QueryHits] | HitBatch:
+        return self._pack(hits, strategies, plan) if packed else self._package(hits, strategies, plan)
+
+    def _pack(self, hits: SearchHits, strategies: list[str], plan: FilterPlan | None) -> HitBatch:
+        found = hits.labels >= 0
+        lengths, id_bytes = self.ids.id_bytes_of(hits.labels[found])
+        n = len(hits.labels)
+        cost, matches = (round(plan.estimated_cost_us, 1), plan.matches) if plan is not None else (0.0, 0)
+        return HitBatch(
+            counts=found.sum(axis=1).astype(np.int64), scores=hits.scores[found], id_lengths=lengths, ids=id_bytes,
+            strategies=np.array([STRATEGIES[s] for s in strategies], dtype=np.uint8),
+            estimated_cost_us=np.full(n, cost, dtype=np.float32), filter_matches=np.full(n, matches, dtype=np.uint64),
+        )
 
     def _package(self, hits: SearchHits, strategies: list[str], plan: FilterPlan | None = None) -> list[QueryHits]:
         ids_of = self.ids.ids_of

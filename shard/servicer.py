@@ -20,7 +20,6 @@ from quiver.v1 import shard_pb2, shard_pb2_grpc
 from quiver.wire.filters import filter_from_proto, metadata_to_proto
 from quiver.wire.packed_hits import HitBatch
 from quiver.wire.points import (
-    STRATEGIES,
     metadata_list_from_proto,
     point_to_proto,
     query_result_to_proto,
@@ -280,13 +279,10 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
         _deadline(context)
         with self._admission.search(len(prepared)):
             results = await partition.search(
-                prepared, request.k, flt, knobs, request.params.exact, request.include_metadata, request.include_vectors
+                prepared, request.k, flt, knobs, request.params.exact, request.include_metadata, request.include_vectors, packed=request.packed_hits
             )
-        if request.packed_hits:
-            return shard_pb2.SearchResponse(hits=HitBatch.build(
-                [r.ids for r in results], [r.scores for r in results], [STRATEGIES[r.strategy] for r in results],
-                [r.estimated_cost_us for r in results], [r.filter_matches for r in results],
-            ).to_proto())
+        if isinstance(results, HitBatch):
+            return shard_pb2.SearchResponse(hits=results.to_proto())
         return shard_pb2.SearchResponse(
             results=[query_result_to_proto(r.ids, r.scores, r.metadata, r.vectors, r.strategy, r.estimated_cost_us, r.filter_matches) for r in results]
         )

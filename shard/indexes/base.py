@@ -29,6 +29,10 @@ class QueryKnobs:
 
     ef_search: int = 0
     nprobe: int = 0
+    # Threads one search call may use inside the index (0: every core). A shard server given fewer search
+    # threads than the machine has cores (--search-threads: it shares them with other servers) caps each
+    # HNSW batch to them too, so co-located servers do not each spread every batch over every core.
+    threads: int = 0
     # Set for a search run on the event loop: an index that would have to wait (HNSW switching its global
     # ef while other searches run) raises WouldWait instead, and the caller runs it on a thread.
     no_wait: bool = False

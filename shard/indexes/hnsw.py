@@ -121,7 +121,7 @@ class HnswIndex:
         predicate = bytes(allowed.view(np.uint8)).__getitem__ if allowed is not None else None
         with self._gate.using(ef, wait=not knobs.no_wait):
             try:
-                labels, distances = self._index.knn_query(queries, k=k, num_threads=-1, filter=predicate)
+                labels, distances = self._index.knn_query(queries, k=k, num_threads=knobs.threads or -1, filter=predicate)
             except RuntimeError:
                 # hnswlib refuses a whole batch when it cannot fill k for one query (many deletes, tight
                 # filters). Ask again query by query, so only those come back short (and the partition

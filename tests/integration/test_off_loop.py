@@ -15,6 +15,7 @@ import pytest
 import router.servicer as router_servicer
 import shard.servicer as shard_servicer
 from quiver.specs import PartitionKey
+from shard.executors import ExecutorSizes
 from quiver.v1 import router_pb2, shard_pb2, types_pb2
 from tests.fake_shard import fake_cluster, unit_rows
 from tests.shard_harness import packed, ref, running_shard, spec
@@ -71,6 +72,34 @@ async def test_the_shard_decodes_large_requests_and_runs_huge_ef_searches_off_th
         many = shard_pb2.SearchRequest(ref=ref(), queries=packed(vectors[:1500]), k=10)
         await stub.Search(many, timeout=TIMEOUT_S)
         assert on_worker(prepare.take(), "search") and on_worker(searched.take(), "search")
+
+
+class KnnThreads:
+    """Stands in front of a partition's hnswlib index: records the num_threads of each knn_query, then runs it."""
+
+    def __init__(self, index) -> None:  # type: ignore[no-untyped-def]
+        self.index, self.asked = index, []
+
+    def knn_query(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.asked.append(kwargs.get("num_threads"))
+        return self.index.knn_query(*args, **kwargs)
+
+    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+        return getattr(self.index, name)
+
+
+@pytest.mark.parametrize("search_threads, hnswlib_threads", [(0, -1), (1, 1), (3, 3)])
+async def test_a_shard_given_search_threads_runs_each_hnsw_batch_on_at_most_that_many(tmp_path, search_threads, hnswlib_threads):
+    vectors = unit_rows(np.random.default_rng(2), 500, DIM)
+    async with running_shard(tmp_path / "data", executors=ExecutorSizes(searches=search_threads)) as (server, stub):
+        hnsw = spec(DIM, types_pb2.IndexSpec(hnsw=types_pb2.HnswParams(m=8, ef_construction=32)))
+        await stub.CreatePartition(shard_pb2.CreatePartitionRequest(spec=hnsw), timeout=TIMEOUT_S)
+        await stub.Upsert(shard_pb2.UpsertRequest(ref=ref(), ids=[f"p{i}" for i in range(500)], vectors=packed(vectors)), timeout=TIMEOUT_S)
+        index = server.registry.get(PartitionKey("docs", 0, 1)).state.index
+        spy = index._index = KnnThreads(index._index)
+        batch = await stub.Search(shard_pb2.SearchRequest(ref=ref(), queries=packed(vectors[:20]), k=5), timeout=TIMEOUT_S)
+        assert [r.ids[0] for r in batch.results] == [f"p{i}" for i in range(20)]
+        assert spy.asked == [hnswlib_threads]  # 0 threads set: one per core, and hnswlib's every core
 
 
 @pytest.fixture

@@ -39,3 +39,21 @@ async def test_a_packed_answer_holds_what_the_per_query_messages_hold(tmp_path):
         filtered = as_tuples(as_packed)
         assert {matches for *_, matches in filtered} == {30}
         assert all(int(i.split("-")[1]) < 30 for hit_ids, *_ in filtered for i in hit_ids)
+
+
+async def test_packed_answers_name_the_current_ids_after_deletes_reuse_labels_and_when_fewer_points_than_k(tmp_path):
+    rng = np.random.default_rng(6)
+    vectors = rng.standard_normal((12, DIM)).astype(np.float32)
+    async with running_shard(tmp_path) as (_, stub):
+        await stub.CreatePartition(shard_pb2.CreatePartitionRequest(spec=spec(DIM)))
+        await upsert_in_batches(stub, ref(), [f"old{i}" for i in range(8)], vectors[:8])
+        await stub.Delete(shard_pb2.DeleteRequest(ref=ref(), ids=["old1", "old4", "old6"]))
+        await upsert_in_batches(stub, ref(), ["新しい", "n\x00ul", "plain"], vectors[8:11])  # into the freed labels
+        live = {"old0", "old2", "old3", "old5", "old7", "新しい", "n\x00ul", "plain"}
+        request = dict(ref=ref(), queries=packed(vectors[[0, 8, 9]]), k=10)  # k above the 8 points held
+        as_messages = await stub.Search(shard_pb2.SearchRequest(**request))
+        as_packed = await stub.Search(shard_pb2.SearchRequest(**request, packed_hits=True))
+        assert as_tuples(as_packed) == as_tuples(as_messages)
+        answers = as_tuples(as_packed)
+        assert all(set(hit_ids) == live for hit_ids, *_ in answers)
+        assert [hit_ids[0] for hit_ids, *_ in answers] == ["old0", "新しい", "n\x00ul"]

@@ -30,7 +30,7 @@ def merge_topk_batch(scores_per_shard: Sequence[np.ndarray], k: int) -> tuple[np
     shards = shard_of[order]
     positions = order - starts[shards]
     best = np.take_along_axis(scores, order, axis=1)
-    positions[~np.isfinite(best)] = -1
+    positions[np.isneginf(best)] = -1  # padding; a score of +inf (an inner product that overflowed) is a hit
     return shards, positions, best
 
 
@@ -110,6 +110,7 @@ def merge_hit_batches(batches: Sequence[HitBatch], k: int) -> HitBatch:
         id_lengths=winner_lengths,
         ids=gather_bytes(blob, id_starts[winners], winner_lengths),
         strategies=batches[0].strategies,
-        estimated_cost_us=np.sum([b.estimated_cost_us for b in batches], axis=0, dtype=np.float32),
+        # Summed in float64 and rounded once, as the message merge's Python sum of the shards' floats is.
+        estimated_cost_us=np.sum([b.estimated_cost_us for b in batches], axis=0, dtype=np.float64).astype(np.float32),
         filter_matches=np.sum([b.filter_matches for b in batches], axis=0, dtype=np.uint64),
     )

@@ -652,7 +652,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         if coverage.partial:
             PARTIAL_RESULTS.inc()
         if packed:
-            merge: Callable[[], Any] = functools.partial(_merge_packed, answered, request.k)
+            merge: Callable[[], Any] = functools.partial(_merge_packed, answered, n_queries, request.k)
         elif len(answered) == 1:
             return list(answered[0].results), coverage
         else:
@@ -765,9 +765,12 @@ def _merge_batch(answers: list[shard_pb2.SearchResponse], n_queries: int, k: int
     return merged
 
 
-def _merge_packed(answers: list[shard_pb2.SearchResponse], k: int) -> HitBatch:
+def _merge_packed(answers: list[shard_pb2.SearchResponse], n_queries: int, k: int) -> HitBatch:
     """Global top-k per query from shards' packed answers (a shard too old to pack answers in messages)."""
-    return merge_hit_batches([HitBatch.from_proto(a.hits) if a.HasField("hits") else HitBatch.from_results(a.results) for a in answers], k)
+    batches = [HitBatch.from_proto(a.hits) if a.HasField("hits") else HitBatch.from_results(a.results) for a in answers]
+    if any(b.n_queries != n_queries for b in batches):  # a lone shard's answer is not merged, so checked here
+        raise ValueError(f"shards answered for {[b.n_queries for b in batches]} queries; the batch has {n_queries}")
+    return merge_hit_batches(batches, k)
 
 
 def _member_response(

@@ -100,3 +100,30 @@ def test_shards_answering_for_different_numbers_of_queries_are_not_merged():
     two = packed_of([["b"], ["c"]], [np.array([1.0], np.float32), np.array([0.5], np.float32)])
     with pytest.raises(ValueError, match="queries"):
         merge_hit_batches([one, two], 3)
+
+
+def test_a_hit_scored_plus_infinity_is_kept_with_its_own_id_by_both_merges():
+    # An inner product of finite vectors can overflow float32: that hit is the best, not padding.
+    shards = [([["big", "a"]], [np.array([np.inf, 1.0], np.float32)]), ([["b"]], [np.array([0.5], np.float32)])]
+    merged = merge_hit_batches([packed_of(ids, scores) for ids, scores in shards], 3)
+    assert merged.id_lists() == [["big", "a", "b"]] and merged.score_lists() == [[np.inf, 1.0, 0.5]]
+    ids, scores, _, _ = merge_results_batch([packed_of(i, s).to_results() for i, s in shards], 1, 3)
+    assert ids == [["big", "a", "b"]] and scores == [[np.inf, 1.0, 0.5]]
+
+
+def test_the_merged_cost_estimate_is_the_shards_sum_rounded_once_as_in_messages():
+    costs = [16.52763557434082, 813.2702026367188, 912.7555541992188]  # float32 summed in float32: 1742.5535
+    shards = [HitBatch.build([["x"]], [np.array([1.0], np.float32)], [types_pb2.ANN], [c], [0]) for c in costs]
+    merged = merge_hit_batches(shards, 1)
+    assert merged.estimated_cost_us.tolist() == [float(np.float32(sum(float(np.float32(c)) for c in costs)))]
+
+
+def test_shard_answers_for_fewer_queries_than_the_batch_are_refused_even_from_one_shard():
+    from quiver.v1 import shard_pb2
+    from router.servicer import _merge_packed
+
+    answer = shard_pb2.SearchResponse(hits=packed_of([["a"]], [np.array([1.0], np.float32)]).to_proto())
+    assert _merge_packed([answer], 1, 5).id_lists() == [["a"]]
+    for answers in ([answer], [answer, answer]):
+        with pytest.raises(ValueError, match="the batch has 2"):
+            _merge_packed(answers, 2, 5)

@@ -271,9 +271,7 @@ def search_results(response: router_pb2.RouterSearchResponse) -> list[SearchResu
                 [Hit(i, s, None, None) for i, s in zip(ids, scores)], _STRATEGY_NAMES.get(strategy, "?"), coverage.partial,
                 coverage.shards_asked, coverage.shards_answered, response.version, cost, matches,
             )
-            for ids, scores, strategy, cost, matches in zip(
-                packed.id_lists(), packed.score_lists(), packed.strategies.tolist(), packed.estimated_cost_us.tolist(), packed.filter_matches.tolist()
-            )
+            for ids, scores, strategy, cost, matches in packed.per_query()
         ]
     out = []
     for result in response.results:

@@ -99,9 +99,8 @@ def merge_hit_batches(batches: Sequence[HitBatch], k: int) -> HitBatch:
     starts_of_rows = np.stack(row_starts) + np.asarray(hit_bases, dtype=np.int64)[:, None]
     hit = starts_of_rows[shards, np.arange(n_queries)[:, None]] + positions
     winners = hit[found]
-    lengths = np.concatenate([b.id_lengths for b in batches])
-    byte_bases = np.cumsum([0] + [len(b.ids) for b in batches[:-1]])
-    id_starts = np.concatenate([b.id_starts() + base for b, base in zip(batches, byte_bases.tolist())])
+    lengths = np.concatenate([b.id_lengths for b in batches])  # in that sequence, as the ids laid end to end
+    id_starts = np.cumsum(lengths) - lengths
     blob = np.frombuffer(b"".join(b.ids for b in batches), dtype=np.uint8)
     winner_lengths = lengths[winners]
     return HitBatch(

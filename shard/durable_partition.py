@@ -777,9 +777,9 @@ class DurablePartition:
         """Each query's results; or (packed: no metadata or vectors) the batch's hits in flat arrays, their ids
         gathered as bytes under the read lock (a label names its id only while no write can reuse it)."""
         def run(with_knobs: QueryKnobs = knobs) -> list[QueryResult] | HitBatch:
-            if packed:
-                return self.state.search(queries, k, flt, with_knobs, force_exact, self._search_policy, packed=True)
-            hits = self.state.search(queries, k, flt, with_knobs, force_exact, self._search_policy)
+            hits = self.state.search(queries, k, flt, with_knobs, force_exact, self._search_policy, packed=packed)
+            if isinstance(hits, HitBatch):
+                return hits
             return [self._result(h, include_metadata, include_vectors) for h in hits]
 
         def run_locked(with_knobs: QueryKnobs) -> list[QueryResult] | HitBatch:

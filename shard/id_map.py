@@ -30,7 +30,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from quiver.wire.packed_hits import gather_bytes
+from quiver.wire.packed_hits import gather_bytes, gather_index
 
 _MIN_CAPACITY = 1024
 _MIN_RECENT = 4096  # below this, the recent dict is never merged
@@ -316,13 +316,9 @@ class IdMap:
         arrays, nothing here is changed."""
         labels = self.live_labels()
         lengths = self._lengths[labels].astype(np.int64)
-        total = int(lengths.sum())
-        buffer = np.zeros(total, dtype=np.uint8)
-        new_offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(labels) else np.zeros(0, dtype=np.int64)
+        new_offsets = np.cumsum(lengths) - lengths
         # One gather: every live byte's source position, in the new order.
-        if total:
-            within = np.arange(total, dtype=np.int64) - np.repeat(new_offsets, lengths)
-            buffer[:] = self._buffer[np.repeat(self._offsets[labels], lengths) + within]
+        buffer = self._buffer[gather_index(self._offsets[labels].astype(np.int64), lengths)]
         offsets = np.zeros(self._slots, dtype=np.int64)
         offsets[labels] = new_offsets
         return buffer, offsets

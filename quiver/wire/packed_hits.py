@@ -17,21 +17,23 @@ import numpy as np
 from quiver.v1 import types_pb2
 
 
-def _exclusive_cumsum(values: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(values), dtype=np.int64)
-    if len(values) > 1:
-        np.cumsum(values[:-1], out=out[1:])
+def _bounds(lengths: np.ndarray) -> np.ndarray:
+    """0, then the running total: item i of consecutive runs of these lengths spans [bounds[i], bounds[i + 1])."""
+    out = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out[1:])
     return out
+
+
+def gather_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Every position of the ranges [starts[i], starts[i] + lengths[i]), back to back: one fancy index
+    takes them all out of a byte array."""
+    total = int(lengths.sum())
+    return np.repeat(starts - _bounds(lengths)[:-1], lengths) + np.arange(total, dtype=np.int64)
 
 
 def gather_bytes(blob: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> bytes:
     """The byte ranges [starts[i], starts[i] + lengths[i]) of `blob` (uint8), back to back, in one gather."""
-    total = int(lengths.sum())
-    if total == 0:
-        return b""
-    offsets_in_output = _exclusive_cumsum(lengths)
-    index = np.repeat(starts - offsets_in_output, lengths) + np.arange(total, dtype=np.int64)
-    return blob[index].tobytes()
+    return blob[gather_index(starts, lengths)].tobytes()
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,7 @@ class HitBatch:
 
     def row_starts(self) -> np.ndarray:
         """Where each query's hits begin in `scores` / `id_lengths`."""
-        return _exclusive_cumsum(self.counts)
-
-    def id_starts(self) -> np.ndarray:
-        """Where each hit's id begins in `ids`."""
-        return _exclusive_cumsum(self.id_lengths)
+        return _bounds(self.counts)[:-1]
 
     # -- building -----------------------------------------------------------------------------------
 
@@ -125,35 +123,36 @@ class HitBatch:
     def id_lists(self) -> list[list[str]]:
         """Each query's ids, decoded."""
         view = memoryview(self.ids)
-        ends = np.cumsum(self.id_lengths).tolist()
-        starts = [0] + ends[:-1]
-        flat = [str(view[s:e], "utf-8") for s, e in zip(starts, ends)]
-        bounds = np.cumsum(self.counts).tolist()
-        return [flat[b - c : b] for b, c in zip(bounds, self.counts.tolist())]
+        bounds = _bounds(self.id_lengths).tolist()
+        flat = [str(view[s:e], "utf-8") for s, e in zip(bounds, bounds[1:])]
+        rows = _bounds(self.counts).tolist()
+        return [flat[s:e] for s, e in zip(rows, rows[1:])]
 
     def score_lists(self) -> list[list[float]]:
-        bounds = np.cumsum(self.counts).tolist()
         flat = self.scores.tolist()
-        return [flat[b - c : b] for b, c in zip(bounds, self.counts.tolist())]
+        rows = _bounds(self.counts).tolist()
+        return [flat[s:e] for s, e in zip(rows, rows[1:])]
+
+    def per_query(self) -> list[tuple[list[str], list[float], int, float, int]]:
+        """Each query's (ids, scores, strategy, estimated cost, filter matches), as Python values."""
+        return list(zip(
+            self.id_lists(), self.score_lists(), self.strategies.tolist(), self.estimated_cost_us.tolist(), self.filter_matches.tolist()
+        ))
 
     def to_results(self) -> list[types_pb2.QueryResult]:
         return [
             types_pb2.QueryResult(ids=ids, scores=scores, strategy=strategy, estimated_cost_us=cost, filter_matches=matches)
-            for ids, scores, strategy, cost, matches in zip(
-                self.id_lists(), self.score_lists(), self.strategies.tolist(), self.estimated_cost_us.tolist(), self.filter_matches.tolist()
-            )
+            for ids, scores, strategy, cost, matches in self.per_query()
         ]
 
     def queries(self, start: int, end: int) -> "HitBatch":
         """The hits of queries [start, end) alone."""
         if start == 0 and end == self.n_queries:
             return self
-        rows = self.row_starts()
-        first = int(rows[start]) if start < self.n_queries else len(self.scores)
-        last = int(rows[end]) if end < self.n_queries else len(self.scores)
-        id_starts = self.id_starts()
-        byte_first = int(id_starts[first]) if first < len(id_starts) else len(self.ids)
-        byte_last = int(id_starts[last]) if last < len(id_starts) else len(self.ids)
+        rows = _bounds(self.counts)
+        first, last = int(rows[start]), int(rows[end])
+        id_bytes = _bounds(self.id_lengths)
+        byte_first, byte_last = int(id_bytes[first]), int(id_bytes[last])
         return HitBatch(
             self.counts[start:end], self.scores[first:last], self.id_lengths[first:last], self.ids[byte_first:byte_last],
             self.strategies[start:end], self.estimated_cost_us[start:end], self.filter_matches[start:end],

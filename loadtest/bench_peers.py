@@ -7,7 +7,9 @@ Each system is measured at the lowest search knob (ef_search) reaching --target-
 measured queries (the first --n-queries of the project's fixed 10,000-query split), as issue 11 asks:
 - p50/p99 and QPS of single queries with one client (c1) and with 8 client threads, one connection each (c8);
 - QPS of batches of 64 queries with one client (raw hnswlib and Quiver; pgvector has no batch query);
-- ingest: raw add_items vs upserts through the router (pgvector's COPY + index build, for reference).
+- ingest: raw add_items vs upserts through the router (pgvector's COPY + index build, for reference);
+- the gRPC floor (loadtest/grpc_floor.py): single queries against grpc.aio servers that do no work, one hop
+  (the node's floor) and a relay fanning out to --shards of them (router + shards'), bounding targets 1-2.
 Every figure is compared as a ratio within this run, never against another machine's numbers. Clients,
 servers and etcd share this machine's cores.
 
@@ -53,7 +55,7 @@ from loadtest.bench_common import (
 from loadtest.datasets import exact_ground_truth, load_glove50, recall_at_k
 from loadtest.pgvector_peer import PgSearcher, pgvector_server, vector_literal
 from quiver.client import AsyncClient
-from quiver.local_cluster import LocalCluster
+from quiver.local_cluster import LocalCluster, ServerProcess
 from quiver.filters import Range
 from quiver.v1 import router_pb2, router_pb2_grpc, types_pb2
 from quiver.wire.filters import filter_to_proto
@@ -79,7 +81,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--ef-candidates", default=EF_CANDIDATES)
     parser.add_argument("--selectivities", default="0.5,0.2,0.1,0.05,0.02,0.01,0.001,0.0001", help="filtered phase (node): shares of points a filter allows; empty: no filtered phase")
-    parser.add_argument("--skip", default="", help="comma-separated systems not to run: raw, pgvector, quiver")
+    parser.add_argument("--skip", default="", help="comma-separated systems not to run: raw, quiver, node, floor, pgvector")
     parser.add_argument("--json-out", type=Path, default=None)
     return parser.parse_args()
 
@@ -270,6 +272,39 @@ def quiver_side(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, args: 
     return out
 
 
+# -- the gRPC floor --------------------------------------------------------------------------------
+
+
+def floor_side(queries: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    """What gRPC alone costs single queries here (loadtest/grpc_floor.py): an echo server answering a canned
+    result (one hop: the node's floor), and a relay fanning each query out to --shards echoes (two hops:
+    router + shards' floor), measured by the same client code as Quiver's single queries."""
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="quiver-bench-floor-") as tmp:
+        def server(name: str, *extra: str) -> ServerProcess:
+            return ServerProcess(["-m", "loadtest.grpc_floor", "--hits", str(K), "--dim", str(queries.shape[1]), *extra], Path(tmp) / f"{name}.log")
+
+        echoes = [server(f"echo{i}") for i in range(args.shards)]
+        relay: ServerProcess | None = None
+        try:
+            for echo in echoes:
+                echo.start()
+            relay = server("relay", "--relay-to", ",".join(e.address for e in echoes)).start()
+            single = [router_pb2.RouterSearchRequest(collection=COLLECTION, queries=packed(queries[i : i + 1]), k=K) for i in range(len(queries))]
+            for key, front, behind in (("echo", echoes[0], []), ("relay", relay, echoes)):
+                pids = {"client": os.getpid(), "server": pid_of(front)} | {f"echo{i}": pid_of(e) for i, e in enumerate(behind)}
+                out[key] = {}
+                for c in (1, args.clients):
+                    stubs = Pool([router_pb2_grpc.RouterStub(grpc.insecure_channel(front.address, options=GRPC_OPTIONS)) for _ in range(c)])
+                    log(f"grpc floor {key}: single queries, {c} client thread(s), one channel each")
+                    out[key][f"c{c}"] = measured(pids, lambda c=c, p=stubs: run_closed_loop_threads(lambda i: p.call(lambda s: s.Search(single[i % len(single)], timeout=30)), c, args.duration, warmup=args.warmup))
+        finally:
+            for process in [relay, *echoes]:
+                if process is not None:
+                    process.stop()
+    return out
+
+
 def filtered_phase(address: str, stub: Any, base: np.ndarray, queries: np.ndarray, ef: int, args: argparse.Namespace) -> dict[str, Any]:
     """Single-query QPS and recall@10 with a filter allowing each selectivity of the points, against the same
     collection unfiltered, at the same ef: a second collection whose points carry `r`, a random rank."""
@@ -332,15 +367,24 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         met = None if value is None else bool(value <= bound if at_most else value >= bound)
         rows.append({"target": name, "ratio": None if value is None else round(value, 4), "bound": ("<= " if at_most else ">= ") + str(bound), "met": met})
 
-    for key, who in (("quiver", "router+shards"), ("node", "node")):
+    floor = report.get("floor") or {}
+    for key, who, floor_key in (("quiver", "router+shards", "relay"), ("node", "node", "echo")):
         qv = report.get(key)
         if not qv:
             continue
+        bare = floor.get(floor_key)
         if pg:
             add(f"1. p50 c1, {who} / pgvector", ratio(qv["c1"]["p50_ms"], pg["c1"]["p50_ms"]), 0.5, True)
+            if bare:
+                add(f"   (bound) gRPC floor {floor_key} p50 c1 / pgvector", ratio(bare["c1"]["p50_ms"], pg["c1"]["p50_ms"]), 0.5, True)
         add(f"1. p99 c1 / p50 c1, {who}", ratio(qv["c1"]["p99_ms"], qv["c1"]["p50_ms"]), 2.0, True)
         if pg:
             add(f"2. QPS c{c}, {who} / pgvector", ratio(qv[f"c{c}"]["qps"], pg[f"c{c}"]["qps"]), 3.6, False)
+            if bare:
+                add(f"   (bound) gRPC floor {floor_key} QPS c{c} / pgvector", ratio(bare[f"c{c}"]["qps"], pg[f"c{c}"]["qps"]), 3.6, False)
+        if bare:
+            add(f"   QPS c1, {who} / its gRPC floor ({floor_key})", ratio(qv["c1"]["qps"], bare["c1"]["qps"]), 1.0, False)
+            add(f"   QPS c{c}, {who} / its gRPC floor ({floor_key})", ratio(qv[f"c{c}"]["qps"], bare[f"c{c}"]["qps"]), 1.0, False)
         if raw:
             add(f"3. QPS batch64, {who} / raw hnswlib", ratio(qv["batch64"]["qps"], raw["batch64"]["qps"]), 0.8, False)
             if raw.get("split"):
@@ -374,11 +418,16 @@ def report_tables(report: dict[str, Any]) -> None:
         if key == "raw" and side.get("split"):
             split = side["split"]
             rows.append([f"  hnswlib split in {split['shards']} (batches)", split["ef"], split["recall_at_10"], None, None, None, None, split["batch64"]["qps"], None])
+    for name, label in (("echo", "gRPC floor: echo, 1 hop"), ("relay", f"gRPC floor: relay to {report['shards']} echoes")):
+        bare = (report.get("floor") or {}).get(name)
+        if bare:
+            rows.append([label, None, None, bare["c1"]["p50_ms"], bare["c1"]["p99_ms"], bare["c1"]["qps"], bare[f"c{c}"]["qps"], None, None])
     print_table(
         f"bench_peers: {report['dataset']} n={report['n_base']:,}, {report['n_queries']} queries, hnsw m={report['m']} "
         f"efc={report['ef_construction']}, recall@10 >= {report['target_recall']} ({report['duration_s']}s per phase, {report['machine']['cpus']} CPUs)",
         ["system", "ef", "recall@10", "p50 ms c1", "p99 ms c1", "QPS c1", f"QPS c{c}", "QPS batch64", "ingest vec/s"], rows,
-        note="c1/c8: closed loop, client threads with one connection each. pgvector ingest = COPY + CREATE INDEX.",
+        note="c1/c8: closed loop, client threads with one connection each. pgvector ingest = COPY + CREATE INDEX.\n"
+             "gRPC floor (loadtest/grpc_floor.py): grpc.aio servers answering a canned result, no index, no Quiver code.",
     )
     node = report.get("node") or {}
     if node.get("filtered"):
@@ -409,6 +458,8 @@ def main() -> None:
         report["quiver"] = quiver_side(base, queries, truth, args, candidates, raw_ef=report.get("raw", {}).get("ef", 0))
     if "node" not in skip:
         report["node"] = quiver_side(base, queries, truth, args, candidates, node=True, raw_ef=report.get("raw", {}).get("ef", 0))
+    if "floor" not in skip:
+        report["floor"] = floor_side(queries, args)
     if "pgvector" not in skip:
         report["pgvector"] = pgvector_side(base, queries, truth, args, candidates)
     report["targets"] = targets(report)

@@ -93,7 +93,7 @@ class LocalCluster:
     def __init__(
         self, data_dir: Path, shards: int = 3, router_port: int = 0, etcd_port: int | None = None, host: str = "127.0.0.1",
         shard_args: tuple[str, ...] = (), router_args: tuple[str, ...] = (),
-        advertise: Callable[[int], str] | None = None, routers: int = 1, nodes: int = 0,
+        advertise: Callable[[int], str] | None = None, routers: int = 1, nodes: int = 0, node_args: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
         self.host = host
@@ -108,6 +108,7 @@ class LocalCluster:
         self.nodes: list[ServerProcess] = []
         self._shards = shards
         self._router_port = router_port
+        self._node_args = node_args  # extra `router.node` flags for every node
         self._shard_args = shard_args  # extra `quiver-shard` flags for every shard server (budgets, say)
         self._router_args = router_args
         self._advertise = advertise  # shard index -> the address it registers (a proxy in front of it, say)
@@ -155,7 +156,7 @@ class LocalCluster:
                     [
                         "-m", "router.node", "--data-dir", str(self.data_dir / f"node-{n}"), "--etcd", self.etcd.endpoint,
                         "--host", self.host, "--port", str((self._router_port if n == 0 and not self.routers else 0) or free_port(self.host)),
-                        "--server-id", f"node-{n}", "--lease-ttl", "3",
+                        "--server-id", f"node-{n}", "--lease-ttl", "3", *self._node_args,
                     ],
                     self.data_dir / "logs" / f"node-{n}.log",
                 ).start()

@@ -48,13 +48,9 @@ def rpc_guard(method: Handler) -> Handler:
             except grpc.aio.AbortError:
                 code = _code_of(context)
                 raise
-            except QuiverError as error:
-                code = grpc_status_for(error)
-                await context.abort(code, str(error), trailing_metadata_for(error) + tagged)
-            except Exception as error:  # noqa: BLE001 - the one place unexpected errors are turned into INTERNAL
-                _log.exception("%s failed", name)
-                code = grpc.StatusCode.INTERNAL
-                await context.abort(code, f"internal error in {name}: {type(error).__name__}: {error}", tagged)
+            except Exception as error:  # noqa: BLE001 - domain errors and unexpected ones, by status_of
+                code, details, trailing = status_of(error, name)
+                await context.abort(code, details, trailing + tagged)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED  # the caller went away (or its deadline passed)
             raise
@@ -67,6 +63,15 @@ def rpc_guard(method: Handler) -> Handler:
                          extra={"method": f"{service}/{name}", "code": code.name, "ms": round(seconds * 1e3, 3)})
 
     return guarded  # type: ignore[return-value]
+
+
+def status_of(error: Exception, name: str) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
+    """The status, details and trailing metadata a call that raised `error` ends with: a domain error's own,
+    else INTERNAL (logged with its traceback). Also what one search of a SearchMany is answered with."""
+    if isinstance(error, QuiverError):
+        return grpc_status_for(error), str(error), trailing_metadata_for(error)
+    _log.exception("%s failed", name, exc_info=error)
+    return grpc.StatusCode.INTERNAL, f"internal error in {name}: {type(error).__name__}: {error}", ()
 
 
 def _code_of(context: grpc.aio.ServicerContext) -> grpc.StatusCode:

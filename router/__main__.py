@@ -41,6 +41,7 @@ async def serve(config: RouterConfig) -> None:
 @click.option("--max-queued-write-bytes", default=RouterConfig.max_queued_write_bytes, show_default=True, help="Bytes of upserts waiting for the shards; past it, upserts are refused with RESOURCE_EXHAUSTED.")
 @click.option("--controller/--no-controller", default=RouterConfig.controller, show_default=True, help="Stand for the controller role (one router holds it): promotes an in-sync replica when a shard's primary is gone.")
 @click.option("--hedge/--no-hedge", "hedge_reads", default=RouterConfig.hedge_reads, show_default=True, help="Send a read to a second replica when the first is slower than its recent p95 (at most 5% extra reads).")
+@click.option("--batch-server-searches/--no-batch-server-searches", default=RouterConfig.batch_server_searches, show_default=True, help="Send the searches of one query or batch that go to one shard server as one SearchMany call, not one call per partition.")
 @click.option("--replace-after-s", default=RouterConfig.replace_after_s, show_default=True, help="As controller: a replica whose server has been gone this long is rebuilt on another server.")
 @click.option("--router-id", default="", help="This router's name as a controller candidate (default: host:port).")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus /metrics over HTTP on this port (default: off).")
@@ -51,7 +52,7 @@ async def serve(config: RouterConfig) -> None:
 def main(
     etcd_endpoints: str, etcd_root: str, host: str, port: int, default_timeout: float, max_k: int,
     max_queries_per_request: int, max_message_bytes: int, max_queued_searches: int,
-    max_concurrent_rpcs: int, deadline_admission: bool, deadline_admission_share: float, max_queued_write_bytes: int, controller: bool, hedge_reads: bool, replace_after_s: float, router_id: str, metrics_port: int | None, metrics_host: str, log_level: str, log_format: str, slow_rpc_ms: float,
+    max_concurrent_rpcs: int, deadline_admission: bool, deadline_admission_share: float, max_queued_write_bytes: int, controller: bool, hedge_reads: bool, batch_server_searches: bool, replace_after_s: float, router_id: str, metrics_port: int | None, metrics_host: str, log_level: str, log_format: str, slow_rpc_ms: float,
 ) -> None:
     configure_logging(log_level, log_format)
     log_effective_options(click.get_current_context())
@@ -72,6 +73,7 @@ def main(
         controller=controller,
         replace_after_s=replace_after_s,
         hedge_reads=hedge_reads,
+        batch_server_searches=batch_server_searches,
         router_id=router_id,
         metrics_port=metrics_port,
         metrics_host=metrics_host,

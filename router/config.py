@@ -49,5 +49,7 @@ class RouterConfig:
     controller: bool = True
     router_id: str = ""  # this router's name as a controller candidate; "" = host:port
     hedge_reads: bool = True  # send a read to a second replica when the first is slower than its p95
+    # The searches of one query or batch that go to one shard server travel as one SearchMany call.
+    batch_server_searches: bool = True
     # As controller: a replica whose server has been gone this long is rebuilt on another server.
     replace_after_s: float = 60.0

@@ -95,12 +95,13 @@ async def serve(config: NodeConfig) -> None:
 @click.option("--lease-ttl", default=5.0, help="Seconds until a dead node's shard server drops out of etcd.")
 @click.option("--search-threads", default=0, help="Threads for searches (0: one per core).")
 @click.option("--controller/--no-controller", default=RouterConfig.controller, help="Stand for the controller role.")
+@click.option("--batch-server-searches/--no-batch-server-searches", default=RouterConfig.batch_server_searches, help="Send the searches that go to one shard server (this node's own included) as one SearchMany call.")
 @click.option("--drain-delay", default=1.0, help="On SIGTERM: seconds between leaving etcd and refusing new calls.")
 @click.option("--log-level", default="INFO")
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json")
 def main(
     data_dir: Path, etcd_endpoints: str, etcd_root: str, host: str, port: int, shard_port: int, server_id: str, advertise: str,
-    lease_ttl: float, search_threads: int, controller: bool, drain_delay: float, log_level: str, log_format: str,
+    lease_ttl: float, search_threads: int, controller: bool, batch_server_searches: bool, drain_delay: float, log_level: str, log_format: str,
 ) -> None:
     configure_logging(log_level, log_format)
     log_effective_options(click.get_current_context())
@@ -111,7 +112,9 @@ def main(
             data_dir=data_dir, host=host, port=shard_port, etcd_endpoints=endpoints, etcd_root=etcd_root, server_id=server_id,
             advertise_address=advertise, lease_ttl_s=lease_ttl, drain_delay_s=drain_delay, executors=ExecutorSizes(searches=search_threads),
         ),
-        router=RouterConfig(etcd_endpoints=endpoints, etcd_root=etcd_root, host=host, port=port, controller=controller),
+        router=RouterConfig(
+            etcd_endpoints=endpoints, etcd_root=etcd_root, host=host, port=port, controller=controller, batch_server_searches=batch_server_searches,
+        ),
     )
     uvloop.run(serve(config))
 

@@ -43,6 +43,7 @@ from router.fanout import Gather, Outcome, fan_out, raise_caller_errors, require
 from router.hashring import shard_for_key, shards_for_keys
 from router.merge import merge_hit_batches, merge_results_batch
 from router.partition_keys import caller_id, check_key, key_filter, stored_id, with_key
+from router.server_searches import ServerSearches
 from router.replica_reads import HedgePolicy, ReplicaReads
 from router.model_coverage import ModelCoverage
 from router.reindex_progress import progress_message
@@ -68,6 +69,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._admin = admin
         self._versions = VersionAdmin(admin)
         self._coverage = ModelCoverage(pool)
+        # Concurrent searches to one shard server go as one SearchMany (router/server_searches.py).
+        self.server_searches = ServerSearches(pool.stub) if config.batch_server_searches else None
         self.replica_reads = ReplicaReads(HedgePolicy() if config.hedge_reads else HedgePolicy(hedge_ratio=0.0))
         self._coalescer: Coalescer[_SearchJob] = Coalescer(
             self._search_batch, fits=self._batch_fits, expired=self._search_expired
@@ -86,6 +89,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     def close(self) -> None:
         self._cpu.shutdown(wait=False, cancel_futures=True)
+        if self.server_searches is not None:
+            self.server_searches.close()
         for task in list(self._background):
             task.cancel()
 
@@ -348,6 +353,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     def _ask_shard(self, address: str, method: str, message: Any, timeout: float, metadata: Any) -> Any:
         """One timed call to one shard server (the per-server latency histogram), carrying the request ids."""
+        if method == "Search" and self.server_searches is not None:
+            return self.server_searches.search(address, message, timeout, metadata)
         stub = self._pool.stub(address)
         return timed_call(SHARD_CALL_SECONDS, (method, address), lambda: getattr(stub, method)(message, timeout=timeout, metadata=metadata))
 

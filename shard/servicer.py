@@ -15,7 +15,7 @@ from typing import Awaitable, Callable, TypeVar
 import numpy as np
 
 from quiver.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, OutOfRange, Unavailable
-from quiver.rpc_guard import rpc_guard
+from quiver.rpc_guard import rpc_guard, status_of
 from quiver.v1 import shard_pb2, shard_pb2_grpc
 from quiver.wire.filters import filter_from_proto, metadata_to_proto
 from quiver.wire.packed_hits import HitBatch
@@ -263,17 +263,44 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
 
     @rpc_guard
     async def Search(self, request, context):  # type: ignore[no-untyped-def]
+        return await self._search(request, context, None)
+
+    @rpc_guard
+    async def SearchMany(self, request, context):  # type: ignore[no-untyped-def]
+        # The searches of one query or batch share their query bytes: decoded and normalised once per metric.
+        prepared: list[tuple[bytes, int, str, asyncio.Future[np.ndarray]]] = []
+
+        async def outcome(search: shard_pb2.SearchRequest) -> shard_pb2.SearchOutcome:
+            try:
+                return shard_pb2.SearchOutcome(response=await self._search(search, context, prepared))
+            except Exception as error:  # noqa: BLE001 - each search is refused on its own, as rpc_guard would
+                code, details, trailing = status_of(error, "SearchMany")
+                return shard_pb2.SearchOutcome(
+                    code=code.value[0], message=details, trailing=[shard_pb2.MetadataEntry(key=k, value=v) for k, v in trailing]
+                )
+
+        return shard_pb2.SearchManyResponse(outcomes=await asyncio.gather(*(outcome(s) for s in request.searches)))
+
+    async def _search(
+        self, request: shard_pb2.SearchRequest, context, shared: list[tuple[bytes, int, str, asyncio.Future[np.ndarray]]] | None  # type: ignore[no-untyped-def]
+    ) -> shard_pb2.SearchResponse:
+        """One partition's search; `shared`: the queries already prepared for other searches of the same call."""
         partition = self._partition(request.ref)
         spec = partition.spec
-        queries = vectors_from_bytes(request.queries, spec.dim, None, "queries")
-        if len(queries) == 0:
-            raise InvalidArgument("search carries no query vectors")
-        if len(queries) > self._config.max_queries_per_request:
-            raise InvalidArgument(f"{len(queries)} queries in one request; the maximum is {self._config.max_queries_per_request}")
         check_k(request.k, self._config.max_k)
         if request.packed_hits and (request.include_metadata or request.include_vectors):
             raise InvalidArgument("packed_hits carries ids and scores only: search without it to get metadata or vectors")
-        prepared = await self._off_loop(len(queries), functools.partial(prepare_vectors, queries, spec.metric, "queries"))
+        if shared is None:
+            prepared = await self._prepare_queries(request.queries, spec)
+        else:
+            # Compared, not hashed: hashing a large batch's bytes would cost the loop more than one comparison.
+            # A task, so that searches running at once wait on the one preparation instead of repeating it.
+            task = next((t for q, d, m, t in shared if d == spec.dim and m == spec.metric and q == request.queries), None)
+            if task is None:
+                task = asyncio.ensure_future(self._prepare_queries(request.queries, spec))
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())  # read, even if every waiter left
+                shared.append((request.queries, spec.dim, spec.metric, task))
+            prepared = await asyncio.shield(task)  # one search's cancellation must not cancel the others'
         flt = filter_from_proto(request.filter)
         knobs = QueryKnobs(ef_search=request.params.ef_search, nprobe=request.params.nprobe)
         _deadline(context)
@@ -286,6 +313,14 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
         return shard_pb2.SearchResponse(
             results=[query_result_to_proto(r.ids, r.scores, r.metadata, r.vectors, r.strategy, r.estimated_cost_us, r.filter_matches) for r in results]
         )
+
+    async def _prepare_queries(self, data: bytes, spec: PartitionSpec) -> np.ndarray:
+        queries = vectors_from_bytes(data, spec.dim, None, "queries")
+        if len(queries) == 0:
+            raise InvalidArgument("search carries no query vectors")
+        if len(queries) > self._config.max_queries_per_request:
+            raise InvalidArgument(f"{len(queries)} queries in one request; the maximum is {self._config.max_queries_per_request}")
+        return await self._off_loop(len(queries), functools.partial(prepare_vectors, queries, spec.metric, "queries"))
 
     @rpc_guard
     async def Train(self, request, context):  # type: ignore[no-untyped-def]

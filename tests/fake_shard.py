@@ -261,6 +261,38 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
     async def Stats(self, request, context):  # type: ignore[no-untyped-def]
         return await self._serve("Stats", request, context, self._stats)
 
+    async def SearchMany(self, request, context):  # type: ignore[no-untyped-def]
+        """As the real shard: each search answered or refused on its own. Each is logged as the Search it
+        stands for, and a fault programmed for "Search" is each one's (a delay or freeze, the call's)."""
+        def answer(many: shard_pb2.SearchManyRequest) -> shard_pb2.SearchManyResponse:
+            outcomes = []
+            for search in many.searches:
+                code = self._errors.get("Search")
+                try:
+                    if isinstance(code, QuiverError):
+                        raise code
+                    if code is not None:
+                        outcomes.append(shard_pb2.SearchOutcome(code=code.value[0], message=f"injected {code.name} in Search"))
+                        continue
+                    outcomes.append(shard_pb2.SearchOutcome(response=self._search(search)))
+                except QuiverError as error:
+                    outcomes.append(shard_pb2.SearchOutcome(
+                        code=grpc_status_for(error).value[0], message=str(error),
+                        trailing=[shard_pb2.MetadataEntry(key=k, value=v) for k, v in trailing_metadata_for(error)],
+                    ))
+            return shard_pb2.SearchManyResponse(outcomes=outcomes)
+
+        # Logged on arrival, as a lone Search is, so a test waiting for searches to reach a frozen shard sees
+        # them; unless SearchMany itself is made to fail (a server too old for it, say): then none arrived.
+        if "SearchMany" not in self._errors:
+            self.log.extend(("Search", search) for search in request.searches)
+        gate, delay = self._gates.get("Search"), self._delays.get("Search", 0.0)
+        if gate is not None:
+            await gate.wait()
+        if delay:
+            await asyncio.sleep(delay)
+        return await self._serve("SearchMany", request, context, answer)
+
 
 # -- a router over fakes -----------------------------------------------------------------------------
 

@@ -153,6 +153,38 @@ class SearchResponse(_message.Message):
     hits: _types_pb2.PackedHits
     def __init__(self, results: _Optional[_Iterable[_Union[_types_pb2.QueryResult, _Mapping]]] = ..., hits: _Optional[_Union[_types_pb2.PackedHits, _Mapping]] = ...) -> None: ...
 
+class SearchManyRequest(_message.Message):
+    __slots__ = ("searches",)
+    SEARCHES_FIELD_NUMBER: _ClassVar[int]
+    searches: _containers.RepeatedCompositeFieldContainer[SearchRequest]
+    def __init__(self, searches: _Optional[_Iterable[_Union[SearchRequest, _Mapping]]] = ...) -> None: ...
+
+class MetadataEntry(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class SearchOutcome(_message.Message):
+    __slots__ = ("response", "code", "message", "trailing")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TRAILING_FIELD_NUMBER: _ClassVar[int]
+    response: SearchResponse
+    code: int
+    message: str
+    trailing: _containers.RepeatedCompositeFieldContainer[MetadataEntry]
+    def __init__(self, response: _Optional[_Union[SearchResponse, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., trailing: _Optional[_Iterable[_Union[MetadataEntry, _Mapping]]] = ...) -> None: ...
+
+class SearchManyResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[SearchOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[SearchOutcome, _Mapping]]] = ...) -> None: ...
+
 class TrainRequest(_message.Message):
     __slots__ = ("ref", "vectors")
     REF_FIELD_NUMBER: _ClassVar[int]

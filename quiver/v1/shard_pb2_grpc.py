@@ -69,6 +69,11 @@ class ShardStub:
                 request_serializer=quiver_dot_v1_dot_shard__pb2.SearchRequest.SerializeToString,
                 response_deserializer=quiver_dot_v1_dot_shard__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.SearchMany = channel.unary_unary(
+                '/quiver.v1.Shard/SearchMany',
+                request_serializer=quiver_dot_v1_dot_shard__pb2.SearchManyRequest.SerializeToString,
+                response_deserializer=quiver_dot_v1_dot_shard__pb2.SearchManyResponse.FromString,
+                _registered_method=True)
         self.Train = channel.unary_unary(
                 '/quiver.v1.Shard/Train',
                 request_serializer=quiver_dot_v1_dot_shard__pb2.TrainRequest.SerializeToString,
@@ -166,6 +171,12 @@ class ShardServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Search(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchMany(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -274,6 +285,11 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=quiver_dot_v1_dot_shard__pb2.SearchRequest.FromString,
                     response_serializer=quiver_dot_v1_dot_shard__pb2.SearchResponse.SerializeToString,
+            ),
+            'SearchMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchMany,
+                    request_deserializer=quiver_dot_v1_dot_shard__pb2.SearchManyRequest.FromString,
+                    response_serializer=quiver_dot_v1_dot_shard__pb2.SearchManyResponse.SerializeToString,
             ),
             'Train': grpc.unary_unary_rpc_method_handler(
                     servicer.Train,
@@ -520,6 +536,33 @@ class Shard:
             '/quiver.v1.Shard/Search',
             quiver_dot_v1_dot_shard__pb2.SearchRequest.SerializeToString,
             quiver_dot_v1_dot_shard__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quiver.v1.Shard/SearchMany',
+            quiver_dot_v1_dot_shard__pb2.SearchManyRequest.SerializeToString,
+            quiver_dot_v1_dot_shard__pb2.SearchManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -303,6 +303,25 @@ def test_shard_search(target, ref, queries, k, flt, params, md, vec) -> None:  #
     check(target, "Shard.Search", lambda: target.shards[0].Search(request, timeout=30))
 
 
+searches = st.builds(
+    lambda ref, queries, k, flt, params, packed: shard_pb2.SearchRequest(ref=ref, queries=queries, k=k, filter=flt, params=params, packed_hits=packed),
+    refs, mostly_vectors, mostly_k, mostly_filter, mostly_params, st.booleans(),
+)
+
+
+@FUZZ
+@given(batch=st.lists(searches, max_size=4))
+def test_shard_search_many(target, batch) -> None:  # type: ignore[no-untyped-def]
+    """The call answers; each search in it is answered or refused with a caller's status and a reason."""
+    CASES["Shard.SearchMany"] += 1
+    many = target.shards[0].SearchMany(shard_pb2.SearchManyRequest(searches=batch), timeout=30)
+    assert len(many.outcomes) == len(batch)
+    for outcome in many.outcomes:
+        code = next(c for c in grpc.StatusCode if c.value[0] == outcome.code)
+        assert code in CALLER_CODES, f"SearchMany: {code.name} {outcome.message!r}"
+        assert code == grpc.StatusCode.OK or len(outcome.message) >= 10, f"SearchMany: {code.name} {outcome.message!r}"
+
+
 @FUZZ
 @given(ref=refs, ids=mostly_ids, flt=mostly_filter, vec=st.booleans())
 def test_shard_delete_get_stats_train_and_snapshot(target, ref, ids, flt, vec) -> None:  # type: ignore[no-untyped-def]

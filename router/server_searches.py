@@ -25,6 +25,7 @@ from grpc.aio import Metadata
 from quiver.logs import REQUEST_ID_KEY
 from quiver.metrics import SHARD_CALL_SECONDS, timed_call
 from quiver.v1 import shard_pb2
+from quiver.wire import search_outcomes
 
 MetadataPairs = tuple[tuple[str, str], ...]
 # A server that got one search a turn this many turns in a row has its searches sent at once again.
@@ -127,8 +128,14 @@ class ServerSearches:
             response = await timed_call(
                 SHARD_CALL_SECONDS, ("SearchMany", address), lambda: stub.SearchMany(request, timeout=timeout, metadata=_joined(waiting))
             )
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.UNIMPLEMENTED:  # a server from before SearchMany (a rolling upgrade)
+            if len(response.outcomes) != len(waiting):
+                raise grpc.aio.AioRpcError(
+                    grpc.StatusCode.INTERNAL, Metadata(), Metadata(),
+                    f"shard server {address} answered {len(response.outcomes)} searches of a SearchMany of {len(waiting)}",
+                )
+        except Exception as error:  # noqa: BLE001 - the call's failure is every search's, handed to the callers
+            if isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNIMPLEMENTED:
+                # A server from before SearchMany (a rolling upgrade): it gets plain Searches from now on.
                 self._without_many.add(address)
                 self._gathering.discard(address)
                 await asyncio.gather(*(self._lone(address, w) for w in waiting if not w.answer.done()))
@@ -136,36 +143,15 @@ class ServerSearches:
             for one in waiting:
                 _settle(one.answer, error=error)
             return
-        except Exception as error:  # noqa: BLE001 - handed to the callers, who decide
-            for one in waiting:
-                _settle(one.answer, error=error)
-            return
-        if len(response.outcomes) != len(waiting):
-            lost = grpc.aio.AioRpcError(
-                grpc.StatusCode.INTERNAL, Metadata(), Metadata(),
-                f"shard server {address} answered {len(response.outcomes)} searches of a SearchMany of {len(waiting)}",
-            )
-            for one in waiting:
-                _settle(one.answer, error=lost)
-            return
         for one, outcome in zip(waiting, response.outcomes):
             if outcome.code == 0:
                 _settle(one.answer, outcome.response)
             else:
-                _settle(one.answer, error=outcome_error(outcome))
+                _settle(one.answer, error=search_outcomes.error_of(outcome))
 
     def close(self) -> None:
         for task in list(self._calls):
             task.cancel()
-
-
-def outcome_error(outcome: shard_pb2.SearchOutcome) -> grpc.aio.AioRpcError:
-    """The error a lone Search would have raised for this refused search."""
-    code = _CODES.get(outcome.code, grpc.StatusCode.UNKNOWN)
-    return grpc.aio.AioRpcError(code, Metadata(), Metadata(*((e.key, e.value) for e in outcome.trailing)), outcome.message)
-
-
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def _joined(waiting: list[_Waiting]) -> MetadataPairs:

@@ -18,6 +18,7 @@ from quiver.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument,
 from quiver.rpc_guard import rpc_guard, status_of
 from quiver.v1 import shard_pb2, shard_pb2_grpc
 from quiver.wire.filters import filter_from_proto, metadata_to_proto
+from quiver.wire import search_outcomes
 from quiver.wire.packed_hits import HitBatch
 from quiver.wire.points import (
     metadata_list_from_proto,
@@ -272,12 +273,9 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
 
         async def outcome(search: shard_pb2.SearchRequest) -> shard_pb2.SearchOutcome:
             try:
-                return shard_pb2.SearchOutcome(response=await self._search(search, context, prepared))
+                return search_outcomes.answered(await self._search(search, context, prepared))
             except Exception as error:  # noqa: BLE001 - each search is refused on its own, as rpc_guard would
-                code, details, trailing = status_of(error, "SearchMany")
-                return shard_pb2.SearchOutcome(
-                    code=code.value[0], message=details, trailing=[shard_pb2.MetadataEntry(key=k, value=v) for k, v in trailing]
-                )
+                return search_outcomes.refused(*status_of(error, "SearchMany"))
 
         return shard_pb2.SearchManyResponse(outcomes=await asyncio.gather(*(outcome(s) for s in request.searches)))
 

@@ -24,10 +24,12 @@ from quiver.control_plane.etcd_client import EtcdClient
 from quiver.control_plane.store import ClusterStore
 from quiver.errors import AlreadyExists, InvalidArgument, NotFound, QuiverError, grpc_status_for, trailing_metadata_for
 from quiver.filters import Metadata, matches
+from quiver.rpc_guard import status_of
 from quiver.v1 import router_pb2_grpc, shard_pb2, shard_pb2_grpc, types_pb2
 from quiver.validation import check_k, prepare_vectors
 from quiver.wire.filters import filter_from_proto, metadata_from_proto, metadata_to_proto
 from quiver.wire.packed_hits import HitBatch
+from quiver.wire import search_outcomes
 from quiver.wire.points import vectors_from_bytes
 from quiver.wire.specs import metric_from_proto
 from router.config import RouterConfig
@@ -272,14 +274,11 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
                     if isinstance(code, QuiverError):
                         raise code
                     if code is not None:
-                        outcomes.append(shard_pb2.SearchOutcome(code=code.value[0], message=f"injected {code.name} in Search"))
+                        outcomes.append(search_outcomes.refused(code, f"injected {code.name} in Search"))
                         continue
-                    outcomes.append(shard_pb2.SearchOutcome(response=self._search(search)))
+                    outcomes.append(search_outcomes.answered(self._search(search)))
                 except QuiverError as error:
-                    outcomes.append(shard_pb2.SearchOutcome(
-                        code=grpc_status_for(error).value[0], message=str(error),
-                        trailing=[shard_pb2.MetadataEntry(key=k, value=v) for k, v in trailing_metadata_for(error)],
-                    ))
+                    outcomes.append(search_outcomes.refused(*status_of(error, "SearchMany")))
             return shard_pb2.SearchManyResponse(outcomes=outcomes)
 
         # Logged on arrival, as a lone Search is, so a test waiting for searches to reach a frozen shard sees

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from quiver.local_cluster import LocalCluster
 from quiver.v1 import router_pb2, router_pb2_grpc, shard_pb2, shard_pb2_grpc, types_pb2
+from quiver.wire import search_outcomes
 
 DIM = 8
 N_POINTS = 60
@@ -317,7 +318,7 @@ def test_shard_search_many(target, batch) -> None:  # type: ignore[no-untyped-de
     many = target.shards[0].SearchMany(shard_pb2.SearchManyRequest(searches=batch), timeout=30)
     assert len(many.outcomes) == len(batch)
     for outcome in many.outcomes:
-        code = next(c for c in grpc.StatusCode if c.value[0] == outcome.code)
+        code = search_outcomes.code_of(outcome)
         assert code in CALLER_CODES, f"SearchMany: {code.name} {outcome.message!r}"
         assert code == grpc.StatusCode.OK or len(outcome.message) >= 10, f"SearchMany: {code.name} {outcome.message!r}"
 

@@ -11,6 +11,7 @@ import numpy as np
 from quiver.errors import RETRY_PUSHBACK_KEY
 from quiver.logs import REQUEST_ID_KEY
 from quiver.v1 import shard_pb2, types_pb2
+from quiver.wire import search_outcomes
 from shard.admission import AdmissionBudgets
 from tests.shard_harness import packed, ref, running_shard, upsert_in_batches
 
@@ -29,7 +30,7 @@ async def lone(stub: Any, search: shard_pb2.SearchRequest) -> tuple[Any, ...]:
 def of_outcome(outcome: shard_pb2.SearchOutcome) -> tuple[Any, ...]:
     if outcome.code == 0:
         return ("ok", outcome.response)
-    code = next(c for c in grpc.StatusCode if c.value[0] == outcome.code)
+    code = search_outcomes.code_of(outcome)
     return (code, outcome.message, tuple((e.key, e.value) for e in outcome.trailing))
 
 

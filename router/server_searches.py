@@ -22,7 +22,7 @@ from typing import Any, Awaitable, Callable
 import grpc
 from grpc.aio import Metadata
 
-from quiver.logs import REQUEST_ID_KEY
+from quiver.logs import REQUEST_ID_KEY, outgoing_metadata
 from quiver.metrics import SHARD_CALL_SECONDS, timed_call
 from quiver.v1 import shard_pb2
 from quiver.wire import search_outcomes
@@ -156,8 +156,7 @@ class ServerSearches:
 
 def _joined(waiting: list[_Waiting]) -> MetadataPairs:
     """The request ids of every search the call carries, as one entry (what a coalesced batch sends)."""
-    ids = dict.fromkeys(i for w in waiting for key, value in w.metadata if key == REQUEST_ID_KEY for i in value.split(",") if i)
-    return ((REQUEST_ID_KEY, ",".join(ids)),) if ids else ()
+    return outgoing_metadata(i for w in waiting for key, value in w.metadata if key == REQUEST_ID_KEY for i in value.split(","))
 
 
 def _settle(answer: asyncio.Future[Any], value: Any = None, error: BaseException | None = None) -> None:

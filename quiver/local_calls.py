@@ -59,9 +59,12 @@ class LocalContext:
         raise grpc.aio.AbortError()
 
     def rpc_error(self) -> grpc.aio.AioRpcError:
-        return grpc.aio.AioRpcError(
-            self._code or grpc.StatusCode.UNKNOWN, Metadata(), Metadata(*self._trailing), details=self._details,
-        )
+        return rpc_error(self._code or grpc.StatusCode.UNKNOWN, self._details, self._trailing)
+
+
+def rpc_error(code: grpc.StatusCode, details: str, trailing: MetadataPairs = ()) -> grpc.aio.AioRpcError:
+    """The error a remote call that ended with this status raises."""
+    return grpc.aio.AioRpcError(code, Metadata(), Metadata(*trailing), details=details)
 
 
 class LocalMethod:

@@ -51,5 +51,8 @@ class RouterConfig:
     hedge_reads: bool = True  # send a read to a second replica when the first is slower than its p95
     # The searches of one query or batch that go to one shard server travel as one SearchMany call.
     batch_server_searches: bool = True
+    # Node mode: the partitions the shard server of this process holds are searched by one direct call into
+    # it (router/local_searches.py), not one replica read and local call apiece.
+    search_in_process: bool = True
     # As controller: a replica whose server has been gone this long is rebuilt on another server.
     replace_after_s: float = 60.0

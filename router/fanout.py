@@ -40,8 +40,10 @@ class Gather(Generic[T]):
     callers with different deadlines can share one fan-out and each read it at its own deadline.
     """
 
-    def __init__(self, calls: dict[int, Callable[[], Awaitable[T]]]) -> None:
-        self._tasks = {shard: asyncio.ensure_future(call()) for shard, call in sorted(calls.items())}
+    def __init__(self, calls: dict[int, Callable[[], Awaitable[T]]], started: dict[int, asyncio.Future[T]] | None = None) -> None:
+        """`started`: shards whose answers are already on their way (futures), read like the calls' own."""
+        tasks = {shard: asyncio.ensure_future(call()) for shard, call in calls.items()} | (started or {})
+        self._tasks = dict(sorted(tasks.items()))
 
     @property
     def finished(self) -> bool:

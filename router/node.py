@@ -57,6 +57,7 @@ class Node:
         await self.shard.start()
         self.router = RouterServer(self.config.router)
         self.router.pool.serve_locally(self.shard.address, self.shard.servicer)
+        self.router.servicer.search_in_process(self.shard.address, self.shard.servicer)
         await self.router.start()
 
     async def stop(self, drain_delay_s: float = 0.0) -> None:
@@ -96,12 +97,13 @@ async def serve(config: NodeConfig) -> None:
 @click.option("--search-threads", default=0, help="Threads for searches (0: one per core).")
 @click.option("--controller/--no-controller", default=RouterConfig.controller, help="Stand for the controller role.")
 @click.option("--batch-server-searches/--no-batch-server-searches", default=RouterConfig.batch_server_searches, help="Send the searches that go to one shard server (this node's own included) as one SearchMany call.")
+@click.option("--search-in-process/--no-search-in-process", default=RouterConfig.search_in_process, help="Search the partitions this node holds by one direct call into its shard server, not one local call each.")
 @click.option("--drain-delay", default=1.0, help="On SIGTERM: seconds between leaving etcd and refusing new calls.")
 @click.option("--log-level", default="INFO")
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json")
 def main(
     data_dir: Path, etcd_endpoints: str, etcd_root: str, host: str, port: int, shard_port: int, server_id: str, advertise: str,
-    lease_ttl: float, search_threads: int, controller: bool, batch_server_searches: bool, drain_delay: float, log_level: str, log_format: str,
+    lease_ttl: float, search_threads: int, controller: bool, batch_server_searches: bool, search_in_process: bool, drain_delay: float, log_level: str, log_format: str,
 ) -> None:
     configure_logging(log_level, log_format)
     log_effective_options(click.get_current_context())
@@ -113,7 +115,7 @@ def main(
             advertise_address=advertise, lease_ttl_s=lease_ttl, drain_delay_s=drain_delay, executors=ExecutorSizes(searches=search_threads),
         ),
         router=RouterConfig(
-            etcd_endpoints=endpoints, etcd_root=etcd_root, host=host, port=port, controller=controller, batch_server_searches=batch_server_searches,
+            etcd_endpoints=endpoints, etcd_root=etcd_root, host=host, port=port, controller=controller, batch_server_searches=batch_server_searches, search_in_process=search_in_process,
         ),
     )
     uvloop.run(serve(config))

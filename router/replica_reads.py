@@ -38,7 +38,7 @@ T = TypeVar("T")
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
-def _retryable(error: BaseException) -> bool:
+def retryable(error: BaseException) -> bool:
     if not isinstance(error, grpc.aio.AioRpcError):
         return False
     if error.code() == grpc.StatusCode.NOT_FOUND:
@@ -183,7 +183,7 @@ class ReplicaReads:
                     if error is None:
                         missed_by_running = True
                         return task.result()
-                    if not _retryable(error):
+                    if not retryable(error):
                         raise error
                     last_error = error  # type: ignore[assignment]
                 now = loop.time()

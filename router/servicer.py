@@ -43,6 +43,7 @@ from router.fanout import Gather, Outcome, fan_out, raise_caller_errors, require
 from router.hashring import shard_for_key, shards_for_keys
 from router.merge import merge_hit_batches, merge_results_batch
 from router.partition_keys import caller_id, check_key, key_filter, stored_id, with_key
+from router.local_searches import LocalSearches
 from router.server_searches import ServerSearches
 from router.replica_reads import HedgePolicy, ReplicaReads
 from router.model_coverage import ModelCoverage
@@ -72,6 +73,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         # Concurrent searches to one shard server go as one SearchMany (router/server_searches.py).
         self.server_searches = ServerSearches(pool.stub) if config.batch_server_searches else None
         self.replica_reads = ReplicaReads(HedgePolicy() if config.hedge_reads else HedgePolicy(hedge_ratio=0.0))
+        # Node mode: the partitions of the shard server in this process, searched by one direct call.
+        self.local_searches: LocalSearches | None = None
         self._coalescer: Coalescer[_SearchJob] = Coalescer(
             self._search_batch, fits=self._batch_fits, expired=self._search_expired
         )
@@ -86,6 +89,12 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         # CPU work of large requests (checking and splitting a big upsert, merging a big search batch) runs
         # here, not on the event loop, so one large request cannot stall every other RPC of the router.
         self._cpu = ThreadPoolExecutor(self._config.cpu_threads, thread_name_prefix="router-cpu")
+
+    def search_in_process(self, address: str, servicer: Any) -> None:
+        """Searches of partitions that `servicer` (the shard server at `address`, in this process) holds go
+        straight to it (router/local_searches.py), unless the config turns that off."""
+        if self._config.search_in_process:
+            self.local_searches = LocalSearches(address, servicer)
 
     def close(self) -> None:
         self._cpu.shutdown(wait=False, cancel_futures=True)
@@ -371,11 +380,13 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         timeout: float,
         request_ids: list[str] | None = None,
         first_due: float | None = None,
+        replicas: list[str] | None = None,
     ) -> Any:
-        """A read sent to the replica expected to answer first, hedged and failed over (see replica_reads)."""
+        """A read sent to the replica expected to answer first, hedged and failed over (see replica_reads);
+        `replicas`: the ones to choose from, if not every readable replica of the shard."""
         metadata = outgoing_metadata(request_ids)
         return lambda: self.replica_reads.call(
-            view.replicas(shard), lambda address, budget: self._ask_shard(address, method, message, budget, metadata), timeout, first_due
+            view.replicas(shard) if replicas is None else replicas, lambda address, budget: self._ask_shard(address, method, message, budget, metadata), timeout, first_due
         )
 
     @rpc_guard
@@ -601,6 +612,9 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         # faster as messages. Metadata, vectors and keyed ids (translated back per hit) need the messages.
         packed = n_queries > 1 and not (request.include_metadata or request.include_vectors or field)
         calls = {}
+        local = self.local_searches
+        here: dict[int, shard_pb2.SearchRequest] = {}
+        request_ids = [j.request_id for j in batch]
         for shard in shards:
             sub = shard_pb2.SearchRequest(
                 ref=self._ref(view, shard),
@@ -612,12 +626,25 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 include_vectors=request.include_vectors,
                 packed_hits=packed,
             )
-            # A coalesced batch runs in its first member's task: name every member's request id explicitly.
-            calls[shard] = self._replicated(view, shard, "Search", sub, timeout, [j.request_id for j in batch], first_due)
+            if local is not None and local.holds(view.replicas(shard)):
+                here[shard] = sub
+            else:
+                # A coalesced batch runs in its first member's task: name every member's request id explicitly.
+                calls[shard] = self._replicated(view, shard, "Search", sub, timeout, request_ids, first_due)
         offsets = np.cumsum([0] + [j.n_queries for j in batch]).tolist()
         sent = loop.time()
         self._in_flight[key] = (sent, self._predict_batch_s(view.record.name, n_queries) or 0.0)
-        gather = Gather(calls)
+        started = None
+        if here:
+            assert local is not None
+            def elsewhere(shard: int) -> Awaitable[shard_pb2.SearchResponse] | None:
+                others = [a for a in view.replicas(shard) if a != local.address]
+                if not others:
+                    return None
+                return self._replicated(view, shard, "Search", here[shard], max(timeout - (loop.time() - sent), 0.0), request_ids,
+                                        max(first_due - (loop.time() - sent), 0.0), replicas=others)()
+            started = local.start(here, timeout, request_ids, elsewhere)
+        gather = Gather(calls, started)
         translated: set[int] = set()
         try:
             waiting = sorted(range(len(batch)), key=lambda member: batch[member].deadline)

@@ -811,11 +811,14 @@ class DurablePartition:
         return results
 
     def _cheap(self, n_queries: int, flt: Filter | None, knobs: QueryKnobs, force_exact: bool) -> bool:
+        return self.runs_on_loop(n_queries, flt is not None, knobs.ef_search, force_exact)
+
+    def runs_on_loop(self, n_queries: int, filtered: bool, ef_search: int, force_exact: bool) -> bool:
         """Worth running on the event loop: one or two unfiltered HNSW queries at a modest ef. A huge
         ef_search (or any IVF-PQ nprobe, any scan) could hold the loop, and every other RPC, for long."""
-        if n_queries > INLINE_MAX_QUERIES or flt is not None or force_exact or self.spec.index_kind != "hnsw":
+        if n_queries > INLINE_MAX_QUERIES or filtered or force_exact or self.spec.index_kind != "hnsw":
             return False
-        return (knobs.ef_search or self.state.index.effective_params()["ef_search"]) <= INLINE_MAX_EF
+        return (ef_search or self.state.index.effective_params()["ef_search"]) <= INLINE_MAX_EF
 
     def _result(self, hits: QueryHits, include_metadata: bool, include_vectors: bool) -> QueryResult:
         metadata = [self.state.fields.get(label) for label in hits.labels.tolist()] if include_metadata else None

@@ -14,7 +14,9 @@ from typing import Awaitable, Callable, TypeVar
 
 import numpy as np
 
-from quiver.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, OutOfRange, Unavailable
+from quiver.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, OutOfRange, QuiverError, Unavailable
+from quiver.local_calls import LocalContext
+from quiver.metrics import observe_rpc
 from quiver.rpc_guard import rpc_guard, status_of
 from quiver.v1 import shard_pb2, shard_pb2_grpc
 from quiver.wire.filters import filter_from_proto, metadata_to_proto
@@ -279,10 +281,53 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
 
         return shard_pb2.SearchManyResponse(outcomes=await asyncio.gather(*(outcome(s) for s in request.searches)))
 
+    async def search_in_process(self, searches: list[shard_pb2.SearchRequest], timeout: float | None) -> list[shard_pb2.SearchResponse | Exception]:
+        """What a SearchMany of `searches` answers, called directly by a router in this very process (node
+        mode, router/local_searches.py): each search's response, or the error it was refused with.
+
+        No RPC, no per-search task, no outcome messages: one search after another on the caller's task
+        (inline searches do not suspend at all), the queries decoded once. Searches that go to threads
+        (batches, filters, scans) run at once instead, as SearchMany runs them. Counted in the RPC metrics
+        as the method `SearchInProcess`."""
+        started = time.perf_counter()
+        context = LocalContext(None, None if timeout is None else time.monotonic() + timeout)
+        prepared: list[tuple[bytes, int, str, asyncio.Future[np.ndarray]]] = []
+
+        async def outcome(search: shard_pb2.SearchRequest, concurrent: bool) -> shard_pb2.SearchResponse | Exception:
+            try:
+                return await self._search(search, context, prepared, concurrent)
+            except Exception as error:  # noqa: BLE001 - each search is refused on its own, as in SearchMany
+                return error
+
+        code = "OK"
+        try:
+            if len(searches) == 1 or all(self._runs_on_loop(s) for s in searches):
+                outcomes = [await outcome(s, False) for s in searches]
+            else:
+                outcomes = list(await asyncio.gather(*(outcome(s, True) for s in searches)))
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            observe_rpc(self.SERVICE, "SearchInProcess", code, time.perf_counter() - started)
+        return outcomes
+
+    def _runs_on_loop(self, search: shard_pb2.SearchRequest) -> bool:
+        """Whether the partition will answer `search` on the event loop, without a thread (so running it
+        before the next search costs no parallelism)."""
+        try:
+            partition = self._partition(search.ref)
+        except QuiverError:
+            return True  # refused at once
+        n_queries = len(search.queries) // (4 * partition.spec.dim)
+        return partition.runs_on_loop(n_queries, search.filter.WhichOneof("kind") is not None, search.params.ef_search, search.params.exact)
+
     async def _search(
-        self, request: shard_pb2.SearchRequest, context, shared: list[tuple[bytes, int, str, asyncio.Future[np.ndarray]]] | None  # type: ignore[no-untyped-def]
+        self, request: shard_pb2.SearchRequest, context, shared: list[tuple[bytes, int, str, asyncio.Future[np.ndarray]]] | None,  # type: ignore[no-untyped-def]
+        concurrent: bool = True,
     ) -> shard_pb2.SearchResponse:
-        """One partition's search; `shared`: the queries already prepared for other searches of the same call."""
+        """One partition's search; `shared`: the queries already prepared for other searches of the same call
+        (`concurrent`: whether those run at the same time as this one, so a preparation must be shared as a task)."""
         partition = self._partition(request.ref)
         spec = partition.spec
         check_k(request.k, self._config.max_k)
@@ -294,11 +339,16 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
             # Compared, not hashed: hashing a large batch's bytes would cost the loop more than one comparison.
             # A task, so that searches running at once wait on the one preparation instead of repeating it.
             task = next((t for q, d, m, t in shared if d == spec.dim and m == spec.metric and q == request.queries), None)
-            if task is None:
+            if task is None and not concurrent:  # nothing else runs meanwhile: prepared here, kept as a done future
+                task = asyncio.get_running_loop().create_future()
+                task.set_result(await self._prepare_queries(request.queries, spec))
+                shared.append((request.queries, spec.dim, spec.metric, task))
+            elif task is None:
                 task = asyncio.ensure_future(self._prepare_queries(request.queries, spec))
                 task.add_done_callback(lambda t: t.cancelled() or t.exception())  # read, even if every waiter left
                 shared.append((request.queries, spec.dim, spec.metric, task))
-            prepared = await asyncio.shield(task)  # one search's cancellation must not cancel the others'
+            # One search's cancellation must not cancel the others' preparation; a done one is read at once.
+            prepared = task.result() if task.done() else await asyncio.shield(task)
         flt = filter_from_proto(request.filter)
         knobs = QueryKnobs(ef_search=request.params.ef_search, nprobe=request.params.nprobe)
         _deadline(context)

@@ -1,7 +1,9 @@
 """Node mode (router/node.py): a router and a shard server in one process, the router's calls to its own
 shard server made in process. Proven against real etcd and real indexes: answers match a plain
 cluster's (exact top-k), the local calls carry on with the shard's gRPC port closed (so they really are
-local), and a shard's errors and deadlines reach the router as the codes a remote call gives."""
+local), a shard's errors and deadlines reach the router as the codes a remote call gives, and searches of
+the local partitions go by one direct call (router/local_searches.py) that fails over to another node's
+replica when the local one is missing, but not when the caller erred."""
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 
 from quiver.client import AsyncClient
-from quiver.errors import NotFound
+from quiver.errors import InvalidArgument, NotFound
 from quiver.logs import REQUEST_ID_KEY
 from quiver.v1 import shard_pb2
 from router.config import RouterConfig
@@ -23,13 +25,17 @@ DIM = 16
 N = 600
 
 
+def node_config(etcd, etcd_root: str, data_dir: Path, server_id: str, **shard_options) -> NodeConfig:  # noqa: ANN001
+    endpoints = (etcd.endpoint,)
+    return NodeConfig(
+        ShardConfig(data_dir=data_dir, etcd_endpoints=endpoints, etcd_root=etcd_root, server_id=server_id, lease_ttl_s=3.0, **shard_options),
+        RouterConfig(etcd_endpoints=endpoints, etcd_root=etcd_root),
+    )
+
+
 @pytest.fixture
 async def node(etcd, etcd_root, tmp_path: Path):
-    endpoints = (etcd.endpoint,)
-    running = Node(NodeConfig(
-        ShardConfig(data_dir=tmp_path / "node", etcd_endpoints=endpoints, etcd_root=etcd_root, server_id="node-0", lease_ttl_s=3.0),
-        RouterConfig(etcd_endpoints=endpoints, etcd_root=etcd_root),
-    ))
+    running = Node(node_config(etcd, etcd_root, tmp_path / "node", "node-0"))
     await running.start()
     try:
         yield running
@@ -132,5 +138,85 @@ async def test_a_filtered_search_reports_its_strategy_and_the_matches_summed_ove
         assert result.filter_matches == 60  # spread over the three shards
         assert result.strategy == "exact_filtered" and result.estimated_cost_us > 0
         assert [int(i[1:]) for i in result.ids] == [r for r in exact_top(vectors, query[0], N) if r < 60][:5]
+    finally:
+        await client.close()
+
+
+async def test_a_search_of_local_partitions_is_one_direct_call_into_the_shard_server_not_a_local_rpc_per_partition(node):
+    client, vectors = await loaded(node)
+    assert node.router is not None
+    local, batched = node.router.servicer.local_searches, node.router.servicer.server_searches
+    assert local is not None and batched is not None
+    try:
+        queries = unit(np.random.default_rng(4), 3)
+        calls_before = local.calls
+        for query in queries:  # one query at a time: each is one direct call for its three partitions
+            [result] = await client.search("docs", query[None, :], 10)
+            assert [int(i[1:]) for i in result.ids] == exact_top(vectors, query, 10)
+            assert result.shards_answered == 3
+        results = await client.search("docs", queries, 10)  # a batch goes the same way
+        assert [[int(i[1:]) for i in r.ids] for r in results] == [exact_top(vectors, q, 10) for q in queries]
+        assert local.calls - calls_before == 4
+        assert batched.calls_sent == 0 and local.failovers == 0
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def two_nodes(etcd, etcd_root, tmp_path: Path):
+    """Two nodes; node 0's shard server refuses k above 20 (its router allows 10,000)."""
+    nodes = [
+        Node(node_config(etcd, etcd_root, tmp_path / "n0", "node-0", max_k=20)),
+        Node(node_config(etcd, etcd_root, tmp_path / "n1", "node-1")),
+    ]
+    for running in nodes:
+        await running.start()
+    try:
+        yield nodes
+    finally:
+        for running in nodes:
+            await running.stop()
+
+
+async def replicated(nodes: list[Node]) -> tuple[AsyncClient, np.ndarray]:
+    """Every shard on both nodes; writes acknowledged once both hold them."""
+    assert nodes[0].router is not None
+    client = AsyncClient(nodes[0].router.address, timeout=30)
+    for _ in range(100):  # until node 0's router has seen both shard servers register
+        if len((await client.status()).servers) == 2:
+            break
+        await asyncio.sleep(0.05)
+    await client.create_collection("docs", DIM, index="flat", shards=3, replication_factor=2, min_in_sync=2)
+    vectors = unit(np.random.default_rng(0), N)
+    await client.upsert("docs", [f"p{i}" for i in range(N)], vectors)
+    return client, vectors
+
+
+async def test_a_local_partition_missing_from_the_shard_server_is_searched_on_the_other_nodes_replica(two_nodes):
+    client, vectors = await replicated(two_nodes)
+    first = two_nodes[0]
+    assert first.router is not None and first.router.servicer.local_searches is not None
+    registry = first.shard.servicer._registry._partitions  # noqa: SLF001 - the fault: placement ahead of this server
+    missing = {key: registry.pop(key) for key in [k for k in registry if k.shard in (0, 2)]}
+    assert len(missing) == 2
+    try:
+        queries = unit(np.random.default_rng(5), 4)
+        results = await client.search("docs", queries, 10)
+        assert [[int(i[1:]) for i in r.ids] for r in results] == [exact_top(vectors, q, 10) for q in queries]
+        assert all(r.shards_answered == 3 and not r.partial for r in results)
+        assert first.router.servicer.local_searches.failovers == 2  # shard 1 was answered here
+    finally:
+        registry.update(missing)
+        await client.close()
+
+
+async def test_a_local_search_refused_for_the_callers_mistake_is_that_answer_not_failed_over(two_nodes):
+    client, _ = await replicated(two_nodes)
+    first = two_nodes[0]
+    assert first.router is not None and first.router.servicer.local_searches is not None
+    try:
+        with pytest.raises(InvalidArgument, match="20"):
+            await client.search("docs", unit(np.random.default_rng(6), 1), 25)
+        assert first.router.servicer.local_searches.failovers == 0
     finally:
         await client.close()

@@ -797,7 +797,8 @@ class DurablePartition:
         try:
             if self._cheap(len(queries), flt, knobs, force_exact) and self._lock.try_acquire_read():
                 try:
-                    results = run(replace(knobs, no_wait=True))
+                    # Built, not dataclasses.replace'd: replace() introspects the fields, several us a query.
+                    results = run(QueryKnobs(knobs.ef_search, knobs.nprobe, knobs.threads, no_wait=True))
                 except WouldWait:
                     results = None
                 finally:

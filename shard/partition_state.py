@@ -146,7 +146,7 @@ class PartitionState:
                 hits = self.index.search(queries, take, knobs, allowed)
             strategy = plan.strategy
         strategies = [strategy] * n
-        short = np.flatnonzero(hits.found_per_query() < take)
+        short = _short_rows(hits.labels, take)
         if len(short):
             if allowed is not None:
                 exact = self.index.search_subset(queries[short], take, np.flatnonzero(allowed))
@@ -196,7 +196,8 @@ class PartitionState:
         out = []
         for row in range(len(hits.labels)):
             labels = hits.labels[row]
-            found = labels[labels >= 0]
+            # Hits first, padding after: a row whose last slot is a hit is all hits (no mask to apply).
+            found = labels if len(labels) == 0 or labels[-1] >= 0 else labels[labels >= 0]
             out.append(QueryHits(ids_of(found), hits.scores[row, : len(found)], found, strategies[row], cost, matches))
         return out
 
@@ -228,6 +229,23 @@ class PartitionState:
         partition.live = np.zeros(max(1024, partition.ids.slots), dtype=bool)
         partition.live[partition.ids.live_labels()] = True
         return partition
+
+
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
+def _short_rows(labels: np.ndarray, take: int) -> np.ndarray:
+    """The rows with fewer than `take` hits. Every index lists a row's hits first and its padding (-1) after
+    them, so a row is short exactly when its `take`-th slot is padding: one column read, not a count of
+    every row (which cost a single query more than 10 us)."""
+    if take == 0:
+        return _NO_ROWS
+    if labels.shape[1] < take:  # an answer narrower than asked: every row is short
+        return np.arange(len(labels), dtype=np.int64)
+    last = labels[:, take - 1]
+    if len(last) == 1:
+        return _NO_ROWS if last[0] >= 0 else np.zeros(1, dtype=np.int64)
+    return np.flatnonzero(last < 0)
 
 
 def _keep_allowed(hits: SearchHits, allowed: np.ndarray, take: int) -> SearchHits:

@@ -24,8 +24,7 @@ import errno
 import functools
 import os
 import threading
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import hnswlib
 import numpy as np
@@ -49,8 +48,9 @@ class _EfGate:
         self._cond = threading.Condition()
         index.set_ef(ef)
 
-    @contextmanager
-    def using(self, ef: int, wait: bool = True) -> Iterator[None]:
+    def enter(self, ef: int, wait: bool = True) -> None:
+        """Starts a search at `ef` (then `leave()`); WouldWait instead of waiting when `wait` is false.
+        Methods, not a context manager: a generator-based one cost each query more than this whole gate."""
         with self._cond:
             if not wait and self._ef != ef and self._active > 0:
                 raise WouldWait(f"ef {self._ef} is in use by {self._active} searches; this one wants {ef}")
@@ -60,13 +60,12 @@ class _EfGate:
                 self._index.set_ef(ef)
                 self._ef = ef
             self._active += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._active -= 1
-                if self._active == 0:
-                    self._cond.notify_all()
+
+    def leave(self) -> None:
+        with self._cond:
+            self._active -= 1
+            if self._active == 0:
+                self._cond.notify_all()
 
 
 _GET_ITEMS_BYTES = 2 * 2**20
@@ -115,14 +114,15 @@ class HnswIndex:
 
     def search(self, queries: np.ndarray, k: int, knobs: QueryKnobs, allowed: np.ndarray | None) -> SearchHits:
         ef = knobs.ef_search or self._params["ef_search"]  # hnswlib itself searches with max(ef, k)
-        hits = SearchHits.empty(len(queries), k)
         if k == 0:
-            return hits
+            return SearchHits.empty(len(queries), k)
         predicate = bytes(allowed.view(np.uint8)).__getitem__ if allowed is not None else None
-        with self._gate.using(ef, wait=not knobs.no_wait):
+        self._gate.enter(ef, wait=not knobs.no_wait)
+        try:
             try:
                 labels, distances = self._index.knn_query(queries, k=k, num_threads=knobs.threads or -1, filter=predicate)
             except RuntimeError:
+                hits = SearchHits.empty(len(queries), k)
                 # hnswlib refuses a whole batch when it cannot fill k for one query (many deletes, tight
                 # filters). Ask again query by query, so only those come back short (and the partition
                 # completes them exactly) while the rest keep their ANN answer.
@@ -134,9 +134,9 @@ class HnswIndex:
                     hits.labels[row] = labels[0].astype(np.int64)
                     hits.scores[row] = self._to_scores(distances)[0]
                 return hits
-        hits.labels[:] = labels.astype(np.int64)
-        hits.scores[:] = self._to_scores(distances)
-        return hits
+        finally:
+            self._gate.leave()
+        return SearchHits(self._to_scores(distances).astype(np.float32, copy=False), labels.astype(np.int64))
 
     def search_subset(self, queries: np.ndarray, k: int, labels: np.ndarray) -> SearchHits:
         if len(labels) == 0:

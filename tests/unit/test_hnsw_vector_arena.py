@@ -59,9 +59,12 @@ def test_a_no_wait_search_refuses_to_wait_for_searches_at_another_ef_and_a_waiti
     entered, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with gate.using(32):
+        gate.enter(32)
+        try:
             entered.set()
             release.wait(5)
+        finally:
+            gate.leave()
 
     holder = threading.Thread(target=hold)
     holder.start()

@@ -1,6 +1,7 @@
 """router/server_searches.py against an in-process stub: searches to one server in one turn of the loop
-travel as one SearchMany once the server is known to get several, each answered or refused as its own;
-a server that gets one a turn is sent plain Searches at once again; a failed call is every search's."""
+travel as one SearchMany once the server is known to get several, each answered or refused as its own,
+the call naming every search's request id; a server that gets one a turn is sent plain Searches at once
+again; a failed call is every search's."""
 from __future__ import annotations
 
 import asyncio
@@ -9,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
+from quiver.logs import REQUEST_ID_KEY
 from quiver.v1 import shard_pb2
 from router.server_searches import LONE_TURNS_TO_STOP_GATHERING, ServerSearches
 
@@ -135,3 +137,25 @@ async def test_a_search_many_is_cancelled_once_every_caller_stopped_waiting():
     assert not cancelled.is_set()  # one caller still waits
     pending[1].cancel()
     await asyncio.wait_for(cancelled.wait(), 5)
+
+
+async def test_a_search_many_carries_the_request_id_of_every_search_it_carries_once_each():
+    sent: list[tuple[str, Any]] = []
+
+    class Recording(Stub):
+        async def Search(self, request, timeout, metadata):  # type: ignore[no-untyped-def]
+            sent.append(("Search", tuple(metadata)))
+            return await super().Search(request, timeout, metadata)
+
+        async def SearchMany(self, request, timeout, metadata):  # type: ignore[no-untyped-def]
+            sent.append(("SearchMany", tuple(metadata)))
+            return await super().SearchMany(request, timeout, metadata)
+
+    searches = ServerSearches(lambda address: Recording([]))
+    await turn(searches, [1, 2])  # now known to get several a turn
+    sent.clear()
+    ids = ["req-a", "req-b", "req-a", "req-c"]  # two searches of one coalesced request share its id
+    pending = [asyncio.ensure_future(searches.search("a", shard_pb2.SearchRequest(k=k), 5.0, ((REQUEST_ID_KEY, i),)))
+               for k, i in zip([3, 4, 5, 6], ids)]
+    await asyncio.gather(*pending)
+    assert sent == [("SearchMany", ((REQUEST_ID_KEY, "req-a,req-b,req-c"),))]

@@ -637,12 +637,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         started = None
         if here:
             assert local is not None
-            def elsewhere(shard: int) -> Awaitable[shard_pb2.SearchResponse] | None:
-                others = [a for a in view.replicas(shard) if a != local.address]
-                if not others:
-                    return None
-                return self._replicated(view, shard, "Search", here[shard], max(timeout - (loop.time() - sent), 0.0), request_ids,
-                                        max(first_due - (loop.time() - sent), 0.0), replicas=others)()
+            elsewhere = functools.partial(self._search_elsewhere, view, here, local.address, sent + timeout, sent + first_due, request_ids)
             started = local.start(here, timeout, request_ids, elsewhere)
         gather = Gather(calls, started)
         translated: set[int] = set()
@@ -664,6 +659,19 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             self._in_flight.pop(key, None)
             gather.cancel()
         return answers
+
+    def _search_elsewhere(
+        self, view: CollectionView, searches: dict[int, shard_pb2.SearchRequest], local_address: str, deadline: float, first_deadline: float,
+        request_ids: list[str], shard: int,
+    ) -> Awaitable[shard_pb2.SearchResponse] | None:
+        """A shard's search failed over from this process's replica to its others (None: it has none)."""
+        others = [a for a in view.replicas(shard) if a != local_address]
+        if not others:
+            return None
+        now = asyncio.get_running_loop().time()
+        return self._replicated(
+            view, shard, "Search", searches[shard], max(deadline - now, 0.0), request_ids, max(first_deadline - now, 0.0), replicas=others,
+        )()
 
     async def _replies(
         self, view: CollectionView, request: Any, outcomes: list[Outcome[Any]], n_queries: int, n_shards: int, translated: set[int],

@@ -9,8 +9,9 @@ and the issue 11 notes). Here the router hands the shard server every local part
 call, on one task, and the inline searches among them never suspend.
 
 What stays as it was: a partition with no replica in this process goes through ReplicaReads as ever; the
-local replica is preferred whenever it is one of the shard's readable replicas (it answers without a
-network hop, so no remote replica is expected to answer first). A local search refused for a reason the
+local replica is used whenever it is one of the shard's readable replicas and ReplicaReads expects no other to
+answer sooner: its latency and refusals go on its record like any replica's, so a local replica that is slow or
+refusing lately is passed over for the others until its record decays (a single direct search is not hedged). A local search refused for a reason the
 shard's other replicas may not share (UNAVAILABLE, the partition missing here, a deadline: what
 ReplicaReads fails over on) goes on to those other replicas through ReplicaReads; any other refusal (the
 caller's error, RESOURCE_EXHAUSTED) is that partition's answer, as a remote replica's would be.
@@ -21,24 +22,25 @@ import asyncio
 from typing import Any, Awaitable, Callable
 
 from quiver.local_calls import rpc_error
-from quiver.logs import REQUEST_ID
+from quiver.logs import MAX_REQUEST_ID_CHARS, REQUEST_ID
+from quiver.metrics import REPLICA_FAILOVERS, SHARD_CALL_SECONDS, timed_call
 from quiver.rpc_guard import status_of
 from quiver.v1 import shard_pb2
-from router.replica_reads import retryable
+from router.replica_reads import ReplicaReads, retryable
 
 # Where a partition goes when its local search failed over: the shard's other replicas, or None if it has none.
 Elsewhere = Callable[[int], Awaitable[shard_pb2.SearchResponse] | None]
 
 
 class LocalSearches:
-    def __init__(self, address: str, servicer: Any) -> None:
+    def __init__(self, address: str, servicer: Any, replica_reads: ReplicaReads) -> None:
         self.address = address
         self._servicer = servicer
+        # The local replica's latency and refusals go on its record, so that a slow or refusing one is
+        # passed over for another replica as ReplicaReads would (RouterServicer._search_batch asks it).
+        self._replica_reads = replica_reads
         self.calls = 0  # direct calls made, for tests and stats
         self.failovers = 0  # partitions sent on to other replicas after a local refusal
-
-    def holds(self, replicas: list[str]) -> bool:
-        return self.address in replicas
 
     def start(
         self, searches: dict[int, shard_pb2.SearchRequest], timeout: float, request_ids: list[str], elsewhere: Elsewhere,
@@ -62,30 +64,45 @@ class LocalSearches:
         answers: dict[int, asyncio.Future[shard_pb2.SearchResponse]], elsewhere: Elsewhere,
     ) -> None:
         # The shard's logs name every member of a coalesced batch, as the ids a remote call carries would.
-        REQUEST_ID.set(",".join(dict.fromkeys(i for i in request_ids if i)))
+        REQUEST_ID.set(",".join(dict.fromkeys(i for i in request_ids if i))[:MAX_REQUEST_ID_CHARS])
         self.calls += 1
         shards = list(searches)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
-            outcomes = await self._servicer.search_in_process([searches[s] for s in shards], timeout)
-        except Exception as error:  # noqa: BLE001 - a bug: every partition's caller hears of it, none hangs
+            outcomes = await timed_call(SHARD_CALL_SECONDS, ("SearchInProcess", self.address),
+                                        lambda: self._servicer.search_in_process([searches[s] for s in shards], timeout))
+            elapsed = loop.time() - started
+            for shard, outcome in zip(shards, outcomes):
+                self._settle(answers[shard], shard, outcome, elapsed, elsewhere)
+        except Exception as error:  # noqa: BLE001 - a bug: each partition is refused INTERNAL, none hangs
+            failed = rpc_error(*status_of(error, "SearchInProcess"))
             for answer in answers.values():
                 if not answer.done():
-                    answer.set_exception(error)
-            return
-        for shard, outcome in zip(shards, outcomes):
-            answer = answers[shard]
-            if answer.done():
-                continue
-            if not isinstance(outcome, Exception):
+                    answer.set_exception(failed)
+
+    def _settle(self, answer: asyncio.Future[shard_pb2.SearchResponse], shard: int, outcome: Any, elapsed: float, elsewhere: Elsewhere) -> None:
+        if not isinstance(outcome, Exception):
+            self._replica_reads.record(self.address, elapsed, answered=True)
+            if not answer.done():
                 answer.set_result(outcome)
-                continue
-            error = rpc_error(*status_of(outcome, "SearchInProcess"))
-            other = elsewhere(shard) if retryable(error) else None
-            if other is None:
+            return
+        error = rpc_error(*status_of(outcome, "SearchInProcess"))
+        if not retryable(error):
+            self._replica_reads.record(self.address, elapsed, answered=False)  # refused for the caller: not slow
+            if not answer.done():
                 answer.set_exception(error)
-                continue
-            self.failovers += 1
-            _forward(asyncio.ensure_future(other), answer)
+            return
+        self._replica_reads.record(self.address, elapsed, answered=False, missed=True)
+        if answer.done():
+            return
+        other = elsewhere(shard)
+        if other is None:
+            answer.set_exception(error)
+            return
+        self.failovers += 1
+        REPLICA_FAILOVERS.inc()
+        _forward(asyncio.ensure_future(other), answer)
 
 
 def _forward(source: asyncio.Future[Any], answer: asyncio.Future[Any]) -> None:

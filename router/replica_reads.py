@@ -95,6 +95,15 @@ class ReplicaReads:
         age = self._clock() - stats.updated
         return (stats.outstanding + 1) * stats.ewma_s * math.exp(-age / self._policy.decay_s)
 
+    def prefers(self, address: str, addresses: list[str]) -> bool:
+        """Whether `address` (one of `addresses`) is expected to answer no later than any other of them."""
+        wait = self.expected_wait(address)
+        return all(wait <= self.expected_wait(other) for other in addresses if other != address)
+
+    def record(self, address: str, elapsed: float, answered: bool, missed: bool = False) -> None:
+        """A read made outside `call` (node mode's direct local searches), counted like one of its attempts."""
+        self._record(address, elapsed, answered, missed)
+
     def _record(self, address: str, elapsed: float, answered: bool, missed: bool = False) -> None:
         """One attempt's end. `missed`: it failed, or had not answered when another replica did or the
         deadline came; its latency is then unknown but longer than `elapsed` (for a frozen replica, for

@@ -94,7 +94,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         """Searches of partitions that `servicer` (the shard server at `address`, in this process) holds go
         straight to it (router/local_searches.py), unless the config turns that off."""
         if self._config.search_in_process:
-            self.local_searches = LocalSearches(address, servicer)
+            self.local_searches = LocalSearches(address, servicer, self.replica_reads)
 
     def close(self) -> None:
         self._cpu.shutdown(wait=False, cancel_futures=True)
@@ -626,7 +626,9 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 include_vectors=request.include_vectors,
                 packed_hits=packed,
             )
-            if local is not None and local.holds(view.replicas(shard)):
+            replicas = view.replicas(shard)
+            # The local replica, unless its record (slow or refusing lately) says another answers sooner.
+            if local is not None and local.address in replicas and self.replica_reads.prefers(local.address, replicas):
                 here[shard] = sub
             else:
                 # A coalesced batch runs in its first member's task: name every member's request id explicitly.

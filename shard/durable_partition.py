@@ -798,7 +798,7 @@ class DurablePartition:
             if self._cheap(len(queries), flt, knobs, force_exact) and self._lock.try_acquire_read():
                 try:
                     # Built, not dataclasses.replace'd: replace() introspects the fields, several us a query.
-                    results = run(QueryKnobs(knobs.ef_search, knobs.nprobe, knobs.threads, no_wait=True))
+                    results = run(QueryKnobs(ef_search=knobs.ef_search, nprobe=knobs.nprobe, threads=knobs.threads, no_wait=True))
                 except WouldWait:
                     results = None
                 finally:

@@ -192,7 +192,7 @@ async def replicated(nodes: list[Node]) -> tuple[AsyncClient, np.ndarray]:
     return client, vectors
 
 
-async def test_a_local_partition_missing_from_the_shard_server_is_searched_on_the_other_nodes_replica(two_nodes):
+async def test_a_local_partition_missing_from_the_shard_server_is_searched_on_the_other_nodes_replica_and_then_avoided(two_nodes):
     client, vectors = await replicated(two_nodes)
     first = two_nodes[0]
     assert first.router is not None and first.router.servicer.local_searches is not None
@@ -205,6 +205,13 @@ async def test_a_local_partition_missing_from_the_shard_server_is_searched_on_th
         assert [[int(i[1:]) for i in r.ids] for r in results] == [exact_top(vectors, q, 10) for q in queries]
         assert all(r.shards_answered == 3 and not r.partial for r in results)
         assert first.router.servicer.local_searches.failovers == 2  # shard 1 was answered here
+        # The refusals went on the local replica's record: the next search goes to node 1 first, as
+        # ReplicaReads would send it, instead of failing over again.
+        calls = first.router.servicer.local_searches.calls
+        again = await client.search("docs", queries, 10)
+        assert [[int(i[1:]) for i in r.ids] for r in again] == [exact_top(vectors, q, 10) for q in queries]
+        assert first.router.servicer.local_searches.failovers == 2
+        assert first.router.servicer.local_searches.calls == calls
     finally:
         registry.update(missing)
         await client.close()
@@ -218,5 +225,33 @@ async def test_a_local_search_refused_for_the_callers_mistake_is_that_answer_not
         with pytest.raises(InvalidArgument, match="20"):
             await client.search("docs", unit(np.random.default_rng(6), 1), 25)
         assert first.router.servicer.local_searches.failovers == 0
+    finally:
+        await client.close()
+
+
+async def test_hnsw_partitions_searched_one_after_another_in_process_answer_metadata_vectors_and_keyed_searches_exactly(node):
+    """HNSW at ef far above the partition size is exact, so the direct path's sequential branch (inline single
+    queries, HNSW batches one partition after another, the query prepared once) is checked against brute force."""
+    assert node.router is not None and node.router.servicer.local_searches is not None
+    client = AsyncClient(node.router.address, timeout=30)
+    try:
+        vectors = unit(np.random.default_rng(7), N)
+        await client.create_collection("graph", DIM, index="hnsw", shards=3)
+        await client.upsert("graph", [f"p{i}" for i in range(N)], vectors, [{"n": i} for i in range(N)])
+        await client.create_collection("tenants", DIM, index="hnsw", shards=3, partition_key_field="tenant")
+        for tenant, rows in (("acme", vectors[: N // 2]), ("globex", vectors[N // 2 :])):
+            await client.upsert("tenants", [f"t{i}" for i in range(len(rows))], rows, partition_key=tenant)
+        calls = node.router.servicer.local_searches.calls
+        queries = unit(np.random.default_rng(8), 5)
+        for batch in (queries[:1], queries):
+            results = await client.search("graph", batch, 7, ef_search=N, include_metadata=True, include_vectors=True)
+            for query, result in zip(batch, results):
+                top = exact_top(vectors, query, 7)
+                assert [int(i[1:]) for i in result.ids] == top
+                assert [h.metadata["n"] for h in result.hits] == top
+                assert np.allclose(np.stack([h.vector for h in result.hits]), vectors[top], atol=1e-6)
+        [keyed] = await client.search("tenants", queries[:1], 5, ef_search=N, partition_key="globex")
+        assert keyed.ids == [f"t{i}" for i in exact_top(vectors[N // 2 :], queries[0], 5)]
+        assert node.router.servicer.local_searches.calls - calls == 3
     finally:
         await client.close()

@@ -22,7 +22,7 @@ import asyncio
 from typing import Any, Awaitable, Callable
 
 from quiver.local_calls import rpc_error
-from quiver.logs import MAX_REQUEST_ID_CHARS, REQUEST_ID
+from quiver.logs import REQUEST_ID, incoming_request_id, outgoing_metadata
 from quiver.metrics import REPLICA_FAILOVERS, SHARD_CALL_SECONDS, timed_call
 from quiver.rpc_guard import status_of
 from quiver.v1 import shard_pb2
@@ -64,7 +64,8 @@ class LocalSearches:
         answers: dict[int, asyncio.Future[shard_pb2.SearchResponse]], elsewhere: Elsewhere,
     ) -> None:
         # The shard's logs name every member of a coalesced batch, as the ids a remote call carries would.
-        REQUEST_ID.set(",".join(dict.fromkeys(i for i in request_ids if i))[:MAX_REQUEST_ID_CHARS])
+        # Read back from the metadata a remote call would carry, as the shard's rpc_guard reads it there.
+        REQUEST_ID.set(incoming_request_id(outgoing_metadata(request_ids)))
         self.calls += 1
         shards = list(searches)
         loop = asyncio.get_running_loop()

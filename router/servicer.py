@@ -632,7 +632,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 here[shard] = sub
             else:
                 # A coalesced batch runs in its first member's task: name every member's request id explicitly.
-                calls[shard] = self._replicated(view, shard, "Search", sub, timeout, request_ids, first_due)
+                calls[shard] = self._replicated(view, shard, "Search", sub, timeout, request_ids, first_due, replicas=replicas)
         offsets = np.cumsum([0] + [j.n_queries for j in batch]).tolist()
         sent = loop.time()
         self._in_flight[key] = (sent, self._predict_batch_s(view.record.name, n_queries) or 0.0)

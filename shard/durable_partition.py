@@ -795,7 +795,7 @@ class DurablePartition:
         results = None
         self._searches_in_flight += 1
         try:
-            if self._cheap(len(queries), flt, knobs, force_exact) and self._lock.try_acquire_read():
+            if self.runs_on_loop(len(queries), flt is not None, knobs.ef_search, force_exact) and self._lock.try_acquire_read():
                 try:
                     # Built, not dataclasses.replace'd: replace() introspects the fields, several us a query.
                     results = run(QueryKnobs(ef_search=knobs.ef_search, nprobe=knobs.nprobe, threads=knobs.threads, no_wait=True))
@@ -810,9 +810,6 @@ class DurablePartition:
             self._searches_in_flight -= 1
         self.searches_served += len(queries)
         return results
-
-    def _cheap(self, n_queries: int, flt: Filter | None, knobs: QueryKnobs, force_exact: bool) -> bool:
-        return self.runs_on_loop(n_queries, flt is not None, knobs.ef_search, force_exact)
 
     def runs_on_loop(self, n_queries: int, filtered: bool, ef_search: int, force_exact: bool) -> bool:
         """Worth running on the event loop: one or two unfiltered HNSW queries at a modest ef. A huge

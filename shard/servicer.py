@@ -270,16 +270,10 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
 
     @rpc_guard
     async def SearchMany(self, request, context):  # type: ignore[no-untyped-def]
-        # The searches of one query or batch share their query bytes: decoded and normalised once per metric.
-        prepared: list[tuple[bytes, int, str, asyncio.Future[np.ndarray]]] = []
-
-        async def outcome(search: shard_pb2.SearchRequest) -> shard_pb2.SearchOutcome:
-            try:
-                return search_outcomes.answered(await self._search(search, context, prepared))
-            except Exception as error:  # noqa: BLE001 - each search is refused on its own, as rpc_guard would
-                return search_outcomes.refused(*status_of(error, "SearchMany"))
-
-        return shard_pb2.SearchManyResponse(outcomes=await asyncio.gather(*(outcome(s) for s in request.searches)))
+        results = await self._each_search(list(request.searches), context, one_at_a_time=False)
+        return shard_pb2.SearchManyResponse(outcomes=[
+            search_outcomes.refused(*status_of(r, "SearchMany")) if isinstance(r, Exception) else search_outcomes.answered(r) for r in results
+        ])
 
     async def search_in_process(self, searches: list[shard_pb2.SearchRequest], timeout: float | None) -> list[shard_pb2.SearchResponse | Exception]:
         """What a SearchMany of `searches` answers, called directly by a router in this very process (node
@@ -287,43 +281,49 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
 
         No RPC, no per-search task, no outcome messages: one search after another on the caller's task
         (inline searches do not suspend at all; an HNSW batch uses every core by itself), the queries decoded
-        once. Searches that need threads to run side by side (filters, scans) run at once, as SearchMany's do. Counted in the RPC metrics
-        as the method `SearchInProcess`."""
+        once. Searches that need threads to run side by side (filters, scans) run at once, as SearchMany's do.
+        Counted in the RPC metrics as the method `SearchInProcess`."""
         started = time.perf_counter()
         context = LocalContext(None, None if timeout is None else time.monotonic() + timeout)
-        prepared: list[tuple[bytes, int, str, asyncio.Future[np.ndarray]]] = []
-
-        async def outcome(search: shard_pb2.SearchRequest, concurrent: bool) -> shard_pb2.SearchResponse | Exception:
-            try:
-                return await self._search(search, context, prepared, concurrent)
-            except Exception as error:  # noqa: BLE001 - each search is refused on its own, as in SearchMany
-                return error
-
         code = "OK"
         try:
-            if len(searches) == 1 or all(self._one_at_a_time(s) for s in searches):
-                outcomes = [await outcome(s, False) for s in searches]
-            else:
-                outcomes = list(await asyncio.gather(*(outcome(s, True) for s in searches)))
+            return await self._each_search(searches, context, len(searches) == 1 or all(self._one_at_a_time(s) for s in searches))
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
         finally:
             observe_rpc(self.SERVICE, "SearchInProcess", code, time.perf_counter() - started)
-        return outcomes
+
+    async def _each_search(
+        self, searches: list[shard_pb2.SearchRequest], context, one_at_a_time: bool  # type: ignore[no-untyped-def]
+    ) -> list[shard_pb2.SearchResponse | Exception]:
+        """Each search's response, or the error it alone was refused with (as rpc_guard would refuse a lone
+        Search); the queries they share are decoded and normalised once per metric. `one_at_a_time`: each
+        search runs after the one before, else all at once."""
+        prepared: list[tuple[bytes, int, str, asyncio.Future[np.ndarray]]] = []
+
+        async def outcome(search: shard_pb2.SearchRequest, concurrent: bool) -> shard_pb2.SearchResponse | Exception:
+            try:
+                return await self._search(search, context, prepared, concurrent)
+            except Exception as error:  # noqa: BLE001 - each search is refused on its own
+                return error
+
+        if one_at_a_time:
+            return [await outcome(s, False) for s in searches]
+        return list(await asyncio.gather(*(outcome(s, True) for s in searches)))
 
     def _one_at_a_time(self, search: shard_pb2.SearchRequest) -> bool:
-        """Whether running `search` before the next one costs no parallelism: it runs on the event loop (no
-        thread at all), or it is an unfiltered HNSW search, which hnswlib spreads over every core itself
-        (three such batches at once measured 5-10% slower than one after another: 6 threads on 2 cores)."""
+        """Whether running `search` before the next one costs no parallelism: an unfiltered HNSW search that
+        runs on the event loop (no thread at all), or one that hnswlib spreads over every core itself (three
+        such batches at once measured 5-10% slower than one after another: 6 threads on 2 cores)."""
         try:
             partition = self._partition(search.ref)
         except QuiverError:
             return True  # refused at once
-        if search.filter.WhichOneof("kind") is not None or search.params.exact:
+        if search.filter.WhichOneof("kind") is not None or search.params.exact or partition.spec.index_kind != "hnsw":
             return False
-        if partition.spec.index_kind == "hnsw":
-            return self._executors.sizes.searches == 0  # else capped to fewer threads than cores: run at once
+        if self._executors.sizes.searches == 0:  # not capped to fewer threads than cores
+            return True
         return partition.runs_on_loop(len(search.queries) // (4 * partition.spec.dim), False, search.params.ef_search, False)
 
     async def _search(
